@@ -1,0 +1,80 @@
+//! `sgsc bench`: median milliseconds per training step (float and quantized, batch 128 and 512)
+//! and inference images per second, on random inputs so it needs no data set.
+
+use super::parse_device;
+use crate::train::config::ExperimentConfig;
+use crate::train::learner::Learner;
+use crate::train::Mode;
+use anyhow::Result;
+use clap::Args;
+use std::path::PathBuf;
+use std::time::Instant;
+use tch::{Kind, Tensor};
+
+/// Arguments of `sgsc bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Experiment config whose network is timed.
+    #[arg(long, default_value = "configs/mnist-cnn.toml")]
+    config: PathBuf,
+    /// Timed repetitions per measurement (after 3 untimed warm-up runs).
+    #[arg(long, default_value_t = 20)]
+    repeats: usize,
+    /// Batch sizes of the training-step measurements.
+    #[arg(long, value_delimiter = ',', default_value = "128,512")]
+    batch_sizes: Vec<i64>,
+    /// cpu or cuda.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+/// Median of `repeats` timings of `work` in milliseconds, after 3 warm-up calls.
+fn median_ms(repeats: usize, mut work: impl FnMut() -> Result<()>) -> Result<f64> {
+    for _ in 0..3 {
+        work()?;
+    }
+    let mut times = Vec::with_capacity(repeats);
+    for _ in 0..repeats.max(1) {
+        let started = Instant::now();
+        work()?;
+        times.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}
+
+/// Runs `sgsc bench`.
+pub fn run(args: BenchArgs) -> Result<()> {
+    let config = ExperimentConfig::load(&args.config)?;
+    let device = parse_device(&args.device)?;
+    let [channels, height, width] = config.model.input;
+    println!("libtorch threads: {}, device: {:?}", tch::get_num_threads(), device);
+    println!("{:<24} {:>7} {:>12}", "measurement", "batch", "median");
+    for mode in [Mode::Baseline, Mode::Unsafe] {
+        for &batch in &args.batch_sizes {
+            let mut learner = Learner::new(&config, mode, device)?;
+            let inputs = Tensor::f_randn([batch, channels, height, width], (Kind::Float, device))?;
+            let labels = Tensor::f_randint(learner.network.output_features, [batch], (Kind::Int64, device))?;
+            let mut step = 0;
+            let ms = median_ms(args.repeats, || {
+                learner.step(&inputs, &labels, step)?;
+                step += 1;
+                Ok(())
+            })?;
+            let label = if mode.quantizes() { "train step (quantized)" } else { "train step (float)" };
+            println!("{label:<24} {batch:>7} {ms:>9.1} ms");
+        }
+    }
+    let batch = 1000;
+    let learner = Learner::new(&config, Mode::Unsafe, device)?;
+    let inputs = Tensor::f_randn([batch, channels, height, width], (Kind::Float, device))?;
+    for (label, quantize) in [("inference (float)", false), ("inference (quantized)", true)] {
+        let ms = median_ms(args.repeats, || {
+            let _no_grad = tch::no_grad_guard();
+            let _logits = learner.network.forward(&inputs, false, quantize)?;
+            Ok(())
+        })?;
+        println!("{label:<24} {batch:>7} {:>9.0} images/s", batch as f64 * 1000.0 / ms);
+    }
+    Ok(())
+}

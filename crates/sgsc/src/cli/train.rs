@@ -1,0 +1,111 @@
+//! `sgsc train`: one run from a config, then the results table and `summary.json`.
+
+use super::{data_dirs, parse_device};
+use crate::report::{layer_table, results_table, summarize, write_summary, RunFacts};
+use crate::train::config::ExperimentConfig;
+use crate::train::trainer::{train, RunOptions};
+use crate::train::Mode;
+use anyhow::{Context, Result};
+use clap::Args;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+/// Arguments of `sgsc train`.
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Experiment config (TOML).
+    #[arg(long, default_value = "configs/mnist-cnn.toml")]
+    config: PathBuf,
+    /// baseline (float) or unsafe (self-compression without the safety guard).
+    #[arg(long, default_value = "unsafe")]
+    mode: Mode,
+    /// Override train.steps.
+    #[arg(long)]
+    steps: Option<i64>,
+    /// Override train.seed.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Override quant.gamma (the size pressure).
+    #[arg(long)]
+    gamma: Option<f64>,
+    /// Run folder (default: runs/<mode>-seed<seed>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// cpu or cuda.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Data folder (else $SGSC_DATA_DIR, else ./data, else download).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Continue from the run folder's checkpoint.
+    #[arg(long)]
+    resume: bool,
+    /// Stop after this step (with a checkpoint); finish later with --resume.
+    #[arg(long)]
+    stop_at: Option<i64>,
+}
+
+/// Runs `sgsc train`.
+pub fn run(args: TrainArgs) -> Result<()> {
+    let mut config = ExperimentConfig::load(&args.config)?;
+    if let Some(steps) = args.steps {
+        config.train.steps = steps;
+    }
+    if let Some(seed) = args.seed {
+        config.train.seed = seed;
+    }
+    if let Some(gamma) = args.gamma {
+        config.quant.gamma = gamma;
+    }
+    config.validate(&args.config)?;
+    let out_dir = args
+        .out
+        .unwrap_or_else(|| PathBuf::from(format!("runs/{}-seed{}", args.mode, config.train.seed)));
+    let options = RunOptions {
+        mode: args.mode,
+        out_dir: out_dir.clone(),
+        data_dirs: data_dirs(&args.data_dir),
+        resume: args.resume,
+        device: parse_device(&args.device)?,
+        progress: std::io::stderr().is_terminal(),
+        stop_at: args.stop_at,
+    };
+    tracing::info!(
+        "training {} for {} steps (seed {}, gamma {}) into {}",
+        args.mode,
+        config.train.steps,
+        config.train.seed,
+        config.quant.gamma,
+        out_dir.display()
+    );
+    let outcome = train(&config, &options)?;
+    if outcome.steps_done < config.train.steps {
+        println!(
+            "stopped at step {} of {}; continue with the same command and --resume",
+            outcome.steps_done, config.train.steps
+        );
+        return Ok(());
+    }
+    let facts = RunFacts {
+        mode: args.mode,
+        steps: config.train.steps,
+        wall_seconds: outcome.wall_seconds,
+        rollbacks: outcome.rollbacks,
+    };
+    let (summary, size) = summarize(
+        &outcome.learner.network,
+        outcome.learner.original_weights,
+        &config,
+        &outcome.data,
+        &options.data_dirs,
+        options.device,
+        facts,
+    )?;
+    write_summary(&out_dir.join("summary.json"), &summary).context("writing summary.json")?;
+    if args.mode.quantizes() {
+        println!("{}", layer_table(&size));
+    }
+    print!("{}", results_table(&[summary]));
+    println!("(run folder: {})", out_dir.display());
+    Ok(())
+}

@@ -1,0 +1,207 @@
+//! Finding data files: `--data-dir`, then `SGSC_DATA_DIR`, then `./data`, then a download from
+//! the canonical mirrors. Every file is checked against its published SHA-256, wherever it came
+//! from, so a corrupted file is reported instead of silently training on garbage.
+
+use super::DataError;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Environment variable naming the data folder when `--data-dir` is not given.
+pub const DATA_DIR_ENV: &str = "SGSC_DATA_DIR";
+
+/// A data file the project knows: where it lives under the data folder, its digest, its mirrors.
+#[derive(Debug, Clone, Copy)]
+pub struct KnownFile {
+    /// Path relative to the data folder, e.g. `mnist/train-images-idx3-ubyte.gz`.
+    pub relative_path: &'static str,
+    /// Published SHA-256 of the file, lowercase hex.
+    pub sha256: &'static str,
+    /// Base URLs the file name is appended to, tried in order.
+    pub mirrors: &'static [&'static str],
+}
+
+const MNIST_MIRRORS: &[&str] = &[
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",
+];
+
+/// The four MNIST files: train images, train labels, test images, test labels.
+pub const MNIST_FILES: [KnownFile; 4] = [
+    KnownFile {
+        relative_path: "mnist/train-images-idx3-ubyte.gz",
+        sha256: "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+        mirrors: MNIST_MIRRORS,
+    },
+    KnownFile {
+        relative_path: "mnist/train-labels-idx1-ubyte.gz",
+        sha256: "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+        mirrors: MNIST_MIRRORS,
+    },
+    KnownFile {
+        relative_path: "mnist/t10k-images-idx3-ubyte.gz",
+        sha256: "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+        mirrors: MNIST_MIRRORS,
+    },
+    KnownFile {
+        relative_path: "mnist/t10k-labels-idx1-ubyte.gz",
+        sha256: "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+        mirrors: MNIST_MIRRORS,
+    },
+];
+
+/// The data folders to search, in priority order: the flag, the environment variable, `./data`.
+pub fn candidate_dirs(flag: Option<&Path>) -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    if let Some(dir) = flag {
+        dirs.push(dir.to_path_buf());
+    }
+    if let Some(dir) = std::env::var_os(DATA_DIR_ENV).filter(|v| !v.is_empty()) {
+        dirs.push(PathBuf::from(dir));
+    }
+    dirs.push(PathBuf::from("data"));
+    dirs
+}
+
+/// Returns the path of `file`, verified against its SHA-256: the first candidate folder holding
+/// it, or else a fresh download into the first candidate folder.
+pub fn find_or_download(file: &KnownFile, candidates: &[PathBuf]) -> Result<PathBuf, DataError> {
+    if let Some(path) = candidates
+        .iter()
+        .map(|dir| dir.join(file.relative_path))
+        .find(|path| path.is_file())
+    {
+        verify_sha256(&path, file.sha256)?;
+        return Ok(path);
+    }
+    let target_dir = candidates.first().cloned().unwrap_or_else(|| "data".into());
+    download(file, &target_dir.join(file.relative_path), candidates)
+}
+
+/// Checks a file's SHA-256 against the expected lowercase hex digest.
+pub fn verify_sha256(path: &Path, expected: &str) -> Result<(), DataError> {
+    let bytes = std::fs::read(path).map_err(|source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let found = sha256_hex(&bytes);
+    if found != expected {
+        return Err(DataError::Checksum {
+            path: path.to_path_buf(),
+            expected: expected.to_string(),
+            found,
+        });
+    }
+    Ok(())
+}
+
+/// Lowercase hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// Downloads `file` into `target`, trying each mirror; the bytes are checked before they are
+/// written (to a temporary name, then renamed), so a failed download leaves nothing behind.
+fn download(file: &KnownFile, target: &Path, searched: &[PathBuf]) -> Result<PathBuf, DataError> {
+    let name = file.relative_path.rsplit('/').next().unwrap_or(file.relative_path);
+    let agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(300)))
+        .build()
+        .new_agent();
+    let mut failures = Vec::new();
+    for mirror in file.mirrors {
+        let url = format!("{mirror}{name}");
+        tracing::info!("downloading {url}");
+        let bytes = match agent.get(&url).call().and_then(|mut response| {
+            response
+                .body_mut()
+                .with_config()
+                .limit(512 << 20)
+                .read_to_vec()
+        }) {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                failures.push(format!("{url}: {error}"));
+                continue;
+            }
+        };
+        let digest = sha256_hex(&bytes);
+        if digest != file.sha256 {
+            failures.push(format!("{url}: SHA-256 {digest} is not the published one"));
+            continue;
+        }
+        let io_error = |source| DataError::Io {
+            path: target.to_path_buf(),
+            source,
+        };
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent).map_err(io_error)?;
+        }
+        let partial = target.with_extension("partial");
+        std::fs::write(&partial, &bytes).map_err(io_error)?;
+        std::fs::rename(&partial, target).map_err(io_error)?;
+        return Ok(target.to_path_buf());
+    }
+    Err(DataError::Unavailable {
+        file: file.relative_path.to_string(),
+        searched: searched
+            .iter()
+            .map(|dir| dir.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        reason: failures.join("; "),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sha256_of_known_string() {
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn flag_comes_before_environment_and_default() {
+        let dirs = candidate_dirs(Some(Path::new("/flag")));
+        assert_eq!(dirs.first().unwrap(), Path::new("/flag"));
+        assert_eq!(dirs.last().unwrap(), Path::new("data"));
+    }
+
+    #[test]
+    fn corrupted_file_is_reported_as_checksum_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = &MNIST_FILES[1];
+        let path = dir.path().join(file.relative_path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, b"not the labels").unwrap();
+        let result = find_or_download(file, &[dir.path().to_path_buf()]);
+        assert!(matches!(result, Err(DataError::Checksum { .. })), "{result:?}");
+    }
+
+    #[test]
+    fn unreachable_mirror_gives_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = KnownFile {
+            relative_path: "mnist/missing.gz",
+            sha256: "00",
+            mirrors: &["http://127.0.0.1:9/"],
+        };
+        let result = find_or_download(&file, &[dir.path().to_path_buf()]);
+        match result {
+            Err(DataError::Unavailable { file, reason, .. }) => {
+                assert_eq!(file, "mnist/missing.gz");
+                assert!(reason.contains("127.0.0.1:9"), "{reason}");
+            }
+            other => panic!("expected Unavailable, got {other:?}"),
+        }
+        assert!(!dir.path().join("mnist/missing.gz").exists());
+    }
+}

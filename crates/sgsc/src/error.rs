@@ -1,0 +1,58 @@
+//! The crate's error type: one variant per kind of failure, so callers (and tests) can tell a
+//! corrupted data file from a bad config or a diverged run without parsing messages.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in sgsc's library code.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A data file is missing, corrupted or not what its name says.
+    #[error(transparent)]
+    Data(#[from] crate::data::DataError),
+    /// A config file could not be read or does not describe a valid experiment.
+    #[error("config {path}: {message}")]
+    Config {
+        /// The file (or `<inline>` for configs built in code).
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A checkpoint could not be written, or read back as a valid checkpoint.
+    #[error("checkpoint {path}: {message}")]
+    Checkpoint {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A model does not fit its input or its saved state (wrong shapes, unknown layers).
+    #[error("model: {0}")]
+    Model(String),
+    /// Training could not continue (for example, non-finite losses even after rolling back).
+    #[error("training: {0}")]
+    Training(String),
+    /// A libtorch operation failed.
+    #[error("libtorch: {0}")]
+    Torch(#[from] tch::TchError),
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or folder involved.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+}
+
+/// Result with the crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Wraps an I/O error with the path it concerns.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,398 @@
+//! A feed-forward network built from a [`ModelConfig`], with quantized conv and linear layers.
+//!
+//! Besides running the layers, the network records how its quantized layers connect: which
+//! quantized layer's channels feed each one (through ReLU, pooling, normalisation and flattening),
+//! and how many weights each input channel owns. The size term and the size report use this to
+//! count *live* fan-in: inputs coming from dead channels cost nothing.
+
+use super::config::{LayerConfig, ModelConfig};
+use crate::error::{Error, Result};
+use crate::quant::QuantizedWeight;
+use std::collections::HashMap;
+use tch::{Device, Kind, Tensor};
+
+/// Batch-norm momentum and epsilon (PyTorch's defaults).
+const BATCH_NORM_MOMENTUM: f64 = 0.1;
+const BATCH_NORM_EPS: f64 = 1e-5;
+
+/// Which optimizer group a parameter belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParameterGroup {
+    /// Weights, biases and normalisation scales: the ordinary learning rate.
+    Weights,
+    /// Bit depths and exponents: their own learning rate and Adam epsilon (METHOD.md §1).
+    Quantizer,
+}
+
+/// A convolution with quantized weights.
+#[derive(Debug)]
+pub struct Conv2d {
+    /// Weights `[out, in, k, k]` with their quantizer.
+    pub weight: QuantizedWeight,
+    /// Optional bias `[out]` (kept in float).
+    pub bias: Option<Tensor>,
+    /// Stride.
+    pub stride: i64,
+    /// Zero padding.
+    pub padding: i64,
+}
+
+/// A fully connected layer with quantized weights.
+#[derive(Debug)]
+pub struct Linear {
+    /// Weights `[out, in]` with their quantizer.
+    pub weight: QuantizedWeight,
+    /// Optional bias `[out]` (kept in float).
+    pub bias: Option<Tensor>,
+}
+
+/// Batch normalisation with running statistics and an optional affine scale and shift.
+#[derive(Debug)]
+pub struct BatchNorm {
+    /// Running mean per channel.
+    pub running_mean: Tensor,
+    /// Running variance per channel.
+    pub running_var: Tensor,
+    /// Scale and shift per channel, when the layer is affine.
+    pub affine: Option<(Tensor, Tensor)>,
+}
+
+/// One built layer.
+#[derive(Debug)]
+pub enum Layer {
+    /// Quantized convolution.
+    Conv2d(Conv2d),
+    /// Quantized fully connected layer.
+    Linear(Linear),
+    /// Rectified linear unit.
+    Relu,
+    /// Batch normalisation.
+    BatchNorm(BatchNorm),
+    /// Max pooling with this window (and stride).
+    MaxPool(i64),
+    /// Channel-major flattening.
+    Flatten,
+}
+
+/// How one quantized layer sits in the network.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuantizedLayerInfo {
+    /// Index of the layer in [`Network::layers`].
+    pub layer: usize,
+    /// Name prefix of its tensors, e.g. `layers.0`.
+    pub name: String,
+    /// Index (into [`Network::quantized`]) of the quantized layer whose output channels are this
+    /// layer's input channels; `None` when the input is the network's input.
+    pub source: Option<usize>,
+    /// Input channels (for a linear layer after flattening: the channels before flattening).
+    pub input_channels: i64,
+    /// Weights each input channel owns per output channel (`k*k` for convs, `h*w` for a linear
+    /// layer after flattening a `[c, h, w]` map, 1 otherwise).
+    pub positions_per_input: i64,
+    /// Index (into [`Network::layers`]) of the batch norm that normalises this layer's channels.
+    pub norm: Option<usize>,
+}
+
+/// A network built from a [`ModelConfig`].
+#[derive(Debug)]
+pub struct Network {
+    /// The config it was built from.
+    pub config: ModelConfig,
+    /// The layers, in order.
+    pub layers: Vec<Layer>,
+    /// The quantized layers, in order, with their connections.
+    pub quantized: Vec<QuantizedLayerInfo>,
+    /// Size of the output vector.
+    pub output_features: i64,
+}
+
+/// Activation shape while walking the config.
+#[derive(Debug, Clone, Copy)]
+enum Shape {
+    Map { channels: i64, height: i64, width: i64 },
+    Flat { features: i64 },
+}
+
+/// A named tensor of the network: a trainable parameter (with its group) or a buffer.
+struct Entry {
+    name: String,
+    tensor: Tensor,
+    group: Option<ParameterGroup>,
+}
+
+fn uniform(shape: &[i64], bound: f64, device: Device) -> Result<Tensor> {
+    Ok(Tensor::f_rand(shape, (Kind::Float, device))?
+        .f_mul_scalar(2.0 * bound)?
+        .f_sub_scalar(bound)?)
+}
+
+impl Network {
+    /// Builds the network, checking every layer against the shape it receives. Weights start
+    /// like PyTorch's defaults (uniform in ±1/sqrt(fan-in)) from libtorch's seeded generator, so
+    /// call `tch::manual_seed` first for a reproducible start. Every quantized channel starts at
+    /// `initial_bit_depth` bits. Tensors live on `device`.
+    pub fn new(config: &ModelConfig, initial_bit_depth: f64, device: Device) -> Result<Self> {
+        let bad = |index: usize, message: String| Error::Model(format!("layer {index}: {message}"));
+        let [channels, height, width] = config.input;
+        if channels < 1 || height < 1 || width < 1 {
+            return Err(Error::Model(format!("input shape {:?} must be positive", config.input)));
+        }
+        let mut shape = Shape::Map { channels, height, width };
+        let mut source: Option<usize> = None;
+        let mut positions_per_channel = 1i64;
+        let mut layers = Vec::new();
+        let mut quantized: Vec<QuantizedLayerInfo> = Vec::new();
+        for (index, layer) in config.layers.iter().enumerate() {
+            let name = format!("layers.{index}");
+            let built = match (layer, shape) {
+                (
+                    &LayerConfig::Conv2d { out_channels, kernel, stride, padding, bias },
+                    Shape::Map { channels, height, width },
+                ) => {
+                    if out_channels < 1 || kernel < 1 || stride < 1 || padding < 0 {
+                        return Err(bad(index, "conv2d needs positive out_channels, kernel and stride".into()));
+                    }
+                    let out_height = (height + 2 * padding - kernel) / stride + 1;
+                    let out_width = (width + 2 * padding - kernel) / stride + 1;
+                    if height + 2 * padding < kernel || width + 2 * padding < kernel {
+                        return Err(bad(index, format!("kernel {kernel} is larger than its {height}x{width} input")));
+                    }
+                    let fan_in = channels * kernel * kernel;
+                    let bound = 1.0 / (fan_in as f64).sqrt();
+                    let weight = uniform(&[out_channels, channels, kernel, kernel], bound, device)?;
+                    quantized.push(QuantizedLayerInfo {
+                        layer: index,
+                        name,
+                        source,
+                        input_channels: channels,
+                        positions_per_input: kernel * kernel,
+                        norm: None,
+                    });
+                    source = Some(quantized.len() - 1);
+                    positions_per_channel = 1;
+                    shape = Shape::Map { channels: out_channels, height: out_height, width: out_width };
+                    Layer::Conv2d(Conv2d {
+                        weight: QuantizedWeight::new(weight.set_requires_grad(true), initial_bit_depth)?,
+                        bias: bias.then(|| uniform(&[out_channels], bound, device)).transpose()?.map(|b| b.set_requires_grad(true)),
+                        stride,
+                        padding,
+                    })
+                }
+                (&LayerConfig::Linear { out_features, bias }, Shape::Flat { features }) => {
+                    if out_features < 1 {
+                        return Err(bad(index, "linear needs positive out_features".into()));
+                    }
+                    let bound = 1.0 / (features as f64).sqrt();
+                    let weight = uniform(&[out_features, features], bound, device)?;
+                    quantized.push(QuantizedLayerInfo {
+                        layer: index,
+                        name,
+                        source,
+                        input_channels: features / positions_per_channel,
+                        positions_per_input: positions_per_channel,
+                        norm: None,
+                    });
+                    source = Some(quantized.len() - 1);
+                    positions_per_channel = 1;
+                    shape = Shape::Flat { features: out_features };
+                    Layer::Linear(Linear {
+                        weight: QuantizedWeight::new(weight.set_requires_grad(true), initial_bit_depth)?,
+                        bias: bias.then(|| uniform(&[out_features], bound, device)).transpose()?.map(|b| b.set_requires_grad(true)),
+                    })
+                }
+                (LayerConfig::Relu, _) => Layer::Relu,
+                (&LayerConfig::BatchNorm { affine }, shape) => {
+                    let channels = match shape {
+                        Shape::Map { channels, .. } => channels,
+                        Shape::Flat { features } if positions_per_channel == 1 => features,
+                        Shape::Flat { .. } => {
+                            return Err(bad(index, "batch_norm right after flatten is not supported; place it before".into()))
+                        }
+                    };
+                    if let Some(source) = source {
+                        quantized[source].norm = Some(index);
+                    }
+                    let ones = Tensor::f_ones([channels], (Kind::Float, device))?;
+                    let zeros = Tensor::f_zeros([channels], (Kind::Float, device))?;
+                    let affine = affine.then(|| {
+                        (ones.copy().set_requires_grad(true), zeros.copy().set_requires_grad(true))
+                    });
+                    Layer::BatchNorm(BatchNorm { running_mean: zeros, running_var: ones, affine })
+                }
+                (&LayerConfig::MaxPool { kernel }, Shape::Map { channels, height, width }) => {
+                    if kernel < 1 || kernel > height || kernel > width {
+                        return Err(bad(index, format!("max_pool kernel {kernel} does not fit its {height}x{width} input")));
+                    }
+                    shape = Shape::Map { channels, height: height / kernel, width: width / kernel };
+                    Layer::MaxPool(kernel)
+                }
+                (LayerConfig::Flatten, Shape::Map { channels, height, width }) => {
+                    positions_per_channel = height * width;
+                    shape = Shape::Flat { features: channels * height * width };
+                    Layer::Flatten
+                }
+                (LayerConfig::Flatten, Shape::Flat { .. }) => Layer::Flatten,
+                (LayerConfig::Linear { .. }, Shape::Map { .. }) => {
+                    return Err(bad(index, "linear needs a flat input: add a flatten layer before it".into()))
+                }
+                (other, Shape::Flat { .. }) => {
+                    return Err(bad(index, format!("{other:?} needs a [channels, height, width] input, not a flat one")))
+                }
+            };
+            layers.push(built);
+        }
+        let Shape::Flat { features: output_features } = shape else {
+            return Err(Error::Model("the network must end with a flat output (flatten, then linear)".into()));
+        };
+        if quantized.is_empty() {
+            return Err(Error::Model("the network has no conv2d or linear layer to train".into()));
+        }
+        Ok(Network { config: config.clone(), layers, quantized, output_features })
+    }
+
+    /// Runs the network. `train` selects batch statistics (and updates the running ones);
+    /// `quantize` selects quantized weights `q(w; b, e)` instead of the float weights.
+    pub fn forward(&self, input: &Tensor, train: bool, quantize: bool) -> Result<Tensor> {
+        let weight = |q: &QuantizedWeight| -> Result<Tensor> {
+            Ok(if quantize { q.quantized()? } else { q.weight.shallow_clone() })
+        };
+        let mut x = input.shallow_clone();
+        for layer in &self.layers {
+            x = match layer {
+                Layer::Conv2d(conv) => x.f_conv2d(
+                    &weight(&conv.weight)?,
+                    conv.bias.as_ref(),
+                    [conv.stride, conv.stride],
+                    [conv.padding, conv.padding],
+                    [1, 1],
+                    1,
+                )?,
+                Layer::Linear(linear) => x.f_linear(&weight(&linear.weight)?, linear.bias.as_ref())?,
+                Layer::Relu => x.f_relu()?,
+                Layer::BatchNorm(norm) => x.f_batch_norm(
+                    norm.affine.as_ref().map(|(scale, _)| scale),
+                    norm.affine.as_ref().map(|(_, shift)| shift),
+                    Some(&norm.running_mean),
+                    Some(&norm.running_var),
+                    train,
+                    BATCH_NORM_MOMENTUM,
+                    BATCH_NORM_EPS,
+                    false,
+                )?,
+                Layer::MaxPool(kernel) => x.f_max_pool2d([*kernel, *kernel], [*kernel, *kernel], [0, 0], [1, 1], false)?,
+                Layer::Flatten => x.f_flatten(1, -1)?,
+            };
+        }
+        Ok(x)
+    }
+
+    /// The quantized weight of quantized layer `index` (an index into [`Network::quantized`]).
+    pub fn quantized_weight(&self, index: usize) -> &QuantizedWeight {
+        match &self.layers[self.quantized[index].layer] {
+            Layer::Conv2d(conv) => &conv.weight,
+            Layer::Linear(linear) => &linear.weight,
+            _ => unreachable!("quantized layer infos only point at conv2d and linear layers"),
+        }
+    }
+
+    /// The bias of quantized layer `index`, if it has one.
+    pub fn bias(&self, index: usize) -> Option<&Tensor> {
+        match &self.layers[self.quantized[index].layer] {
+            Layer::Conv2d(conv) => conv.bias.as_ref(),
+            Layer::Linear(linear) => linear.bias.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// The batch norm that normalises quantized layer `index`'s channels, if any.
+    pub fn norm(&self, index: usize) -> Option<&BatchNorm> {
+        match self.quantized[index].norm.map(|layer| &self.layers[layer]) {
+            Some(Layer::BatchNorm(norm)) => Some(norm),
+            _ => None,
+        }
+    }
+
+    /// Every named tensor: parameters with their group, and buffers (running statistics).
+    fn entries(&self) -> Vec<Entry> {
+        let mut entries = Vec::new();
+        let mut push = |name: String, tensor: &Tensor, group: Option<ParameterGroup>| {
+            entries.push(Entry { name, tensor: tensor.shallow_clone(), group })
+        };
+        for (index, layer) in self.layers.iter().enumerate() {
+            let prefix = format!("layers.{index}");
+            match layer {
+                Layer::Conv2d(Conv2d { weight, bias, .. }) | Layer::Linear(Linear { weight, bias }) => {
+                    push(format!("{prefix}.weight"), &weight.weight, Some(ParameterGroup::Weights));
+                    if let Some(bias) = bias {
+                        push(format!("{prefix}.bias"), bias, Some(ParameterGroup::Weights));
+                    }
+                    push(format!("{prefix}.bit_depth"), &weight.bit_depth, Some(ParameterGroup::Quantizer));
+                    push(format!("{prefix}.exponent"), &weight.exponent, Some(ParameterGroup::Quantizer));
+                }
+                Layer::BatchNorm(norm) => {
+                    if let Some((scale, shift)) = &norm.affine {
+                        push(format!("{prefix}.weight"), scale, Some(ParameterGroup::Weights));
+                        push(format!("{prefix}.bias"), shift, Some(ParameterGroup::Weights));
+                    }
+                    push(format!("{prefix}.running_mean"), &norm.running_mean, None);
+                    push(format!("{prefix}.running_var"), &norm.running_var, None);
+                }
+                Layer::Relu | Layer::MaxPool(_) | Layer::Flatten => {}
+            }
+        }
+        entries
+    }
+
+    /// Trainable parameters with their names and optimizer groups (handles share storage and
+    /// gradients with the network's own tensors).
+    pub fn parameters(&self) -> Vec<(String, Tensor, ParameterGroup)> {
+        self.entries()
+            .into_iter()
+            .filter_map(|entry| entry.group.map(|group| (entry.name, entry.tensor, group)))
+            .collect()
+    }
+
+    /// Every tensor that defines the model (parameters and running statistics), by name.
+    pub fn state(&self) -> Vec<(String, Tensor)> {
+        self.entries().into_iter().map(|entry| (entry.name, entry.tensor)).collect()
+    }
+
+    /// Overwrites the model's tensors with `state` (for example from a checkpoint). Every tensor
+    /// must be present with the same shape; nothing is changed unless all of them fit.
+    pub fn load_state(&self, state: &HashMap<String, Tensor>) -> Result<()> {
+        let entries = self.entries();
+        for entry in &entries {
+            let source = state
+                .get(&entry.name)
+                .ok_or_else(|| Error::Model(format!("saved state has no tensor {}", entry.name)))?;
+            if source.size() != entry.tensor.size() {
+                return Err(Error::Model(format!(
+                    "{} has shape {:?} in the saved state but {:?} in the model",
+                    entry.name,
+                    source.size(),
+                    entry.tensor.size()
+                )));
+            }
+        }
+        tch::no_grad(|| -> Result<()> {
+            for mut entry in entries {
+                entry.tensor.f_copy_(&state[&entry.name])?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Weight count of the network (conv and linear weights; `N0` of METHOD.md §2).
+    pub fn weight_count(&self) -> i64 {
+        (0..self.quantized.len())
+            .map(|index| self.quantized_weight(index).weight.numel() as i64)
+            .sum()
+    }
+
+    /// Relu'd bit depth per channel of every quantized layer, as plain numbers.
+    pub fn effective_bit_depths(&self) -> Result<Vec<Vec<f32>>> {
+        (0..self.quantized.len())
+            .map(|index| Ok(Vec::<f32>::try_from(&self.quantized_weight(index).bit_depth.f_relu()?)?))
+            .collect()
+    }
+}

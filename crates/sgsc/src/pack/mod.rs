@@ -1,0 +1,245 @@
+//! Packing stage: the model in the form it is stored, and how many bytes that takes.
+//!
+//! The packed file format arrives with a later issue; until then [`payload_estimate`] counts the
+//! bytes the file would hold, labelled "payload estimate" everywhere it is shown:
+//!
+//! - per quantized layer, a liveness bitmap (1 bit per channel);
+//! - per live channel: 1 byte of integer width, 2 bytes of exponent (f16), its codes at exactly
+//!   that width for every *live* input (inputs fed by dead channels are not stored), a 4-byte
+//!   bias if the layer has biases, and 8 bytes (16 if affine) of the batch norm that follows;
+//! - code bits are summed per layer and rounded up to whole bytes.
+//!
+//! A channel is live when it has a non-zero code, or a non-zero bias (or affine shift) that
+//! would still reach the next layer.
+
+use crate::error::Result;
+use crate::models::Network;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use tch::{Kind, Tensor};
+
+/// Bytes of per-channel metadata: integer width (u8) and exponent (f16).
+pub const CHANNEL_METADATA_BYTES: i64 = 3;
+
+/// Size of one quantized layer as it would be stored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LayerSize {
+    /// Tensor name prefix, e.g. `layers.0`.
+    pub name: String,
+    /// Output channels of the layer.
+    pub channels: i64,
+    /// Live output channels.
+    pub alive: i64,
+    /// Stored weights per live channel (live inputs x positions per input).
+    pub live_fan_in: i64,
+    /// Bits of all stored codes.
+    pub code_bits: i64,
+    /// Bytes of the layer, metadata included.
+    pub bytes: i64,
+    /// Integer width -> number of channels of that width (dead channels at width 0).
+    pub width_histogram: BTreeMap<u32, i64>,
+}
+
+/// Size of a whole network as it would be stored, against its float32 size.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SizeReport {
+    /// Per quantized layer.
+    pub layers: Vec<LayerSize>,
+    /// Total bytes of the quantized model.
+    pub payload_bytes: i64,
+    /// Bytes of the same network in float32 (every weight, bias and normalisation value).
+    pub float_bytes: i64,
+    /// Stored code bits divided by the starting network's weight count.
+    pub bits_per_weight: f64,
+}
+
+/// Liveness of every output channel of every quantized layer (see the module docs).
+pub fn live_channels(network: &Network) -> Result<Vec<Vec<bool>>> {
+    (0..network.quantized.len())
+        .map(|index| {
+            let widths = network.quantized_weight(index).channel_widths()?;
+            let mut constant_outputs = vec![false; widths.len()];
+            let nonzero = |tensor: &Tensor| -> Result<Vec<bool>> {
+                Ok(Vec::<bool>::try_from(&tensor.f_ne(0.0)?)?)
+            };
+            if let Some(bias) = network.bias(index) {
+                for (flag, nonzero) in constant_outputs.iter_mut().zip(nonzero(bias)?) {
+                    *flag |= nonzero;
+                }
+            }
+            if let Some((_, shift)) = network.norm(index).and_then(|norm| norm.affine.as_ref()) {
+                for (flag, nonzero) in constant_outputs.iter_mut().zip(nonzero(shift)?) {
+                    *flag |= nonzero;
+                }
+            }
+            Ok(widths.iter().zip(constant_outputs).map(|(&width, constant)| width > 0 || constant).collect())
+        })
+        .collect()
+}
+
+/// Bytes of `network` in float32: every weight, bias and normalisation tensor (not the
+/// quantizer's bit depths and exponents, which a float model does not have).
+pub fn float_bytes(network: &Network) -> i64 {
+    network
+        .state()
+        .iter()
+        .filter(|(name, _)| !name.ends_with(".bit_depth") && !name.ends_with(".exponent"))
+        .map(|(_, tensor)| tensor.numel() as i64 * 4)
+        .sum()
+}
+
+/// Counts the bytes the packed model would take (see the module docs for the layout).
+/// `original_weights` is the starting network's weight count, the denominator of bits per weight.
+pub fn payload_estimate(network: &Network, original_weights: i64) -> Result<SizeReport> {
+    let alive = live_channels(network)?;
+    let mut layers = Vec::new();
+    let mut total_code_bits = 0;
+    for (index, info) in network.quantized.iter().enumerate() {
+        let widths = network.quantized_weight(index).channel_widths()?;
+        let live_inputs = info
+            .source
+            .map_or(info.input_channels, |source| alive[source].iter().filter(|&&a| a).count() as i64);
+        let live_fan_in = live_inputs * info.positions_per_input;
+        let alive_count = alive[index].iter().filter(|&&a| a).count() as i64;
+        let code_bits: i64 = widths
+            .iter()
+            .zip(&alive[index])
+            .filter(|(_, &alive)| alive)
+            .map(|(&width, _)| width as i64 * live_fan_in)
+            .sum();
+        let mut per_channel = CHANNEL_METADATA_BYTES;
+        if network.bias(index).is_some() {
+            per_channel += 4;
+        }
+        if let Some(norm) = network.norm(index) {
+            per_channel += if norm.affine.is_some() { 16 } else { 8 };
+        }
+        let channels = widths.len() as i64;
+        let bytes = (code_bits + 7) / 8 + (channels + 7) / 8 + alive_count * per_channel;
+        let mut width_histogram = BTreeMap::new();
+        for &width in &widths {
+            *width_histogram.entry(width).or_insert(0) += 1;
+        }
+        total_code_bits += code_bits;
+        layers.push(LayerSize {
+            name: info.name.clone(),
+            channels,
+            alive: alive_count,
+            live_fan_in,
+            code_bits,
+            bytes,
+            width_histogram,
+        });
+    }
+    Ok(SizeReport {
+        payload_bytes: layers.iter().map(|layer| layer.bytes).sum(),
+        float_bytes: float_bytes(network),
+        bits_per_weight: total_code_bits as f64 / original_weights.max(1) as f64,
+        layers,
+    })
+}
+
+/// Puts `network` into the exact form the packed file stores, so that what is evaluated is what
+/// would ship: exponents rounded to f16, and the running statistics of dead channels set to
+/// mean 0, variance 1 (their input is exactly 0, so the batch norm passes 0 on, or its shift).
+pub fn prepare_for_storage(network: &Network) -> Result<()> {
+    let alive = live_channels(network)?;
+    tch::no_grad(|| -> Result<()> {
+        for index in 0..network.quantized.len() {
+            let mut exponent = network.quantized_weight(index).exponent.shallow_clone();
+            let rounded = exponent.f_to_kind(Kind::Half)?.f_to_kind(Kind::Float)?;
+            exponent.f_copy_(&rounded)?;
+            if let Some(norm) = network.norm(index) {
+                let dead: Vec<i64> =
+                    alive[index].iter().enumerate().filter(|(_, &a)| !a).map(|(c, _)| c as i64).collect();
+                if dead.is_empty() {
+                    continue;
+                }
+                let dead = Tensor::f_from_slice(&dead)?.f_to_device(norm.running_mean.device())?;
+                let _ = norm.running_mean.shallow_clone().f_index_fill_(0, &dead, 0.0)?;
+                let _ = norm.running_var.shallow_clone().f_index_fill_(0, &dead, 1.0)?;
+            }
+        }
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::{LayerConfig, ModelConfig};
+
+    /// conv(1->2, k3) relu batch_norm conv(2->3, k3) flatten linear(3*2*2 -> 4, bias).
+    fn network() -> Network {
+        let config = ModelConfig {
+            input: [1, 6, 6],
+            layers: vec![
+                LayerConfig::Conv2d { out_channels: 2, kernel: 3, stride: 1, padding: 0, bias: false },
+                LayerConfig::Relu,
+                LayerConfig::BatchNorm { affine: false },
+                LayerConfig::Conv2d { out_channels: 3, kernel: 3, stride: 1, padding: 0, bias: false },
+                LayerConfig::Flatten,
+                LayerConfig::Linear { out_features: 4, bias: true },
+            ],
+        };
+        Network::new(&config, 8.0, tch::Device::Cpu).unwrap()
+    }
+
+    fn set(tensor: &Tensor, values: &[f32]) {
+        let shape = tensor.size();
+        tch::no_grad(|| tensor.shallow_clone().copy_(&Tensor::from_slice(values).view(shape.as_slice())));
+    }
+
+    #[test]
+    fn payload_matches_a_hand_count() {
+        let network = network();
+        // Layer 0: channel 0 codes {-1, 0, 1} (width 2), channel 1 all zero (dead).
+        let w0 = network.quantized_weight(0);
+        set(&w0.weight, &[1.0, -1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
+        set(&w0.exponent, &[0.0, 0.0]);
+        // Layer 1: every weight 3 at exponent 0 and 8 bits -> code 3, width 3, all channels alive.
+        let w1 = network.quantized_weight(1);
+        set(&w1.weight, &[3.0; 54]);
+        set(&w1.exponent, &[0.0, 0.0, 0.0]);
+        // Layer 2: codes -4 (width 3); biases non-zero.
+        let w2 = network.quantized_weight(2);
+        set(&w2.weight, &[-4.0; 48]);
+        set(&w2.exponent, &[0.0; 4]);
+        let report = payload_estimate(&network, 120).unwrap();
+        // Layer 0: 1 live channel x 2 bits x 9 = 18 bits -> 3 bytes; bitmap 1; per channel
+        //   3 metadata + 8 batch norm = 11 -> 15 bytes.
+        // Layer 1: 3 channels x 3 bits x (1 live input x 9) = 81 bits -> 11 bytes; bitmap 1;
+        //   3 x 3 metadata = 9 -> 21 bytes.
+        // Layer 2: 4 x 3 bits x (3 x 4) = 144 bits -> 18 bytes; bitmap 1; 4 x (3 + 4 bias) = 28
+        //   -> 47 bytes.
+        let bytes: Vec<i64> = report.layers.iter().map(|l| l.bytes).collect();
+        assert_eq!(bytes, vec![15, 21, 47]);
+        assert_eq!(report.payload_bytes, 83);
+        assert_eq!(report.layers[1].live_fan_in, 9);
+        assert!((report.bits_per_weight - (18.0 + 81.0 + 144.0) / 120.0).abs() < 1e-12);
+        // Float: weights 120 + bias 4 + batch norm 2 x 2 = 128 values.
+        assert_eq!(report.float_bytes, 128 * 4);
+        assert_eq!(report.layers[0].width_histogram, BTreeMap::from([(0, 1), (2, 1)]));
+    }
+
+    #[test]
+    fn storage_form_rounds_exponents_and_silences_dead_channels() {
+        let network = network();
+        let w0 = network.quantized_weight(0);
+        set(&w0.weight, &[0.5; 18]);
+        set(&w0.bit_depth, &[8.0, 0.0]);
+        set(&w0.exponent, &[-3.0001, -2.0]);
+        let norm = network.norm(0).unwrap();
+        set(&norm.running_mean, &[0.25, 0.125]);
+        set(&norm.running_var, &[2.0, 0.001]);
+        prepare_for_storage(&network).unwrap();
+        let exponent = Vec::<f32>::try_from(&w0.exponent).unwrap();
+        assert_eq!(exponent[0], half_round(-3.0001));
+        assert_eq!(Vec::<f32>::try_from(&norm.running_mean).unwrap(), vec![0.25, 0.0]);
+        assert_eq!(Vec::<f32>::try_from(&norm.running_var).unwrap(), vec![2.0, 1.0]);
+    }
+
+    fn half_round(value: f32) -> f32 {
+        Tensor::from_slice(&[value]).to_kind(Kind::Half).to_kind(Kind::Float).double_value(&[0]) as f32
+    }
+}

@@ -1,0 +1,170 @@
+//! Reports stage: the figures of a finished run on the untouched test split, `summary.json`, and
+//! the tables printed at the end of a run.
+
+use crate::data::mnist::{load_test, TrainValidation};
+use crate::error::{Error, Result};
+use crate::models::Network;
+use crate::pack::{payload_estimate, prepare_for_storage, SizeReport};
+use crate::train::config::ExperimentConfig;
+use crate::train::evaluate::evaluate;
+use crate::train::Mode;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use tch::Device;
+
+/// The record of one run, written as `summary.json`. Fields are only ever added, never renamed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Summary {
+    /// `baseline` or `unsafe`.
+    pub mode: String,
+    /// Seed of the run.
+    pub seed: u64,
+    /// Optimizer steps.
+    pub steps: i64,
+    /// Accuracy on the test split (fraction), evaluated once, at the end.
+    pub test_accuracy: f64,
+    /// Mean cross-entropy on the test split.
+    pub test_loss: f64,
+    /// Accuracy on the training images (no augmentation).
+    pub train_accuracy: f64,
+    /// `train_accuracy - test_accuracy`.
+    pub train_test_gap: f64,
+    /// Accuracy on the validation split.
+    pub validation_accuracy: f64,
+    /// Bytes of the model: the payload estimate for quantized modes, float32 bytes for baseline.
+    pub size_bytes: i64,
+    /// What `size_bytes` counts: `payload-estimate` or `float32`.
+    pub size_kind: String,
+    /// Bytes of the same network in float32.
+    pub float_bytes: i64,
+    /// `size_bytes / float_bytes`.
+    pub ratio_to_float: f64,
+    /// Stored code bits per original weight (32 for baseline).
+    pub bits_per_weight: f64,
+    /// Live and total output channels of each quantized layer.
+    pub channels_alive: Vec<[i64; 2]>,
+    /// Seconds of training in this invocation.
+    pub wall_seconds: f64,
+    /// Roll-backs after non-finite losses.
+    pub rollbacks: u32,
+}
+
+/// Facts about the run that the network itself does not know.
+#[derive(Debug, Clone, Copy)]
+pub struct RunFacts {
+    /// Mode of the run.
+    pub mode: Mode,
+    /// Steps trained.
+    pub steps: i64,
+    /// Seconds of training.
+    pub wall_seconds: f64,
+    /// Roll-backs.
+    pub rollbacks: u32,
+}
+
+/// Puts a trained network into its stored form and measures it: size, and accuracy on train,
+/// validation and (for the first and only time) the test split.
+pub fn summarize(
+    network: &Network,
+    original_weights: i64,
+    config: &ExperimentConfig,
+    data: &TrainValidation,
+    data_dirs: &[PathBuf],
+    device: Device,
+    facts: RunFacts,
+) -> Result<(Summary, SizeReport)> {
+    let quantize = facts.mode.quantizes();
+    if quantize {
+        prepare_for_storage(network)?;
+    }
+    let size = payload_estimate(network, original_weights)?;
+    let input = &config.data.input;
+    let batch = config.train.eval_batch_size;
+    let test = load_test(data_dirs)?;
+    let test_eval = evaluate(network, &test, input, quantize, batch, device)?;
+    let train_eval = evaluate(network, &data.train, input, quantize, batch, device)?;
+    let validation_eval = evaluate(network, &data.validation, input, quantize, batch, device)?;
+    let (size_bytes, size_kind, bits_per_weight) = if quantize {
+        (size.payload_bytes, "payload-estimate", size.bits_per_weight)
+    } else {
+        (size.float_bytes, "float32", 32.0)
+    };
+    let summary = Summary {
+        mode: facts.mode.name().into(),
+        seed: config.train.seed,
+        steps: facts.steps,
+        test_accuracy: test_eval.accuracy,
+        test_loss: test_eval.loss,
+        train_accuracy: train_eval.accuracy,
+        train_test_gap: train_eval.accuracy - test_eval.accuracy,
+        validation_accuracy: validation_eval.accuracy,
+        size_bytes,
+        size_kind: size_kind.into(),
+        float_bytes: size.float_bytes,
+        ratio_to_float: size_bytes as f64 / size.float_bytes as f64,
+        bits_per_weight,
+        channels_alive: size
+            .layers
+            .iter()
+            .map(|layer| if quantize { [layer.alive, layer.channels] } else { [layer.channels, layer.channels] })
+            .collect(),
+        wall_seconds: facts.wall_seconds,
+        rollbacks: facts.rollbacks,
+    };
+    Ok((summary, size))
+}
+
+/// Writes `summary.json`.
+pub fn write_summary(path: &Path, summary: &Summary) -> Result<()> {
+    let text = serde_json::to_string_pretty(summary).map_err(|e| Error::Training(e.to_string()))?;
+    crate::train::checkpoint::write_atomically(path, text.as_bytes())
+}
+
+/// The results table: one row per run.
+pub fn results_table(summaries: &[Summary]) -> String {
+    let mut table = format!(
+        "{:<9} {:>5} {:>7} {:>10} {:>10} {:>18} {:>9} {:>10} {:>9} {:>9}\n",
+        "mode", "seed", "steps", "test acc", "train-test", "size (bytes)", "ratio", "bits/wt", "alive", "wall"
+    );
+    for s in summaries {
+        let alive: i64 = s.channels_alive.iter().map(|[alive, _]| alive).sum();
+        let total: i64 = s.channels_alive.iter().map(|[_, total]| total).sum();
+        table.push_str(&format!(
+            "{:<9} {:>5} {:>7} {:>9.2}% {:>9.2}pt {:>9} {:<8} {:>8.4}x {:>10.3} {:>9} {:>8.0}s\n",
+            s.mode,
+            s.seed,
+            s.steps,
+            100.0 * s.test_accuracy,
+            100.0 * s.train_test_gap,
+            s.size_bytes,
+            if s.size_kind == "float32" { "float32" } else { "estimate" },
+            s.ratio_to_float,
+            s.bits_per_weight,
+            format!("{alive}/{total}"),
+            s.wall_seconds
+        ));
+    }
+    table
+}
+
+/// Per-layer table of a size report: channels alive, live fan-in, width histogram, bytes.
+pub fn layer_table(size: &SizeReport) -> String {
+    let mut table = format!("{:<10} {:>9} {:>12} {:>10} {:>8}  widths (bits: channels)\n", "layer", "alive", "live fan-in", "code bits", "bytes");
+    for layer in &size.layers {
+        let widths: Vec<String> = layer.width_histogram.iter().map(|(width, count)| format!("{width}:{count}")).collect();
+        table.push_str(&format!(
+            "{:<10} {:>9} {:>12} {:>10} {:>8}  {}\n",
+            layer.name,
+            format!("{}/{}", layer.alive, layer.channels),
+            layer.live_fan_in,
+            layer.code_bits,
+            layer.bytes,
+            widths.join(" ")
+        ));
+    }
+    table.push_str(&format!(
+        "payload estimate {} B, float32 {} B, {:.3} bits per original weight\n",
+        size.payload_bytes, size.float_bytes, size.bits_per_weight
+    ));
+    table
+}

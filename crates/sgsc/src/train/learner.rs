@@ -1,0 +1,157 @@
+//! One optimisation step on one batch: forward, loss, backward, Adam. The trainer and the
+//! benchmark both drive this, so what is timed is what trains.
+
+use super::config::{ExperimentConfig, Schedule};
+use super::objective::{gamma_at, size_term};
+use super::optimizer::{Adam, GroupSettings};
+use super::Mode;
+use crate::error::Result;
+use crate::models::{Network, ParameterGroup};
+use std::collections::HashMap;
+use tch::{Device, Kind, Reduction, Tensor};
+
+/// The network, its optimizer and the settings of the objective.
+#[derive(Debug)]
+pub struct Learner {
+    /// The network being trained.
+    pub network: Network,
+    /// Adam over the trained parameters (weights; plus bit depths and exponents when quantizing).
+    pub optimizer: Adam,
+    /// The run's mode.
+    pub mode: Mode,
+    /// The experiment config.
+    pub config: ExperimentConfig,
+    /// Weight count of the starting network (N0 of the size term).
+    pub original_weights: i64,
+}
+
+/// What one step measured.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepReport {
+    /// Total loss.
+    pub loss: f64,
+    /// Cross-entropy on the batch.
+    pub cross_entropy: f64,
+    /// Size term Q (average bits per original weight), 0 in baseline mode.
+    pub size_term: f64,
+    /// Correct predictions in the batch.
+    pub correct: i64,
+    /// False when the loss was not finite; the step then changed nothing.
+    pub finite: bool,
+}
+
+/// A deep copy of every model and optimizer tensor, to roll back to.
+#[derive(Debug)]
+pub struct Snapshot {
+    tensors: HashMap<String, Tensor>,
+    steps_taken: i64,
+}
+
+impl Learner {
+    /// Builds the network (seeded by the config's seed) and its optimizer for `mode`.
+    pub fn new(config: &ExperimentConfig, mode: Mode, device: Device) -> Result<Self> {
+        tch::manual_seed(config.train.seed as i64);
+        let network = Network::new(&config.model, config.quant.initial_bit_depth, device)?;
+        let trained = network
+            .parameters()
+            .into_iter()
+            .filter(|(_, _, group)| mode.quantizes() || *group == ParameterGroup::Weights)
+            .collect();
+        Ok(Learner {
+            original_weights: network.weight_count(),
+            optimizer: Adam::new(trained)?,
+            network,
+            mode,
+            config: config.clone(),
+        })
+    }
+
+    /// Learning-rate multiplier of the schedule at `step`.
+    pub fn schedule_factor(&self, step: i64) -> f64 {
+        match self.config.train.schedule {
+            Schedule::Constant => 1.0,
+            Schedule::Cosine => {
+                let progress = step as f64 / self.config.train.steps.max(1) as f64;
+                0.5 * (1.0 + (std::f64::consts::PI * progress.min(1.0)).cos())
+            }
+        }
+    }
+
+    /// Gamma of the size term at `step` (0 in baseline mode).
+    pub fn gamma(&self, step: i64) -> f64 {
+        if self.mode.quantizes() {
+            gamma_at(self.config.quant.gamma, self.config.quant.gamma_warmup_steps, step)
+        } else {
+            0.0
+        }
+    }
+
+    /// One step of training on `inputs`/`labels` (already on the network's device).
+    pub fn step(&mut self, inputs: &Tensor, labels: &Tensor, step: i64) -> Result<StepReport> {
+        let logits = self.network.forward(inputs, true, self.mode.quantizes())?;
+        let cross_entropy = logits.f_cross_entropy_loss::<Tensor>(labels, None, Reduction::Mean, -100, 0.0)?;
+        let gamma = self.gamma(step);
+        let (loss, size) = if self.mode.quantizes() {
+            let size = size_term(&self.network, self.original_weights as f64)?;
+            (cross_entropy.f_add(&size.f_mul_scalar(gamma)?)?, size.double_value(&[]))
+        } else {
+            (cross_entropy.shallow_clone(), 0.0)
+        };
+        let loss_value = loss.double_value(&[]);
+        let correct = tch::no_grad(|| -> Result<i64> {
+            Ok(logits.f_argmax(-1, false)?.f_eq_tensor(labels)?.f_sum(Kind::Int64)?.int64_value(&[]))
+        })?;
+        let report = StepReport {
+            loss: loss_value,
+            cross_entropy: cross_entropy.double_value(&[]),
+            size_term: size,
+            correct,
+            finite: loss_value.is_finite(),
+        };
+        if !report.finite {
+            return Ok(report);
+        }
+        self.optimizer.zero_grad();
+        loss.f_backward()?;
+        let factor = self.schedule_factor(step);
+        let (train, quant) = (&self.config.train, &self.config.quant);
+        self.optimizer.step(|group| match group {
+            ParameterGroup::Weights => GroupSettings { learning_rate: train.learning_rate * factor, eps: train.adam_eps },
+            ParameterGroup::Quantizer => GroupSettings { learning_rate: quant.learning_rate * factor, eps: quant.adam_eps },
+        })?;
+        Ok(report)
+    }
+
+    /// Every tensor of the model and the optimizer, by name (what a checkpoint holds).
+    pub fn state(&self) -> Vec<(String, Tensor)> {
+        let mut state = self.network.state();
+        state.extend(self.optimizer.state());
+        state
+    }
+
+    /// Restores the model and optimizer from tensors saved by [`Learner::state`].
+    pub fn load_state(&mut self, tensors: &HashMap<String, Tensor>, steps_taken: i64) -> Result<()> {
+        let device = self.network.quantized_weight(0).weight.device();
+        let on_device = tensors
+            .iter()
+            .map(|(name, tensor)| Ok((name.clone(), tensor.f_to_device(device)?)))
+            .collect::<Result<HashMap<_, _>>>()?;
+        self.network.load_state(&on_device)?;
+        self.optimizer.load_state(&on_device, steps_taken)
+    }
+
+    /// A deep copy of the current state.
+    pub fn snapshot(&self) -> Result<Snapshot> {
+        let tensors = self
+            .state()
+            .into_iter()
+            .map(|(name, tensor)| Ok((name, tensor.f_detach_copy()?)))
+            .collect::<Result<_>>()?;
+        Ok(Snapshot { tensors, steps_taken: self.optimizer.steps_taken })
+    }
+
+    /// Returns to a snapshot taken earlier.
+    pub fn restore(&mut self, snapshot: &Snapshot) -> Result<()> {
+        self.load_state(&snapshot.tensors, snapshot.steps_taken)
+    }
+}

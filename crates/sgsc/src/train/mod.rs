@@ -1,0 +1,62 @@
+//! Training stage: one loop for every mode.
+//!
+//! - [`config`]: the experiment config file.
+//! - [`objective`]: the loss terms (cross-entropy, size term Q).
+//! - [`optimizer`]: Adam with separate groups for weights and for bit depths/exponents.
+//! - [`learner`]: one optimisation step, shared by training and benchmarks.
+//! - [`trainer`]: the loop: batches, evaluation, checkpoints, metrics, roll-back on NaN.
+//! - [`checkpoint`], [`metrics`], [`evaluate`]: what the loop writes and measures.
+
+pub mod checkpoint;
+pub mod config;
+pub mod evaluate;
+pub mod learner;
+pub mod metrics;
+pub mod objective;
+pub mod optimizer;
+pub mod trainer;
+
+use serde::{Deserialize, Serialize};
+
+/// What a run trains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Float training, no quantization: the reference and the "no compression" baseline.
+    Baseline,
+    /// Self-compression (quantized weights, gamma * Q), without safety guidance.
+    Unsafe,
+}
+
+impl Mode {
+    /// Whether the forward pass uses quantized weights and the quantizer is trained.
+    pub fn quantizes(self) -> bool {
+        self != Mode::Baseline
+    }
+
+    /// The mode's name, as used on the command line and in files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Baseline => "baseline",
+            Mode::Unsafe => "unsafe",
+        }
+    }
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "baseline" => Ok(Mode::Baseline),
+            "unsafe" => Ok(Mode::Unsafe),
+            other => Err(format!("unknown mode {other:?} (expected baseline or unsafe)")),
+        }
+    }
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}

@@ -1,0 +1,27 @@
+//! Helpers shared by the integration tests: the shipped config and the data folders.
+
+#![allow(dead_code)]
+
+use sgsc::train::config::ExperimentConfig;
+use std::path::{Path, PathBuf};
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The shipped MNIST config.
+pub fn mnist_config() -> ExperimentConfig {
+    ExperimentConfig::load(&workspace().join("configs/mnist-cnn.toml")).expect("the shipped config parses")
+}
+
+/// Data folders for tests: `SGSC_DATA_DIR` (set by `scripts/test.sh` and `.ci/run`), then the
+/// development checkout's `../shared/data`, then the workspace's `data/` (where the downloader puts
+/// files on a user's machine).
+pub fn data_dirs() -> Vec<PathBuf> {
+    let mut dirs = sgsc::data::locate::candidate_dirs(None);
+    dirs.retain(|dir| dir != Path::new("data"));
+    dirs.push(workspace().join("../shared/data"));
+    dirs.push(workspace().join("data"));
+    dirs
+}

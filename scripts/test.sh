@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The test command: installs libtorch if missing, checks formatting, runs every test (release
+# build, so the training tests are quick). Data: $SGSC_DATA_DIR, else ./data (downloaded if
+# missing).
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+bash scripts/setup-libtorch.sh
+export SGSC_DATA_DIR="${SGSC_DATA_DIR:-$root/data}"
+cargo fmt --all --check
+cargo test --release --workspace
