@@ -16,15 +16,27 @@ fn shipped_config_builds_the_papers_cnn() {
     let config = common::mnist_config();
     let network = Network::new(&config.model, 8.0, Device::Cpu).unwrap();
     // 32*1*25 + 32*32*25 + 64*32*9 + 64*64*9 + 10*576 weights.
-    assert_eq!(network.weight_count(), 800 + 25_600 + 18_432 + 36_864 + 5_760);
+    assert_eq!(
+        network.weight_count(),
+        800 + 25_600 + 18_432 + 36_864 + 5_760
+    );
     assert_eq!(network.quantized.len(), 5);
     assert_eq!(network.output_features, 10);
     // Float32: the weights plus two batch norms' running mean and variance (32 and 64 channels).
     assert_eq!(float_bytes(&network), 87_456 * 4 + (32 + 64) * 2 * 4);
     // The classifier sees 64 channels of 3x3 positions.
     let classifier = network.quantized.last().unwrap();
-    assert_eq!((classifier.input_channels, classifier.positions_per_input), (64, 9));
-    let logits = network.forward(&Tensor::zeros([3, 1, 28, 28], (Kind::Float, Device::Cpu)), false, true).unwrap();
+    assert_eq!(
+        (classifier.input_channels, classifier.positions_per_input),
+        (64, 9)
+    );
+    let logits = network
+        .forward(
+            &Tensor::zeros([3, 1, 28, 28], (Kind::Float, Device::Cpu)),
+            false,
+            true,
+        )
+        .unwrap();
     assert_eq!(logits.size(), vec![3, 10]);
 }
 
@@ -43,27 +55,55 @@ fn unknown_keys_are_config_errors() {
 fn impossible_networks_are_model_errors() {
     let mut config = common::mnist_config().model;
     config.layers.retain(|layer| *layer != LayerConfig::Flatten);
-    assert!(matches!(Network::new(&config, 8.0, Device::Cpu), Err(sgsc::Error::Model(_))));
+    assert!(matches!(
+        Network::new(&config, 8.0, Device::Cpu),
+        Err(sgsc::Error::Model(_))
+    ));
     let mut tiny_input = common::mnist_config().model;
     tiny_input.input = [1, 4, 4];
-    assert!(matches!(Network::new(&tiny_input, 8.0, Device::Cpu), Err(sgsc::Error::Model(_))));
+    assert!(matches!(
+        Network::new(&tiny_input, 8.0, Device::Cpu),
+        Err(sgsc::Error::Model(_))
+    ));
 }
 
 #[test]
 fn loading_state_of_the_wrong_shape_changes_nothing() {
     let config = common::mnist_config();
     let network = Network::new(&config.model, 8.0, Device::Cpu).unwrap();
-    let mut state: HashMap<String, Tensor> = network.state().into_iter().map(|(n, t)| (n, t.copy())).collect();
+    let mut state: HashMap<String, Tensor> = network
+        .state()
+        .into_iter()
+        .map(|(n, t)| (n, t.copy()))
+        .collect();
     let before = network.state()[0].1.copy();
-    state.insert("layers.0.weight".into(), Tensor::ones([32, 1, 5, 5], (Kind::Float, Device::Cpu)));
-    state.insert("layers.13.weight".into(), Tensor::zeros([10, 575], (Kind::Float, Device::Cpu)));
-    assert!(matches!(network.load_state(&state), Err(sgsc::Error::Model(_))));
-    assert!(network.state()[0].1.equal(&before), "nothing is loaded unless everything fits");
+    state.insert(
+        "layers.0.weight".into(),
+        Tensor::ones([32, 1, 5, 5], (Kind::Float, Device::Cpu)),
+    );
+    state.insert(
+        "layers.13.weight".into(),
+        Tensor::zeros([10, 575], (Kind::Float, Device::Cpu)),
+    );
+    assert!(matches!(
+        network.load_state(&state),
+        Err(sgsc::Error::Model(_))
+    ));
+    assert!(
+        network.state()[0].1.equal(&before),
+        "nothing is loaded unless everything fits"
+    );
 }
 
 fn sgsc(args: &[&str]) -> (bool, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_sgsc")).args(args).output().unwrap();
-    (output.status.success(), String::from_utf8_lossy(&output.stderr).into_owned())
+    let output = Command::new(env!("CARGO_BIN_EXE_sgsc"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -76,13 +116,19 @@ fn command_line_reports_bad_input_without_panicking() {
     std::fs::write(&typo, text).unwrap();
     let (ok, stderr) = sgsc(&["train", "--config", typo.to_str().unwrap()]);
     assert!(!ok);
-    assert!(stderr.contains("unknown field") && !stderr.contains("panicked"), "{stderr}");
+    assert!(
+        stderr.contains("unknown field") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
 
     let garbage = dir.path().join("checkpoint.safetensors");
     std::fs::write(&garbage, b"\x08\x00\x00\x00\x00\x00\x00\x00{}garbage").unwrap();
     let (ok, stderr) = sgsc(&["eval", "--checkpoint", garbage.to_str().unwrap()]);
     assert!(!ok);
-    assert!(stderr.contains("checkpoint") && !stderr.contains("panicked"), "{stderr}");
+    assert!(
+        stderr.contains("checkpoint") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
 
     let (ok, stderr) = sgsc(&["train", "--mode", "reckless"]);
     assert!(!ok && stderr.contains("unknown mode"), "{stderr}");

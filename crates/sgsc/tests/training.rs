@@ -49,7 +49,10 @@ fn mnist_label_histograms_match_the_published_ones() {
     for &label in data.train.labels.iter().chain(&data.validation.labels) {
         train_counts[label as usize] += 1;
     }
-    assert_eq!(train_counts, [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]);
+    assert_eq!(
+        train_counts,
+        [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+    );
     assert_eq!(data.train.len(), 55_000);
     assert_eq!(data.validation.len(), 5_000);
     let test = load_test(&common::data_dirs()).unwrap();
@@ -57,7 +60,10 @@ fn mnist_label_histograms_match_the_published_ones() {
     for &label in &test.labels {
         test_counts[label as usize] += 1;
     }
-    assert_eq!(test_counts, [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]);
+    assert_eq!(
+        test_counts,
+        [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+    );
 }
 
 #[test]
@@ -69,7 +75,10 @@ fn both_modes_learn_a_small_run() {
         assert_eq!(lines.len(), 3, "{mode}: one line per evaluation");
         let first = lines[0]["train_loss"].as_f64().unwrap();
         let last = lines[2]["train_loss"].as_f64().unwrap();
-        assert!(last < 0.6 * first, "{mode}: training loss fell from {first} to {last}");
+        assert!(
+            last < 0.6 * first,
+            "{mode}: training loss fell from {first} to {last}"
+        );
         assert!(
             outcome.validation.accuracy > 0.93,
             "{mode}: validation accuracy {} after 150 steps",
@@ -78,7 +87,10 @@ fn both_modes_learn_a_small_run() {
         if mode == Mode::Unsafe {
             let q_first = lines[0]["size_term"].as_f64().unwrap();
             let q_last = lines[2]["size_term"].as_f64().unwrap();
-            assert!(q_last < q_first, "size pressure lowers the bits: {q_first} -> {q_last}");
+            assert!(
+                q_last < q_first,
+                "size pressure lowers the bits: {q_first} -> {q_last}"
+            );
         }
     }
 }
@@ -107,7 +119,12 @@ fn interrupted_run_resumes_to_identical_state() {
     for (name, tensor) in &expected {
         assert!(tensor.equal(&resumed[name]), "{name} differs after resume");
     }
-    let steps = |dir: &Path| -> Vec<i64> { metric_lines(dir).iter().map(|l| l["step"].as_i64().unwrap()).collect() };
+    let steps = |dir: &Path| -> Vec<i64> {
+        metric_lines(dir)
+            .iter()
+            .map(|l| l["step"].as_i64().unwrap())
+            .collect()
+    };
     assert_eq!(steps(straight.path()), steps(interrupted.path()));
 }
 
@@ -120,7 +137,10 @@ fn resuming_with_another_config_is_refused() {
     other.quant.gamma *= 2.0;
     let mut resume = options(Mode::Unsafe, dir.path());
     resume.resume = true;
-    assert!(matches!(train(&other, &resume), Err(sgsc::Error::Checkpoint { .. })));
+    assert!(matches!(
+        train(&other, &resume),
+        Err(sgsc::Error::Checkpoint { .. })
+    ));
 }
 
 #[test]
@@ -145,6 +165,9 @@ fn non_finite_loss_changes_nothing_and_diverging_runs_roll_back() {
     diverging.train.learning_rate = 1e30;
     let outcome = train(&diverging, &options(Mode::Baseline, dir.path())).unwrap();
     assert!(outcome.rollbacks >= 1, "expected roll-backs");
-    let events = metric_lines(dir.path()).iter().filter(|line| line["event"] == "rollback").count();
+    let events = metric_lines(dir.path())
+        .iter()
+        .filter(|line| line["event"] == "rollback")
+        .count();
     assert_eq!(events as u32, outcome.rollbacks);
 }

@@ -48,33 +48,51 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let config = ExperimentConfig::load(&args.config)?;
     let device = parse_device(&args.device)?;
     let [channels, height, width] = config.model.input;
-    println!("libtorch threads: {}, device: {:?}", tch::get_num_threads(), device);
+    println!(
+        "libtorch threads: {}, device: {:?}",
+        tch::get_num_threads(),
+        device
+    );
     println!("{:<24} {:>7} {:>12}", "measurement", "batch", "median");
     for mode in [Mode::Baseline, Mode::Unsafe] {
         for &batch in &args.batch_sizes {
             let mut learner = Learner::new(&config, mode, device)?;
             let inputs = Tensor::f_randn([batch, channels, height, width], (Kind::Float, device))?;
-            let labels = Tensor::f_randint(learner.network.output_features, [batch], (Kind::Int64, device))?;
+            let labels = Tensor::f_randint(
+                learner.network.output_features,
+                [batch],
+                (Kind::Int64, device),
+            )?;
             let mut step = 0;
             let ms = median_ms(args.repeats, || {
                 learner.step(&inputs, &labels, step)?;
                 step += 1;
                 Ok(())
             })?;
-            let label = if mode.quantizes() { "train step (quantized)" } else { "train step (float)" };
+            let label = if mode.quantizes() {
+                "train step (quantized)"
+            } else {
+                "train step (float)"
+            };
             println!("{label:<24} {batch:>7} {ms:>9.1} ms");
         }
     }
     let batch = 1000;
     let learner = Learner::new(&config, Mode::Unsafe, device)?;
     let inputs = Tensor::f_randn([batch, channels, height, width], (Kind::Float, device))?;
-    for (label, quantize) in [("inference (float)", false), ("inference (quantized)", true)] {
+    for (label, quantize) in [
+        ("inference (float)", false),
+        ("inference (quantized)", true),
+    ] {
         let ms = median_ms(args.repeats, || {
             let _no_grad = tch::no_grad_guard();
             let _logits = learner.network.forward(&inputs, false, quantize)?;
             Ok(())
         })?;
-        println!("{label:<24} {batch:>7} {:>9.0} images/s", batch as f64 * 1000.0 / ms);
+        println!(
+            "{label:<24} {batch:>7} {:>9.0} images/s",
+            batch as f64 * 1000.0 / ms
+        );
     }
     Ok(())
 }

@@ -35,8 +35,21 @@ pub fn run(args: EvalArgs) -> Result<()> {
     learner.load_state(&tensors, info.step)?;
     let dirs = data_dirs(&args.data_dir);
     let data = load_train_validation(&dirs, config.data.validation_size, config.train.seed)?;
-    let facts = RunFacts { mode, steps: info.step, wall_seconds: 0.0, rollbacks: 0 };
-    let (summary, size) = summarize(&learner.network, learner.original_weights, &config, &data, &dirs, device, facts)?;
+    let facts = RunFacts {
+        mode,
+        steps: info.step,
+        wall_seconds: 0.0,
+        rollbacks: 0,
+    };
+    let (summary, size) = summarize(
+        &learner.network,
+        learner.original_weights,
+        &config,
+        &data,
+        &dirs,
+        device,
+        facts,
+    )?;
     if mode.quantizes() {
         println!("{}", layer_table(&size));
     }

@@ -88,11 +88,12 @@ mod tests {
 
     #[test]
     fn quarter_turn_maps_pixel_centres_onto_pixel_centres() {
-        // Side 4, centre (1.5, 1.5): pixel (3, 1) is at offset (1.5, -0.5). Rotating a quarter turn
-        // clockwise in (x, y) coordinates maps offset (dx, dy) to (-dy, dx) = (0.5, 1.5): pixel (2, 3).
+        // Side 4, centre (1.5, 1.5): pixel (3, 1) is at offset (1.5, -0.5), right of centre and a
+        // little up. A quarter turn counter-clockwise on screen (rows grow downwards) maps offset
+        // (dx, dy) to (dy, -dx) = (-0.5, -1.5): the top row, pixel (1, 0).
         let rotated = affine(&one_hot(4, 3, 1), 4, 90.0, 0.0, 0.0);
         for (i, value) in rotated.iter().enumerate() {
-            let expected = if i == 3 * 4 + 2 { 1.0 } else { 0.0 };
+            let expected = if i == 1 { 1.0 } else { 0.0 };
             assert!((value - expected).abs() < 1e-5, "pixel {i}: {value}");
         }
     }

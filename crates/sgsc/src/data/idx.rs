@@ -28,7 +28,10 @@ pub fn parse_idx(bytes: &[u8], expected_rank: usize, file: &str) -> Result<IdxAr
         reason,
     };
     if bytes.len() < 4 {
-        return Err(bad(format!("{} bytes is too short for an IDX header", bytes.len())));
+        return Err(bad(format!(
+            "{} bytes is too short for an IDX header",
+            bytes.len()
+        )));
     }
     if bytes[0] != 0 || bytes[1] != 0 || bytes[2] != 0x08 {
         return Err(DataError::BadMagic {

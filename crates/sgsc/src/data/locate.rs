@@ -106,7 +106,11 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// Downloads `file` into `target`, trying each mirror; the bytes are checked before they are
 /// written (to a temporary name, then renamed), so a failed download leaves nothing behind.
 fn download(file: &KnownFile, target: &Path, searched: &[PathBuf]) -> Result<PathBuf, DataError> {
-    let name = file.relative_path.rsplit('/').next().unwrap_or(file.relative_path);
+    let name = file
+        .relative_path
+        .rsplit('/')
+        .next()
+        .unwrap_or(file.relative_path);
     let agent = ureq::Agent::config_builder()
         .timeout_global(Some(Duration::from_secs(300)))
         .build()
@@ -183,7 +187,10 @@ mod tests {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, b"not the labels").unwrap();
         let result = find_or_download(file, &[dir.path().to_path_buf()]);
-        assert!(matches!(result, Err(DataError::Checksum { .. })), "{result:?}");
+        assert!(
+            matches!(result, Err(DataError::Checksum { .. })),
+            "{result:?}"
+        );
     }
 
     #[test]

@@ -109,7 +109,8 @@ impl Split {
             labels.push(self.labels[i] as i64);
         }
         let n = positions.len() as i64;
-        let inputs = Tensor::f_from_slice(&pixels)?.f_view([n, 1, IMAGE_SIDE as i64, IMAGE_SIDE as i64])?;
+        let inputs =
+            Tensor::f_from_slice(&pixels)?.f_view([n, 1, IMAGE_SIDE as i64, IMAGE_SIDE as i64])?;
         let labels = Tensor::f_from_slice(&labels)?.f_to_kind(Kind::Int64)?;
         Ok((inputs, labels))
     }
@@ -212,7 +213,9 @@ mod tests {
 
     fn toy_split(n: usize) -> Split {
         Split {
-            images: (0..n * IMAGE_PIXELS).map(|i| (i / IMAGE_PIXELS) as u8).collect(),
+            images: (0..n * IMAGE_PIXELS)
+                .map(|i| (i / IMAGE_PIXELS) as u8)
+                .collect(),
             labels: (0..n).map(|i| (i % 10) as u8).collect(),
             source_indices: (0..n as u32).collect(),
         }

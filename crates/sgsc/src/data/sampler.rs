@@ -18,7 +18,12 @@ pub struct EpochSampler {
 impl EpochSampler {
     /// A sampler of batches of `batch_size` (at most `len`) from `len` examples.
     pub fn new(len: usize, batch_size: usize, seed: u64) -> Self {
-        EpochSampler { len, batch_size: batch_size.min(len).max(1), seed, cached: None }
+        EpochSampler {
+            len,
+            batch_size: batch_size.min(len).max(1),
+            seed,
+            cached: None,
+        }
     }
 
     /// Positions of the examples in the batch of `step` (an incomplete last batch of an epoch is
@@ -58,7 +63,9 @@ mod tests {
     #[test]
     fn each_epoch_is_a_permutation_and_steps_are_reproducible() {
         let mut sampler = EpochSampler::new(10, 3, 5);
-        let mut epoch: Vec<usize> = (0..3).flat_map(|step| sampler.positions(step).to_vec()).collect();
+        let mut epoch: Vec<usize> = (0..3)
+            .flat_map(|step| sampler.positions(step).to_vec())
+            .collect();
         assert_eq!(epoch.len(), 9);
         epoch.sort_unstable();
         epoch.dedup();
@@ -66,7 +73,10 @@ mod tests {
         let late = sampler.positions(7).to_vec();
         let mut fresh = EpochSampler::new(10, 3, 5);
         assert_eq!(fresh.positions(7), late.as_slice());
-        assert_ne!(EpochSampler::new(10, 3, 6).positions(0), EpochSampler::new(10, 3, 5).positions(0));
+        assert_ne!(
+            EpochSampler::new(10, 3, 6).positions(0),
+            EpochSampler::new(10, 3, 5).positions(0)
+        );
     }
 
     #[test]

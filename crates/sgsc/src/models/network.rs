@@ -109,8 +109,14 @@ pub struct Network {
 /// Activation shape while walking the config.
 #[derive(Debug, Clone, Copy)]
 enum Shape {
-    Map { channels: i64, height: i64, width: i64 },
-    Flat { features: i64 },
+    Map {
+        channels: i64,
+        height: i64,
+        width: i64,
+    },
+    Flat {
+        features: i64,
+    },
 }
 
 /// A named tensor of the network: a trainable parameter (with its group) or a buffer.
@@ -135,9 +141,16 @@ impl Network {
         let bad = |index: usize, message: String| Error::Model(format!("layer {index}: {message}"));
         let [channels, height, width] = config.input;
         if channels < 1 || height < 1 || width < 1 {
-            return Err(Error::Model(format!("input shape {:?} must be positive", config.input)));
+            return Err(Error::Model(format!(
+                "input shape {:?} must be positive",
+                config.input
+            )));
         }
-        let mut shape = Shape::Map { channels, height, width };
+        let mut shape = Shape::Map {
+            channels,
+            height,
+            width,
+        };
         let mut source: Option<usize> = None;
         let mut positions_per_channel = 1i64;
         let mut layers = Vec::new();
@@ -146,16 +159,32 @@ impl Network {
             let name = format!("layers.{index}");
             let built = match (layer, shape) {
                 (
-                    &LayerConfig::Conv2d { out_channels, kernel, stride, padding, bias },
-                    Shape::Map { channels, height, width },
+                    &LayerConfig::Conv2d {
+                        out_channels,
+                        kernel,
+                        stride,
+                        padding,
+                        bias,
+                    },
+                    Shape::Map {
+                        channels,
+                        height,
+                        width,
+                    },
                 ) => {
                     if out_channels < 1 || kernel < 1 || stride < 1 || padding < 0 {
-                        return Err(bad(index, "conv2d needs positive out_channels, kernel and stride".into()));
+                        return Err(bad(
+                            index,
+                            "conv2d needs positive out_channels, kernel and stride".into(),
+                        ));
                     }
                     let out_height = (height + 2 * padding - kernel) / stride + 1;
                     let out_width = (width + 2 * padding - kernel) / stride + 1;
                     if height + 2 * padding < kernel || width + 2 * padding < kernel {
-                        return Err(bad(index, format!("kernel {kernel} is larger than its {height}x{width} input")));
+                        return Err(bad(
+                            index,
+                            format!("kernel {kernel} is larger than its {height}x{width} input"),
+                        ));
                     }
                     let fan_in = channels * kernel * kernel;
                     let bound = 1.0 / (fan_in as f64).sqrt();
@@ -170,10 +199,20 @@ impl Network {
                     });
                     source = Some(quantized.len() - 1);
                     positions_per_channel = 1;
-                    shape = Shape::Map { channels: out_channels, height: out_height, width: out_width };
+                    shape = Shape::Map {
+                        channels: out_channels,
+                        height: out_height,
+                        width: out_width,
+                    };
                     Layer::Conv2d(Conv2d {
-                        weight: QuantizedWeight::new(weight.set_requires_grad(true), initial_bit_depth)?,
-                        bias: bias.then(|| uniform(&[out_channels], bound, device)).transpose()?.map(|b| b.set_requires_grad(true)),
+                        weight: QuantizedWeight::new(
+                            weight.set_requires_grad(true),
+                            initial_bit_depth,
+                        )?,
+                        bias: bias
+                            .then(|| uniform(&[out_channels], bound, device))
+                            .transpose()?
+                            .map(|b| b.set_requires_grad(true)),
                         stride,
                         padding,
                     })
@@ -194,67 +233,134 @@ impl Network {
                     });
                     source = Some(quantized.len() - 1);
                     positions_per_channel = 1;
-                    shape = Shape::Flat { features: out_features };
+                    shape = Shape::Flat {
+                        features: out_features,
+                    };
                     Layer::Linear(Linear {
-                        weight: QuantizedWeight::new(weight.set_requires_grad(true), initial_bit_depth)?,
-                        bias: bias.then(|| uniform(&[out_features], bound, device)).transpose()?.map(|b| b.set_requires_grad(true)),
+                        weight: QuantizedWeight::new(
+                            weight.set_requires_grad(true),
+                            initial_bit_depth,
+                        )?,
+                        bias: bias
+                            .then(|| uniform(&[out_features], bound, device))
+                            .transpose()?
+                            .map(|b| b.set_requires_grad(true)),
                     })
                 }
                 (LayerConfig::Relu, _) => Layer::Relu,
                 (&LayerConfig::BatchNorm { affine }, shape) => {
-                    let channels = match shape {
-                        Shape::Map { channels, .. } => channels,
-                        Shape::Flat { features } if positions_per_channel == 1 => features,
-                        Shape::Flat { .. } => {
-                            return Err(bad(index, "batch_norm right after flatten is not supported; place it before".into()))
-                        }
-                    };
+                    let channels =
+                        match shape {
+                            Shape::Map { channels, .. } => channels,
+                            Shape::Flat { features } if positions_per_channel == 1 => features,
+                            Shape::Flat { .. } => return Err(bad(
+                                index,
+                                "batch_norm right after flatten is not supported; place it before"
+                                    .into(),
+                            )),
+                        };
                     if let Some(source) = source {
                         quantized[source].norm = Some(index);
                     }
                     let ones = Tensor::f_ones([channels], (Kind::Float, device))?;
                     let zeros = Tensor::f_zeros([channels], (Kind::Float, device))?;
                     let affine = affine.then(|| {
-                        (ones.copy().set_requires_grad(true), zeros.copy().set_requires_grad(true))
+                        (
+                            ones.copy().set_requires_grad(true),
+                            zeros.copy().set_requires_grad(true),
+                        )
                     });
-                    Layer::BatchNorm(BatchNorm { running_mean: zeros, running_var: ones, affine })
+                    Layer::BatchNorm(BatchNorm {
+                        running_mean: zeros,
+                        running_var: ones,
+                        affine,
+                    })
                 }
-                (&LayerConfig::MaxPool { kernel }, Shape::Map { channels, height, width }) => {
+                (
+                    &LayerConfig::MaxPool { kernel },
+                    Shape::Map {
+                        channels,
+                        height,
+                        width,
+                    },
+                ) => {
                     if kernel < 1 || kernel > height || kernel > width {
-                        return Err(bad(index, format!("max_pool kernel {kernel} does not fit its {height}x{width} input")));
+                        return Err(bad(
+                            index,
+                            format!(
+                                "max_pool kernel {kernel} does not fit its {height}x{width} input"
+                            ),
+                        ));
                     }
-                    shape = Shape::Map { channels, height: height / kernel, width: width / kernel };
+                    shape = Shape::Map {
+                        channels,
+                        height: height / kernel,
+                        width: width / kernel,
+                    };
                     Layer::MaxPool(kernel)
                 }
-                (LayerConfig::Flatten, Shape::Map { channels, height, width }) => {
+                (
+                    LayerConfig::Flatten,
+                    Shape::Map {
+                        channels,
+                        height,
+                        width,
+                    },
+                ) => {
                     positions_per_channel = height * width;
-                    shape = Shape::Flat { features: channels * height * width };
+                    shape = Shape::Flat {
+                        features: channels * height * width,
+                    };
                     Layer::Flatten
                 }
                 (LayerConfig::Flatten, Shape::Flat { .. }) => Layer::Flatten,
                 (LayerConfig::Linear { .. }, Shape::Map { .. }) => {
-                    return Err(bad(index, "linear needs a flat input: add a flatten layer before it".into()))
+                    return Err(bad(
+                        index,
+                        "linear needs a flat input: add a flatten layer before it".into(),
+                    ))
                 }
                 (other, Shape::Flat { .. }) => {
-                    return Err(bad(index, format!("{other:?} needs a [channels, height, width] input, not a flat one")))
+                    return Err(bad(
+                        index,
+                        format!(
+                            "{other:?} needs a [channels, height, width] input, not a flat one"
+                        ),
+                    ))
                 }
             };
             layers.push(built);
         }
-        let Shape::Flat { features: output_features } = shape else {
-            return Err(Error::Model("the network must end with a flat output (flatten, then linear)".into()));
+        let Shape::Flat {
+            features: output_features,
+        } = shape
+        else {
+            return Err(Error::Model(
+                "the network must end with a flat output (flatten, then linear)".into(),
+            ));
         };
         if quantized.is_empty() {
-            return Err(Error::Model("the network has no conv2d or linear layer to train".into()));
+            return Err(Error::Model(
+                "the network has no conv2d or linear layer to train".into(),
+            ));
         }
-        Ok(Network { config: config.clone(), layers, quantized, output_features })
+        Ok(Network {
+            config: config.clone(),
+            layers,
+            quantized,
+            output_features,
+        })
     }
 
     /// Runs the network. `train` selects batch statistics (and updates the running ones);
     /// `quantize` selects quantized weights `q(w; b, e)` instead of the float weights.
     pub fn forward(&self, input: &Tensor, train: bool, quantize: bool) -> Result<Tensor> {
         let weight = |q: &QuantizedWeight| -> Result<Tensor> {
-            Ok(if quantize { q.quantized()? } else { q.weight.shallow_clone() })
+            Ok(if quantize {
+                q.quantized()?
+            } else {
+                q.weight.shallow_clone()
+            })
         };
         let mut x = input.shallow_clone();
         for layer in &self.layers {
@@ -267,7 +373,9 @@ impl Network {
                     [1, 1],
                     1,
                 )?,
-                Layer::Linear(linear) => x.f_linear(&weight(&linear.weight)?, linear.bias.as_ref())?,
+                Layer::Linear(linear) => {
+                    x.f_linear(&weight(&linear.weight)?, linear.bias.as_ref())?
+                }
                 Layer::Relu => x.f_relu()?,
                 Layer::BatchNorm(norm) => x.f_batch_norm(
                     norm.affine.as_ref().map(|(scale, _)| scale),
@@ -279,7 +387,13 @@ impl Network {
                     BATCH_NORM_EPS,
                     false,
                 )?,
-                Layer::MaxPool(kernel) => x.f_max_pool2d([*kernel, *kernel], [*kernel, *kernel], [0, 0], [1, 1], false)?,
+                Layer::MaxPool(kernel) => x.f_max_pool2d(
+                    [*kernel, *kernel],
+                    [*kernel, *kernel],
+                    [0, 0],
+                    [1, 1],
+                    false,
+                )?,
                 Layer::Flatten => x.f_flatten(1, -1)?,
             };
         }
@@ -316,23 +430,52 @@ impl Network {
     fn entries(&self) -> Vec<Entry> {
         let mut entries = Vec::new();
         let mut push = |name: String, tensor: &Tensor, group: Option<ParameterGroup>| {
-            entries.push(Entry { name, tensor: tensor.shallow_clone(), group })
+            entries.push(Entry {
+                name,
+                tensor: tensor.shallow_clone(),
+                group,
+            })
         };
         for (index, layer) in self.layers.iter().enumerate() {
             let prefix = format!("layers.{index}");
             match layer {
-                Layer::Conv2d(Conv2d { weight, bias, .. }) | Layer::Linear(Linear { weight, bias }) => {
-                    push(format!("{prefix}.weight"), &weight.weight, Some(ParameterGroup::Weights));
+                Layer::Conv2d(Conv2d { weight, bias, .. })
+                | Layer::Linear(Linear { weight, bias }) => {
+                    push(
+                        format!("{prefix}.weight"),
+                        &weight.weight,
+                        Some(ParameterGroup::Weights),
+                    );
                     if let Some(bias) = bias {
-                        push(format!("{prefix}.bias"), bias, Some(ParameterGroup::Weights));
+                        push(
+                            format!("{prefix}.bias"),
+                            bias,
+                            Some(ParameterGroup::Weights),
+                        );
                     }
-                    push(format!("{prefix}.bit_depth"), &weight.bit_depth, Some(ParameterGroup::Quantizer));
-                    push(format!("{prefix}.exponent"), &weight.exponent, Some(ParameterGroup::Quantizer));
+                    push(
+                        format!("{prefix}.bit_depth"),
+                        &weight.bit_depth,
+                        Some(ParameterGroup::Quantizer),
+                    );
+                    push(
+                        format!("{prefix}.exponent"),
+                        &weight.exponent,
+                        Some(ParameterGroup::Quantizer),
+                    );
                 }
                 Layer::BatchNorm(norm) => {
                     if let Some((scale, shift)) = &norm.affine {
-                        push(format!("{prefix}.weight"), scale, Some(ParameterGroup::Weights));
-                        push(format!("{prefix}.bias"), shift, Some(ParameterGroup::Weights));
+                        push(
+                            format!("{prefix}.weight"),
+                            scale,
+                            Some(ParameterGroup::Weights),
+                        );
+                        push(
+                            format!("{prefix}.bias"),
+                            shift,
+                            Some(ParameterGroup::Weights),
+                        );
                     }
                     push(format!("{prefix}.running_mean"), &norm.running_mean, None);
                     push(format!("{prefix}.running_var"), &norm.running_var, None);
@@ -352,9 +495,21 @@ impl Network {
             .collect()
     }
 
+    /// The running statistics of the batch norms (tensors the forward pass updates in training).
+    pub fn buffers(&self) -> Vec<Tensor> {
+        self.entries()
+            .into_iter()
+            .filter(|entry| entry.group.is_none())
+            .map(|entry| entry.tensor)
+            .collect()
+    }
+
     /// Every tensor that defines the model (parameters and running statistics), by name.
     pub fn state(&self) -> Vec<(String, Tensor)> {
-        self.entries().into_iter().map(|entry| (entry.name, entry.tensor)).collect()
+        self.entries()
+            .into_iter()
+            .map(|entry| (entry.name, entry.tensor))
+            .collect()
     }
 
     /// Overwrites the model's tensors with `state` (for example from a checkpoint). Every tensor
@@ -392,7 +547,11 @@ impl Network {
     /// Relu'd bit depth per channel of every quantized layer, as plain numbers.
     pub fn effective_bit_depths(&self) -> Result<Vec<Vec<f32>>> {
         (0..self.quantized.len())
-            .map(|index| Ok(Vec::<f32>::try_from(&self.quantized_weight(index).bit_depth.f_relu()?)?))
+            .map(|index| {
+                Ok(Vec::<f32>::try_from(
+                    &self.quantized_weight(index).bit_depth.f_relu()?,
+                )?)
+            })
             .collect()
     }
 }

@@ -72,7 +72,11 @@ pub fn live_channels(network: &Network) -> Result<Vec<Vec<bool>>> {
                     *flag |= nonzero;
                 }
             }
-            Ok(widths.iter().zip(constant_outputs).map(|(&width, constant)| width > 0 || constant).collect())
+            Ok(widths
+                .iter()
+                .zip(constant_outputs)
+                .map(|(&width, constant)| width > 0 || constant)
+                .collect())
         })
         .collect()
 }
@@ -96,9 +100,9 @@ pub fn payload_estimate(network: &Network, original_weights: i64) -> Result<Size
     let mut total_code_bits = 0;
     for (index, info) in network.quantized.iter().enumerate() {
         let widths = network.quantized_weight(index).channel_widths()?;
-        let live_inputs = info
-            .source
-            .map_or(info.input_channels, |source| alive[source].iter().filter(|&&a| a).count() as i64);
+        let live_inputs = info.source.map_or(info.input_channels, |source| {
+            alive[source].iter().filter(|&&a| a).count() as i64
+        });
         let live_fan_in = live_inputs * info.positions_per_input;
         let alive_count = alive[index].iter().filter(|&&a| a).count() as i64;
         let code_bits: i64 = widths
@@ -150,14 +154,24 @@ pub fn prepare_for_storage(network: &Network) -> Result<()> {
             let rounded = exponent.f_to_kind(Kind::Half)?.f_to_kind(Kind::Float)?;
             exponent.f_copy_(&rounded)?;
             if let Some(norm) = network.norm(index) {
-                let dead: Vec<i64> =
-                    alive[index].iter().enumerate().filter(|(_, &a)| !a).map(|(c, _)| c as i64).collect();
+                let dead: Vec<i64> = alive[index]
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, &a)| !a)
+                    .map(|(c, _)| c as i64)
+                    .collect();
                 if dead.is_empty() {
                     continue;
                 }
                 let dead = Tensor::f_from_slice(&dead)?.f_to_device(norm.running_mean.device())?;
-                let _ = norm.running_mean.shallow_clone().f_index_fill_(0, &dead, 0.0)?;
-                let _ = norm.running_var.shallow_clone().f_index_fill_(0, &dead, 1.0)?;
+                let _ = norm
+                    .running_mean
+                    .shallow_clone()
+                    .f_index_fill_(0, &dead, 0.0)?;
+                let _ = norm
+                    .running_var
+                    .shallow_clone()
+                    .f_index_fill_(0, &dead, 1.0)?;
             }
         }
         Ok(())
@@ -174,12 +188,27 @@ mod tests {
         let config = ModelConfig {
             input: [1, 6, 6],
             layers: vec![
-                LayerConfig::Conv2d { out_channels: 2, kernel: 3, stride: 1, padding: 0, bias: false },
+                LayerConfig::Conv2d {
+                    out_channels: 2,
+                    kernel: 3,
+                    stride: 1,
+                    padding: 0,
+                    bias: false,
+                },
                 LayerConfig::Relu,
                 LayerConfig::BatchNorm { affine: false },
-                LayerConfig::Conv2d { out_channels: 3, kernel: 3, stride: 1, padding: 0, bias: false },
+                LayerConfig::Conv2d {
+                    out_channels: 3,
+                    kernel: 3,
+                    stride: 1,
+                    padding: 0,
+                    bias: false,
+                },
                 LayerConfig::Flatten,
-                LayerConfig::Linear { out_features: 4, bias: true },
+                LayerConfig::Linear {
+                    out_features: 4,
+                    bias: true,
+                },
             ],
         };
         Network::new(&config, 8.0, tch::Device::Cpu).unwrap()
@@ -187,7 +216,11 @@ mod tests {
 
     fn set(tensor: &Tensor, values: &[f32]) {
         let shape = tensor.size();
-        tch::no_grad(|| tensor.shallow_clone().copy_(&Tensor::from_slice(values).view(shape.as_slice())));
+        tch::no_grad(|| {
+            tensor
+                .shallow_clone()
+                .copy_(&Tensor::from_slice(values).view(shape.as_slice()))
+        });
     }
 
     #[test]
@@ -195,7 +228,13 @@ mod tests {
         let network = network();
         // Layer 0: channel 0 codes {-1, 0, 1} (width 2), channel 1 all zero (dead).
         let w0 = network.quantized_weight(0);
-        set(&w0.weight, &[1.0, -1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
+        set(
+            &w0.weight,
+            &[
+                1.0, -1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
+                0.0, 0.0,
+            ],
+        );
         set(&w0.exponent, &[0.0, 0.0]);
         // Layer 1: every weight 3 at exponent 0 and 8 bits -> code 3, width 3, all channels alive.
         let w1 = network.quantized_weight(1);
@@ -219,7 +258,10 @@ mod tests {
         assert!((report.bits_per_weight - (18.0 + 81.0 + 144.0) / 120.0).abs() < 1e-12);
         // Float: weights 120 + bias 4 + batch norm 2 x 2 = 128 values.
         assert_eq!(report.float_bytes, 128 * 4);
-        assert_eq!(report.layers[0].width_histogram, BTreeMap::from([(0, 1), (2, 1)]));
+        assert_eq!(
+            report.layers[0].width_histogram,
+            BTreeMap::from([(0, 1), (2, 1)])
+        );
     }
 
     #[test]
@@ -235,11 +277,20 @@ mod tests {
         prepare_for_storage(&network).unwrap();
         let exponent = Vec::<f32>::try_from(&w0.exponent).unwrap();
         assert_eq!(exponent[0], half_round(-3.0001));
-        assert_eq!(Vec::<f32>::try_from(&norm.running_mean).unwrap(), vec![0.25, 0.0]);
-        assert_eq!(Vec::<f32>::try_from(&norm.running_var).unwrap(), vec![2.0, 1.0]);
+        assert_eq!(
+            Vec::<f32>::try_from(&norm.running_mean).unwrap(),
+            vec![0.25, 0.0]
+        );
+        assert_eq!(
+            Vec::<f32>::try_from(&norm.running_var).unwrap(),
+            vec![2.0, 1.0]
+        );
     }
 
     fn half_round(value: f32) -> f32 {
-        Tensor::from_slice(&[value]).to_kind(Kind::Half).to_kind(Kind::Float).double_value(&[0]) as f32
+        Tensor::from_slice(&[value])
+            .to_kind(Kind::Half)
+            .to_kind(Kind::Float)
+            .double_value(&[0]) as f32
     }
 }

@@ -31,7 +31,8 @@ impl QuantizedWeight {
     pub fn new(weight: Tensor, initial_bit_depth: f64) -> Result<Self, tch::TchError> {
         let out = weight.size()[0];
         let (bit_depth, exponent) = tch::no_grad(|| -> Result<_, tch::TchError> {
-            let bit_depth = Tensor::f_full([out], initial_bit_depth, (Kind::Float, weight.device()))?;
+            let bit_depth =
+                Tensor::f_full([out], initial_bit_depth, (Kind::Float, weight.device()))?;
             let exponent = initial_exponent(&weight, initial_bit_depth)?;
             Ok((bit_depth, exponent))
         })?;
@@ -61,7 +62,8 @@ impl QuantizedWeight {
     /// (what a packed file stores), computed without gradient.
     pub fn codes(&self) -> Result<Tensor, tch::TchError> {
         tch::no_grad(|| {
-            let (scaled, lower, upper) = scaled_and_bounds(&self.weight, &self.bit_depth, &self.exponent)?;
+            let (scaled, lower, upper) =
+                scaled_and_bounds(&self.weight, &self.bit_depth, &self.exponent)?;
             scaled
                 .f_maximum(&lower)?
                 .f_minimum(&upper)?
@@ -103,7 +105,11 @@ fn scaled_and_bounds(
 }
 
 /// The quantizer `q(w; b, e)` for weights `[out, ...]`, bit depths `[out]` and exponents `[out]`.
-pub fn quantize(weight: &Tensor, bit_depth: &Tensor, exponent: &Tensor) -> Result<Tensor, tch::TchError> {
+pub fn quantize(
+    weight: &Tensor,
+    bit_depth: &Tensor,
+    exponent: &Tensor,
+) -> Result<Tensor, tch::TchError> {
     let (scaled, lower, upper) = scaled_and_bounds(weight, bit_depth, exponent)?;
     let clamped = scaled.f_maximum(&lower)?.f_minimum(&upper)?;
     let mut channel_shape = vec![1i64; weight.dim()];
@@ -182,12 +188,16 @@ mod tests {
     #[test]
     fn gradients_follow_the_straight_through_rule() {
         // b = 2 (codes in [-2, 1]), e = -1 (step 0.5). Inside the range: x = 2^-e w.
-        let w = tensor(&[0.3, 0.9, -1.6]).view([1, 3]).set_requires_grad(true);
+        let w = tensor(&[0.3, 0.9, -1.6])
+            .view([1, 3])
+            .set_requires_grad(true);
         let b = tensor(&[2.0]).set_requires_grad(true);
         let e = tensor(&[-1.0]).set_requires_grad(true);
         let q = quantize(&w, &b, &e).unwrap();
         // Weight the outputs 1, 2, 3 so that each weight's contribution is visible in the sums.
-        (q * tensor(&[1.0, 2.0, 3.0]).view([1, 3])).sum(Kind::Float).backward();
+        (q * tensor(&[1.0, 2.0, 3.0]).view([1, 3]))
+            .sum(Kind::Float)
+            .backward();
         let ln2 = std::f32::consts::LN_2;
         // w = 0.3: x = 0.6 inside [-2, 1] -> dq/dw = 1, dq/de = ln2 * 2^e * (round(x) - x).
         // w = 0.9: x = 1.8 clamped at upper = 2^(b-1) - 1 = 1 -> dq/dw = 0,
@@ -195,11 +205,18 @@ mod tests {
         // w = -1.6: x = -3.2 clamped at lower = -2 -> dq/dw = 0, dq/db = -2^e * ln2 * 2^(b-1),
         //   dq/de = ln2 * 2^e * lower.
         assert_eq!(values(&w.grad()), vec![1.0, 0.0, 0.0]);
-        assert!(expected_b.abs() > 0.5);
         let expected_b = 2.0 * (0.5 * ln2 * 2.0) + 3.0 * (-0.5 * ln2 * 2.0);
+        assert!(
+            expected_b.abs() > 0.5,
+            "the weighting keeps the bounds' contributions apart"
+        );
         assert!((values(&b.grad())[0] - expected_b).abs() < 1e-6);
         let expected_e = ln2 * 0.5 * (1.0 - 0.6) + 2.0 * ln2 * 0.5 * 1.0 + 3.0 * ln2 * 0.5 * -2.0;
-        assert!((values(&e.grad())[0] - expected_e).abs() < 1e-5, "{:?}", values(&e.grad()));
+        assert!(
+            (values(&e.grad())[0] - expected_e).abs() < 1e-5,
+            "{:?}",
+            values(&e.grad())
+        );
     }
 
     #[test]
@@ -214,19 +231,31 @@ mod tests {
             let upper = 2f64.powf(b - 1.0) - 1.0;
             2f64.powf(e) * (w * 2f64.powf(-e)).clamp(lower, upper)
         };
-        let w = Tensor::from_slice(&w_values).to_kind(Kind::Double).view([1, 5]).set_requires_grad(true);
+        let w = Tensor::from_slice(&w_values)
+            .to_kind(Kind::Double)
+            .view([1, 5])
+            .set_requires_grad(true);
         let b = Tensor::from_slice(&[b_value]).set_requires_grad(true);
         let e = Tensor::from_slice(&[e_value]).set_requires_grad(true);
         quantize(&w, &b, &e).unwrap().sum(Kind::Double).backward();
         let grad_w = Vec::<f64>::try_from(&w.grad().flatten(0, -1)).unwrap();
         let h = 1e-6;
         for (i, &wi) in w_values.iter().enumerate() {
-            let numeric = (unrounded(wi + h, b_value, e_value) - unrounded(wi - h, b_value, e_value)) / (2.0 * h);
-            assert!((grad_w[i] - numeric).abs() < 1e-6, "w[{i}]: {} vs {numeric}", grad_w[i]);
+            let numeric = (unrounded(wi + h, b_value, e_value)
+                - unrounded(wi - h, b_value, e_value))
+                / (2.0 * h);
+            assert!(
+                (grad_w[i] - numeric).abs() < 1e-6,
+                "w[{i}]: {} vs {numeric}",
+                grad_w[i]
+            );
         }
         let numeric_b: f64 = w_values
             .iter()
-            .map(|&wi| (unrounded(wi, b_value + h, e_value) - unrounded(wi, b_value - h, e_value)) / (2.0 * h))
+            .map(|&wi| {
+                (unrounded(wi, b_value + h, e_value) - unrounded(wi, b_value - h, e_value))
+                    / (2.0 * h)
+            })
             .sum();
         assert!((b.grad().double_value(&[0]) - numeric_b).abs() < 1e-6);
     }

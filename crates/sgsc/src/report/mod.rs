@@ -106,7 +106,13 @@ pub fn summarize(
         channels_alive: size
             .layers
             .iter()
-            .map(|layer| if quantize { [layer.alive, layer.channels] } else { [layer.channels, layer.channels] })
+            .map(|layer| {
+                if quantize {
+                    [layer.alive, layer.channels]
+                } else {
+                    [layer.channels, layer.channels]
+                }
+            })
             .collect(),
         wall_seconds: facts.wall_seconds,
         rollbacks: facts.rollbacks,
@@ -124,7 +130,16 @@ pub fn write_summary(path: &Path, summary: &Summary) -> Result<()> {
 pub fn results_table(summaries: &[Summary]) -> String {
     let mut table = format!(
         "{:<9} {:>5} {:>7} {:>10} {:>10} {:>18} {:>9} {:>10} {:>9} {:>9}\n",
-        "mode", "seed", "steps", "test acc", "train-test", "size (bytes)", "ratio", "bits/wt", "alive", "wall"
+        "mode",
+        "seed",
+        "steps",
+        "test acc",
+        "train-test",
+        "size (bytes)",
+        "ratio",
+        "bits/wt",
+        "alive",
+        "wall"
     );
     for s in summaries {
         let alive: i64 = s.channels_alive.iter().map(|[alive, _]| alive).sum();
@@ -137,7 +152,11 @@ pub fn results_table(summaries: &[Summary]) -> String {
             100.0 * s.test_accuracy,
             100.0 * s.train_test_gap,
             s.size_bytes,
-            if s.size_kind == "float32" { "float32" } else { "estimate" },
+            if s.size_kind == "float32" {
+                "float32"
+            } else {
+                "estimate"
+            },
             s.ratio_to_float,
             s.bits_per_weight,
             format!("{alive}/{total}"),
@@ -149,9 +168,16 @@ pub fn results_table(summaries: &[Summary]) -> String {
 
 /// Per-layer table of a size report: channels alive, live fan-in, width histogram, bytes.
 pub fn layer_table(size: &SizeReport) -> String {
-    let mut table = format!("{:<10} {:>9} {:>12} {:>10} {:>8}  widths (bits: channels)\n", "layer", "alive", "live fan-in", "code bits", "bytes");
+    let mut table = format!(
+        "{:<10} {:>9} {:>12} {:>10} {:>8}  widths (bits: channels)\n",
+        "layer", "alive", "live fan-in", "code bits", "bytes"
+    );
     for layer in &size.layers {
-        let widths: Vec<String> = layer.width_histogram.iter().map(|(width, count)| format!("{width}:{count}")).collect();
+        let widths: Vec<String> = layer
+            .width_histogram
+            .iter()
+            .map(|(width, count)| format!("{width}:{count}"))
+            .collect();
         table.push_str(&format!(
             "{:<10} {:>9} {:>12} {:>10} {:>8}  {}\n",
             layer.name,

@@ -35,17 +35,36 @@ pub struct CheckpointInfo {
 
 /// Writes `tensors` (all converted to f32) and `info` to `path` atomically.
 pub fn save(path: &Path, info: &CheckpointInfo, tensors: &[(String, Tensor)]) -> Result<()> {
-    let fail = |message: String| Error::Checkpoint { path: path.to_path_buf(), message };
+    let fail = |message: String| Error::Checkpoint {
+        path: path.to_path_buf(),
+        message,
+    };
     let mut buffers: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::with_capacity(tensors.len());
     for (name, tensor) in tensors {
-        let values = Vec::<f32>::try_from(&tensor.f_to_kind(Kind::Float)?.f_flatten(0, -1)?.f_to_device(tch::Device::Cpu)?)?;
+        let values = Vec::<f32>::try_from(
+            &tensor
+                .f_to_kind(Kind::Float)?
+                .f_flatten(0, -1)?
+                .f_to_device(tch::Device::Cpu)?,
+        )?;
         let shape = tensor.size().iter().map(|&d| d as usize).collect();
-        buffers.push((name.clone(), shape, values.iter().flat_map(|v| v.to_le_bytes()).collect()));
+        buffers.push((
+            name.clone(),
+            shape,
+            values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ));
     }
     buffers.sort_by(|a, b| a.0.cmp(&b.0));
-    let digest = data_digest(buffers.iter().map(|(name, _, bytes)| (name.as_str(), bytes.as_slice())));
+    let digest = data_digest(
+        buffers
+            .iter()
+            .map(|(name, _, bytes)| (name.as_str(), bytes.as_slice())),
+    );
     let metadata = HashMap::from([
-        ("sgsc".to_string(), serde_json::to_string(info).map_err(|e| fail(e.to_string()))?),
+        (
+            "sgsc".to_string(),
+            serde_json::to_string(info).map_err(|e| fail(e.to_string()))?,
+        ),
         ("sha256".to_string(), digest),
     ]);
     let views = buffers
@@ -62,23 +81,35 @@ pub fn save(path: &Path, info: &CheckpointInfo, tensors: &[(String, Tensor)]) ->
 
 /// Loads a checkpoint written by [`save`], verifying its format and data digest.
 pub fn load(path: &Path) -> Result<(CheckpointInfo, HashMap<String, Tensor>)> {
-    let fail = |message: String| Error::Checkpoint { path: path.to_path_buf(), message };
+    let fail = |message: String| Error::Checkpoint {
+        path: path.to_path_buf(),
+        message,
+    };
     let bytes = std::fs::read(path).map_err(|source| Error::io(path, source))?;
-    let file = SafeTensors::deserialize(&bytes).map_err(|e| fail(format!("not a valid safetensors file: {e}")))?;
+    let file = SafeTensors::deserialize(&bytes)
+        .map_err(|e| fail(format!("not a valid safetensors file: {e}")))?;
     let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| fail(e.to_string()))?;
     let metadata = header.metadata().clone().unwrap_or_default();
     let info: CheckpointInfo = metadata
         .get("sgsc")
         .ok_or_else(|| fail("no sgsc metadata: not an sgsc checkpoint".into()))
-        .and_then(|text| serde_json::from_str(text).map_err(|e| fail(format!("bad metadata: {e}"))))?;
+        .and_then(|text| {
+            serde_json::from_str(text).map_err(|e| fail(format!("bad metadata: {e}")))
+        })?;
     if info.format != FORMAT {
         return Err(fail(format!("format {:?} is not {FORMAT:?}", info.format)));
     }
     let mut named = file.tensors();
     named.sort_by(|a, b| a.0.cmp(&b.0));
-    let digest = data_digest(named.iter().map(|(name, view)| (name.as_str(), view.data())));
+    let digest = data_digest(
+        named
+            .iter()
+            .map(|(name, view)| (name.as_str(), view.data())),
+    );
     if metadata.get("sha256") != Some(&digest) {
-        return Err(fail("tensor data does not match its SHA-256: the file is corrupted".into()));
+        return Err(fail(
+            "tensor data does not match its SHA-256: the file is corrupted".into(),
+        ));
     }
     let mut tensors = HashMap::new();
     for (name, view) in named {
@@ -91,7 +122,10 @@ pub fn load(path: &Path) -> Result<(CheckpointInfo, HashMap<String, Tensor>)> {
             .map(|chunk| f32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]))
             .collect();
         let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
-        tensors.insert(name, Tensor::f_from_slice(&values)?.f_reshape(shape.as_slice())?);
+        tensors.insert(
+            name,
+            Tensor::f_from_slice(&values)?.f_reshape(shape.as_slice())?,
+        );
     }
     Ok((info, tensors))
 }
@@ -105,7 +139,11 @@ fn data_digest<'a>(tensors: impl Iterator<Item = (&'a str, &'a [u8])>) -> String
         hasher.update((bytes.len() as u64).to_le_bytes());
         hasher.update(bytes);
     }
-    hasher.finalize().iter().map(|byte| format!("{byte:02x}")).collect()
+    hasher
+        .finalize()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
 }
 
 /// Writes `bytes` to a temporary file beside `path`, syncs it, then renames it over `path`.
@@ -144,9 +182,18 @@ mod tests {
     fn round_trip_is_exact() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.safetensors");
-        let a = Tensor::from_slice(&[1.5f32, -0.0, f32::MIN_POSITIVE, 3.25e-7, -7.0, 2.0]).view([2, 3]);
+        let a =
+            Tensor::from_slice(&[1.5f32, -0.0, f32::MIN_POSITIVE, 3.25e-7, -7.0, 2.0]).view([2, 3]);
         let b = Tensor::from_slice(&[42.0f32]);
-        save(&path, &info(), &[("a".into(), a.shallow_clone()), ("b".into(), b.shallow_clone())]).unwrap();
+        save(
+            &path,
+            &info(),
+            &[
+                ("a".into(), a.shallow_clone()),
+                ("b".into(), b.shallow_clone()),
+            ],
+        )
+        .unwrap();
         let (loaded_info, tensors) = load(&path).unwrap();
         assert_eq!(loaded_info, info());
         assert_eq!(tensors["a"].size(), vec![2, 3]);
@@ -165,12 +212,20 @@ mod tests {
         let mut flipped = good.clone();
         *flipped.last_mut().unwrap() ^= 1;
         std::fs::write(&path, &flipped).unwrap();
-        assert!(matches!(load(&path), Err(Error::Checkpoint { message, .. }) if message.contains("SHA-256")));
+        assert!(
+            matches!(load(&path), Err(Error::Checkpoint { message, .. }) if message.contains("SHA-256"))
+        );
         // Truncations anywhere are rejected, never a panic.
         for len in [0, 4, 8, 20, good.len() / 2, good.len() - 1] {
             std::fs::write(&path, &good[..len]).unwrap();
-            assert!(matches!(load(&path), Err(Error::Checkpoint { .. })), "length {len}");
+            assert!(
+                matches!(load(&path), Err(Error::Checkpoint { .. })),
+                "length {len}"
+            );
         }
-        assert!(matches!(load(&dir.path().join("missing")), Err(Error::Io { .. })));
+        assert!(matches!(
+            load(&dir.path().join("missing")),
+            Err(Error::Io { .. })
+        ));
     }
 }

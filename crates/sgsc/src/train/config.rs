@@ -111,7 +111,10 @@ impl ExperimentConfig {
     /// Checks values that parse but make no sense.
     pub fn validate(&self, path: &Path) -> Result<()> {
         let problem = if self.data.dataset != "mnist" {
-            Some(format!("data.dataset {:?} is not supported (only \"mnist\")", self.data.dataset))
+            Some(format!(
+                "data.dataset {:?} is not supported (only \"mnist\")",
+                self.data.dataset
+            ))
         } else if self.train.steps < 1 {
             Some("train.steps must be at least 1".into())
         } else if self.train.batch_size == 0 || self.train.eval_batch_size == 0 {
@@ -130,7 +133,10 @@ impl ExperimentConfig {
             None
         };
         match problem {
-            Some(message) => Err(Error::Config { path: path.to_path_buf(), message }),
+            Some(message) => Err(Error::Config {
+                path: path.to_path_buf(),
+                message,
+            }),
             None => Ok(()),
         }
     }

@@ -37,7 +37,11 @@ pub fn evaluate(
         loss_sum += logits
             .f_cross_entropy_loss::<tch::Tensor>(&labels, None, Reduction::Sum, -100, 0.0)?
             .double_value(&[]);
-        correct += logits.f_argmax(-1, false)?.f_eq_tensor(&labels)?.f_sum(Kind::Int64)?.int64_value(&[]);
+        correct += logits
+            .f_argmax(-1, false)?
+            .f_eq_tensor(&labels)?
+            .f_sum(Kind::Int64)?
+            .int64_value(&[]);
     }
     let examples = split.len().max(1);
     Ok(Evaluation {

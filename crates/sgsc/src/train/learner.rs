@@ -80,26 +80,44 @@ impl Learner {
     /// Gamma of the size term at `step` (0 in baseline mode).
     pub fn gamma(&self, step: i64) -> f64 {
         if self.mode.quantizes() {
-            gamma_at(self.config.quant.gamma, self.config.quant.gamma_warmup_steps, step)
+            gamma_at(
+                self.config.quant.gamma,
+                self.config.quant.gamma_warmup_steps,
+                step,
+            )
         } else {
             0.0
         }
     }
 
-    /// One step of training on `inputs`/`labels` (already on the network's device).
+    /// One step of training on `inputs`/`labels` (already on the network's device). A step whose
+    /// loss is not finite changes nothing, the batch norms' running statistics included.
     pub fn step(&mut self, inputs: &Tensor, labels: &Tensor, step: i64) -> Result<StepReport> {
+        let running_statistics = self.network.buffers();
+        let saved_statistics = running_statistics
+            .iter()
+            .map(|tensor| tensor.f_detach_copy())
+            .collect::<Result<Vec<_>, _>>()?;
         let logits = self.network.forward(inputs, true, self.mode.quantizes())?;
-        let cross_entropy = logits.f_cross_entropy_loss::<Tensor>(labels, None, Reduction::Mean, -100, 0.0)?;
+        let cross_entropy =
+            logits.f_cross_entropy_loss::<Tensor>(labels, None, Reduction::Mean, -100, 0.0)?;
         let gamma = self.gamma(step);
         let (loss, size) = if self.mode.quantizes() {
             let size = size_term(&self.network, self.original_weights as f64)?;
-            (cross_entropy.f_add(&size.f_mul_scalar(gamma)?)?, size.double_value(&[]))
+            (
+                cross_entropy.f_add(&size.f_mul_scalar(gamma)?)?,
+                size.double_value(&[]),
+            )
         } else {
             (cross_entropy.shallow_clone(), 0.0)
         };
         let loss_value = loss.double_value(&[]);
         let correct = tch::no_grad(|| -> Result<i64> {
-            Ok(logits.f_argmax(-1, false)?.f_eq_tensor(labels)?.f_sum(Kind::Int64)?.int64_value(&[]))
+            Ok(logits
+                .f_argmax(-1, false)?
+                .f_eq_tensor(labels)?
+                .f_sum(Kind::Int64)?
+                .int64_value(&[]))
         })?;
         let report = StepReport {
             loss: loss_value,
@@ -109,6 +127,12 @@ impl Learner {
             finite: loss_value.is_finite(),
         };
         if !report.finite {
+            tch::no_grad(|| -> Result<()> {
+                for (mut tensor, saved) in running_statistics.into_iter().zip(&saved_statistics) {
+                    tensor.f_copy_(saved)?;
+                }
+                Ok(())
+            })?;
             return Ok(report);
         }
         self.optimizer.zero_grad();
@@ -116,8 +140,14 @@ impl Learner {
         let factor = self.schedule_factor(step);
         let (train, quant) = (&self.config.train, &self.config.quant);
         self.optimizer.step(|group| match group {
-            ParameterGroup::Weights => GroupSettings { learning_rate: train.learning_rate * factor, eps: train.adam_eps },
-            ParameterGroup::Quantizer => GroupSettings { learning_rate: quant.learning_rate * factor, eps: quant.adam_eps },
+            ParameterGroup::Weights => GroupSettings {
+                learning_rate: train.learning_rate * factor,
+                eps: train.adam_eps,
+            },
+            ParameterGroup::Quantizer => GroupSettings {
+                learning_rate: quant.learning_rate * factor,
+                eps: quant.adam_eps,
+            },
         })?;
         Ok(report)
     }
@@ -130,7 +160,11 @@ impl Learner {
     }
 
     /// Restores the model and optimizer from tensors saved by [`Learner::state`].
-    pub fn load_state(&mut self, tensors: &HashMap<String, Tensor>, steps_taken: i64) -> Result<()> {
+    pub fn load_state(
+        &mut self,
+        tensors: &HashMap<String, Tensor>,
+        steps_taken: i64,
+    ) -> Result<()> {
         let device = self.network.quantized_weight(0).weight.device();
         let on_device = tensors
             .iter()
@@ -147,7 +181,10 @@ impl Learner {
             .into_iter()
             .map(|(name, tensor)| Ok((name, tensor.f_detach_copy()?)))
             .collect::<Result<_>>()?;
-        Ok(Snapshot { tensors, steps_taken: self.optimizer.steps_taken })
+        Ok(Snapshot {
+            tensors,
+            steps_taken: self.optimizer.steps_taken,
+        })
     }
 
     /// Returns to a snapshot taken earlier.

@@ -34,7 +34,10 @@ impl MetricsLog {
         for line in kept {
             writeln!(file, "{line}").map_err(io)?;
         }
-        Ok(MetricsLog { path: path.to_path_buf(), file })
+        Ok(MetricsLog {
+            path: path.to_path_buf(),
+            file,
+        })
     }
 
     /// Appends one record.

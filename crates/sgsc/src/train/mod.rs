@@ -50,7 +50,9 @@ impl std::str::FromStr for Mode {
         match text {
             "baseline" => Ok(Mode::Baseline),
             "unsafe" => Ok(Mode::Unsafe),
-            other => Err(format!("unknown mode {other:?} (expected baseline or unsafe)")),
+            other => Err(format!(
+                "unknown mode {other:?} (expected baseline or unsafe)"
+            )),
         }
     }
 }

@@ -21,7 +21,9 @@ pub fn size_term(network: &Network, original_weights: f64) -> Result<Tensor> {
         .collect::<Result<_>>()?;
     let mut total: Option<Tensor> = None;
     for (index, info) in network.quantized.iter().enumerate() {
-        let live_inputs = info.source.map_or(info.input_channels, |source| live_channels[source]);
+        let live_inputs = info
+            .source
+            .map_or(info.input_channels, |source| live_channels[source]);
         let live_fan_in = (live_inputs * info.positions_per_input) as f64;
         let layer_bits = bits[index].f_sum(Kind::Float)?.f_mul_scalar(live_fan_in)?;
         total = Some(match total {
@@ -52,11 +54,26 @@ mod tests {
         let config = ModelConfig {
             input: [1, 6, 6],
             layers: vec![
-                LayerConfig::Conv2d { out_channels: 2, kernel: 3, stride: 1, padding: 0, bias: false },
+                LayerConfig::Conv2d {
+                    out_channels: 2,
+                    kernel: 3,
+                    stride: 1,
+                    padding: 0,
+                    bias: false,
+                },
                 LayerConfig::Relu,
-                LayerConfig::Conv2d { out_channels: 3, kernel: 3, stride: 1, padding: 0, bias: false },
+                LayerConfig::Conv2d {
+                    out_channels: 3,
+                    kernel: 3,
+                    stride: 1,
+                    padding: 0,
+                    bias: false,
+                },
                 LayerConfig::Flatten,
-                LayerConfig::Linear { out_features: 4, bias: false },
+                LayerConfig::Linear {
+                    out_features: 4,
+                    bias: false,
+                },
             ],
         };
         Network::new(&config, 8.0, tch::Device::Cpu).unwrap()

@@ -56,7 +56,10 @@ impl Adam {
                 })
             })
             .collect::<Result<_>>()?;
-        Ok(Adam { slots, steps_taken: 0 })
+        Ok(Adam {
+            slots,
+            steps_taken: 0,
+        })
     }
 
     /// Clears the gradients of every optimised tensor.
@@ -80,9 +83,13 @@ impl Adam {
                 }
                 let GroupSettings { learning_rate, eps } = settings(slot.group);
                 let _ = slot.first_moment.f_mul_scalar_(BETA1)?;
-                let _ = slot.first_moment.f_add_(&gradient.f_mul_scalar(1.0 - BETA1)?)?;
+                let _ = slot
+                    .first_moment
+                    .f_add_(&gradient.f_mul_scalar(1.0 - BETA1)?)?;
                 let _ = slot.second_moment.f_mul_scalar_(BETA2)?;
-                let _ = slot.second_moment.f_add_(&gradient.f_square()?.f_mul_scalar(1.0 - BETA2)?)?;
+                let _ = slot
+                    .second_moment
+                    .f_add_(&gradient.f_square()?.f_mul_scalar(1.0 - BETA2)?)?;
                 let denominator = slot
                     .second_moment
                     .f_sqrt()?
@@ -104,8 +111,14 @@ impl Adam {
             .iter()
             .flat_map(|slot| {
                 [
-                    (format!("adam.m.{}", slot.name), slot.first_moment.shallow_clone()),
-                    (format!("adam.v.{}", slot.name), slot.second_moment.shallow_clone()),
+                    (
+                        format!("adam.m.{}", slot.name),
+                        slot.first_moment.shallow_clone(),
+                    ),
+                    (
+                        format!("adam.v.{}", slot.name),
+                        slot.second_moment.shallow_clone(),
+                    ),
                 ]
             })
             .collect()
@@ -114,13 +127,20 @@ impl Adam {
     /// Restores moments saved by [`Adam::state`] and the step count.
     pub fn load_state(&mut self, state: &HashMap<String, Tensor>, steps_taken: i64) -> Result<()> {
         for slot in &mut self.slots {
-            for (kind, moment) in [("m", &mut slot.first_moment), ("v", &mut slot.second_moment)] {
+            for (kind, moment) in [
+                ("m", &mut slot.first_moment),
+                ("v", &mut slot.second_moment),
+            ] {
                 let name = format!("adam.{kind}.{}", slot.name);
-                let saved = state
-                    .get(&name)
-                    .ok_or_else(|| Error::Model(format!("saved state has no optimizer tensor {name}")))?;
+                let saved = state.get(&name).ok_or_else(|| {
+                    Error::Model(format!("saved state has no optimizer tensor {name}"))
+                })?;
                 if saved.size() != moment.size() {
-                    return Err(Error::Model(format!("{name} has shape {:?}, expected {:?}", saved.size(), moment.size())));
+                    return Err(Error::Model(format!(
+                        "{name} has shape {:?}, expected {:?}",
+                        saved.size(),
+                        moment.size()
+                    )));
                 }
                 tch::no_grad(|| moment.f_copy_(saved))?;
             }
@@ -140,11 +160,21 @@ mod tests {
         // For a constant gradient g, Adam's bias-corrected step is lr * g / (|g| + eps') with
         // m_hat = g and v_hat = g^2 at every step, so each step moves by almost exactly lr.
         let parameter = Tensor::from_slice(&[1.0f32, -2.0]).set_requires_grad(true);
-        let mut adam = Adam::new(vec![("p".into(), parameter.shallow_clone(), ParameterGroup::Weights)]).unwrap();
-        let settings = |_| GroupSettings { learning_rate: 0.1, eps: 1e-8 };
+        let mut adam = Adam::new(vec![(
+            "p".into(),
+            parameter.shallow_clone(),
+            ParameterGroup::Weights,
+        )])
+        .unwrap();
+        let settings = |_| GroupSettings {
+            learning_rate: 0.1,
+            eps: 1e-8,
+        };
         for _ in 0..3 {
             adam.zero_grad();
-            (&parameter * Tensor::from_slice(&[3.0f32, -0.5])).sum(Kind::Float).backward();
+            (&parameter * Tensor::from_slice(&[3.0f32, -0.5]))
+                .sum(Kind::Float)
+                .backward();
             adam.step(settings).unwrap();
         }
         let values = Vec::<f32>::try_from(&parameter).unwrap();
@@ -164,7 +194,11 @@ mod tests {
         .unwrap();
         (&weight + &bits).sum(Kind::Float).backward();
         adam.step(|group| GroupSettings {
-            learning_rate: if group == ParameterGroup::Weights { 0.01 } else { 0.5 },
+            learning_rate: if group == ParameterGroup::Weights {
+                0.01
+            } else {
+                0.5
+            },
             eps: 1e-8,
         })
         .unwrap();

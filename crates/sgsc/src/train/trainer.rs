@@ -66,7 +66,11 @@ pub fn checkpoint_path(out_dir: &Path) -> PathBuf {
 pub fn train(config: &ExperimentConfig, options: &RunOptions) -> Result<TrainOutcome> {
     let started = Instant::now();
     std::fs::create_dir_all(&options.out_dir).map_err(|e| Error::io(&options.out_dir, e))?;
-    let data = load_train_validation(&options.data_dirs, config.data.validation_size, config.train.seed)?;
+    let data = load_train_validation(
+        &options.data_dirs,
+        config.data.validation_size,
+        config.train.seed,
+    )?;
     let mut learner = Learner::new(config, options.mode, options.device)?;
     let checkpoint_file = checkpoint_path(&options.out_dir);
     let mut start_step = 0;
@@ -82,34 +86,54 @@ pub fn train(config: &ExperimentConfig, options: &RunOptions) -> Result<TrainOut
         start_step = info.step;
         tracing::info!("resuming from step {start_step}");
     }
-    checkpoint::write_atomically(&options.out_dir.join("config.toml"), config.to_toml().as_bytes())?;
+    checkpoint::write_atomically(
+        &options.out_dir.join("config.toml"),
+        config.to_toml().as_bytes(),
+    )?;
     let mut metrics = MetricsLog::open(&options.out_dir.join("metrics.jsonl"), start_step)?;
     let steps = config.train.steps;
-    let progress = if options.progress { ProgressBar::new(steps as u64) } else { ProgressBar::hidden() };
+    let progress = if options.progress {
+        ProgressBar::new(steps as u64)
+    } else {
+        ProgressBar::hidden()
+    };
     progress.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}")
-            .expect("static template"),
+        ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
+        )
+        .expect("static template"),
     );
     progress.set_position(start_step as u64);
 
-    let mut sampler = EpochSampler::new(data.train.len(), config.train.batch_size, config.train.seed);
+    let mut sampler =
+        EpochSampler::new(data.train.len(), config.train.batch_size, config.train.seed);
     let mut last_good: Snapshot = learner.snapshot()?;
     let (mut rollbacks, mut consecutive_rollbacks) = (0u32, 0u32);
     let mut window = Window::default();
     let mut validation = None;
-    let last_step = options.stop_at.map_or(steps, |stop| stop.clamp(start_step, steps));
+    let last_step = options
+        .stop_at
+        .map_or(steps, |stop| stop.clamp(start_step, steps));
     for step in start_step..last_step {
         let step_started = Instant::now();
         let positions = sampler.positions(step).to_vec();
         let mut rng = step_rng(config.train.seed, step);
-        let (inputs, labels) = data.train.batch(&positions, &config.data.input, Some(&mut rng))?;
-        let (inputs, labels) = (inputs.f_to_device(options.device)?, labels.f_to_device(options.device)?);
+        let (inputs, labels) = data
+            .train
+            .batch(&positions, &config.data.input, Some(&mut rng))?;
+        let (inputs, labels) = (
+            inputs.f_to_device(options.device)?,
+            labels.f_to_device(options.device)?,
+        );
         let report = learner.step(&inputs, &labels, step)?;
         if !report.finite {
             rollbacks += 1;
             consecutive_rollbacks += 1;
             metrics.write(&json!({"step": step + 1, "event": "rollback", "reason": "non-finite loss", "loss": format!("{}", report.loss)}))?;
-            tracing::warn!("step {}: non-finite loss, rolled back to the last good state", step + 1);
+            tracing::warn!(
+                "step {}: non-finite loss, rolled back to the last good state",
+                step + 1
+            );
             if consecutive_rollbacks > MAX_CONSECUTIVE_ROLLBACKS {
                 return Err(Error::Training(format!(
                     "the loss was not finite {consecutive_rollbacks} times in a row after rolling back; \
@@ -120,7 +144,11 @@ pub fn train(config: &ExperimentConfig, options: &RunOptions) -> Result<TrainOut
             continue;
         }
         consecutive_rollbacks = 0;
-        window.add(&report, positions.len(), step_started.elapsed().as_secs_f64());
+        window.add(
+            &report,
+            positions.len(),
+            step_started.elapsed().as_secs_f64(),
+        );
         let done = step + 1;
         if done % 10 == 0 || done == steps {
             progress.set_position(done as u64);

@@ -12,7 +12,8 @@ pub fn workspace() -> PathBuf {
 
 /// The shipped MNIST config.
 pub fn mnist_config() -> ExperimentConfig {
-    ExperimentConfig::load(&workspace().join("configs/mnist-cnn.toml")).expect("the shipped config parses")
+    ExperimentConfig::load(&workspace().join("configs/mnist-cnn.toml"))
+        .expect("the shipped config parses")
 }
 
 /// Data folders for tests: `SGSC_DATA_DIR` (set by `scripts/test.sh` and `.ci/run`), then the
