@@ -44,7 +44,7 @@ fn shipped_config_builds_the_papers_cnn() {
 fn unknown_keys_are_config_errors() {
     let text = std::fs::read_to_string(common::workspace().join("configs/mnist-cnn.toml"))
         .unwrap()
-        .replace("gamma = 0.05", "gama = 0.05");
+        .replace("gamma = 0.07", "gama = 0.07");
     match ExperimentConfig::parse(&text, Path::new("typo.toml")) {
         Err(sgsc::Error::Config { message, .. }) => assert!(message.contains("gama"), "{message}"),
         other => panic!("expected a config error, got {other:?}"),

@@ -68,6 +68,7 @@ fn mnist_label_histograms_match_the_published_ones() {
 
 #[test]
 fn both_modes_learn_a_small_run() {
+    let _one_at_a_time = common::training_lock();
     for mode in [Mode::Baseline, Mode::Unsafe] {
         let dir = tempfile::tempdir().unwrap();
         let outcome = train(&small_config(150, 64, 50), &options(mode, dir.path())).unwrap();
@@ -97,6 +98,7 @@ fn both_modes_learn_a_small_run() {
 
 #[test]
 fn interrupted_run_resumes_to_identical_state() {
+    let _one_at_a_time = common::training_lock();
     let config = small_config(30, 32, 10);
     let straight = tempfile::tempdir().unwrap();
     train(&config, &options(Mode::Unsafe, straight.path())).unwrap();
@@ -130,6 +132,7 @@ fn interrupted_run_resumes_to_identical_state() {
 
 #[test]
 fn resuming_with_another_config_is_refused() {
+    let _one_at_a_time = common::training_lock();
     let dir = tempfile::tempdir().unwrap();
     let config = small_config(4, 8, 2);
     train(&config, &options(Mode::Unsafe, dir.path())).unwrap();
@@ -145,6 +148,7 @@ fn resuming_with_another_config_is_refused() {
 
 #[test]
 fn non_finite_loss_changes_nothing_and_diverging_runs_roll_back() {
+    let _one_at_a_time = common::training_lock();
     // A batch of NaN inputs: the step reports a non-finite loss and leaves every tensor alone.
     let config = common::mnist_config();
     let mut learner = Learner::new(&config, Mode::Unsafe, Device::Cpu).unwrap();

@@ -1,7 +1,10 @@
-//! `sgsc bench`: median milliseconds per training step (float and quantized, batch 128 and 512)
-//! and inference images per second, on random inputs so it needs no data set.
+//! `sgsc bench`: median milliseconds per training step (float and quantized, batch 128 and 512),
+//! per batch assembly (with the config's augmentation) and inference images per second, on random
+//! inputs so it needs no data set.
 
 use super::parse_device;
+use crate::data::mnist::{Split, IMAGE_PIXELS};
+use crate::data::sampler::step_rng;
 use crate::train::config::ExperimentConfig;
 use crate::train::learner::Learner;
 use crate::train::Mode;
@@ -76,6 +79,25 @@ pub fn run(args: BenchArgs) -> Result<()> {
             };
             println!("{label:<24} {batch:>7} {ms:>9.1} ms");
         }
+    }
+    let images = 1024;
+    let synthetic = Split {
+        images: (0..images * IMAGE_PIXELS)
+            .map(|i| (i * 7919 % 256) as u8)
+            .collect(),
+        labels: (0..images).map(|i| (i % 10) as u8).collect(),
+        source_indices: (0..images as u32).collect(),
+    };
+    for &batch in &args.batch_sizes {
+        let positions: Vec<usize> = (0..batch as usize).map(|i| i % images).collect();
+        let mut step = 0;
+        let ms = median_ms(args.repeats, || {
+            let mut rng = step_rng(0, step);
+            step += 1;
+            let _batch = synthetic.batch(&positions, &config.data.input, Some(&mut rng))?;
+            Ok(())
+        })?;
+        println!("{:<24} {batch:>7} {ms:>9.1} ms", "batch assembly");
     }
     let batch = 1000;
     let learner = Learner::new(&config, Mode::Unsafe, device)?;

@@ -543,15 +543,4 @@ impl Network {
             .map(|index| self.quantized_weight(index).weight.numel() as i64)
             .sum()
     }
-
-    /// Relu'd bit depth per channel of every quantized layer, as plain numbers.
-    pub fn effective_bit_depths(&self) -> Result<Vec<Vec<f32>>> {
-        (0..self.quantized.len())
-            .map(|index| {
-                Ok(Vec::<f32>::try_from(
-                    &self.quantized_weight(index).bit_depth.f_relu()?,
-                )?)
-            })
-            .collect()
-    }
 }

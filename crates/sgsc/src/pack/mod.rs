@@ -60,7 +60,9 @@ pub fn live_channels(network: &Network) -> Result<Vec<Vec<bool>>> {
             let widths = network.quantized_weight(index).channel_widths()?;
             let mut constant_outputs = vec![false; widths.len()];
             let nonzero = |tensor: &Tensor| -> Result<Vec<bool>> {
-                Ok(Vec::<bool>::try_from(&tensor.f_ne(0.0)?)?)
+                Ok(Vec::<bool>::try_from(
+                    &tensor.f_ne(0.0)?.f_to_device(tch::Device::Cpu)?,
+                )?)
             };
             if let Some(bias) = network.bias(index) {
                 for (flag, nonzero) in constant_outputs.iter_mut().zip(nonzero(bias)?) {

@@ -43,16 +43,6 @@ impl QuantizedWeight {
         })
     }
 
-    /// Number of output channels.
-    pub fn out_channels(&self) -> i64 {
-        self.weight.size()[0]
-    }
-
-    /// Weights per output channel (the layer's full fan-in).
-    pub fn fan_in(&self) -> i64 {
-        self.weight.size()[1..].iter().product()
-    }
-
     /// The quantized weights `q(w; b, e)`, differentiable in `w`, `b` and `e`.
     pub fn quantized(&self) -> Result<Tensor, tch::TchError> {
         quantize(&self.weight, &self.bit_depth, &self.exponent)
@@ -62,7 +52,7 @@ impl QuantizedWeight {
     /// (what a packed file stores), computed without gradient.
     pub fn codes(&self) -> Result<Tensor, tch::TchError> {
         tch::no_grad(|| {
-            let (scaled, lower, upper) =
+            let (scaled, lower, upper, _step) =
                 scaled_and_bounds(&self.weight, &self.bit_depth, &self.exponent)?;
             scaled
                 .f_maximum(&lower)?
@@ -75,7 +65,10 @@ impl QuantizedWeight {
     /// Stored integer width of each output channel: the smallest two's-complement width that
     /// holds the channel's actual codes (0 when every code is 0).
     pub fn channel_widths(&self) -> Result<Vec<u32>, tch::TchError> {
-        let codes = self.codes()?.f_flatten(1, -1)?;
+        let codes = self
+            .codes()?
+            .f_flatten(1, -1)?
+            .f_to_device(tch::Device::Cpu)?;
         let minima = Vec::<i64>::try_from(&codes.f_amin(1, false)?)?;
         let maxima = Vec::<i64>::try_from(&codes.f_amax(1, false)?)?;
         Ok(minima
@@ -86,13 +79,13 @@ impl QuantizedWeight {
     }
 }
 
-/// `2^-e w` and the clamp bounds `-2^(b'-1)`, `2^(b'-1) - 1`, with `b` and `e` broadcast over the
-/// weight's trailing dimensions.
+/// `2^-e w`, the clamp bounds `-2^(b'-1)` and `2^(b'-1) - 1`, and the step `2^e`, with `b` and `e`
+/// broadcast over the weight's trailing dimensions.
 fn scaled_and_bounds(
     weight: &Tensor,
     bit_depth: &Tensor,
     exponent: &Tensor,
-) -> Result<(Tensor, Tensor, Tensor), tch::TchError> {
+) -> Result<(Tensor, Tensor, Tensor, Tensor), tch::TchError> {
     let mut channel_shape = vec![1i64; weight.dim()];
     channel_shape[0] = weight.size()[0];
     let bits = bit_depth.f_relu()?.f_view(channel_shape.as_slice())?;
@@ -101,7 +94,7 @@ fn scaled_and_bounds(
     let half_range = bits.f_sub_scalar(1.0)?.f_exp2()?;
     let lower = half_range.f_neg()?;
     let upper = half_range.f_sub_scalar(1.0)?;
-    Ok((scaled, lower, upper))
+    Ok((scaled, lower, upper, exponent.f_exp2()?))
 }
 
 /// The quantizer `q(w; b, e)` for weights `[out, ...]`, bit depths `[out]` and exponents `[out]`.
@@ -110,11 +103,8 @@ pub fn quantize(
     bit_depth: &Tensor,
     exponent: &Tensor,
 ) -> Result<Tensor, tch::TchError> {
-    let (scaled, lower, upper) = scaled_and_bounds(weight, bit_depth, exponent)?;
+    let (scaled, lower, upper, step) = scaled_and_bounds(weight, bit_depth, exponent)?;
     let clamped = scaled.f_maximum(&lower)?.f_minimum(&upper)?;
-    let mut channel_shape = vec![1i64; weight.dim()];
-    channel_shape[0] = weight.size()[0];
-    let step = exponent.f_view(channel_shape.as_slice())?.f_exp2()?;
     round_ste(&clamped)?.f_mul(&step)
 }
 

@@ -34,7 +34,7 @@ pub struct DataConfig {
     pub input: InputOptions,
 }
 
-/// Learning-rate schedule of both optimizer groups.
+/// Learning-rate schedule of an optimizer group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Schedule {
@@ -56,7 +56,7 @@ pub struct TrainConfig {
     pub learning_rate: f64,
     /// Adam epsilon of the weights.
     pub adam_eps: f64,
-    /// Learning-rate schedule, applied to both groups.
+    /// Learning-rate schedule of the weights.
     pub schedule: Schedule,
     /// Evaluate on validation every this many steps (and at the end).
     pub eval_every: i64,
@@ -78,6 +78,8 @@ pub struct QuantConfig {
     pub learning_rate: f64,
     /// Adam epsilon of bit depths and exponents.
     pub adam_eps: f64,
+    /// Learning-rate schedule of bit depths and exponents.
+    pub schedule: Schedule,
     /// Weight gamma of the size term Q (average bits per original weight) in the loss.
     pub gamma: f64,
     /// Steps over which gamma ramps linearly from 0 to its value (0: no warm-up).

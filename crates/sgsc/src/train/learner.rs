@@ -66,9 +66,9 @@ impl Learner {
         })
     }
 
-    /// Learning-rate multiplier of the schedule at `step`.
-    pub fn schedule_factor(&self, step: i64) -> f64 {
-        match self.config.train.schedule {
+    /// Learning-rate multiplier of `schedule` at `step` of this run.
+    pub fn schedule_factor(&self, schedule: Schedule, step: i64) -> f64 {
+        match schedule {
             Schedule::Constant => 1.0,
             Schedule::Cosine => {
                 let progress = step as f64 / self.config.train.steps.max(1) as f64;
@@ -137,17 +137,18 @@ impl Learner {
         }
         self.optimizer.zero_grad();
         loss.f_backward()?;
-        let factor = self.schedule_factor(step);
         let (train, quant) = (&self.config.train, &self.config.quant);
+        let weights = GroupSettings {
+            learning_rate: train.learning_rate * self.schedule_factor(train.schedule, step),
+            eps: train.adam_eps,
+        };
+        let quantizer = GroupSettings {
+            learning_rate: quant.learning_rate * self.schedule_factor(quant.schedule, step),
+            eps: quant.adam_eps,
+        };
         self.optimizer.step(|group| match group {
-            ParameterGroup::Weights => GroupSettings {
-                learning_rate: train.learning_rate * factor,
-                eps: train.adam_eps,
-            },
-            ParameterGroup::Quantizer => GroupSettings {
-                learning_rate: quant.learning_rate * factor,
-                eps: quant.adam_eps,
-            },
+            ParameterGroup::Weights => weights,
+            ParameterGroup::Quantizer => quantizer,
         })?;
         Ok(report)
     }

@@ -176,7 +176,7 @@ pub fn train(config: &ExperimentConfig, options: &RunOptions) -> Result<TrainOut
                 "train_accuracy": window.accuracy(),
                 "size_term": report.size_term,
                 "gamma": learner.gamma(step),
-                "learning_rate_factor": learner.schedule_factor(step),
+                "learning_rate_factor": learner.schedule_factor(config.train.schedule, step),
                 "validation_loss": evaluation.loss,
                 "validation_accuracy": evaluation.accuracy,
                 "payload_bytes": size.payload_bytes,

@@ -4,6 +4,15 @@
 
 use sgsc::train::config::ExperimentConfig;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+/// Held by every test that trains. Two trainings in one process share libtorch's thread pool,
+/// which then splits reductions differently from run to run; one at a time, runs are
+/// bit-for-bit reproducible, which the resume test checks.
+pub fn training_lock() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 /// The workspace root.
 pub fn workspace() -> PathBuf {
