@@ -11,7 +11,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use tch::{Kind, Tensor};
 
 /// Side of an MNIST image in pixels.
@@ -117,7 +117,7 @@ impl Split {
 }
 
 /// Reads an image file and its label file, checking that they describe the same images.
-fn read_pair(images_path: &PathBuf, labels_path: &PathBuf) -> Result<Split, DataError> {
+fn read_pair(images_path: &Path, labels_path: &Path) -> Result<Split, DataError> {
     let images = read_idx_gz(images_path, 3)?;
     let labels = read_idx_gz(labels_path, 1)?;
     let file = images_path.display().to_string();

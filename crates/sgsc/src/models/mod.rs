@@ -7,3 +7,41 @@ pub mod network;
 
 pub use config::{LayerConfig, ModelConfig};
 pub use network::{Network, ParameterGroup, QuantizedLayerInfo};
+
+/// Small networks for unit tests across the stages.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use super::{LayerConfig, ModelConfig, Network};
+
+    /// conv(1->2, k3) relu batch_norm conv(2->3, k3) flatten linear(3*2*2 -> 4, bias) on a 1x6x6
+    /// input: 2*9 + 3*2*9 + 4*12 = 120 weights.
+    pub(crate) fn tiny_network() -> Network {
+        let config = ModelConfig {
+            input: [1, 6, 6],
+            layers: vec![
+                LayerConfig::Conv2d {
+                    out_channels: 2,
+                    kernel: 3,
+                    stride: 1,
+                    padding: 0,
+                    bias: false,
+                },
+                LayerConfig::Relu,
+                LayerConfig::BatchNorm { affine: false },
+                LayerConfig::Conv2d {
+                    out_channels: 3,
+                    kernel: 3,
+                    stride: 1,
+                    padding: 0,
+                    bias: false,
+                },
+                LayerConfig::Flatten,
+                LayerConfig::Linear {
+                    out_features: 4,
+                    bias: true,
+                },
+            ],
+        };
+        Network::new(&config, 8.0, tch::Device::Cpu).expect("a valid fixture")
+    }
+}

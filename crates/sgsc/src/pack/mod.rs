@@ -53,6 +53,36 @@ pub struct SizeReport {
     pub bits_per_weight: f64,
 }
 
+/// The size a run reports: bytes, what they count, and bits per weight.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Headline {
+    /// Bytes of the model.
+    pub bytes: i64,
+    /// `payload-estimate` (quantized) or `float32`.
+    pub kind: &'static str,
+    /// Stored bits per original weight (32 for float32).
+    pub bits_per_weight: f64,
+}
+
+impl SizeReport {
+    /// The headline size of a model trained quantized (the payload estimate) or in float.
+    pub fn headline(&self, quantized: bool) -> Headline {
+        if quantized {
+            Headline {
+                bytes: self.payload_bytes,
+                kind: "payload-estimate",
+                bits_per_weight: self.bits_per_weight,
+            }
+        } else {
+            Headline {
+                bytes: self.float_bytes,
+                kind: "float32",
+                bits_per_weight: 32.0,
+            }
+        }
+    }
+}
+
 /// Liveness of every output channel of every quantized layer (see the module docs).
 pub fn live_channels(network: &Network) -> Result<Vec<Vec<bool>>> {
     (0..network.quantized.len())
@@ -151,12 +181,12 @@ pub fn payload_estimate(network: &Network, original_weights: i64) -> Result<Size
 pub fn prepare_for_storage(network: &Network) -> Result<()> {
     let alive = live_channels(network)?;
     tch::no_grad(|| -> Result<()> {
-        for index in 0..network.quantized.len() {
+        for (index, alive) in alive.iter().enumerate() {
             let mut exponent = network.quantized_weight(index).exponent.shallow_clone();
             let rounded = exponent.f_to_kind(Kind::Half)?.f_to_kind(Kind::Float)?;
             exponent.f_copy_(&rounded)?;
             if let Some(norm) = network.norm(index) {
-                let dead: Vec<i64> = alive[index]
+                let dead: Vec<i64> = alive
                     .iter()
                     .enumerate()
                     .filter(|(_, &a)| !a)
@@ -183,38 +213,7 @@ pub fn prepare_for_storage(network: &Network) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::models::{LayerConfig, ModelConfig};
-
-    /// conv(1->2, k3) relu batch_norm conv(2->3, k3) flatten linear(3*2*2 -> 4, bias).
-    fn network() -> Network {
-        let config = ModelConfig {
-            input: [1, 6, 6],
-            layers: vec![
-                LayerConfig::Conv2d {
-                    out_channels: 2,
-                    kernel: 3,
-                    stride: 1,
-                    padding: 0,
-                    bias: false,
-                },
-                LayerConfig::Relu,
-                LayerConfig::BatchNorm { affine: false },
-                LayerConfig::Conv2d {
-                    out_channels: 3,
-                    kernel: 3,
-                    stride: 1,
-                    padding: 0,
-                    bias: false,
-                },
-                LayerConfig::Flatten,
-                LayerConfig::Linear {
-                    out_features: 4,
-                    bias: true,
-                },
-            ],
-        };
-        Network::new(&config, 8.0, tch::Device::Cpu).unwrap()
-    }
+    use crate::models::fixtures::tiny_network;
 
     fn set(tensor: &Tensor, values: &[f32]) {
         let shape = tensor.size();
@@ -227,7 +226,7 @@ mod tests {
 
     #[test]
     fn payload_matches_a_hand_count() {
-        let network = network();
+        let network = tiny_network();
         // Layer 0: channel 0 codes {-1, 0, 1} (width 2), channel 1 all zero (dead).
         let w0 = network.quantized_weight(0);
         set(
@@ -268,7 +267,7 @@ mod tests {
 
     #[test]
     fn storage_form_rounds_exponents_and_silences_dead_channels() {
-        let network = network();
+        let network = tiny_network();
         let w0 = network.quantized_weight(0);
         set(&w0.weight, &[0.5; 18]);
         set(&w0.bit_depth, &[8.0, 0.0]);

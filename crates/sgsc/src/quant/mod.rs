@@ -134,7 +134,7 @@ pub fn storage_width(min_code: i64, max_code: i64) -> u32 {
     (1..=64u32)
         .find(|&width| {
             let half = 1i128 << (width - 1);
-            -half <= min_code as i128 && max_code as i128 <= half - 1
+            -half <= min_code as i128 && (max_code as i128) < half
         })
         .unwrap_or(64)
 }

@@ -84,11 +84,7 @@ pub fn summarize(
     let test_eval = evaluate(network, &test, input, quantize, batch, device)?;
     let train_eval = evaluate(network, &data.train, input, quantize, batch, device)?;
     let validation_eval = evaluate(network, &data.validation, input, quantize, batch, device)?;
-    let (size_bytes, size_kind, bits_per_weight) = if quantize {
-        (size.payload_bytes, "payload-estimate", size.bits_per_weight)
-    } else {
-        (size.float_bytes, "float32", 32.0)
-    };
+    let headline = size.headline(quantize);
     let summary = Summary {
         mode: facts.mode.name().into(),
         seed: config.train.seed,
@@ -98,11 +94,11 @@ pub fn summarize(
         train_accuracy: train_eval.accuracy,
         train_test_gap: train_eval.accuracy - test_eval.accuracy,
         validation_accuracy: validation_eval.accuracy,
-        size_bytes,
-        size_kind: size_kind.into(),
+        size_bytes: headline.bytes,
+        size_kind: headline.kind.into(),
         float_bytes: size.float_bytes,
-        ratio_to_float: size_bytes as f64 / size.float_bytes as f64,
-        bits_per_weight,
+        ratio_to_float: headline.bytes as f64 / size.float_bytes as f64,
+        bits_per_weight: headline.bits_per_weight,
         channels_alive: size
             .layers
             .iter()

@@ -129,7 +129,10 @@ impl ExperimentConfig {
             Some("adam_eps values must be positive".into())
         } else if !(self.quant.initial_bit_depth > 0.0 && self.quant.initial_bit_depth <= 32.0) {
             Some("quant.initial_bit_depth must be in (0, 32]".into())
-        } else if !(self.quant.gamma >= 0.0) || self.quant.gamma_warmup_steps < 0 {
+        } else if self.quant.gamma.is_nan()
+            || self.quant.gamma < 0.0
+            || self.quant.gamma_warmup_steps < 0
+        {
             Some("quant.gamma and quant.gamma_warmup_steps must not be negative".into())
         } else {
             None

@@ -47,37 +47,7 @@ pub fn gamma_at(gamma: f64, warmup_steps: i64, step: i64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::models::{LayerConfig, ModelConfig};
-
-    /// conv(1->2, k3) relu conv(2->3, k3) flatten linear(3*2*2 -> 4) on a 1x6x6 input.
-    fn tiny_network() -> Network {
-        let config = ModelConfig {
-            input: [1, 6, 6],
-            layers: vec![
-                LayerConfig::Conv2d {
-                    out_channels: 2,
-                    kernel: 3,
-                    stride: 1,
-                    padding: 0,
-                    bias: false,
-                },
-                LayerConfig::Relu,
-                LayerConfig::Conv2d {
-                    out_channels: 3,
-                    kernel: 3,
-                    stride: 1,
-                    padding: 0,
-                    bias: false,
-                },
-                LayerConfig::Flatten,
-                LayerConfig::Linear {
-                    out_features: 4,
-                    bias: false,
-                },
-            ],
-        };
-        Network::new(&config, 8.0, tch::Device::Cpu).unwrap()
-    }
+    use crate::models::fixtures::tiny_network;
 
     fn set_bits(network: &Network, index: usize, values: &[f32]) {
         let mut bits = network.quantized_weight(index).bit_depth.shallow_clone();

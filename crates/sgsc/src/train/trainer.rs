@@ -107,10 +107,21 @@ pub fn train(config: &ExperimentConfig, options: &RunOptions) -> Result<TrainOut
 
     let mut sampler =
         EpochSampler::new(data.train.len(), config.train.batch_size, config.train.seed);
+    let validate = |learner: &Learner| {
+        evaluate(
+            &learner.network,
+            &data.validation,
+            &config.data.input,
+            options.mode.quantizes(),
+            config.train.eval_batch_size,
+            options.device,
+        )
+    };
     let mut last_good: Snapshot = learner.snapshot()?;
     let (mut rollbacks, mut consecutive_rollbacks) = (0u32, 0u32);
     let mut window = Window::default();
     let mut validation = None;
+    let mut last_size = None;
     let last_step = options
         .stop_at
         .map_or(steps, |stop| stop.clamp(start_step, steps));
@@ -152,23 +163,18 @@ pub fn train(config: &ExperimentConfig, options: &RunOptions) -> Result<TrainOut
         let done = step + 1;
         if done % 10 == 0 || done == steps {
             progress.set_position(done as u64);
+            let size = last_size.map_or("-".to_string(), |bytes: i64| format!("{bytes} B"));
             progress.set_message(format!(
-                "loss {:.3} acc {:.1}% Q {:.2} b/w",
+                "loss {:.3} acc {:.1}% Q {:.2} bits/weight, size at last eval {size}",
                 report.loss,
                 100.0 * report.correct as f64 / positions.len() as f64,
                 report.size_term
             ));
         }
         if done % config.train.eval_every == 0 || done == steps {
-            let evaluation = evaluate(
-                &learner.network,
-                &data.validation,
-                &config.data.input,
-                options.mode.quantizes(),
-                config.train.eval_batch_size,
-                options.device,
-            )?;
+            let evaluation = validate(&learner)?;
             let size = payload_estimate(&learner.network, learner.original_weights)?;
+            let headline = size.headline(options.mode.quantizes());
             metrics.write(&json!({
                 "step": done,
                 "mode": options.mode.name(),
@@ -179,18 +185,20 @@ pub fn train(config: &ExperimentConfig, options: &RunOptions) -> Result<TrainOut
                 "learning_rate_factor": learner.schedule_factor(config.train.schedule, step),
                 "validation_loss": evaluation.loss,
                 "validation_accuracy": evaluation.accuracy,
-                "payload_bytes": size.payload_bytes,
-                "bits_per_weight": size.bits_per_weight,
+                "size_bytes": headline.bytes,
+                "size_kind": headline.kind,
+                "bits_per_weight": headline.bits_per_weight,
                 "channels_alive": size.layers.iter().map(|layer| layer.alive).collect::<Vec<_>>(),
                 "ms_per_step": window.ms_per_step(),
                 "rollbacks": rollbacks,
             }))?;
             let line = format!(
-                "step {done:>6}  val acc {:.2}%  val loss {:.4}  payload {} B  {:.2} bits/weight  {:.0} ms/step",
+                "step {done:>6}  val acc {:.2}%  val loss {:.4}  {} {} B  {:.2} bits/weight  {:.0} ms/step",
                 100.0 * evaluation.accuracy,
                 evaluation.loss,
-                size.payload_bytes,
-                size.bits_per_weight,
+                headline.kind,
+                headline.bytes,
+                headline.bits_per_weight,
                 window.ms_per_step()
             );
             if progress.is_hidden() {
@@ -203,6 +211,7 @@ pub fn train(config: &ExperimentConfig, options: &RunOptions) -> Result<TrainOut
                 last_good = learner.snapshot()?;
             }
             validation = Some(evaluation);
+            last_size = Some(headline.bytes);
         }
         if done % config.train.checkpoint_every == 0 || done == last_step {
             let info = CheckpointInfo {
@@ -218,14 +227,7 @@ pub fn train(config: &ExperimentConfig, options: &RunOptions) -> Result<TrainOut
     progress.finish_and_clear();
     let validation = match validation {
         Some(evaluation) => evaluation,
-        None => evaluate(
-            &learner.network,
-            &data.validation,
-            &config.data.input,
-            options.mode.quantizes(),
-            config.train.eval_batch_size,
-            options.device,
-        )?,
+        None => validate(&learner)?,
     };
     Ok(TrainOutcome {
         learner,
