@@ -132,4 +132,7 @@ fn command_line_reports_bad_input_without_panicking() {
 
     let (ok, stderr) = sgsc(&["train", "--mode", "reckless"]);
     assert!(!ok && stderr.contains("unknown mode"), "{stderr}");
+
+    let (ok, stderr) = sgsc(&["bench", "--device", "tpu"]);
+    assert!(!ok && stderr.contains("expected cpu or cuda"), "{stderr}");
 }

@@ -48,9 +48,34 @@ pub fn run() -> Result<()> {
 fn parse_device(name: &str) -> Result<Device> {
     match name {
         "cpu" => Ok(Device::Cpu),
-        "cuda" if tch::Cuda::is_available() => Ok(Device::Cuda(0)),
-        "cuda" => bail!("--device cuda: libtorch sees no CUDA GPU on this machine"),
+        "cuda" => {
+            load_torch_cuda()?;
+            if !tch::Cuda::is_available() {
+                bail!("--device cuda: libtorch's CUDA backend loaded, but it sees no GPU");
+            }
+            Ok(Device::Cuda(0))
+        }
         other => bail!("--device {other:?}: expected cpu or cuda"),
+    }
+}
+
+/// Loads libtorch's CUDA backend, which registers the GPU with libtorch. The binaries do not link
+/// it, so that CPU use needs only the slim install (libtorch_cuda.so needs cuBLAS, cuDNN, NCCL and
+/// more, gigabytes that a CPU machine does not need). The library stays loaded for the process.
+fn load_torch_cuda() -> Result<()> {
+    static LOADED: std::sync::OnceLock<Result<libloading::Library, String>> =
+        std::sync::OnceLock::new();
+    // SAFETY: libtorch_cuda.so only registers libtorch's CUDA hooks when it is loaded; it runs no
+    // code that depends on the state of this process.
+    let loaded = LOADED.get_or_init(|| {
+        unsafe { libloading::Library::new("libtorch_cuda.so") }.map_err(|e| e.to_string())
+    });
+    match loaded {
+        Ok(_) => Ok(()),
+        Err(error) => bail!(
+            "--device cuda: cannot load libtorch_cuda.so ({error}); the slim install of scripts/setup-libtorch.sh is \
+             CPU-only: use a full torch 2.11 installation (LIBTORCH and LD_LIBRARY_PATH pointing at its lib folder)"
+        ),
     }
 }
 
