@@ -133,6 +133,13 @@ fn command_line_reports_bad_input_without_panicking() {
     let (ok, stderr) = sgsc(&["train", "--mode", "reckless"]);
     assert!(!ok && stderr.contains("unknown mode"), "{stderr}");
 
-    let (ok, stderr) = sgsc(&["bench", "--device", "tpu"]);
+    let config = common::workspace().join("configs/mnist-cnn.toml");
+    let (ok, stderr) = sgsc(&[
+        "bench",
+        "--config",
+        config.to_str().unwrap(),
+        "--device",
+        "tpu",
+    ]);
     assert!(!ok && stderr.contains("expected cpu or cuda"), "{stderr}");
 }

@@ -48,8 +48,8 @@ fn median_ms(repeats: usize, mut work: impl FnMut() -> Result<()>) -> Result<f64
 
 /// Runs `sgsc bench`.
 pub fn run(args: BenchArgs) -> Result<()> {
-    let config = ExperimentConfig::load(&args.config)?;
     let device = parse_device(&args.device)?;
+    let config = ExperimentConfig::load(&args.config)?;
     let [channels, height, width] = config.model.input;
     println!(
         "libtorch threads: {}, device: {:?}",

@@ -102,9 +102,9 @@ pub fn gunzip(bytes: &[u8], file: &str) -> Result<Vec<u8>, DataError> {
 /// Reads and parses a gzip-compressed IDX file.
 pub fn read_idx_gz(path: &Path, expected_rank: usize) -> Result<IdxArray, DataError> {
     let name = path.display().to_string();
-    let compressed = std::fs::read(path).map_err(|source| DataError::Io {
+    let compressed = std::fs::read(path).map_err(|cause| DataError::Io {
         path: path.to_path_buf(),
-        source,
+        cause,
     })?;
     parse_idx(&gunzip(&compressed, &name)?, expected_rank, &name)
 }

@@ -80,9 +80,9 @@ pub fn find_or_download(file: &KnownFile, candidates: &[PathBuf]) -> Result<Path
 
 /// Checks a file's SHA-256 against the expected lowercase hex digest.
 pub fn verify_sha256(path: &Path, expected: &str) -> Result<(), DataError> {
-    let bytes = std::fs::read(path).map_err(|source| DataError::Io {
+    let bytes = std::fs::read(path).map_err(|cause| DataError::Io {
         path: path.to_path_buf(),
-        source,
+        cause,
     })?;
     let found = sha256_hex(&bytes);
     if found != expected {
@@ -137,9 +137,9 @@ fn download(file: &KnownFile, target: &Path, searched: &[PathBuf]) -> Result<Pat
             failures.push(format!("{url}: SHA-256 {digest} is not the published one"));
             continue;
         }
-        let io_error = |source| DataError::Io {
+        let io_error = |cause| DataError::Io {
             path: target.to_path_buf(),
-            source,
+            cause,
         };
         if let Some(parent) = target.parent() {
             std::fs::create_dir_all(parent).map_err(io_error)?;

@@ -19,12 +19,12 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
     /// A file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Io {
         /// The file involved.
         path: PathBuf,
-        /// The underlying error.
-        source: std::io::Error,
+        /// The underlying error (shown in the message, so not chained again).
+        cause: std::io::Error,
     },
     /// The file does not start with the IDX magic number for unsigned bytes.
     #[error("{file}: not an unsigned-byte IDX file (magic number {found:#010x})")]
