@@ -1,7 +1,8 @@
 //! sgsc: safety-guided self-compression of neural networks.
 //!
 //! The library follows the pipeline, one folder per stage:
-//! [`data`] → [`quant`] → [`models`] → [`train`] → [`pack`] → [`report`]. The `sgsc` binary ([`cli`]) sits
+//! [`data`] → [`quant`] → [`models`] → [`preserve`] → [`train`] → [`prune`] → [`pack`] →
+//! [`report`]. The `sgsc` binary ([`cli`]) sits
 //! on top; dependencies point from the CLI down to the stages, never back up.
 
 pub mod cli;
@@ -9,6 +10,8 @@ pub mod data;
 pub mod error;
 pub mod models;
 pub mod pack;
+pub mod preserve;
+pub mod prune;
 pub mod quant;
 pub mod report;
 pub mod train;

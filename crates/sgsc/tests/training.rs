@@ -175,3 +175,69 @@ fn non_finite_loss_changes_nothing_and_diverging_runs_roll_back() {
         .count();
     assert_eq!(events as u32, outcome.rollbacks);
 }
+
+#[test]
+fn pruning_cuts_optimizer_state_and_pruned_checkpoints_load() {
+    let _one_at_a_time = common::training_lock();
+    let config = common::mnist_config();
+    let mut learner = Learner::new(&config, Mode::Unsafe, Device::Cpu).unwrap();
+    tch::manual_seed(2);
+    let inputs = Tensor::randn([8, 1, 28, 28], (tch::Kind::Float, Device::Cpu));
+    let labels = Tensor::from_slice(&[0i64, 1, 2, 3, 4, 5, 6, 7]);
+    assert!(learner.step(&inputs, &labels, 0).unwrap().finite);
+    let before: std::collections::HashMap<String, Tensor> = learner
+        .state()
+        .into_iter()
+        .map(|(name, tensor)| (name, tensor.copy()))
+        .collect();
+
+    // Keep the even channels of the first conv.
+    let keep: Vec<i64> = (0..32).step_by(2).collect();
+    learner.prune(0, &keep).unwrap();
+    let keep_index = Tensor::from_slice(&keep);
+    let after: std::collections::HashMap<String, Tensor> = learner.state().into_iter().collect();
+    assert_eq!(after["layers.0.weight"].size(), vec![16, 1, 5, 5]);
+    assert_eq!(after["layers.2.weight"].size(), vec![32, 16, 5, 5]);
+    for (name, dim) in [
+        ("adam.m.layers.0.weight", 0),
+        ("adam.v.layers.0.bit_depth", 0),
+        ("adam.m.layers.2.weight", 1),
+        ("adam.v.layers.2.weight", 1),
+    ] {
+        assert!(
+            after[name].equal(&before[name].index_select(dim, &keep_index)),
+            "{name}"
+        );
+    }
+
+    // Training goes on with the smaller tensors, and the optimizer moves them.
+    let first_weights = after["layers.0.weight"].copy();
+    assert!(learner.step(&inputs, &labels, 1).unwrap().finite);
+    assert!(!learner
+        .network
+        .quantized_weight(0)
+        .weight
+        .equal(&first_weights));
+
+    // A pruned checkpoint loads into a learner built from the unpruned config.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pruned.safetensors");
+    let info = checkpoint::CheckpointInfo {
+        format: checkpoint::FORMAT.into(),
+        mode: "unsafe".into(),
+        step: 2,
+        config: config.to_toml(),
+        original_weights: learner.original_weights,
+    };
+    checkpoint::save(&path, &info, &learner.state()).unwrap();
+    let (_, tensors) = checkpoint::load(&path).unwrap();
+    let mut fresh = Learner::new(&config, Mode::Unsafe, Device::Cpu).unwrap();
+    fresh.load_state(&tensors, 2).unwrap();
+    for ((name, a), (_, b)) in learner.state().iter().zip(fresh.state().iter()) {
+        assert!(
+            a.equal(b),
+            "{name} differs after loading the pruned checkpoint"
+        );
+    }
+    assert_eq!(fresh.original_weights, 87_456);
+}

@@ -34,7 +34,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let mut learner = Learner::new(&config, mode, device)?;
     learner.load_state(&tensors, info.step)?;
     let dirs = data_dirs(&args.data_dir);
-    let data = load_train_validation(&dirs, config.data.validation_size, config.train.seed)?;
+    let data = load_train_validation(&dirs, config.data.validation_size, config.data.split_seed)?;
     let facts = RunFacts {
         mode,
         steps: info.step,

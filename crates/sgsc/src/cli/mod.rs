@@ -1,8 +1,9 @@
-//! The `sgsc` command line: `train`, `eval` and `bench`. Each subcommand is a thin layer over the
+//! The `sgsc` command line: `train`, `eval`, `preserve` and `bench`. Each subcommand is a thin layer over the
 //! library stages; nothing below this module knows about arguments or terminals.
 
 mod bench;
 mod eval;
+mod preserve;
 mod train;
 
 use anyhow::{bail, Result};
@@ -24,6 +25,8 @@ enum Command {
     Train(train::TrainArgs),
     /// Evaluate a checkpoint on the test split and print its size.
     Eval(eval::EvalArgs),
+    /// Build the preservation set from a baseline run's checkpoint.
+    Preserve(preserve::PreserveArgs),
     /// Time training steps and inference of a config's network.
     Bench(bench::BenchArgs),
 }
@@ -40,6 +43,7 @@ pub fn run() -> Result<()> {
     match Cli::parse().command {
         Command::Train(args) => train::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Preserve(args) => preserve::run(args),
         Command::Bench(args) => bench::run(args),
     }
 }

@@ -355,6 +355,19 @@ impl Network {
     /// Runs the network. `train` selects batch statistics (and updates the running ones);
     /// `quantize` selects quantized weights `q(w; b, e)` instead of the float weights.
     pub fn forward(&self, input: &Tensor, train: bool, quantize: bool) -> Result<Tensor> {
+        Ok(self.forward_with_taps(input, train, quantize, &[])?.0)
+    }
+
+    /// Like [`Network::forward`], and also returns the activations that leave the layers listed
+    /// in `taps` (indices into [`Network::layers`]), in the order given. The activations are part
+    /// of the autograd graph, so gradients with respect to them can be taken (Grad-CAM).
+    pub fn forward_with_taps(
+        &self,
+        input: &Tensor,
+        train: bool,
+        quantize: bool,
+        taps: &[usize],
+    ) -> Result<(Tensor, Vec<Tensor>)> {
         let weight = |q: &QuantizedWeight| -> Result<Tensor> {
             Ok(if quantize {
                 q.quantized()?
@@ -362,8 +375,9 @@ impl Network {
                 q.weight.shallow_clone()
             })
         };
+        let mut tapped: Vec<Option<Tensor>> = taps.iter().map(|_| None).collect();
         let mut x = input.shallow_clone();
-        for layer in &self.layers {
+        for (index, layer) in self.layers.iter().enumerate() {
             x = match layer {
                 Layer::Conv2d(conv) => x.f_conv2d(
                     &weight(&conv.weight)?,
@@ -396,8 +410,38 @@ impl Network {
                 )?,
                 Layer::Flatten => x.f_flatten(1, -1)?,
             };
+            for (slot, _) in tapped.iter_mut().zip(taps).filter(|(_, &tap)| tap == index) {
+                *slot = Some(x.shallow_clone());
+            }
         }
-        Ok(x)
+        let tapped = tapped
+            .into_iter()
+            .zip(taps)
+            .map(|(activation, tap)| {
+                activation.ok_or_else(|| Error::Model(format!("no layer {tap} to tap")))
+            })
+            .collect::<Result<_>>()?;
+        Ok((x, tapped))
+    }
+
+    /// Index of the layer whose output are the last convolutional feature maps (the last conv,
+    /// or the ReLU right after it): where Grad-CAM looks.
+    pub fn feature_map_layer(&self) -> Option<usize> {
+        let conv = self
+            .layers
+            .iter()
+            .rposition(|layer| matches!(layer, Layer::Conv2d(_)))?;
+        Some(if matches!(self.layers.get(conv + 1), Some(Layer::Relu)) {
+            conv + 1
+        } else {
+            conv
+        })
+    }
+
+    /// Index of the layer whose output feeds the last quantized layer (the classifier): the
+    /// penultimate embedding. `None` when the classifier reads the network's input directly.
+    pub fn embedding_layer(&self) -> Option<usize> {
+        self.quantized.last()?.layer.checked_sub(1)
     }
 
     /// The quantized weight of quantized layer `index` (an index into [`Network::quantized`]).

@@ -27,8 +27,13 @@ pub struct ExperimentConfig {
 pub struct DataConfig {
     /// Data set name; `mnist` for now.
     pub dataset: String,
-    /// Images split off the training file for validation (chosen by the run's seed).
+    /// Images split off the training file for validation.
     pub validation_size: usize,
+    /// Seed of the train/validation split. Separate from `train.seed`, so that runs of several
+    /// seeds, and the preservation set built from a reference run, share one validation split.
+    /// Default 0.
+    #[serde(default)]
+    pub split_seed: u64,
     /// Normalisation and augmentation of training inputs.
     #[serde(flatten)]
     pub input: InputOptions,
@@ -64,7 +69,7 @@ pub struct TrainConfig {
     pub checkpoint_every: i64,
     /// Images per evaluation batch.
     pub eval_batch_size: usize,
-    /// Seed of the weights, the validation split, the batch order and the augmentation.
+    /// Seed of the weights, the batch order and the augmentation.
     pub seed: u64,
 }
 

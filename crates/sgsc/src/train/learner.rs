@@ -52,18 +52,15 @@ impl Learner {
     pub fn new(config: &ExperimentConfig, mode: Mode, device: Device) -> Result<Self> {
         tch::manual_seed(config.train.seed as i64);
         let network = Network::new(&config.model, config.quant.initial_bit_depth, device)?;
-        let trained = network
-            .parameters()
-            .into_iter()
-            .filter(|(_, _, group)| mode.quantizes() || *group == ParameterGroup::Weights)
-            .collect();
-        Ok(Learner {
+        let mut learner = Learner {
             original_weights: network.weight_count(),
-            optimizer: Adam::new(trained)?,
+            optimizer: Adam::new(Vec::new())?,
             network,
             mode,
             config: config.clone(),
-        })
+        };
+        learner.optimizer = Adam::new(learner.trained_parameters())?;
+        Ok(learner)
     }
 
     /// Learning-rate multiplier of `schedule` at `step` of this run.
@@ -160,12 +157,41 @@ impl Learner {
         state
     }
 
-    /// Restores the model and optimizer from tensors saved by [`Learner::state`].
+    /// Removes the output channels of quantized layer `index` that are not in `keep`, from the
+    /// network and from the optimizer's moments.
+    pub fn prune(&mut self, index: usize, keep: &[i64]) -> Result<()> {
+        let slices = crate::prune::remove_channels(&mut self.network, index, keep)?;
+        let trained = self.trained_parameters();
+        self.optimizer.apply_pruning(&slices, trained)
+    }
+
+    /// The parameters the optimizer trains in this mode.
+    fn trained_parameters(&self) -> Vec<(String, Tensor, ParameterGroup)> {
+        let quantizes = self.mode.quantizes();
+        self.network
+            .parameters()
+            .into_iter()
+            .filter(|(_, _, group)| quantizes || *group == ParameterGroup::Weights)
+            .collect()
+    }
+
+    /// Restores the model and optimizer from tensors saved by [`Learner::state`]. A state saved
+    /// after pruning has fewer channels than the config's network: the network is first cut to
+    /// those channel counts, then every tensor is loaded.
     pub fn load_state(
         &mut self,
         tensors: &HashMap<String, Tensor>,
         steps_taken: i64,
     ) -> Result<()> {
+        for index in 0..self.network.quantized.len() {
+            let name = format!("{}.weight", self.network.quantized[index].name);
+            let current = self.network.quantized_weight(index).weight.size()[0];
+            if let Some(saved) = tensors.get(&name).map(|tensor| tensor.size()[0]) {
+                if saved < current && saved > 0 {
+                    self.prune(index, &(0..saved).collect::<Vec<i64>>())?;
+                }
+            }
+        }
         let device = self.network.quantized_weight(0).weight.device();
         let on_device = tensors
             .iter()

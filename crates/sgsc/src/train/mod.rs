@@ -9,6 +9,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod controller;
 pub mod evaluate;
 pub mod learner;
 pub mod metrics;

@@ -7,6 +7,7 @@
 
 use crate::error::{Error, Result};
 use crate::models::ParameterGroup;
+use crate::prune::Slice;
 use std::collections::HashMap;
 use tch::Tensor;
 
@@ -122,6 +123,33 @@ impl Adam {
                 ]
             })
             .collect()
+    }
+
+    /// After pruning: cuts each moment the way `slices` cut its parameter, and points every slot at
+    /// the network's current tensor (pruning replaces the tensors it cuts).
+    pub fn apply_pruning(
+        &mut self,
+        slices: &[Slice],
+        parameters: Vec<(String, Tensor, ParameterGroup)>,
+    ) -> Result<()> {
+        let mut current: HashMap<String, Tensor> = parameters
+            .into_iter()
+            .map(|(name, tensor, _)| (name, tensor))
+            .collect();
+        for slot in &mut self.slots {
+            for slice in slices.iter().filter(|slice| slice.name == slot.name) {
+                slot.first_moment = slot
+                    .first_moment
+                    .f_index_select(slice.dim, &slice.indices)?;
+                slot.second_moment = slot
+                    .second_moment
+                    .f_index_select(slice.dim, &slice.indices)?;
+            }
+            if let Some(tensor) = current.remove(&slot.name) {
+                slot.parameter = tensor;
+            }
+        }
+        Ok(())
     }
 
     /// Restores moments saved by [`Adam::state`] and the step count.

@@ -69,14 +69,15 @@ pub fn train(config: &ExperimentConfig, options: &RunOptions) -> Result<TrainOut
     let data = load_train_validation(
         &options.data_dirs,
         config.data.validation_size,
-        config.train.seed,
+        config.data.split_seed,
     )?;
     let mut learner = Learner::new(config, options.mode, options.device)?;
     let checkpoint_file = checkpoint_path(&options.out_dir);
     let mut start_step = 0;
     if options.resume && checkpoint_file.exists() {
         let (info, tensors) = checkpoint::load(&checkpoint_file)?;
-        if info.mode != options.mode.name() || info.config != config.to_toml() {
+        let saved_config = ExperimentConfig::parse(&info.config, &checkpoint_file)?;
+        if info.mode != options.mode.name() || &saved_config != config {
             return Err(Error::Checkpoint {
                 path: checkpoint_file,
                 message: "was written by a different mode or config; resume with the same ones or use a new --out".into(),

@@ -1,0 +1,523 @@
+//! Preservation set stage (METHOD.md §3): the training examples on which a compressed model must
+//! keep its accuracy, chosen with a float reference model from the training split only.
+//!
+//! Every training example is scored by three criteria:
+//! - **saliency**: Grad-CAM mass at the last conv layer ([`gradcam`]); the highest mass of each
+//!   class in turn (raw mass favours digits with more ink, so a global ranking would fill the share
+//!   with 8s);
+//! - **uncertainty**: the examples the reference gets wrong, then the smallest margins between the
+//!   two largest softmax probabilities;
+//! - **diversity**: k-means on the penultimate embeddings within each class ([`kmeans`]); the
+//!   examples nearest each centroid, taken class by class in turn.
+//!
+//! The ensemble takes each criterion's share in that order, skipping examples already taken, and
+//! fills any shortfall from the saliency ranking. The result is deterministic for a seed and is
+//! saved as JSON listing every member's training-file index, label, scores and the criterion that
+//! picked it; [`montage`] draws it as a PNG with Grad-CAM overlays.
+
+pub mod gradcam;
+pub mod kmeans;
+pub mod montage;
+
+use crate::data::mnist::{InputOptions, Split};
+use crate::error::{Error, Result};
+use crate::models::Network;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use tch::{Device, Kind, Tensor};
+
+/// Format tag of preservation-set files.
+pub const FORMAT: &str = "sgsc-preservation-set-1";
+
+/// How large the set is and how it is shared between the criteria.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreservationOptions {
+    /// Number of examples in the set.
+    pub size: usize,
+    /// Share of the set picked by Grad-CAM saliency.
+    pub saliency_share: f64,
+    /// Share picked by uncertainty (misclassified, then smallest margin).
+    pub uncertainty_share: f64,
+    /// Share picked by diversity (nearest to per-class k-means centroids).
+    pub diversity_share: f64,
+    /// Lloyd iterations of k-means (at most).
+    pub kmeans_iterations: usize,
+    /// Seed of k-means.
+    pub seed: u64,
+}
+
+impl Default for PreservationOptions {
+    fn default() -> Self {
+        PreservationOptions {
+            size: 1000,
+            saliency_share: 1.0 / 3.0,
+            uncertainty_share: 1.0 / 3.0,
+            diversity_share: 1.0 / 3.0,
+            kmeans_iterations: 30,
+            seed: 0,
+        }
+    }
+}
+
+/// The criterion that put an example in the set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Criterion {
+    /// High Grad-CAM mass.
+    Saliency,
+    /// Misclassified or small top-2 margin.
+    Uncertainty,
+    /// Nearest to a class cluster's centroid.
+    Diversity,
+}
+
+/// One example of the set, with every score, so the choice can be audited.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Member {
+    /// Index of the example in the MNIST training file.
+    pub index: u32,
+    /// Its label.
+    pub label: u8,
+    /// The criterion that picked it.
+    pub criterion: Criterion,
+    /// Grad-CAM mass under the reference model.
+    pub cam_mass: f32,
+    /// Top-1 minus top-2 softmax probability.
+    pub margin: f32,
+    /// Whether the reference model gets it wrong.
+    pub misclassified: bool,
+    /// Its k-means cluster within its class.
+    pub cluster: u32,
+    /// Euclidean distance of its embedding to that cluster's centroid.
+    pub centroid_distance: f32,
+}
+
+/// Which training examples the set was drawn from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SplitInfo {
+    /// Always `train`: the set never draws on validation or test images.
+    pub file: String,
+    /// Validation images held out of the training file.
+    pub validation_size: usize,
+    /// Seed of the train/validation split.
+    pub split_seed: u64,
+}
+
+/// A preservation set as saved on disk.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreservationSet {
+    /// [`FORMAT`].
+    pub format: String,
+    /// The split the members come from.
+    pub split: SplitInfo,
+    /// The reference checkpoint it was built with.
+    pub reference: String,
+    /// How it was built.
+    pub options: PreservationOptions,
+    /// The examples.
+    pub members: Vec<Member>,
+}
+
+/// Scores of every example of a split under the reference model.
+#[derive(Debug)]
+pub struct Scores {
+    /// Grad-CAM mass.
+    pub cam_mass: Vec<f32>,
+    /// Top-1 minus top-2 softmax probability.
+    pub margin: Vec<f32>,
+    /// Wrong predictions.
+    pub misclassified: Vec<bool>,
+    /// Penultimate embeddings `[n, d]` (on the CPU).
+    pub embeddings: Tensor,
+}
+
+/// Scores every example of `split` with the float `reference` network (evaluation mode).
+pub fn score(
+    reference: &Network,
+    split: &Split,
+    input: &InputOptions,
+    batch_size: usize,
+    device: Device,
+) -> Result<Scores> {
+    let feature = gradcam::feature_layer(reference)?;
+    let embedding = reference.embedding_layer().ok_or_else(|| {
+        Error::Model("the reference has no layer before its classifier to embed with".into())
+    })?;
+    let (mut cam_mass, mut margin, mut misclassified, mut embeddings) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let positions: Vec<usize> = (0..split.len()).collect();
+    for chunk in positions.chunks(batch_size.max(1)) {
+        let (inputs, labels) = split.batch(chunk, input, None)?;
+        let (inputs, labels) = (inputs.f_to_device(device)?, labels.f_to_device(device)?);
+        let (logits, taps) =
+            reference.forward_with_taps(&inputs, false, false, &[feature, embedding])?;
+        let cam = gradcam::class_activation_maps(&taps[0], &logits)?;
+        let _no_grad = tch::no_grad_guard();
+        cam_mass.extend(Vec::<f32>::try_from(
+            &cam.f_sum_dim_intlist([1, 2].as_slice(), false, Kind::Float)?
+                .f_to_device(Device::Cpu)?,
+        )?);
+        let (top, _) = logits
+            .f_softmax(-1, Kind::Float)?
+            .f_topk(2, -1, true, true)?;
+        let top = top.f_to_device(Device::Cpu)?;
+        margin.extend(Vec::<f32>::try_from(
+            &top.f_select(1, 0)?.f_sub(&top.f_select(1, 1)?)?,
+        )?);
+        let wrong = logits
+            .f_argmax(-1, false)?
+            .f_ne_tensor(&labels)?
+            .f_to_device(Device::Cpu)?;
+        misclassified.extend(Vec::<bool>::try_from(&wrong)?);
+        embeddings.push(
+            taps[1]
+                .f_detach()?
+                .f_flatten(1, -1)?
+                .f_to_device(Device::Cpu)?,
+        );
+    }
+    Ok(Scores {
+        cam_mass,
+        margin,
+        misclassified,
+        embeddings: Tensor::f_cat(&embeddings, 0)?,
+    })
+}
+
+/// Picks the preservation set from the scored `split` (see the module docs).
+pub fn select(
+    scores: &Scores,
+    split: &Split,
+    options: &PreservationOptions,
+) -> Result<Vec<Member>> {
+    let n = split.len();
+    let shares = [
+        options.saliency_share,
+        options.uncertainty_share,
+        options.diversity_share,
+    ];
+    let total_share: f64 = shares.iter().sum();
+    if options.size == 0
+        || options.size > n
+        || shares.iter().any(|&s| s.is_nan() || s < 0.0)
+        || total_share.is_nan()
+        || total_share <= 0.0
+    {
+        return Err(Error::Model(format!(
+            "preservation set: size {} of {n} examples with shares {shares:?} is not possible",
+            options.size
+        )));
+    }
+    let saliency_quota = (options.size as f64 * shares[0] / total_share).round() as usize;
+    let uncertainty_quota = (options.size as f64 * shares[1] / total_share).round() as usize;
+    let diversity_quota = options
+        .size
+        .saturating_sub(saliency_quota + uncertainty_quota);
+
+    let mut by_saliency: Vec<usize> = (0..n).collect();
+    by_saliency.sort_by(|&a, &b| {
+        scores.cam_mass[b]
+            .total_cmp(&scores.cam_mass[a])
+            .then(a.cmp(&b))
+    });
+    let by_saliency = classes_in_turn(&by_saliency, &split.labels);
+    let mut by_uncertainty: Vec<usize> = (0..n).collect();
+    by_uncertainty.sort_by(|&a, &b| {
+        (!scores.misclassified[a], scores.margin[a])
+            .partial_cmp(&(!scores.misclassified[b], scores.margin[b]))
+            .unwrap_or(std::cmp::Ordering::Equal)
+            .then(a.cmp(&b))
+    });
+    let (clusters, distances, by_diversity) =
+        diversity_order(scores, split, diversity_quota, options)?;
+
+    let mut taken = vec![false; n];
+    let mut members = Vec::with_capacity(options.size);
+    let mut take =
+        |order: &[usize], quota: usize, criterion: Criterion, members: &mut Vec<Member>| {
+            let goal = members.len() + quota;
+            for &position in order {
+                if members.len() >= goal.min(options.size) {
+                    break;
+                }
+                if !taken[position] {
+                    taken[position] = true;
+                    members.push(Member {
+                        index: split.source_indices[position],
+                        label: split.labels[position],
+                        criterion,
+                        cam_mass: scores.cam_mass[position],
+                        margin: scores.margin[position],
+                        misclassified: scores.misclassified[position],
+                        cluster: clusters[position],
+                        centroid_distance: distances[position],
+                    });
+                }
+            }
+        };
+    take(
+        &by_saliency,
+        saliency_quota,
+        Criterion::Saliency,
+        &mut members,
+    );
+    take(
+        &by_uncertainty,
+        uncertainty_quota,
+        Criterion::Uncertainty,
+        &mut members,
+    );
+    take(
+        &by_diversity,
+        diversity_quota,
+        Criterion::Diversity,
+        &mut members,
+    );
+    let shortfall = options.size - members.len();
+    take(&by_saliency, shortfall, Criterion::Saliency, &mut members);
+    Ok(members)
+}
+
+/// Per-class k-means on the embeddings: each example's cluster and distance to its centroid, and
+/// a diversity order that visits the classes in turn and, within a class, the clusters in turn,
+/// nearest examples first.
+fn diversity_order(
+    scores: &Scores,
+    split: &Split,
+    quota: usize,
+    options: &PreservationOptions,
+) -> Result<(Vec<u32>, Vec<f32>, Vec<usize>)> {
+    let n = split.len();
+    let classes = split
+        .labels
+        .iter()
+        .map(|&l| l as usize + 1)
+        .max()
+        .unwrap_or(1);
+    let clusters_per_class = quota.div_ceil(classes).max(1);
+    let mut cluster_of = vec![0u32; n];
+    let mut distance_of = vec![0f32; n];
+    let mut class_queues: Vec<Vec<usize>> = Vec::with_capacity(classes);
+    for class in 0..classes {
+        let positions: Vec<usize> = (0..n)
+            .filter(|&i| split.labels[i] as usize == class)
+            .collect();
+        if positions.is_empty() {
+            class_queues.push(Vec::new());
+            continue;
+        }
+        let index = Tensor::f_from_slice(&positions.iter().map(|&p| p as i64).collect::<Vec<_>>())?;
+        let points = scores.embeddings.f_index_select(0, &index)?;
+        let k = clusters_per_class.min(positions.len());
+        let clustering = kmeans::kmeans(
+            &points,
+            k,
+            options.kmeans_iterations,
+            options.seed.wrapping_add(class as u64),
+        )?;
+        let distances = kmeans::squared_distances(&points, &clustering.centroids)?;
+        let own = Vec::<f32>::try_from(
+            &distances
+                .f_gather(
+                    1,
+                    &Tensor::f_from_slice(&clustering.assignments)?.f_unsqueeze(1)?,
+                    false,
+                )?
+                .f_view([-1])?,
+        )?;
+        let mut by_cluster: Vec<Vec<usize>> = vec![Vec::new(); k];
+        for (local, &position) in positions.iter().enumerate() {
+            let cluster = clustering.assignments[local] as usize;
+            cluster_of[position] = cluster as u32;
+            distance_of[position] = own[local].sqrt();
+            by_cluster[cluster].push(position);
+        }
+        for members in &mut by_cluster {
+            members.sort_by(|&a, &b| distance_of[a].total_cmp(&distance_of[b]).then(a.cmp(&b)));
+        }
+        class_queues.push(interleave(&by_cluster));
+    }
+    Ok((cluster_of, distance_of, interleave(&class_queues)))
+}
+
+/// A ranking reordered to visit the classes in turn: the best of each class, then the second best
+/// of each, and so on.
+fn classes_in_turn(ranking: &[usize], labels: &[u8]) -> Vec<usize> {
+    let mut per_class: Vec<Vec<usize>> = Vec::new();
+    for &position in ranking {
+        let class = labels[position] as usize;
+        if per_class.len() <= class {
+            per_class.resize(class + 1, Vec::new());
+        }
+        per_class[class].push(position);
+    }
+    interleave(&per_class)
+}
+
+/// The first element of each list, then the second of each, and so on.
+fn interleave(lists: &[Vec<usize>]) -> Vec<usize> {
+    let longest = lists.iter().map(Vec::len).max().unwrap_or(0);
+    (0..longest)
+        .flat_map(|rank| lists.iter().filter_map(move |list| list.get(rank).copied()))
+        .collect()
+}
+
+impl PreservationSet {
+    /// Writes the set as pretty JSON, atomically.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let text =
+            serde_json::to_string_pretty(self).map_err(|e| Error::Training(e.to_string()))?;
+        crate::train::checkpoint::write_atomically(path, text.as_bytes())
+    }
+
+    /// Reads and checks a set written by [`PreservationSet::save`].
+    pub fn load(path: &Path) -> Result<Self> {
+        let fail = |message: String| Error::Config {
+            path: path.to_path_buf(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let set: PreservationSet = serde_json::from_str(&text)
+            .map_err(|e| fail(format!("not a preservation set: {e}")))?;
+        if set.format != FORMAT || set.split.file != "train" {
+            return Err(fail(format!(
+                "format {:?} of split {:?} is not a {FORMAT} of the train split",
+                set.format, set.split.file
+            )));
+        }
+        let mut indices: Vec<u32> = set.members.iter().map(|m| m.index).collect();
+        indices.sort_unstable();
+        indices.dedup();
+        if indices.len() != set.members.len() {
+            return Err(fail("an example appears twice".into()));
+        }
+        Ok(set)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn toy(n: usize) -> (Split, Scores) {
+        let split = Split {
+            images: vec![0; n * crate::data::mnist::IMAGE_PIXELS],
+            labels: (0..n).map(|i| (i % 2) as u8).collect(),
+            source_indices: (0..n as u32).map(|i| 100 + i).collect(),
+        };
+        // Embeddings: class 0 at x = position, class 1 at x = -position.
+        let embeddings: Vec<f32> = (0..n)
+            .flat_map(|i| [if i % 2 == 0 { i as f32 } else { -(i as f32) }, 0.0])
+            .collect();
+        let scores = Scores {
+            cam_mass: (0..n).map(|i| i as f32).collect(),
+            margin: (0..n).map(|i| 1.0 - i as f32 / n as f32).collect(),
+            misclassified: (0..n).map(|i| i == 3).collect(),
+            embeddings: Tensor::from_slice(&embeddings).view([n as i64, 2]),
+        };
+        (split, scores)
+    }
+
+    #[test]
+    fn ensemble_takes_each_share_without_duplicates() {
+        let (split, scores) = toy(40);
+        let options = PreservationOptions {
+            size: 9,
+            ..PreservationOptions::default()
+        };
+        let members = select(&scores, &split, &options).unwrap();
+        assert_eq!(members.len(), 9);
+        // Saliency: the largest CAM masses, classes in turn: class 0 (even positions) 38, class 1
+        // 39, class 0 again 36.
+        let saliency: Vec<u32> = members
+            .iter()
+            .filter(|m| m.criterion == Criterion::Saliency)
+            .map(|m| m.index)
+            .collect();
+        assert_eq!(saliency, vec![138, 139, 136]);
+        // Uncertainty: the misclassified position 3 first, then the smallest margins not yet taken
+        // (37, 35).
+        let uncertain: Vec<u32> = members
+            .iter()
+            .filter(|m| m.criterion == Criterion::Uncertainty)
+            .map(|m| m.index)
+            .collect();
+        assert_eq!(uncertain, vec![103, 137, 135]);
+        // Diversity alternates between the classes.
+        let diverse: Vec<u8> = members
+            .iter()
+            .filter(|m| m.criterion == Criterion::Diversity)
+            .map(|m| m.label)
+            .collect();
+        assert_eq!(diverse.len(), 3);
+        assert!(diverse.windows(2).all(|w| w[0] != w[1]), "{diverse:?}");
+        let mut indices: Vec<u32> = members.iter().map(|m| m.index).collect();
+        indices.sort_unstable();
+        indices.dedup();
+        assert_eq!(indices.len(), 9);
+        // Same options, same set.
+        assert_eq!(select(&scores, &split, &options).unwrap(), members);
+    }
+
+    #[test]
+    fn impossible_sizes_are_errors() {
+        let (split, scores) = toy(10);
+        let too_big = PreservationOptions {
+            size: 11,
+            ..PreservationOptions::default()
+        };
+        assert!(matches!(
+            select(&scores, &split, &too_big),
+            Err(Error::Model(_))
+        ));
+        let no_share = PreservationOptions {
+            saliency_share: 0.0,
+            uncertainty_share: 0.0,
+            diversity_share: 0.0,
+            ..PreservationOptions::default()
+        };
+        assert!(matches!(
+            select(&scores, &split, &no_share),
+            Err(Error::Model(_))
+        ));
+    }
+
+    #[test]
+    fn file_round_trip_and_rejection() {
+        let (split, scores) = toy(20);
+        let options = PreservationOptions {
+            size: 6,
+            ..PreservationOptions::default()
+        };
+        let set = PreservationSet {
+            format: FORMAT.into(),
+            split: SplitInfo {
+                file: "train".into(),
+                validation_size: 5,
+                split_seed: 1,
+            },
+            reference: "ref.safetensors".into(),
+            members: select(&scores, &split, &options).unwrap(),
+            options,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("set.json");
+        set.save(&path).unwrap();
+        assert_eq!(PreservationSet::load(&path).unwrap(), set);
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, text.replacen("\"train\"", "\"test\"", 1)).unwrap();
+        assert!(matches!(
+            PreservationSet::load(&path),
+            Err(Error::Config { .. })
+        ));
+        std::fs::write(&path, "{").unwrap();
+        assert!(matches!(
+            PreservationSet::load(&path),
+            Err(Error::Config { .. })
+        ));
+    }
+}

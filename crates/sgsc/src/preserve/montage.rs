@@ -1,0 +1,101 @@
+//! A PNG picture of a preservation set: every member as a 28x28 tile with its Grad-CAM map laid
+//! over it in red-to-yellow, framed in the colour of the criterion that picked it (saliency red,
+//! uncertainty yellow, diversity blue), ordered by criterion and label.
+
+use super::{Criterion, Member};
+use crate::error::{Error, Result};
+use image::{Rgb, RgbImage};
+use std::io::Cursor;
+use std::path::Path;
+use tch::{Kind, Tensor};
+
+/// Tiles per row.
+const COLUMNS: u32 = 40;
+
+fn frame_colour(criterion: Criterion) -> Rgb<u8> {
+    match criterion {
+        Criterion::Saliency => Rgb([220, 40, 40]),
+        Criterion::Uncertainty => Rgb([235, 200, 0]),
+        Criterion::Diversity => Rgb([40, 120, 235]),
+    }
+}
+
+/// Draws `members` with their `images` (`side` x `side` grey pixels each) and Grad-CAM maps
+/// `cams` (`[n, h, w]`, any resolution; each is scaled to the tile and to its own maximum), and
+/// writes the PNG to `path` atomically.
+pub fn write_montage(
+    path: &Path,
+    members: &[Member],
+    images: &[&[u8]],
+    cams: &Tensor,
+    side: u32,
+) -> Result<()> {
+    if members.len() != images.len() || cams.size().first() != Some(&(members.len() as i64)) {
+        return Err(Error::Model(
+            "montage: members, images and maps differ in number".into(),
+        ));
+    }
+    let heat = if members.is_empty() {
+        Vec::new()
+    } else {
+        let resized = cams
+            .f_unsqueeze(1)?
+            .f_upsample_bilinear2d([side as i64, side as i64], false, None, None)?
+            .f_squeeze_dim(1)?;
+        let peak = resized
+            .f_amax([1, 2].as_slice(), true)?
+            .f_clamp_min(1e-12)?;
+        Vec::<f32>::try_from(
+            &resized
+                .f_div(&peak)?
+                .f_clamp(0.0, 1.0)?
+                .f_to_kind(Kind::Float)?
+                .f_flatten(0, -1)?,
+        )?
+    };
+    let mut order: Vec<usize> = (0..members.len()).collect();
+    order.sort_by_key(|&i| {
+        (
+            members[i].criterion as u8,
+            members[i].label,
+            members[i].index,
+        )
+    });
+    let tile = side + 2;
+    let rows = (members.len() as u32).div_ceil(COLUMNS).max(1);
+    let mut picture = RgbImage::from_pixel(COLUMNS * tile, rows * tile, Rgb([255, 255, 255]));
+    let area = (side * side) as usize;
+    for (slot, &member) in order.iter().enumerate() {
+        let (left, top) = (
+            (slot as u32 % COLUMNS) * tile,
+            (slot as u32 / COLUMNS) * tile,
+        );
+        let frame = frame_colour(members[member].criterion);
+        for offset in 0..tile {
+            for (x, y) in [
+                (left + offset, top),
+                (left + offset, top + tile - 1),
+                (left, top + offset),
+                (left + tile - 1, top + offset),
+            ] {
+                picture.put_pixel(x, y, frame);
+            }
+        }
+        for y in 0..side {
+            for x in 0..side {
+                let pixel = (y * side + x) as usize;
+                let grey = images[member][pixel] as f32;
+                let h = heat[member * area + pixel];
+                let alpha = 0.6 * h;
+                let colour = [255.0, 255.0 * h, 0.0]
+                    .map(|c| ((1.0 - alpha) * grey + alpha * c).round() as u8);
+                picture.put_pixel(left + 1 + x, top + 1 + y, Rgb(colour));
+            }
+        }
+    }
+    let mut bytes = Cursor::new(Vec::new());
+    picture
+        .write_to(&mut bytes, image::ImageFormat::Png)
+        .map_err(|e| Error::Training(format!("encoding {}: {e}", path.display())))?;
+    crate::train::checkpoint::write_atomically(path, bytes.get_ref())
+}

@@ -1,0 +1,237 @@
+//! Pruning stage: physically removing output channels from a network (METHOD.md §4).
+//!
+//! Removing channel c of a quantized layer drops its weights, bit depth, exponent and bias, the
+//! statistics (and affine scale/shift) of the batch norm that normalises it, and the inputs of the
+//! next quantized layer that it feeds (for a linear layer after flattening, the `h*w` columns of
+//! that channel). Every cut is returned as a [`Slice`] so the optimizer can cut its moments the
+//! same way. A channel whose weights are all zero (and which has no bias or affine shift) outputs
+//! zero through ReLU and a batch norm whose running mean is zero, so removing it leaves the
+//! network's outputs unchanged.
+
+use crate::error::{Error, Result};
+use crate::models::network::{Layer, Network};
+use tch::{Device, Kind, Tensor};
+
+/// One named tensor cut down to `indices` along `dim`.
+#[derive(Debug)]
+pub struct Slice {
+    /// Tensor name, as in `Network::state`.
+    pub name: String,
+    /// Dimension cut.
+    pub dim: i64,
+    /// Positions kept along that dimension, in order.
+    pub indices: Tensor,
+}
+
+/// Keeps `tensor` at `indices` along `dim`, as a fresh leaf with the same `requires_grad`.
+fn cut(tensor: &mut Tensor, dim: i64, indices: &Tensor) -> Result<()> {
+    let requires_grad = tensor.requires_grad();
+    let kept = tch::no_grad(|| tensor.f_index_select(dim, indices))?.f_detach()?;
+    *tensor = kept.set_requires_grad(requires_grad);
+    Ok(())
+}
+
+/// Removes every output channel of quantized layer `index` (an index into `network.quantized`)
+/// that is not in `keep` (ascending channel positions), with everything that depends on it.
+pub fn remove_channels(network: &mut Network, index: usize, keep: &[i64]) -> Result<Vec<Slice>> {
+    let info = network
+        .quantized
+        .get(index)
+        .cloned()
+        .ok_or_else(|| Error::Model(format!("no quantized layer {index}")))?;
+    let channels = network.quantized_weight(index).weight.size()[0];
+    if keep.is_empty()
+        || keep.windows(2).any(|w| w[0] >= w[1])
+        || keep.iter().any(|&c| c < 0 || c >= channels)
+    {
+        return Err(Error::Model(format!(
+            "{}: channels to keep must be ascending, distinct, within 0..{channels} and not all gone",
+            info.name
+        )));
+    }
+    let device = network.quantized_weight(index).weight.device();
+    let kept = Tensor::f_from_slice(keep)?.f_to_device(device)?;
+    let mut slices = Vec::new();
+    let mut record = |name: String, dim: i64| {
+        slices.push(Slice {
+            name,
+            dim,
+            indices: kept.shallow_clone(),
+        })
+    };
+
+    // The layer's own output channels.
+    let prefix = format!("layers.{}", info.layer);
+    let (weight, bias) = match &mut network.layers[info.layer] {
+        Layer::Conv2d(conv) => (&mut conv.weight, &mut conv.bias),
+        Layer::Linear(linear) => (&mut linear.weight, &mut linear.bias),
+        _ => unreachable!("quantized layer infos only point at conv2d and linear layers"),
+    };
+    for (name, tensor) in [
+        ("weight", &mut weight.weight),
+        ("bit_depth", &mut weight.bit_depth),
+        ("exponent", &mut weight.exponent),
+    ] {
+        cut(tensor, 0, &kept)?;
+        record(format!("{prefix}.{name}"), 0);
+    }
+    if let Some(bias) = bias {
+        cut(bias, 0, &kept)?;
+        record(format!("{prefix}.bias"), 0);
+    }
+
+    // The batch norm that normalises those channels.
+    if let Some(norm_layer) = info.norm {
+        let Layer::BatchNorm(norm) = &mut network.layers[norm_layer] else {
+            unreachable!("norm indices only point at batch norms")
+        };
+        let prefix = format!("layers.{norm_layer}");
+        cut(&mut norm.running_mean, 0, &kept)?;
+        cut(&mut norm.running_var, 0, &kept)?;
+        record(format!("{prefix}.running_mean"), 0);
+        record(format!("{prefix}.running_var"), 0);
+        if let Some((scale, shift)) = &mut norm.affine {
+            cut(scale, 0, &kept)?;
+            cut(shift, 0, &kept)?;
+            record(format!("{prefix}.weight"), 0);
+            record(format!("{prefix}.bias"), 0);
+        }
+    }
+
+    // The inputs of the layers these channels feed.
+    let consumers: Vec<usize> = (0..network.quantized.len())
+        .filter(|&j| network.quantized[j].source == Some(index))
+        .collect();
+    for consumer in consumers {
+        let consumer_info = network.quantized[consumer].clone();
+        let positions = consumer_info.positions_per_input;
+        let columns: Vec<i64> = if matches!(network.layers[consumer_info.layer], Layer::Linear(_)) {
+            keep.iter()
+                .flat_map(|&c| (c * positions)..((c + 1) * positions))
+                .collect()
+        } else {
+            keep.to_vec()
+        };
+        let columns = Tensor::f_from_slice(&columns)?.f_to_device(device)?;
+        let weight = match &mut network.layers[consumer_info.layer] {
+            Layer::Conv2d(conv) => &mut conv.weight.weight,
+            Layer::Linear(linear) => &mut linear.weight.weight,
+            _ => unreachable!("quantized layer infos only point at conv2d and linear layers"),
+        };
+        cut(weight, 1, &columns)?;
+        slices.push(Slice {
+            name: format!("layers.{}.weight", consumer_info.layer),
+            dim: 1,
+            indices: columns,
+        });
+        network.quantized[consumer].input_channels = keep.len() as i64;
+    }
+    Ok(slices)
+}
+
+/// Output channels of quantized layer `index` whose bit depth is positive (`relu(b) > 0`).
+pub fn channels_with_bits(network: &Network, index: usize) -> Result<Vec<i64>> {
+    let bits = network
+        .quantized_weight(index)
+        .bit_depth
+        .f_gt(0.0)?
+        .f_to_device(Device::Cpu)?
+        .f_to_kind(Kind::Bool)?;
+    Ok(Vec::<bool>::try_from(&bits)?
+        .iter()
+        .enumerate()
+        .filter(|(_, &alive)| alive)
+        .map(|(channel, _)| channel as i64)
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::fixtures::tiny_network;
+    use crate::pack::prepare_for_storage;
+
+    fn set(tensor: &Tensor, values: &[f32]) {
+        let shape = tensor.size();
+        tch::no_grad(|| {
+            tensor
+                .shallow_clone()
+                .copy_(&Tensor::from_slice(values).view(shape.as_slice()))
+        });
+    }
+
+    #[test]
+    fn removing_dead_channels_leaves_outputs_unchanged() {
+        let mut network = tiny_network();
+        // Channel 1 of the first conv and channel 0 of the second are dead (zero bits).
+        set(&network.quantized_weight(0).bit_depth, &[8.0, 0.0]);
+        set(&network.quantized_weight(1).bit_depth, &[0.0, 8.0, 8.0]);
+        tch::manual_seed(1);
+        let input = Tensor::randn([5, 1, 6, 6], (Kind::Float, Device::Cpu));
+        // Train-mode pass to give the batch norm real statistics, then the stored form (dead
+        // channels' statistics zeroed).
+        let _ = network.forward(&input, true, true).unwrap();
+        prepare_for_storage(&network).unwrap();
+        let before = network.forward(&input, false, true).unwrap();
+
+        assert_eq!(channels_with_bits(&network, 0).unwrap(), vec![0]);
+        let first = remove_channels(&mut network, 0, &[0]).unwrap();
+        let second = remove_channels(&mut network, 1, &[1, 2]).unwrap();
+        let after = network.forward(&input, false, true).unwrap();
+        let difference = (&after - &before).abs().max().double_value(&[]);
+        assert!(difference < 1e-5, "outputs moved by {difference}");
+
+        // Every affected tensor shrank.
+        assert_eq!(network.quantized_weight(0).weight.size(), vec![1, 1, 3, 3]);
+        assert_eq!(network.quantized_weight(1).weight.size(), vec![2, 1, 3, 3]);
+        assert_eq!(network.quantized_weight(1).bit_depth.size(), vec![2]);
+        assert_eq!(network.quantized_weight(2).weight.size(), vec![4, 2 * 4]);
+        assert_eq!(network.norm(0).unwrap().running_mean.size(), vec![1]);
+        assert_eq!(network.quantized[1].input_channels, 1);
+        assert_eq!(network.quantized[2].input_channels, 2);
+        let names = |slices: &[Slice]| {
+            slices
+                .iter()
+                .map(|s| format!("{}@{}", s.name, s.dim))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            names(&first),
+            vec![
+                "layers.0.weight@0",
+                "layers.0.bit_depth@0",
+                "layers.0.exponent@0",
+                "layers.2.running_mean@0",
+                "layers.2.running_var@0",
+                "layers.3.weight@1"
+            ]
+        );
+        assert_eq!(names(&second).last().unwrap(), "layers.5.weight@1");
+        // The linear layer kept the columns of channels 1 and 2: positions 4..12 of the original 12.
+        assert_eq!(
+            Vec::<i64>::try_from(&second.last().unwrap().indices).unwrap(),
+            (4..12).collect::<Vec<i64>>()
+        );
+        // Pruned parameters are still trainable leaves.
+        assert!(network.quantized_weight(0).weight.requires_grad());
+        assert!(network.quantized_weight(1).exponent.requires_grad());
+    }
+
+    #[test]
+    fn invalid_channel_lists_are_errors() {
+        let mut network = tiny_network();
+        for keep in [vec![], vec![1, 0], vec![0, 0], vec![2]] {
+            assert!(
+                matches!(
+                    remove_channels(&mut network, 0, &keep),
+                    Err(Error::Model(_))
+                ),
+                "{keep:?}"
+            );
+        }
+        assert!(matches!(
+            remove_channels(&mut network, 7, &[0]),
+            Err(Error::Model(_))
+        ));
+    }
+}
