@@ -68,7 +68,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             )?;
             let mut step = 0;
             let ms = median_ms(args.repeats, || {
-                learner.step(&inputs, &labels, step)?;
+                learner.step(&inputs, &labels, step, None)?;
                 step += 1;
                 Ok(())
             })?;

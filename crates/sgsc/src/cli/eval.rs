@@ -40,6 +40,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         steps: info.step,
         wall_seconds: 0.0,
         rollbacks: 0,
+        certificate: None,
     };
     let (summary, size) = summarize(
         &learner.network,

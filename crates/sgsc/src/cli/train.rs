@@ -16,7 +16,8 @@ pub struct TrainArgs {
     /// Experiment config (TOML).
     #[arg(long, default_value = "configs/mnist-cnn.toml")]
     config: PathBuf,
-    /// baseline (float) or unsafe (self-compression without the safety guard).
+    /// baseline (float), unsafe (self-compression) or safe (self-compression with the safety
+    /// guard; needs the [safety] section's reference run and preservation set).
     #[arg(long, default_value = "unsafe")]
     mode: Mode,
     /// Override train.steps.
@@ -91,6 +92,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         steps: config.train.steps,
         wall_seconds: outcome.wall_seconds,
         rollbacks: outcome.rollbacks,
+        certificate: outcome.certificate.clone(),
     };
     let (summary, size) = summarize(
         &outcome.learner.network,
@@ -104,6 +106,21 @@ pub fn run(args: TrainArgs) -> Result<()> {
     write_summary(&out_dir.join("summary.json"), &summary).context("writing summary.json")?;
     if args.mode.quantizes() {
         println!("{}", layer_table(&size));
+    }
+    if let Some(certificate) = &summary.safety {
+        println!(
+            "safety: preservation {:.2}% (reference {:.2}%), validation {:.2}% (reference {:.2}%): budget {}{}; {} breaches, {} restores, {} roll-backs, {} channels removed",
+            100.0 * certificate.final_preservation_accuracy,
+            100.0 * certificate.budget.reference_preservation,
+            100.0 * certificate.final_validation_accuracy,
+            100.0 * certificate.budget.reference_validation,
+            if certificate.met { "met" } else { "NOT met" },
+            if certificate.restored_last_safe_snapshot { " (the last safe snapshot)" } else { "" },
+            certificate.events.breaches,
+            certificate.events.restores,
+            certificate.events.rollbacks,
+            certificate.pruned_channels
+        );
     }
     print!("{}", results_table(&[summary]));
     println!("(run folder: {})", out_dir.display());

@@ -48,6 +48,11 @@ pub fn step_rng(seed: u64, step: i64) -> ChaCha8Rng {
     stream(seed, 2, step.max(0) as u64)
 }
 
+/// The generator of `step`'s preservation batch (a stream apart from the training batches').
+pub fn preservation_rng(seed: u64, step: i64) -> ChaCha8Rng {
+    stream(seed, 3, step.max(0) as u64)
+}
+
 /// An independent ChaCha stream for (seed, purpose, index).
 fn stream(seed: u64, purpose: u64, index: u64) -> ChaCha8Rng {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);

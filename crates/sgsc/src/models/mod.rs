@@ -6,7 +6,7 @@ pub mod config;
 pub mod network;
 
 pub use config::{LayerConfig, ModelConfig};
-pub use network::{Network, ParameterGroup, QuantizedLayerInfo};
+pub use network::{Network, ParameterGroup, QuantizedLayerInfo, Weights};
 
 /// Small networks for unit tests across the stages.
 #[cfg(test)]

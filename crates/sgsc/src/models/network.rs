@@ -119,6 +119,18 @@ enum Shape {
     },
 }
 
+/// Which weights a forward pass multiplies by.
+#[derive(Debug, Clone, Copy)]
+pub enum Weights<'a> {
+    /// The float weights `w`.
+    Float,
+    /// The quantized weights `q(w; b, e)`.
+    Quantized,
+    /// Weights given by the caller, one tensor per quantized layer (for example detached copies
+    /// of the quantized weights, to take gradients with respect to them).
+    Given(&'a [Tensor]),
+}
+
 /// A named tensor of the network: a trainable parameter (with its group) or a buffer.
 struct Entry {
     name: String,
@@ -355,24 +367,41 @@ impl Network {
     /// Runs the network. `train` selects batch statistics (and updates the running ones);
     /// `quantize` selects quantized weights `q(w; b, e)` instead of the float weights.
     pub fn forward(&self, input: &Tensor, train: bool, quantize: bool) -> Result<Tensor> {
-        Ok(self.forward_with_taps(input, train, quantize, &[])?.0)
+        let weights = if quantize {
+            Weights::Quantized
+        } else {
+            Weights::Float
+        };
+        Ok(self.forward_with_taps(input, train, weights, &[])?.0)
     }
 
-    /// Like [`Network::forward`], and also returns the activations that leave the layers listed
-    /// in `taps` (indices into [`Network::layers`]), in the order given. The activations are part
+    /// Runs the network with the chosen `weights`, and also returns the activations that leave
+    /// the layers listed in `taps` (indices into [`Network::layers`]), in the order given. The activations are part
     /// of the autograd graph, so gradients with respect to them can be taken (Grad-CAM).
     pub fn forward_with_taps(
         &self,
         input: &Tensor,
         train: bool,
-        quantize: bool,
+        weights: Weights,
         taps: &[usize],
     ) -> Result<(Tensor, Vec<Tensor>)> {
-        let weight = |q: &QuantizedWeight| -> Result<Tensor> {
-            Ok(if quantize {
-                q.quantized()?
-            } else {
-                q.weight.shallow_clone()
+        if let Weights::Given(given) = weights {
+            if given.len() != self.quantized.len() {
+                return Err(Error::Model(format!(
+                    "{} weights given for {} quantized layers",
+                    given.len(),
+                    self.quantized.len()
+                )));
+            }
+        }
+        let mut next_quantized = 0;
+        let mut weight = |q: &QuantizedWeight| -> Result<Tensor> {
+            let index = next_quantized;
+            next_quantized += 1;
+            Ok(match weights {
+                Weights::Float => q.weight.shallow_clone(),
+                Weights::Quantized => q.quantized()?,
+                Weights::Given(given) => given[index].shallow_clone(),
             })
         };
         let mut tapped: Vec<Option<Tensor>> = taps.iter().map(|_| None).collect();
@@ -576,6 +605,24 @@ impl Network {
         tch::no_grad(|| -> Result<()> {
             for mut entry in entries {
                 entry.tensor.f_copy_(&state[&entry.name])?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Starts every quantizer afresh from the current weights: bit depth `initial_bit_depth`,
+    /// exponent from each channel's weight range (used when training starts from trained weights).
+    pub fn reset_quantizers(&self, initial_bit_depth: f64) -> Result<()> {
+        tch::no_grad(|| -> Result<()> {
+            for index in 0..self.quantized.len() {
+                let quantized = self.quantized_weight(index);
+                let exponent =
+                    crate::quant::initial_exponent(&quantized.weight, initial_bit_depth)?;
+                let _ = quantized
+                    .bit_depth
+                    .shallow_clone()
+                    .f_fill_(initial_bit_depth)?;
+                quantized.exponent.shallow_clone().f_copy_(&exponent)?;
             }
             Ok(())
         })

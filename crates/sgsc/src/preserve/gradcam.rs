@@ -10,8 +10,12 @@ use tch::{Kind, Tensor};
 /// Grad-CAM maps `[n, h, w]` of a batch and the logits `[n, classes]`, for the float network in
 /// evaluation mode.
 pub fn grad_cam(network: &Network, inputs: &Tensor) -> Result<(Tensor, Tensor)> {
-    let (logits, taps) =
-        network.forward_with_taps(inputs, false, false, &[feature_layer(network)?])?;
+    let (logits, taps) = network.forward_with_taps(
+        inputs,
+        false,
+        crate::models::Weights::Float,
+        &[feature_layer(network)?],
+    )?;
     Ok((
         class_activation_maps(&taps[0], &logits)?,
         logits.f_detach()?,

@@ -153,8 +153,12 @@ pub fn score(
     for chunk in positions.chunks(batch_size.max(1)) {
         let (inputs, labels) = split.batch(chunk, input, None)?;
         let (inputs, labels) = (inputs.f_to_device(device)?, labels.f_to_device(device)?);
-        let (logits, taps) =
-            reference.forward_with_taps(&inputs, false, false, &[feature, embedding])?;
+        let (logits, taps) = reference.forward_with_taps(
+            &inputs,
+            false,
+            crate::models::Weights::Float,
+            &[feature, embedding],
+        )?;
         let cam = gradcam::class_activation_maps(&taps[0], &logits)?;
         let _no_grad = tch::no_grad_guard();
         cam_mass.extend(Vec::<f32>::try_from(

@@ -6,7 +6,9 @@ use crate::error::{Error, Result};
 use crate::models::Network;
 use crate::pack::{payload_estimate, prepare_for_storage, SizeReport};
 use crate::train::config::ExperimentConfig;
+use crate::train::controller::Events;
 use crate::train::evaluate::evaluate;
+use crate::train::safety::Certificate;
 use crate::train::Mode;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -47,10 +49,15 @@ pub struct Summary {
     pub wall_seconds: f64,
     /// Roll-backs after non-finite losses.
     pub rollbacks: u32,
+    /// What the safety controller did (all zero outside the `safe` mode).
+    pub controller_events: Events,
+    /// The safety certificate of a `safe` run: budget, reference and final figures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub safety: Option<Certificate>,
 }
 
 /// Facts about the run that the network itself does not know.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct RunFacts {
     /// Mode of the run.
     pub mode: Mode,
@@ -60,6 +67,8 @@ pub struct RunFacts {
     pub wall_seconds: f64,
     /// Roll-backs.
     pub rollbacks: u32,
+    /// The safety certificate, for `safe` runs.
+    pub certificate: Option<Certificate>,
 }
 
 /// Puts a trained network into its stored form and measures it: size, and accuracy on train,
@@ -112,6 +121,12 @@ pub fn summarize(
             .collect(),
         wall_seconds: facts.wall_seconds,
         rollbacks: facts.rollbacks,
+        controller_events: facts
+            .certificate
+            .as_ref()
+            .map(|c| c.events)
+            .unwrap_or_default(),
+        safety: facts.certificate,
     };
     Ok((summary, size))
 }

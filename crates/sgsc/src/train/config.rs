@@ -5,7 +5,7 @@ use crate::data::mnist::InputOptions;
 use crate::error::{Error, Result};
 use crate::models::ModelConfig;
 use serde::{Deserialize, Serialize};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// A whole experiment: data, model, optimisation and quantization settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -19,6 +19,9 @@ pub struct ExperimentConfig {
     pub train: TrainConfig,
     /// The quantizer and the size pressure.
     pub quant: QuantConfig,
+    /// The safety guard (preservation set, budget, controller); required by the `safe` mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub safety: Option<SafetyConfig>,
 }
 
 /// Data set and input options.
@@ -71,6 +74,11 @@ pub struct TrainConfig {
     pub eval_batch_size: usize,
     /// Seed of the weights, the batch order and the augmentation.
     pub seed: u64,
+    /// Start from the weights (and batch-norm statistics) of this checkpoint instead of a random
+    /// initialisation; the quantizers start afresh from those weights. The `safe` mode starts from
+    /// its reference when this is not set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_from: Option<PathBuf>,
 }
 
 /// The quantizer's starting point and learning, and the size pressure gamma.
@@ -90,6 +98,84 @@ pub struct QuantConfig {
     /// Steps over which gamma ramps linearly from 0 to its value (0: no warm-up).
     #[serde(default)]
     pub gamma_warmup_steps: i64,
+    /// Weight alpha of the L1 term on the weights of low-bit channels (default 0: off).
+    #[serde(default)]
+    pub l1_weight: f64,
+    /// Channels whose `relu(b)` is below this get the L1 pull (default 1 bit).
+    #[serde(default = "one_bit")]
+    pub l1_bit_threshold: f64,
+}
+
+fn one_bit() -> f64 {
+    1.0
+}
+
+/// The safety guard of METHOD.md §3-4: what to preserve, the budget and the controller.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SafetyConfig {
+    /// The preservation set written by `sgsc preserve`.
+    pub preservation_set: PathBuf,
+    /// The float reference checkpoint (a `baseline` run): the budget's yardstick, the teacher of
+    /// distillation, and the starting weights.
+    pub reference: PathBuf,
+    /// Weight lambda_p of the preservation loss.
+    pub preservation_weight: f64,
+    /// Preservation examples per step (augmented like training batches).
+    pub preservation_batch_size: usize,
+    /// Weight of distillation from the reference within the preservation loss (0: off).
+    pub distillation_weight: f64,
+    /// Distillation temperature T.
+    pub temperature: f64,
+    /// Check the budget every this many steps (K).
+    pub check_every: i64,
+    /// Largest allowed drop of preservation-set accuracy below the reference, in points.
+    pub max_preservation_drop: f64,
+    /// Largest allowed drop of validation accuracy below the reference, in points.
+    pub max_validation_drop: f64,
+    /// Steps of changed pressure after a breach.
+    pub cooldown_steps: i64,
+    /// Gamma is multiplied by this during a cool-down.
+    pub cooldown_gamma_factor: f64,
+    /// Lambda_p is multiplied by this during a cool-down.
+    pub cooldown_preservation_factor: f64,
+    /// Share of the channels whose bits fell since the safe snapshot that a breach restores, most
+    /// sensitive first (at least one).
+    pub restore_fraction: f64,
+    /// Breaches in a row after which the whole model rolls back to the safe snapshot.
+    pub breaches_before_rollback: u32,
+    /// Steps a channel must stay at zero bits, through safe checks, before it is removed.
+    pub prune_grace_steps: i64,
+}
+
+impl SafetyConfig {
+    /// What is wrong with these settings, if anything.
+    fn problem(&self) -> Option<String> {
+        let non_negative = [
+            self.preservation_weight,
+            self.distillation_weight,
+            self.max_preservation_drop,
+            self.max_validation_drop,
+            self.cooldown_gamma_factor,
+            self.cooldown_preservation_factor,
+        ];
+        if non_negative.iter().any(|v| v.is_nan() || *v < 0.0) {
+            Some("safety weights, drops and factors must not be negative".into())
+        } else if self.temperature.is_nan() || self.temperature <= 0.0 {
+            Some("safety.temperature must be positive".into())
+        } else if self.preservation_batch_size == 0 || self.check_every < 1 {
+            Some("safety.preservation_batch_size and safety.check_every must be positive".into())
+        } else if self.restore_fraction.is_nan()
+            || self.restore_fraction <= 0.0
+            || self.restore_fraction > 1.0
+        {
+            Some("safety.restore_fraction must be in (0, 1]".into())
+        } else if self.cooldown_steps < 0 || self.prune_grace_steps < 0 {
+            Some("safety.cooldown_steps and safety.prune_grace_steps must not be negative".into())
+        } else {
+            None
+        }
+    }
 }
 
 impl ExperimentConfig {
@@ -139,6 +225,8 @@ impl ExperimentConfig {
             || self.quant.gamma_warmup_steps < 0
         {
             Some("quant.gamma and quant.gamma_warmup_steps must not be negative".into())
+        } else if let Some(safety) = &self.safety {
+            safety.problem()
         } else {
             None
         };

@@ -2,7 +2,7 @@
 //! benchmark both drive this, so what is timed is what trains.
 
 use super::config::{ExperimentConfig, Schedule};
-use super::objective::{gamma_at, size_term};
+use super::objective::{distillation_loss, gamma_at, low_bit_l1, size_term};
 use super::optimizer::{Adam, GroupSettings};
 use super::Mode;
 use crate::error::Result;
@@ -25,6 +25,25 @@ pub struct Learner {
     pub original_weights: i64,
 }
 
+/// What the safety guard adds to a step: a preservation batch and the current pressure.
+#[derive(Debug)]
+pub struct Guidance {
+    /// Augmented preservation-set images.
+    pub inputs: Tensor,
+    /// Their labels.
+    pub labels: Tensor,
+    /// The frozen reference's logits on the same images (the distillation teacher).
+    pub teacher_logits: Tensor,
+    /// Lambda_p, the weight of the preservation loss (raised during cool-downs).
+    pub preservation_weight: f64,
+    /// Weight of distillation inside the preservation loss.
+    pub distillation_weight: f64,
+    /// Distillation temperature.
+    pub temperature: f64,
+    /// Multiplier of gamma (lowered during cool-downs).
+    pub gamma_factor: f64,
+}
+
 /// What one step measured.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StepReport {
@@ -34,6 +53,8 @@ pub struct StepReport {
     pub cross_entropy: f64,
     /// Size term Q (average bits per original weight), 0 in baseline mode.
     pub size_term: f64,
+    /// Preservation loss (0 without guidance).
+    pub preservation_loss: f64,
     /// Correct predictions in the batch.
     pub correct: i64,
     /// False when the loss was not finite; the step then changed nothing.
@@ -45,6 +66,13 @@ pub struct StepReport {
 pub struct Snapshot {
     tensors: HashMap<String, Tensor>,
     steps_taken: i64,
+}
+
+impl Snapshot {
+    /// The saved copy of the tensor `name` (as named by [`Learner::state`]).
+    pub fn tensor(&self, name: &str) -> Option<&Tensor> {
+        self.tensors.get(name)
+    }
 }
 
 impl Learner {
@@ -87,9 +115,16 @@ impl Learner {
         }
     }
 
-    /// One step of training on `inputs`/`labels` (already on the network's device). A step whose
-    /// loss is not finite changes nothing, the batch norms' running statistics included.
-    pub fn step(&mut self, inputs: &Tensor, labels: &Tensor, step: i64) -> Result<StepReport> {
+    /// One step of training on `inputs`/`labels` (already on the network's device), with the
+    /// safety guard's `guidance` in the `safe` mode. A step whose loss is not finite changes
+    /// nothing, the batch norms' running statistics included.
+    pub fn step(
+        &mut self,
+        inputs: &Tensor,
+        labels: &Tensor,
+        step: i64,
+        guidance: Option<&Guidance>,
+    ) -> Result<StepReport> {
         let running_statistics = self.network.buffers();
         let saved_statistics = running_statistics
             .iter()
@@ -98,16 +133,42 @@ impl Learner {
         let logits = self.network.forward(inputs, true, self.mode.quantizes())?;
         let cross_entropy =
             logits.f_cross_entropy_loss::<Tensor>(labels, None, Reduction::Mean, -100, 0.0)?;
-        let gamma = self.gamma(step);
-        let (loss, size) = if self.mode.quantizes() {
-            let size = size_term(&self.network, self.original_weights as f64)?;
-            (
-                cross_entropy.f_add(&size.f_mul_scalar(gamma)?)?,
-                size.double_value(&[]),
-            )
-        } else {
-            (cross_entropy.shallow_clone(), 0.0)
-        };
+        let quantizes = self.mode.quantizes();
+        let mut loss = cross_entropy.shallow_clone();
+        let mut size = 0.0;
+        if quantizes {
+            let gamma = self.gamma(step) * guidance.map_or(1.0, |g| g.gamma_factor);
+            let size_term = size_term(&self.network, self.original_weights as f64)?;
+            size = size_term.double_value(&[]);
+            loss = loss.f_add(&size_term.f_mul_scalar(gamma)?)?;
+            if self.config.quant.l1_weight > 0.0 {
+                let l1 = low_bit_l1(
+                    &self.network,
+                    self.config.quant.l1_bit_threshold,
+                    self.original_weights as f64,
+                )?;
+                loss = loss.f_add(&l1.f_mul_scalar(self.config.quant.l1_weight)?)?;
+            }
+        }
+        let mut preservation_loss = 0.0;
+        if let Some(guidance) = guidance {
+            let logits = self.network.forward(&guidance.inputs, true, quantizes)?;
+            let mut preservation = logits.f_cross_entropy_loss::<Tensor>(
+                &guidance.labels,
+                None,
+                Reduction::Mean,
+                -100,
+                0.0,
+            )?;
+            if guidance.distillation_weight > 0.0 {
+                let distillation =
+                    distillation_loss(&logits, &guidance.teacher_logits, guidance.temperature)?;
+                preservation = preservation
+                    .f_add(&distillation.f_mul_scalar(guidance.distillation_weight)?)?;
+            }
+            preservation_loss = preservation.double_value(&[]);
+            loss = loss.f_add(&preservation.f_mul_scalar(guidance.preservation_weight)?)?;
+        }
         let loss_value = loss.double_value(&[]);
         let correct = tch::no_grad(|| -> Result<i64> {
             Ok(logits
@@ -120,6 +181,7 @@ impl Learner {
             loss: loss_value,
             cross_entropy: cross_entropy.double_value(&[]),
             size_term: size,
+            preservation_loss,
             correct,
             finite: loss_value.is_finite(),
         };

@@ -15,6 +15,7 @@ pub mod learner;
 pub mod metrics;
 pub mod objective;
 pub mod optimizer;
+pub mod safety;
 pub mod trainer;
 
 use serde::{Deserialize, Serialize};
@@ -27,6 +28,8 @@ pub enum Mode {
     Baseline,
     /// Self-compression (quantized weights, gamma * Q), without safety guidance.
     Unsafe,
+    /// Self-compression guarded by the preservation set and the feedback controller.
+    Safe,
 }
 
 impl Mode {
@@ -40,6 +43,7 @@ impl Mode {
         match self {
             Mode::Baseline => "baseline",
             Mode::Unsafe => "unsafe",
+            Mode::Safe => "safe",
         }
     }
 }
@@ -51,8 +55,9 @@ impl std::str::FromStr for Mode {
         match text {
             "baseline" => Ok(Mode::Baseline),
             "unsafe" => Ok(Mode::Unsafe),
+            "safe" => Ok(Mode::Safe),
             other => Err(format!(
-                "unknown mode {other:?} (expected baseline or unsafe)"
+                "unknown mode {other:?} (expected baseline, unsafe or safe)"
             )),
         }
     }

@@ -6,6 +6,7 @@ use super::config::ExperimentConfig;
 use super::evaluate::{evaluate, Evaluation};
 use super::learner::{Learner, Snapshot};
 use super::metrics::MetricsLog;
+use super::safety::{load_reference, Certificate, Guard};
 use super::Mode;
 use crate::data::mnist::{load_train_validation, TrainValidation};
 use crate::data::sampler::{step_rng, EpochSampler};
@@ -55,6 +56,8 @@ pub struct TrainOutcome {
     pub rollbacks: u32,
     /// Steps completed (less than the config's `steps` when `stop_at` cut the run short).
     pub steps_done: i64,
+    /// The safety figures of a `safe` run that finished.
+    pub certificate: Option<Certificate>,
 }
 
 /// Path of the checkpoint inside a run folder.
@@ -72,6 +75,21 @@ pub fn train(config: &ExperimentConfig, options: &RunOptions) -> Result<TrainOut
         config.data.split_seed,
     )?;
     let mut learner = Learner::new(config, options.mode, options.device)?;
+    let safety_reference = config
+        .safety
+        .as_ref()
+        .filter(|_| options.mode == Mode::Safe)
+        .map(|safety| &safety.reference);
+    if let Some(start) = config.train.init_from.as_ref().or(safety_reference) {
+        let trained = load_reference(start, config, options.device)?;
+        learner
+            .network
+            .load_state(&trained.state().into_iter().collect())?;
+        learner
+            .network
+            .reset_quantizers(config.quant.initial_bit_depth)?;
+        tracing::info!("starting from the weights of {}", start.display());
+    }
     let checkpoint_file = checkpoint_path(&options.out_dir);
     let mut start_step = 0;
     if options.resume && checkpoint_file.exists() {
@@ -92,6 +110,10 @@ pub fn train(config: &ExperimentConfig, options: &RunOptions) -> Result<TrainOut
         config.to_toml().as_bytes(),
     )?;
     let mut metrics = MetricsLog::open(&options.out_dir.join("metrics.jsonl"), start_step)?;
+    let mut guard = match options.mode {
+        Mode::Safe => Some(Guard::new(config, &data, &learner, options.device)?),
+        Mode::Baseline | Mode::Unsafe => None,
+    };
     let steps = config.train.steps;
     let progress = if options.progress {
         ProgressBar::new(steps as u64)
@@ -137,7 +159,11 @@ pub fn train(config: &ExperimentConfig, options: &RunOptions) -> Result<TrainOut
             inputs.f_to_device(options.device)?,
             labels.f_to_device(options.device)?,
         );
-        let report = learner.step(&inputs, &labels, step)?;
+        let guidance = guard
+            .as_mut()
+            .map(|guard| guard.guidance(step))
+            .transpose()?;
+        let report = learner.step(&inputs, &labels, step, guidance.as_ref())?;
         if !report.finite {
             rollbacks += 1;
             consecutive_rollbacks += 1;
@@ -156,6 +182,9 @@ pub fn train(config: &ExperimentConfig, options: &RunOptions) -> Result<TrainOut
             continue;
         }
         consecutive_rollbacks = 0;
+        if let Some(guard) = guard.as_mut() {
+            guard.after_step(&learner, step)?;
+        }
         window.add(
             &report,
             positions.len(),
@@ -171,6 +200,26 @@ pub fn train(config: &ExperimentConfig, options: &RunOptions) -> Result<TrainOut
                 100.0 * report.correct as f64 / positions.len() as f64,
                 report.size_term
             ));
+        }
+        if let Some(guard) = guard.as_mut() {
+            let check_every = config
+                .safety
+                .as_ref()
+                .map_or(i64::MAX, |safety| safety.check_every);
+            if done % check_every == 0 {
+                let check = guard.check(&mut learner, &data, done)?;
+                metrics.write(&json!({"event": "check", "mode": options.mode.name(), "check": check, "step": done}))?;
+                if check.action != "safe" || check.pruned_channels > 0 {
+                    tracing::info!(
+                        "step {done}: preservation {:.2}%, validation {:.2}%: {} ({} channels restored, {} removed)",
+                        100.0 * check.preservation_accuracy,
+                        100.0 * check.validation_accuracy,
+                        check.action,
+                        check.restored_channels,
+                        check.pruned_channels
+                    );
+                }
+            }
         }
         if done % config.train.eval_every == 0 || done == steps {
             let evaluation = validate(&learner)?;
@@ -226,6 +275,24 @@ pub fn train(config: &ExperimentConfig, options: &RunOptions) -> Result<TrainOut
         }
     }
     progress.finish_and_clear();
+    let certificate = match guard.as_mut() {
+        Some(guard) if last_step == steps => {
+            let certificate = guard.final_gate(&mut learner, &data)?;
+            metrics.write(
+                &json!({"event": "final_gate", "step": last_step, "certificate": certificate}),
+            )?;
+            let info = CheckpointInfo {
+                format: checkpoint::FORMAT.into(),
+                mode: options.mode.name().into(),
+                step: last_step,
+                config: config.to_toml(),
+                original_weights: learner.original_weights,
+            };
+            checkpoint::save(&checkpoint_file, &info, &learner.state())?;
+            Some(certificate)
+        }
+        _ => None,
+    };
     let validation = match validation {
         Some(evaluation) => evaluation,
         None => validate(&learner)?,
@@ -237,6 +304,7 @@ pub fn train(config: &ExperimentConfig, options: &RunOptions) -> Result<TrainOut
         wall_seconds: started.elapsed().as_secs_f64(),
         rollbacks,
         steps_done: last_step,
+        certificate,
     })
 }
 

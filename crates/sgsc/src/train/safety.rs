@@ -1,0 +1,568 @@
+//! The safety guard of the `safe` mode (METHOD.md §3-4), around the [`Controller`]'s decisions:
+//!
+//! - before training, the reference's accuracy on the preservation set and on validation fixes
+//!   the [`Budget`];
+//! - every step gets a preservation batch (augmented), the reference's logits for distillation,
+//!   and the current pressure ([`Guidance`]);
+//! - every `check_every` steps the whole preservation set and validation are evaluated. When
+//!   safe, channels that stayed at zero bits through `prune_grace_steps` of safe checks are removed
+//!   and the state becomes the safe snapshot. On a breach, the channels whose bits fell since the
+//!   snapshot are ranked by the first-order change of the preservation loss that restoring them
+//!   would bring, `|sum g * (q_snapshot - q_now)|` with `g` the gradient with respect to the
+//!   quantized weights; the top `restore_fraction` go back to their snapshot weights, bits and
+//!   exponents (and Adam moments) and may not fall below their snapshot bits during the cool-down.
+//!   Repeated breaches roll the whole model back;
+//! - at the end, the final gate keeps the model only if it meets the budget, else the last safe
+//!   snapshot; the figures become the run's [`Certificate`].
+
+use super::checkpoint;
+use super::config::{ExperimentConfig, SafetyConfig};
+use super::controller::{Action, Budget, Controller, Events};
+use super::evaluate::evaluate;
+use super::learner::{Guidance, Learner, Snapshot};
+use super::Mode;
+use crate::data::mnist::{InputOptions, Split, TrainValidation};
+use crate::data::sampler::{preservation_rng, EpochSampler};
+use crate::error::{Error, Result};
+use crate::models::{Network, Weights};
+use crate::pack::prepare_for_storage;
+use crate::preserve::PreservationSet;
+use crate::quant::quantize;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::path::Path;
+use tch::{Device, Kind, Reduction, Tensor};
+
+/// What one check found and did (a line of the metrics log).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CheckReport {
+    /// Step of the check.
+    pub step: i64,
+    /// Accuracy on the whole preservation set (no augmentation).
+    pub preservation_accuracy: f64,
+    /// Accuracy on validation.
+    pub validation_accuracy: f64,
+    /// `safe`, `restore` or `rollback`.
+    pub action: &'static str,
+    /// Channels restored to the snapshot.
+    pub restored_channels: usize,
+    /// Channels removed.
+    pub pruned_channels: usize,
+}
+
+/// The safety figures a model carries (its certificate).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Certificate {
+    /// The budget, with the reference's accuracies.
+    pub budget: Budget,
+    /// Final accuracy on the preservation set.
+    pub final_preservation_accuracy: f64,
+    /// Final accuracy on validation.
+    pub final_validation_accuracy: f64,
+    /// Whether the final model meets the budget.
+    pub met: bool,
+    /// Whether the final gate fell back to the last safe snapshot.
+    pub restored_last_safe_snapshot: bool,
+    /// Breaches, restores and roll-backs.
+    pub events: Events,
+    /// Channels removed during training.
+    pub pruned_channels: usize,
+    /// The preservation set file.
+    pub preservation_set: String,
+    /// The reference checkpoint.
+    pub reference: String,
+}
+
+/// State of the safety guard during a run.
+#[derive(Debug)]
+pub struct Guard {
+    safety: SafetyConfig,
+    input: InputOptions,
+    eval_batch_size: usize,
+    device: Device,
+    seed: u64,
+    preservation: Split,
+    reference: Network,
+    controller: Controller,
+    snapshot: Snapshot,
+    floors: Vec<Option<Tensor>>,
+    zero_since: Vec<Vec<Option<i64>>>,
+    sampler: EpochSampler,
+    pruned_channels: usize,
+}
+
+/// Loads the float reference network of a `baseline` checkpoint, checking it has `config`'s model.
+pub fn load_reference(path: &Path, config: &ExperimentConfig, device: Device) -> Result<Network> {
+    let (info, tensors) = checkpoint::load(path)?;
+    let fail = |message: String| Error::Config {
+        path: path.to_path_buf(),
+        message,
+    };
+    if info.mode != Mode::Baseline.name() {
+        return Err(fail(format!(
+            "the reference must be a baseline (float) run, not {}",
+            info.mode
+        )));
+    }
+    let reference_config = ExperimentConfig::parse(&info.config, path)?;
+    if reference_config.model != config.model {
+        return Err(fail(
+            "the reference has a different [model] than this config".into(),
+        ));
+    }
+    let mut reference = Learner::new(&reference_config, Mode::Baseline, device)?;
+    reference.load_state(&tensors, info.step)?;
+    Ok(reference.network)
+}
+
+impl Guard {
+    /// Prepares the guard for `learner` (already at its starting weights): loads and checks the
+    /// preservation set and the reference, and measures the budget.
+    pub fn new(
+        config: &ExperimentConfig,
+        data: &TrainValidation,
+        learner: &Learner,
+        device: Device,
+    ) -> Result<Self> {
+        let safety = config.safety.clone().ok_or_else(|| Error::Config {
+            path: "<config>".into(),
+            message: "the safe mode needs a [safety] section".into(),
+        })?;
+        let set = PreservationSet::load(&safety.preservation_set)?;
+        let fail = |message: String| Error::Config {
+            path: safety.preservation_set.clone(),
+            message,
+        };
+        if set.split.validation_size != config.data.validation_size
+            || set.split.split_seed != config.data.split_seed
+        {
+            return Err(fail(format!(
+                "built on another train/validation split (validation_size {}, split_seed {}) than this config's ({}, {})",
+                set.split.validation_size, set.split.split_seed, config.data.validation_size, config.data.split_seed
+            )));
+        }
+        let position_of: HashMap<u32, usize> = data
+            .train
+            .source_indices
+            .iter()
+            .enumerate()
+            .map(|(position, &index)| (index, position))
+            .collect();
+        let positions = set
+            .members
+            .iter()
+            .map(|member| {
+                position_of
+                    .get(&member.index)
+                    .copied()
+                    .filter(|&position| data.train.labels[position] == member.label)
+                    .ok_or_else(|| {
+                        fail(format!(
+                            "member {} is not a training image with label {}",
+                            member.index, member.label
+                        ))
+                    })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let preservation = data.train.subset(&positions);
+        let reference = load_reference(&safety.reference, config, device)?;
+        let batch = config.train.eval_batch_size;
+        let reference_preservation = evaluate(
+            &reference,
+            &preservation,
+            &config.data.input,
+            false,
+            batch,
+            device,
+        )?;
+        let reference_validation = evaluate(
+            &reference,
+            &data.validation,
+            &config.data.input,
+            false,
+            batch,
+            device,
+        )?;
+        let budget = Budget {
+            reference_preservation: reference_preservation.accuracy,
+            reference_validation: reference_validation.accuracy,
+            max_preservation_drop: safety.max_preservation_drop,
+            max_validation_drop: safety.max_validation_drop,
+        };
+        tracing::info!(
+            "safety budget: reference {:.2}% on the {} preservation images, {:.2}% on validation; at most {} and {} points lost",
+            100.0 * budget.reference_preservation,
+            preservation.len(),
+            100.0 * budget.reference_validation,
+            budget.max_preservation_drop,
+            budget.max_validation_drop
+        );
+        let layers = learner.network.quantized.len();
+        Ok(Guard {
+            controller: Controller::new(
+                budget,
+                safety.breaches_before_rollback,
+                safety.cooldown_steps,
+            ),
+            sampler: EpochSampler::new(
+                preservation.len(),
+                safety.preservation_batch_size,
+                config.train.seed,
+            ),
+            zero_since: (0..layers)
+                .map(|index| {
+                    vec![None; learner.network.quantized_weight(index).weight.size()[0] as usize]
+                })
+                .collect(),
+            floors: (0..layers).map(|_| None).collect(),
+            snapshot: learner.snapshot()?,
+            input: config.data.input,
+            eval_batch_size: batch,
+            seed: config.train.seed,
+            device,
+            preservation,
+            reference,
+            safety,
+            pruned_channels: 0,
+        })
+    }
+
+    /// The budget being guarded.
+    pub fn budget(&self) -> Budget {
+        self.controller.budget
+    }
+
+    /// The preservation batch and pressure for `step`.
+    pub fn guidance(&mut self, step: i64) -> Result<Guidance> {
+        let positions = self.sampler.positions(step).to_vec();
+        let mut rng = preservation_rng(self.seed, step);
+        let (inputs, labels) = self
+            .preservation
+            .batch(&positions, &self.input, Some(&mut rng))?;
+        let (inputs, labels) = (
+            inputs.f_to_device(self.device)?,
+            labels.f_to_device(self.device)?,
+        );
+        let teacher_logits = tch::no_grad(|| self.reference.forward(&inputs, false, false))?;
+        let cooling = self.controller.cooling_down(step);
+        Ok(Guidance {
+            inputs,
+            labels,
+            teacher_logits,
+            preservation_weight: self.safety.preservation_weight
+                * if cooling {
+                    self.safety.cooldown_preservation_factor
+                } else {
+                    1.0
+                },
+            distillation_weight: self.safety.distillation_weight,
+            temperature: self.safety.temperature,
+            gamma_factor: if cooling {
+                self.safety.cooldown_gamma_factor
+            } else {
+                1.0
+            },
+        })
+    }
+
+    /// After an optimizer step: during a cool-down, restored channels may not fall below their
+    /// snapshot bits; after it, the floors are lifted.
+    pub fn after_step(&mut self, learner: &Learner, step: i64) -> Result<()> {
+        if !self.controller.cooling_down(step) {
+            self.floors.iter_mut().for_each(|floor| *floor = None);
+            return Ok(());
+        }
+        tch::no_grad(|| -> Result<()> {
+            for (index, floor) in self.floors.iter().enumerate() {
+                if let Some(floor) = floor {
+                    let mut bits = learner
+                        .network
+                        .quantized_weight(index)
+                        .bit_depth
+                        .shallow_clone();
+                    let raised = bits.f_maximum(floor)?;
+                    bits.f_copy_(&raised)?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Evaluates the budget at `step` and acts on the controller's decision.
+    pub fn check(
+        &mut self,
+        learner: &mut Learner,
+        data: &TrainValidation,
+        step: i64,
+    ) -> Result<CheckReport> {
+        let (preservation, validation) = self.measure(learner, data)?;
+        let action = self.controller.observe(step, preservation, validation);
+        let mut report = CheckReport {
+            step,
+            preservation_accuracy: preservation,
+            validation_accuracy: validation,
+            action: "safe",
+            restored_channels: 0,
+            pruned_channels: 0,
+        };
+        match action {
+            Action::Snapshot => {
+                report.pruned_channels = self.prune(learner, step)?;
+                self.snapshot = learner.snapshot()?;
+            }
+            Action::RestoreChannels => {
+                report.action = "restore";
+                report.restored_channels = self.restore_channels(learner)?;
+            }
+            Action::RollBack => {
+                report.action = "rollback";
+                learner.restore(&self.snapshot)?;
+                self.floors.iter_mut().for_each(|floor| *floor = None);
+            }
+        }
+        Ok(report)
+    }
+
+    /// Accuracy on the whole preservation set and on validation.
+    fn measure(&self, learner: &Learner, data: &TrainValidation) -> Result<(f64, f64)> {
+        let quantize = learner.mode.quantizes();
+        let preservation = evaluate(
+            &learner.network,
+            &self.preservation,
+            &self.input,
+            quantize,
+            self.eval_batch_size,
+            self.device,
+        )?;
+        let validation = evaluate(
+            &learner.network,
+            &data.validation,
+            &self.input,
+            quantize,
+            self.eval_batch_size,
+            self.device,
+        )?;
+        Ok((preservation.accuracy, validation.accuracy))
+    }
+
+    /// Removes channels that have had zero bits since at least `prune_grace_steps` ago (and no
+    /// bias or affine shift that would still reach the next layer). Returns how many.
+    fn prune(&mut self, learner: &mut Learner, step: i64) -> Result<usize> {
+        let mut removed = 0;
+        for index in 0..learner.network.quantized.len() {
+            let bits = Vec::<f32>::try_from(
+                &learner
+                    .network
+                    .quantized_weight(index)
+                    .bit_depth
+                    .f_to_device(Device::Cpu)?,
+            )?;
+            let constant = constant_outputs(&learner.network, index)?;
+            let since = &mut self.zero_since[index];
+            for (channel, &bit_depth) in bits.iter().enumerate() {
+                since[channel] = if bit_depth > 0.0 {
+                    None
+                } else {
+                    Some(since[channel].unwrap_or(step))
+                };
+            }
+            let keep: Vec<i64> = (0..bits.len())
+                .filter(|&c| {
+                    constant[c]
+                        || since[c].is_none_or(|start| step - start < self.safety.prune_grace_steps)
+                })
+                .map(|c| c as i64)
+                .collect();
+            if keep.len() == bits.len() || keep.is_empty() {
+                continue;
+            }
+            learner.prune(index, &keep)?;
+            removed += bits.len() - keep.len();
+            self.zero_since[index] = keep
+                .iter()
+                .map(|&c| self.zero_since[index][c as usize])
+                .collect();
+            if let Some(floor) = &self.floors[index] {
+                let kept = Tensor::f_from_slice(&keep)?.f_to_device(self.device)?;
+                self.floors[index] = Some(floor.f_index_select(0, &kept)?);
+            }
+        }
+        self.pruned_channels += removed;
+        Ok(removed)
+    }
+
+    /// Restores the most sensitive channels whose bits fell since the snapshot. Returns how many.
+    fn restore_channels(&mut self, learner: &mut Learner) -> Result<usize> {
+        let network = &learner.network;
+        let layers = network.quantized.len();
+        let mut saved = Vec::with_capacity(layers);
+        for info in &network.quantized {
+            let tensor = |suffix: &str| {
+                self.snapshot
+                    .tensor(&format!("{}.{suffix}", info.name))
+                    .ok_or_else(|| {
+                        Error::Training(format!("the safe snapshot has no {}.{suffix}", info.name))
+                    })
+            };
+            saved.push((tensor("weight")?, tensor("bit_depth")?, tensor("exponent")?));
+        }
+        let current: Vec<Tensor> = (0..layers)
+            .map(|index| Ok(network.quantized_weight(index).quantized()?.f_detach()?))
+            .collect::<Result<_>>()?;
+        let gradients = self.preservation_gradients(network, &current)?;
+        let mut candidates: Vec<(f64, usize, i64)> = Vec::new();
+        for index in 0..layers {
+            let (weight, bits, exponent) = saved[index];
+            let now_bits = network.quantized_weight(index).bit_depth.f_relu()?;
+            if weight.size() != network.quantized_weight(index).weight.size() {
+                continue;
+            }
+            let restored = tch::no_grad(|| quantize(weight, bits, exponent))?;
+            let change = gradients[index]
+                .f_mul(&restored.f_sub(&current[index])?)?
+                .f_flatten(1, -1)?
+                .f_sum_dim_intlist(1, false, Kind::Float)?
+                .f_abs()?;
+            let fell = Vec::<bool>::try_from(
+                &now_bits
+                    .f_lt_tensor(&bits.f_relu()?.f_sub_scalar(1e-6)?)?
+                    .f_to_device(Device::Cpu)?,
+            )?;
+            let change = Vec::<f32>::try_from(&change.f_to_device(Device::Cpu)?)?;
+            candidates.extend(
+                (0..fell.len())
+                    .filter(|&c| fell[c])
+                    .map(|c| (change[c] as f64, index, c as i64)),
+            );
+        }
+        candidates.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+        let count = ((candidates.len() as f64 * self.safety.restore_fraction).ceil() as usize)
+            .min(candidates.len());
+        let optimizer_state: HashMap<String, Tensor> =
+            learner.optimizer.state().into_iter().collect();
+        tch::no_grad(|| -> Result<()> {
+            for &(_, index, channel) in &candidates[..count] {
+                let name = learner.network.quantized[index].name.clone();
+                let quantized = learner.network.quantized_weight(index);
+                for (suffix, tensor) in [
+                    ("weight", &quantized.weight),
+                    ("bit_depth", &quantized.bit_depth),
+                    ("exponent", &quantized.exponent),
+                ] {
+                    let full = format!("{name}.{suffix}");
+                    copy_row(tensor, self.snapshot.tensor(&full), channel)?;
+                    for moment in ["m", "v"] {
+                        let moment_name = format!("adam.{moment}.{full}");
+                        if let Some(target) = optimizer_state.get(&moment_name) {
+                            copy_row(target, self.snapshot.tensor(&moment_name), channel)?;
+                        }
+                    }
+                }
+                let floor = match self.floors[index].take() {
+                    Some(floor) => floor,
+                    None => quantized.bit_depth.f_full_like(f64::NEG_INFINITY)?,
+                };
+                floor
+                    .f_narrow(0, channel, 1)?
+                    .f_copy_(&saved[index].1.f_narrow(0, channel, 1)?)?;
+                self.floors[index] = Some(floor);
+            }
+            Ok(())
+        })?;
+        Ok(count)
+    }
+
+    /// Gradients of the preservation loss (mean cross-entropy over the whole set, evaluation
+    /// mode) with respect to the given quantized weights of each layer.
+    fn preservation_gradients(
+        &self,
+        network: &Network,
+        quantized: &[Tensor],
+    ) -> Result<Vec<Tensor>> {
+        let leaves: Vec<Tensor> = quantized
+            .iter()
+            .map(|q| Ok(q.f_detach()?.set_requires_grad(true)))
+            .collect::<Result<_>>()?;
+        let mut totals: Vec<Tensor> = leaves
+            .iter()
+            .map(|leaf| leaf.f_zeros_like())
+            .collect::<Result<_, _>>()?;
+        let positions: Vec<usize> = (0..self.preservation.len()).collect();
+        let count = self.preservation.len().max(1) as f64;
+        for chunk in positions.chunks(self.eval_batch_size.max(1)) {
+            let (inputs, labels) = self.preservation.batch(chunk, &self.input, None)?;
+            let (inputs, labels) = (
+                inputs.f_to_device(self.device)?,
+                labels.f_to_device(self.device)?,
+            );
+            let (logits, _) =
+                network.forward_with_taps(&inputs, false, Weights::Given(&leaves), &[])?;
+            let loss = logits
+                .f_cross_entropy_loss::<Tensor>(&labels, None, Reduction::Sum, -100, 0.0)?
+                .f_div_scalar(count)?;
+            let references: Vec<&Tensor> = leaves.iter().collect();
+            let gradients = Tensor::f_run_backward(&[&loss], &references, false, false)?;
+            for (total, gradient) in totals.iter_mut().zip(gradients) {
+                *total = total.f_add(&gradient)?;
+            }
+        }
+        Ok(totals)
+    }
+
+    /// The final gate: puts the model in its stored form and keeps it only if it meets the
+    /// budget; otherwise returns to the last safe snapshot. Returns the certificate.
+    pub fn final_gate(
+        &mut self,
+        learner: &mut Learner,
+        data: &TrainValidation,
+    ) -> Result<Certificate> {
+        prepare_for_storage(&learner.network)?;
+        let (mut preservation, mut validation) = self.measure(learner, data)?;
+        let budget = self.controller.budget;
+        let restored = !budget.is_met(preservation, validation);
+        if restored {
+            learner.restore(&self.snapshot)?;
+            prepare_for_storage(&learner.network)?;
+            (preservation, validation) = self.measure(learner, data)?;
+        }
+        Ok(Certificate {
+            budget,
+            final_preservation_accuracy: preservation,
+            final_validation_accuracy: validation,
+            met: budget.is_met(preservation, validation),
+            restored_last_safe_snapshot: restored,
+            events: self.controller.events,
+            pruned_channels: self.pruned_channels,
+            preservation_set: self.safety.preservation_set.display().to_string(),
+            reference: self.safety.reference.display().to_string(),
+        })
+    }
+}
+
+/// Copies row `row` of `source` into `target` (in place).
+fn copy_row(target: &Tensor, source: Option<&Tensor>, row: i64) -> Result<()> {
+    let source = source
+        .ok_or_else(|| Error::Training("the safe snapshot lacks a tensor to restore".into()))?;
+    target
+        .f_narrow(0, row, 1)?
+        .f_copy_(&source.f_narrow(0, row, 1)?)?;
+    Ok(())
+}
+
+/// Channels of quantized layer `index` that output a non-zero constant even at zero bits (a bias,
+/// or the shift of an affine batch norm): removing them would change the network.
+fn constant_outputs(network: &Network, index: usize) -> Result<Vec<bool>> {
+    let channels = network.quantized_weight(index).weight.size()[0] as usize;
+    let mut constant = vec![false; channels];
+    let shift = network
+        .norm(index)
+        .and_then(|norm| norm.affine.as_ref())
+        .map(|(_, shift)| shift);
+    for tensor in [network.bias(index), shift].into_iter().flatten() {
+        let nonzero = Vec::<bool>::try_from(&tensor.f_ne(0.0)?.f_to_device(Device::Cpu)?)?;
+        for (flag, nonzero) in constant.iter_mut().zip(nonzero) {
+            *flag |= nonzero;
+        }
+    }
+    Ok(constant)
+}
