@@ -210,6 +210,14 @@ fn pruning_cuts_optimizer_state_and_pruned_checkpoints_load() {
         );
     }
 
+    // Sizes stay measured against the starting network.
+    let size = sgsc::pack::payload_estimate(&learner.network, &learner.original).unwrap();
+    assert_eq!(size.float_bytes, 350_592);
+    assert_eq!(
+        (size.layers[0].channels, size.layers[0].original_channels),
+        (16, 32)
+    );
+
     // Training goes on with the smaller tensors, and the optimizer moves them.
     let first_weights = after["layers.0.weight"].copy();
     assert!(learner.step(&inputs, &labels, 1, None).unwrap().finite);
@@ -227,7 +235,7 @@ fn pruning_cuts_optimizer_state_and_pruned_checkpoints_load() {
         mode: "unsafe".into(),
         step: 2,
         config: config.to_toml(),
-        original_weights: learner.original_weights,
+        original_weights: learner.original.weights,
     };
     checkpoint::save(&path, &info, &learner.state()).unwrap();
     let (_, tensors) = checkpoint::load(&path).unwrap();
@@ -239,5 +247,5 @@ fn pruning_cuts_optimizer_state_and_pruned_checkpoints_load() {
             "{name} differs after loading the pruned checkpoint"
         );
     }
-    assert_eq!(fresh.original_weights, 87_456);
+    assert_eq!(fresh.original.weights, 87_456);
 }

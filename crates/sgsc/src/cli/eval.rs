@@ -44,7 +44,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     };
     let (summary, size) = summarize(
         &learner.network,
-        learner.original_weights,
+        &learner.original,
         &config,
         &data,
         &dirs,

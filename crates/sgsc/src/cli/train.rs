@@ -96,7 +96,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     };
     let (summary, size) = summarize(
         &outcome.learner.network,
-        outcome.learner.original_weights,
+        &outcome.learner.original,
         &config,
         &outcome.data,
         &options.data_dirs,

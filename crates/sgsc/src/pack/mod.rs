@@ -21,13 +21,40 @@ use tch::{Kind, Tensor};
 /// Bytes of per-channel metadata: integer width (u8) and exponent (f16).
 pub const CHANNEL_METADATA_BYTES: i64 = 3;
 
+/// Size facts of the network a run started from, before any pruning: what ratios, bits per
+/// weight and channel counts are measured against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OriginalSize {
+    /// Conv and linear weights (N0).
+    pub weights: i64,
+    /// Bytes in float32 (see [`float_bytes`]).
+    pub float_bytes: i64,
+    /// Output channels of each quantized layer.
+    pub channels: Vec<i64>,
+}
+
+impl OriginalSize {
+    /// The size facts of `network` as it is now (call it on the starting network).
+    pub fn of(network: &Network) -> Self {
+        OriginalSize {
+            weights: network.weight_count(),
+            float_bytes: float_bytes(network),
+            channels: (0..network.quantized.len())
+                .map(|index| network.quantized_weight(index).weight.size()[0])
+                .collect(),
+        }
+    }
+}
+
 /// Size of one quantized layer as it would be stored.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LayerSize {
     /// Tensor name prefix, e.g. `layers.0`.
     pub name: String,
-    /// Output channels of the layer.
+    /// Output channels the layer has now (fewer than at the start once channels are removed).
     pub channels: i64,
+    /// Output channels the layer started with.
+    pub original_channels: i64,
     /// Live output channels.
     pub alive: i64,
     /// Stored weights per live channel (live inputs x positions per input).
@@ -47,7 +74,7 @@ pub struct SizeReport {
     pub layers: Vec<LayerSize>,
     /// Total bytes of the quantized model.
     pub payload_bytes: i64,
-    /// Bytes of the same network in float32 (every weight, bias and normalisation value).
+    /// Bytes of the starting network in float32 (every weight, bias and normalisation value).
     pub float_bytes: i64,
     /// Stored code bits divided by the starting network's weight count.
     pub bits_per_weight: f64,
@@ -124,9 +151,9 @@ pub fn float_bytes(network: &Network) -> i64 {
         .sum()
 }
 
-/// Counts the bytes the packed model would take (see the module docs for the layout).
-/// `original_weights` is the starting network's weight count, the denominator of bits per weight.
-pub fn payload_estimate(network: &Network, original_weights: i64) -> Result<SizeReport> {
+/// Counts the bytes the packed model would take (see the module docs for the layout), against
+/// the size of the network the run started from.
+pub fn payload_estimate(network: &Network, original: &OriginalSize) -> Result<SizeReport> {
     let alive = live_channels(network)?;
     let mut layers = Vec::new();
     let mut total_code_bits = 0;
@@ -160,6 +187,7 @@ pub fn payload_estimate(network: &Network, original_weights: i64) -> Result<Size
         layers.push(LayerSize {
             name: info.name.clone(),
             channels,
+            original_channels: original.channels.get(index).copied().unwrap_or(channels),
             alive: alive_count,
             live_fan_in,
             code_bits,
@@ -169,8 +197,8 @@ pub fn payload_estimate(network: &Network, original_weights: i64) -> Result<Size
     }
     Ok(SizeReport {
         payload_bytes: layers.iter().map(|layer| layer.bytes).sum(),
-        float_bytes: float_bytes(network),
-        bits_per_weight: total_code_bits as f64 / original_weights.max(1) as f64,
+        float_bytes: original.float_bytes,
+        bits_per_weight: total_code_bits as f64 / original.weights.max(1) as f64,
         layers,
     })
 }
@@ -245,7 +273,7 @@ mod tests {
         let w2 = network.quantized_weight(2);
         set(&w2.weight, &[-4.0; 48]);
         set(&w2.exponent, &[0.0; 4]);
-        let report = payload_estimate(&network, 120).unwrap();
+        let report = payload_estimate(&network, &OriginalSize::of(&network)).unwrap();
         // Layer 0: 1 live channel x 2 bits x 9 = 18 bits -> 3 bytes; bitmap 1; per channel
         //   3 metadata + 8 batch norm = 11 -> 15 bytes.
         // Layer 1: 3 channels x 3 bits x (1 live input x 9) = 81 bits -> 11 bytes; bitmap 1;

@@ -4,7 +4,7 @@
 use crate::data::mnist::{load_test, TrainValidation};
 use crate::error::{Error, Result};
 use crate::models::Network;
-use crate::pack::{payload_estimate, prepare_for_storage, SizeReport};
+use crate::pack::{payload_estimate, prepare_for_storage, OriginalSize, SizeReport};
 use crate::train::config::ExperimentConfig;
 use crate::train::controller::Events;
 use crate::train::evaluate::evaluate;
@@ -43,7 +43,7 @@ pub struct Summary {
     pub ratio_to_float: f64,
     /// Stored code bits per original weight (32 for baseline).
     pub bits_per_weight: f64,
-    /// Live and total output channels of each quantized layer.
+    /// Live output channels of each quantized layer, and how many it started with.
     pub channels_alive: Vec<[i64; 2]>,
     /// Seconds of training in this invocation.
     pub wall_seconds: f64,
@@ -75,7 +75,7 @@ pub struct RunFacts {
 /// validation and (for the first and only time) the test split.
 pub fn summarize(
     network: &Network,
-    original_weights: i64,
+    original: &OriginalSize,
     config: &ExperimentConfig,
     data: &TrainValidation,
     data_dirs: &[PathBuf],
@@ -86,7 +86,7 @@ pub fn summarize(
     if quantize {
         prepare_for_storage(network)?;
     }
-    let size = payload_estimate(network, original_weights)?;
+    let size = payload_estimate(network, original)?;
     let input = &config.data.input;
     let batch = config.train.eval_batch_size;
     let test = load_test(data_dirs)?;
@@ -112,11 +112,12 @@ pub fn summarize(
             .layers
             .iter()
             .map(|layer| {
-                if quantize {
-                    [layer.alive, layer.channels]
+                let alive = if quantize {
+                    layer.alive
                 } else {
-                    [layer.channels, layer.channels]
-                }
+                    layer.channels
+                };
+                [alive, layer.original_channels]
             })
             .collect(),
         wall_seconds: facts.wall_seconds,
@@ -192,7 +193,7 @@ pub fn layer_table(size: &SizeReport) -> String {
         table.push_str(&format!(
             "{:<10} {:>9} {:>12} {:>10} {:>8}  {}\n",
             layer.name,
-            format!("{}/{}", layer.alive, layer.channels),
+            format!("{}/{}", layer.alive, layer.original_channels),
             layer.live_fan_in,
             layer.code_bits,
             layer.bytes,

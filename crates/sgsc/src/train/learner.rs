@@ -7,6 +7,7 @@ use super::optimizer::{Adam, GroupSettings};
 use super::Mode;
 use crate::error::Result;
 use crate::models::{Network, ParameterGroup};
+use crate::pack::OriginalSize;
 use std::collections::HashMap;
 use tch::{Device, Kind, Reduction, Tensor};
 
@@ -21,8 +22,8 @@ pub struct Learner {
     pub mode: Mode,
     /// The experiment config.
     pub config: ExperimentConfig,
-    /// Weight count of the starting network (N0 of the size term).
-    pub original_weights: i64,
+    /// Size facts of the starting network (N0 of the size term, float32 bytes, channels).
+    pub original: OriginalSize,
 }
 
 /// What the safety guard adds to a step: a preservation batch and the current pressure.
@@ -81,7 +82,7 @@ impl Learner {
         tch::manual_seed(config.train.seed as i64);
         let network = Network::new(&config.model, config.quant.initial_bit_depth, device)?;
         let mut learner = Learner {
-            original_weights: network.weight_count(),
+            original: OriginalSize::of(&network),
             optimizer: Adam::new(Vec::new())?,
             network,
             mode,
@@ -138,14 +139,14 @@ impl Learner {
         let mut size = 0.0;
         if quantizes {
             let gamma = self.gamma(step) * guidance.map_or(1.0, |g| g.gamma_factor);
-            let size_term = size_term(&self.network, self.original_weights as f64)?;
+            let size_term = size_term(&self.network, self.original.weights as f64)?;
             size = size_term.double_value(&[]);
             loss = loss.f_add(&size_term.f_mul_scalar(gamma)?)?;
             if self.config.quant.l1_weight > 0.0 {
                 let l1 = low_bit_l1(
                     &self.network,
                     self.config.quant.l1_bit_threshold,
-                    self.original_weights as f64,
+                    self.original.weights as f64,
                 )?;
                 loss = loss.f_add(&l1.f_mul_scalar(self.config.quant.l1_weight)?)?;
             }

@@ -223,7 +223,7 @@ pub fn train(config: &ExperimentConfig, options: &RunOptions) -> Result<TrainOut
         }
         if done % config.train.eval_every == 0 || done == steps {
             let evaluation = validate(&learner)?;
-            let size = payload_estimate(&learner.network, learner.original_weights)?;
+            let size = payload_estimate(&learner.network, &learner.original)?;
             let headline = size.headline(options.mode.quantizes());
             metrics.write(&json!({
                 "step": done,
@@ -269,7 +269,7 @@ pub fn train(config: &ExperimentConfig, options: &RunOptions) -> Result<TrainOut
                 mode: options.mode.name().into(),
                 step: done,
                 config: config.to_toml(),
-                original_weights: learner.original_weights,
+                original_weights: learner.original.weights,
             };
             checkpoint::save(&checkpoint_file, &info, &learner.state())?;
         }
@@ -286,7 +286,7 @@ pub fn train(config: &ExperimentConfig, options: &RunOptions) -> Result<TrainOut
                 mode: options.mode.name().into(),
                 step: last_step,
                 config: config.to_toml(),
-                original_weights: learner.original_weights,
+                original_weights: learner.original.weights,
             };
             checkpoint::save(&checkpoint_file, &info, &learner.state())?;
             Some(certificate)

@@ -1,0 +1,160 @@
+//! The safety guard holds its budget under a size pressure that makes unguarded compression
+//! collapse.
+
+mod common;
+
+use sgsc::data::mnist::load_train_validation;
+use sgsc::preserve::{score, select, PreservationOptions, PreservationSet, SplitInfo, FORMAT};
+use sgsc::train::config::SafetyConfig;
+use sgsc::train::evaluate::evaluate;
+use sgsc::train::safety::load_reference;
+use sgsc::train::trainer::{checkpoint_path, train, RunOptions};
+use sgsc::train::Mode;
+use std::path::Path;
+use tch::Device;
+
+fn options(mode: Mode, out_dir: &Path) -> RunOptions {
+    RunOptions {
+        mode,
+        out_dir: out_dir.to_path_buf(),
+        data_dirs: common::data_dirs(),
+        resume: false,
+        device: Device::Cpu,
+        progress: false,
+        stop_at: None,
+    }
+}
+
+#[test]
+fn extreme_gamma_collapses_unsafe_but_safe_keeps_its_budget() {
+    let _one_at_a_time = common::training_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = common::mnist_config();
+    config.data.validation_size = 1000;
+    config.train.batch_size = 64;
+    config.train.steps = 200;
+    config.train.eval_every = 200;
+    config.train.checkpoint_every = 200;
+    config.safety = None;
+
+    // A small float reference and its preservation set (100 of the first 2,000 training images).
+    let reference_dir = dir.path().join("reference");
+    train(&config, &options(Mode::Baseline, &reference_dir)).unwrap();
+    let reference_path = checkpoint_path(&reference_dir);
+    let reference = load_reference(&reference_path, &config, Device::Cpu).unwrap();
+    let data = load_train_validation(
+        &common::data_dirs(),
+        config.data.validation_size,
+        config.data.split_seed,
+    )
+    .unwrap();
+    let subset = data.train.subset(&(0..2000).collect::<Vec<_>>());
+    let scores = score(&reference, &subset, &config.data.input, 500, Device::Cpu).unwrap();
+    let preservation_options = PreservationOptions {
+        size: 200,
+        ..PreservationOptions::default()
+    };
+    let set = PreservationSet {
+        format: FORMAT.into(),
+        split: SplitInfo {
+            file: "train".into(),
+            validation_size: config.data.validation_size,
+            split_seed: config.data.split_seed,
+        },
+        reference: reference_path.display().to_string(),
+        members: select(&scores, &subset, &preservation_options).unwrap(),
+        options: preservation_options,
+    };
+    let set_path = dir.path().join("preservation.json");
+    set.save(&set_path).unwrap();
+
+    // Extreme size pressure, from the reference's weights in both modes.
+    config.quant.gamma = 20.0;
+    config.train.steps = 150;
+    config.train.eval_every = 150;
+    config.train.checkpoint_every = 150;
+    config.train.init_from = Some(reference_path.clone());
+    config.safety = Some(SafetyConfig {
+        preservation_set: set_path,
+        reference: reference_path,
+        preservation_weight: 1.0,
+        preservation_batch_size: 32,
+        distillation_weight: 1.0,
+        temperature: 4.0,
+        check_every: 25,
+        max_preservation_drop: 2.0,
+        max_validation_drop: 2.0,
+        cooldown_steps: 50,
+        cooldown_gamma_factor: 0.1,
+        cooldown_preservation_factor: 2.0,
+        restore_fraction: 0.5,
+        breaches_before_rollback: 2,
+        prune_grace_steps: 50,
+    });
+    let positions: Vec<usize> = set
+        .members
+        .iter()
+        .map(|m| {
+            data.train
+                .source_indices
+                .iter()
+                .position(|&i| i == m.index)
+                .unwrap()
+        })
+        .collect();
+    let preservation = data.train.subset(&positions);
+    let reference_accuracy = evaluate(
+        &reference,
+        &preservation,
+        &config.data.input,
+        false,
+        500,
+        Device::Cpu,
+    )
+    .unwrap()
+    .accuracy;
+
+    let unguarded = train(&config, &options(Mode::Unsafe, &dir.path().join("unsafe"))).unwrap();
+    let unguarded_accuracy = evaluate(
+        &unguarded.learner.network,
+        &preservation,
+        &config.data.input,
+        true,
+        500,
+        Device::Cpu,
+    )
+    .unwrap()
+    .accuracy;
+    assert!(
+        unguarded_accuracy < reference_accuracy - 0.2,
+        "unsafe should collapse: {unguarded_accuracy} against the reference's {reference_accuracy}"
+    );
+
+    let guarded = train(&config, &options(Mode::Safe, &dir.path().join("safe"))).unwrap();
+    let certificate = guarded
+        .certificate
+        .expect("a finished safe run has a certificate");
+    assert!(certificate.met, "{certificate:?}");
+    assert!(
+        certificate.events.breaches > 0,
+        "the pressure must have caused breaches: {certificate:?}"
+    );
+    assert!((certificate.budget.reference_preservation - reference_accuracy).abs() < 1e-9);
+    let guarded_accuracy = evaluate(
+        &guarded.learner.network,
+        &preservation,
+        &config.data.input,
+        true,
+        500,
+        Device::Cpu,
+    )
+    .unwrap()
+    .accuracy;
+    assert!(
+        100.0 * (reference_accuracy - guarded_accuracy) <= 2.0 + 1e-9,
+        "safe lost more than its budget: {guarded_accuracy} against {reference_accuracy}"
+    );
+    // The events are in the run's log.
+    let log = std::fs::read_to_string(dir.path().join("safe/metrics.jsonl")).unwrap();
+    assert!(log.contains("\"event\":\"check\"") && log.contains("\"event\":\"final_gate\""));
+}
