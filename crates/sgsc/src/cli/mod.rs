@@ -1,7 +1,8 @@
-//! The `sgsc` command line: `train`, `eval`, `preserve` and `bench`. Each subcommand is a thin layer over the
+//! The `sgsc` command line: `train`, `eval`, `preserve`, `compare` and `bench`. Each subcommand is a thin layer over the
 //! library stages; nothing below this module knows about arguments or terminals.
 
 mod bench;
+mod compare;
 mod eval;
 mod preserve;
 mod train;
@@ -25,6 +26,8 @@ enum Command {
     Train(train::TrainArgs),
     /// Evaluate a checkpoint on the test split and print its size.
     Eval(eval::EvalArgs),
+    /// Train baseline, unsafe and safe over several seeds and tabulate them.
+    Compare(compare::CompareArgs),
     /// Build the preservation set from a baseline run's checkpoint.
     Preserve(preserve::PreserveArgs),
     /// Time training steps and inference of a config's network.
@@ -43,6 +46,7 @@ pub fn run() -> Result<()> {
     match Cli::parse().command {
         Command::Train(args) => train::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Compare(args) => compare::run(args),
         Command::Preserve(args) => preserve::run(args),
         Command::Bench(args) => bench::run(args),
     }

@@ -2,17 +2,14 @@
 //! run's training split only, and writes it as JSON plus a PNG montage.
 
 use super::{data_dirs, parse_device};
-use crate::data::mnist::{load_train_validation, IMAGE_SIDE};
-use crate::preserve::gradcam::grad_cam;
-use crate::preserve::montage::write_montage;
-use crate::preserve::{score, select, PreservationOptions, PreservationSet, SplitInfo, FORMAT};
+use crate::data::mnist::load_train_validation;
+use crate::preserve::{build_and_save, PreservationOptions, SplitInfo};
 use crate::train::checkpoint;
 use crate::train::config::ExperimentConfig;
 use crate::train::learner::Learner;
 use crate::train::Mode;
 use anyhow::{bail, Result};
 use clap::Args;
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 /// Arguments of `sgsc preserve`.
@@ -81,59 +78,31 @@ pub fn run(args: PreserveArgs) -> Result<()> {
         seed: args.seed,
         ..PreservationOptions::default()
     };
-    tracing::info!(
-        "scoring {} training images with the reference",
-        data.train.len()
-    );
-    let input = &config.data.input;
-    let scores = score(
-        &reference.network,
-        &data.train,
-        input,
-        config.train.eval_batch_size,
-        device,
-    )?;
-    let members = select(&scores, &data.train, &options)?;
-    let set = PreservationSet {
-        format: FORMAT.into(),
-        split: SplitInfo {
-            file: "train".into(),
-            validation_size: config.data.validation_size,
-            split_seed: config.data.split_seed,
-        },
-        reference: args.reference.display().to_string(),
-        options,
-        members,
+    let split = SplitInfo {
+        file: "train".into(),
+        validation_size: config.data.validation_size,
+        split_seed: config.data.split_seed,
     };
     let out = args
         .out
         .unwrap_or_else(|| args.reference.with_file_name("preservation.json"));
-    set.save(&out)?;
-
-    let position_of: HashMap<u32, usize> = data
-        .train
-        .source_indices
-        .iter()
-        .enumerate()
-        .map(|(position, &index)| (index, position))
-        .collect();
-    let positions: Vec<usize> = set
-        .members
-        .iter()
-        .map(|member| position_of[&member.index])
-        .collect();
-    let (inputs, _) = data.train.batch(&positions, input, None)?;
-    let (cams, _) = grad_cam(&reference.network, &inputs.f_to_device(device)?)?;
-    let images: Vec<&[u8]> = positions.iter().map(|&p| data.train.image(p)).collect();
     let montage = args.montage.unwrap_or_else(|| out.with_extension("png"));
-    write_montage(
+    tracing::info!(
+        "scoring {} training images with the reference",
+        data.train.len()
+    );
+    let set = build_and_save(
+        &reference.network,
+        &args.reference,
+        &data,
+        split,
+        &config.data.input,
+        options,
+        config.train.eval_batch_size,
+        device,
+        &out,
         &montage,
-        &set.members,
-        &images,
-        &cams.f_to_device(tch::Device::Cpu)?,
-        IMAGE_SIDE as u32,
     )?;
-
     let count = |criterion| {
         set.members
             .iter()

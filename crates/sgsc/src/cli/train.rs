@@ -1,11 +1,11 @@
 //! `sgsc train`: one run from a config, then the results table and `summary.json`.
 
 use super::{data_dirs, parse_device};
-use crate::report::{layer_table, results_table, summarize, write_summary, RunFacts};
+use crate::report::{layer_table, results_table, train_and_report};
 use crate::train::config::ExperimentConfig;
-use crate::train::trainer::{train, RunOptions};
+use crate::train::trainer::RunOptions;
 use crate::train::Mode;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -79,31 +79,13 @@ pub fn run(args: TrainArgs) -> Result<()> {
         config.quant.gamma,
         out_dir.display()
     );
-    let outcome = train(&config, &options)?;
-    if outcome.steps_done < config.train.steps {
+    let Some((summary, size)) = train_and_report(&config, &options)? else {
         println!(
-            "stopped at step {} of {}; continue with the same command and --resume",
-            outcome.steps_done, config.train.steps
+            "stopped at step {}; continue with the same command and --resume",
+            options.stop_at.unwrap_or_default()
         );
         return Ok(());
-    }
-    let facts = RunFacts {
-        mode: args.mode,
-        steps: config.train.steps,
-        wall_seconds: outcome.wall_seconds,
-        rollbacks: outcome.rollbacks,
-        certificate: outcome.certificate.clone(),
     };
-    let (summary, size) = summarize(
-        &outcome.learner.network,
-        &outcome.learner.original,
-        &config,
-        &outcome.data,
-        &options.data_dirs,
-        options.device,
-        facts,
-    )?;
-    write_summary(&out_dir.join("summary.json"), &summary).context("writing summary.json")?;
     if args.mode.quantizes() {
         println!("{}", layer_table(&size));
     }

@@ -19,7 +19,7 @@ pub mod gradcam;
 pub mod kmeans;
 pub mod montage;
 
-use crate::data::mnist::{InputOptions, Split};
+use crate::data::mnist::{InputOptions, Split, TrainValidation, IMAGE_SIDE};
 use crate::error::{Error, Result};
 use crate::models::Network;
 use serde::{Deserialize, Serialize};
@@ -368,6 +368,56 @@ fn interleave(lists: &[Vec<usize>]) -> Vec<usize> {
     (0..longest)
         .flat_map(|rank| lists.iter().filter_map(move |list| list.get(rank).copied()))
         .collect()
+}
+
+/// Builds the preservation set of `reference` (a float network) on `data`'s training split, with
+/// batches of `batch_size`, saves it to `out` and draws its montage to `montage`.
+#[allow(clippy::too_many_arguments)]
+pub fn build_and_save(
+    reference: &Network,
+    reference_path: &Path,
+    data: &TrainValidation,
+    split: SplitInfo,
+    input: &InputOptions,
+    options: PreservationOptions,
+    batch_size: usize,
+    device: Device,
+    out: &Path,
+    montage: &Path,
+) -> Result<PreservationSet> {
+    let scores = score(reference, &data.train, input, batch_size, device)?;
+    let members = select(&scores, &data.train, &options)?;
+    let set = PreservationSet {
+        format: FORMAT.into(),
+        split,
+        reference: reference_path.display().to_string(),
+        options,
+        members,
+    };
+    set.save(out)?;
+    let position_of: std::collections::HashMap<u32, usize> = data
+        .train
+        .source_indices
+        .iter()
+        .enumerate()
+        .map(|(position, &index)| (index, position))
+        .collect();
+    let positions: Vec<usize> = set
+        .members
+        .iter()
+        .map(|member| position_of[&member.index])
+        .collect();
+    let (inputs, _) = data.train.batch(&positions, input, None)?;
+    let (cams, _) = gradcam::grad_cam(reference, &inputs.f_to_device(device)?)?;
+    let images: Vec<&[u8]> = positions.iter().map(|&p| data.train.image(p)).collect();
+    montage::write_montage(
+        montage,
+        &set.members,
+        &images,
+        &cams.f_to_device(Device::Cpu)?,
+        IMAGE_SIDE as u32,
+    )?;
+    Ok(set)
 }
 
 impl PreservationSet {

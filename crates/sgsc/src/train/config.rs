@@ -133,12 +133,15 @@ pub struct SafetyConfig {
     pub max_preservation_drop: f64,
     /// Largest allowed drop of validation accuracy below the reference, in points.
     pub max_validation_drop: f64,
-    /// Steps of changed pressure after a breach.
+    /// Steps after a breach during which restored channels may not fall below their snapshot bits.
     pub cooldown_steps: i64,
-    /// Gamma is multiplied by this during a cool-down.
-    pub cooldown_gamma_factor: f64,
-    /// Lambda_p is multiplied by this during a cool-down.
-    pub cooldown_preservation_factor: f64,
+    /// Gamma is multiplied by this on each breach.
+    pub breach_gamma_factor: f64,
+    /// Lambda_p is multiplied by this on each breach.
+    pub breach_preservation_factor: f64,
+    /// Each safe check multiplies the gamma factor, and divides the lambda_p factor, by this,
+    /// back to at most 1.
+    pub pressure_recovery: f64,
     /// Share of the channels whose bits fell since the safe snapshot that a breach restores, most
     /// sensitive first (at least one).
     pub restore_fraction: f64,
@@ -156,11 +159,13 @@ impl SafetyConfig {
             self.distillation_weight,
             self.max_preservation_drop,
             self.max_validation_drop,
-            self.cooldown_gamma_factor,
-            self.cooldown_preservation_factor,
+            self.breach_gamma_factor,
+            self.breach_preservation_factor,
         ];
         if non_negative.iter().any(|v| v.is_nan() || *v < 0.0) {
             Some("safety weights, drops and factors must not be negative".into())
+        } else if self.pressure_recovery.is_nan() || self.pressure_recovery < 1.0 {
+            Some("safety.pressure_recovery must be at least 1".into())
         } else if self.temperature.is_nan() || self.temperature <= 0.0 {
             Some("safety.temperature must be positive".into())
         } else if self.preservation_batch_size == 0 || self.check_every < 1 {

@@ -4,13 +4,17 @@
 //!
 //! - Within budget: the state is safe; the trainer takes a snapshot (and may prune).
 //! - A breach: the trainer restores the channels responsible to the snapshot and keeps them from
-//!   shrinking, and the pressure changes (gamma scaled down, lambda_p up) for a cool-down.
-//! - `breaches_before_rollback` breaches in a row: the trainer rolls everything back to the snapshot.
+//!   shrinking for a cool-down, and the pressure changes: gamma is multiplied by
+//!   `breach_gamma_factor`, lambda_p by `breach_preservation_factor`.
+//! - `breaches_before_rollback` breaches in a row: the trainer rolls the model back to the snapshot.
+//! - Each safe check moves both factors back towards 1 by `recovery`. Together this is a
+//!   multiplicative-decrease, gradual-increase loop on the size pressure, which settles where the
+//!   model just stays within its budget instead of returning to the pressure that broke it.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The limits a compressed model must stay within, in accuracy points below the reference.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Budget {
     /// Reference accuracy on the preservation set (fraction).
     pub reference_preservation: f64,
@@ -42,7 +46,7 @@ pub enum Action {
 }
 
 /// Counts of what the controller decided over a run.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Events {
     /// Checks that found the model outside the budget.
     pub breaches: u32,
@@ -52,39 +56,76 @@ pub struct Events {
     pub rollbacks: u32,
 }
 
-/// Decides on each check and keeps the cool-down.
+/// How the pressure reacts to breaches and recovers on safe checks.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PressureSettings {
+    /// Gamma is multiplied by this on each breach (below 1).
+    pub breach_gamma_factor: f64,
+    /// Lambda_p is multiplied by this on each breach (above 1).
+    pub breach_preservation_factor: f64,
+    /// On each safe check, the gamma factor is multiplied and the lambda_p factor divided by
+    /// this (above 1), back to at most 1.
+    pub recovery: f64,
+}
+
+/// Decides on each check, keeps the cool-down and the current pressure.
 #[derive(Debug, Clone)]
 pub struct Controller {
     /// The budget checked.
     pub budget: Budget,
     breaches_before_rollback: u32,
     cooldown_steps: i64,
+    pressure: PressureSettings,
     consecutive_breaches: u32,
     cooldown_until: i64,
+    gamma_factor: f64,
+    preservation_factor: f64,
     /// What was decided so far.
     pub events: Events,
 }
 
 impl Controller {
-    /// A controller for `budget` that rolls back after `breaches_before_rollback` breaches in a row
-    /// and keeps the pressure changed for `cooldown_steps` after each breach.
-    pub fn new(budget: Budget, breaches_before_rollback: u32, cooldown_steps: i64) -> Self {
+    /// A controller for `budget` that rolls back after `breaches_before_rollback` breaches in a row,
+    /// holds restored channels for `cooldown_steps` after each breach and adapts the pressure.
+    pub fn new(
+        budget: Budget,
+        breaches_before_rollback: u32,
+        cooldown_steps: i64,
+        pressure: PressureSettings,
+    ) -> Self {
         Controller {
             budget,
             breaches_before_rollback: breaches_before_rollback.max(1),
             cooldown_steps,
+            pressure,
             consecutive_breaches: 0,
             cooldown_until: i64::MIN,
+            gamma_factor: 1.0,
+            preservation_factor: 1.0,
             events: Events::default(),
         }
+    }
+
+    /// The current multiplier of gamma.
+    pub fn gamma_factor(&self) -> f64 {
+        self.gamma_factor
+    }
+
+    /// The current multiplier of lambda_p.
+    pub fn preservation_factor(&self) -> f64 {
+        self.preservation_factor
     }
 
     /// Decides what to do at `step` given the accuracies (fractions) measured there.
     pub fn observe(&mut self, step: i64, preservation: f64, validation: f64) -> Action {
         if self.budget.is_met(preservation, validation) {
             self.consecutive_breaches = 0;
+            self.gamma_factor = (self.gamma_factor * self.pressure.recovery).min(1.0);
+            self.preservation_factor = (self.preservation_factor / self.pressure.recovery).max(1.0);
             return Action::Snapshot;
         }
+        self.gamma_factor *= self.pressure.breach_gamma_factor;
+        self.preservation_factor *= self.pressure.breach_preservation_factor;
         self.events.breaches += 1;
         self.consecutive_breaches += 1;
         self.cooldown_until = step + self.cooldown_steps;
@@ -98,7 +139,7 @@ impl Controller {
         }
     }
 
-    /// Whether `step` is inside a cool-down (changed pressure, restored channels held).
+    /// Whether `step` is inside a cool-down (restored channels held at their snapshot bits).
     pub fn cooling_down(&self, step: i64) -> bool {
         step < self.cooldown_until
     }
@@ -115,7 +156,38 @@ mod tests {
             max_preservation_drop: 0.5,
             max_validation_drop: 1.0,
         };
-        Controller::new(budget, 3, 100)
+        let pressure = PressureSettings {
+            breach_gamma_factor: 0.5,
+            breach_preservation_factor: 2.0,
+            recovery: 1.25,
+        };
+        Controller::new(budget, 3, 100, pressure)
+    }
+
+    #[test]
+    fn pressure_drops_on_breaches_and_recovers_on_safe_checks() {
+        let mut controller = controller();
+        assert_eq!(
+            (controller.gamma_factor(), controller.preservation_factor()),
+            (1.0, 1.0)
+        );
+        controller.observe(100, 0.90, 0.99);
+        controller.observe(200, 0.90, 0.99);
+        assert_eq!(
+            (controller.gamma_factor(), controller.preservation_factor()),
+            (0.25, 4.0)
+        );
+        controller.observe(300, 0.98, 0.99);
+        assert!((controller.gamma_factor() - 0.3125).abs() < 1e-12);
+        assert!((controller.preservation_factor() - 3.2).abs() < 1e-12);
+        for step in 4..20 {
+            controller.observe(100 * step, 0.98, 0.99);
+        }
+        assert_eq!(
+            (controller.gamma_factor(), controller.preservation_factor()),
+            (1.0, 1.0),
+            "capped at 1"
+        );
     }
 
     #[test]

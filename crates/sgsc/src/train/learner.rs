@@ -277,6 +277,11 @@ impl Learner {
         })
     }
 
+    /// Returns the network (not the optimizer) to a snapshot taken earlier.
+    pub fn restore_network(&mut self, snapshot: &Snapshot) -> Result<()> {
+        self.network.load_state(&snapshot.tensors)
+    }
+
     /// Returns to a snapshot taken earlier.
     pub fn restore(&mut self, snapshot: &Snapshot) -> Result<()> {
         self.load_state(&snapshot.tensors, snapshot.steps_taken)

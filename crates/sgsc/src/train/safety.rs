@@ -10,14 +10,17 @@
 //!   snapshot are ranked by the first-order change of the preservation loss that restoring them
 //!   would bring, `|sum g * (q_snapshot - q_now)|` with `g` the gradient with respect to the
 //!   quantized weights; the top `restore_fraction` go back to their snapshot weights, bits and
-//!   exponents (and Adam moments) and may not fall below their snapshot bits during the cool-down.
-//!   Repeated breaches roll the whole model back;
+//!   exponents (and Adam moments) and may not fall below their snapshot bits during the cool-down;
+//!   the controller lowers gamma and raises lambda_p, and lets them recover on safe checks.
+//!   Repeated breaches roll the model back (its tensors, not Adam's moments: a roll-back to the
+//!   starting snapshot would otherwise restart Adam from zero moments, whose first bias-corrected
+//!   steps move every weight by about one learning rate);
 //! - at the end, the final gate keeps the model only if it meets the budget, else the last safe
 //!   snapshot; the figures become the run's [`Certificate`].
 
 use super::checkpoint;
 use super::config::{ExperimentConfig, SafetyConfig};
-use super::controller::{Action, Budget, Controller, Events};
+use super::controller::{Action, Budget, Controller, Events, PressureSettings};
 use super::evaluate::evaluate;
 use super::learner::{Guidance, Learner, Snapshot};
 use super::Mode;
@@ -28,7 +31,7 @@ use crate::models::{Network, Weights};
 use crate::pack::prepare_for_storage;
 use crate::preserve::PreservationSet;
 use crate::quant::quantize;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::Path;
 use tch::{Device, Kind, Reduction, Tensor};
@@ -51,7 +54,7 @@ pub struct CheckReport {
 }
 
 /// The safety figures a model carries (its certificate).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Certificate {
     /// The budget, with the reference's accuracies.
     pub budget: Budget,
@@ -203,6 +206,11 @@ impl Guard {
                 budget,
                 safety.breaches_before_rollback,
                 safety.cooldown_steps,
+                PressureSettings {
+                    breach_gamma_factor: safety.breach_gamma_factor,
+                    breach_preservation_factor: safety.breach_preservation_factor,
+                    recovery: safety.pressure_recovery,
+                },
             ),
             sampler: EpochSampler::new(
                 preservation.len(),
@@ -244,24 +252,15 @@ impl Guard {
             labels.f_to_device(self.device)?,
         );
         let teacher_logits = tch::no_grad(|| self.reference.forward(&inputs, false, false))?;
-        let cooling = self.controller.cooling_down(step);
         Ok(Guidance {
             inputs,
             labels,
             teacher_logits,
             preservation_weight: self.safety.preservation_weight
-                * if cooling {
-                    self.safety.cooldown_preservation_factor
-                } else {
-                    1.0
-                },
+                * self.controller.preservation_factor(),
             distillation_weight: self.safety.distillation_weight,
             temperature: self.safety.temperature,
-            gamma_factor: if cooling {
-                self.safety.cooldown_gamma_factor
-            } else {
-                1.0
-            },
+            gamma_factor: self.controller.gamma_factor(),
         })
     }
 
@@ -316,7 +315,7 @@ impl Guard {
             }
             Action::RollBack => {
                 report.action = "rollback";
-                learner.restore(&self.snapshot)?;
+                learner.restore_network(&self.snapshot)?;
                 self.floors.iter_mut().for_each(|floor| *floor = None);
             }
         }

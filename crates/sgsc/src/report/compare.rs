@@ -1,0 +1,254 @@
+//! `compare`: baseline, unsafe and safe on the same harness, over several seeds (METHOD.md §5).
+//!
+//! For each seed: the `baseline` run is trained; its checkpoint is that seed's reference and its
+//! preservation set is built from it; then `unsafe` and `safe` both start from the reference's
+//! weights, so the only difference between them is the safety guard. A run whose folder already
+//! holds a `summary.json` is not trained again, and an interrupted run resumes from its
+//! checkpoint, so a comparison can be stopped and restarted.
+
+use super::{train_and_report, Summary};
+use crate::data::mnist::load_train_validation;
+use crate::error::{Error, Result};
+use crate::preserve::{build_and_save, PreservationOptions, SplitInfo};
+use crate::train::config::ExperimentConfig;
+use crate::train::safety::load_reference;
+use crate::train::trainer::{checkpoint_path, RunOptions};
+use crate::train::Mode;
+use std::path::PathBuf;
+use tch::Device;
+
+/// Where and how a comparison runs.
+#[derive(Debug, Clone)]
+pub struct ComparisonOptions {
+    /// Training seeds; each trains all three modes.
+    pub seeds: Vec<u64>,
+    /// Folder holding one folder per run (`<mode>-seed<seed>`), plus `comparison.csv`.
+    pub out_dir: PathBuf,
+    /// Data folders to search, in order.
+    pub data_dirs: Vec<PathBuf>,
+    /// Where tensors live.
+    pub device: Device,
+    /// How the preservation sets are built.
+    pub preservation: PreservationOptions,
+    /// Show progress bars.
+    pub progress: bool,
+}
+
+/// Trains (or reloads) every run of the comparison and returns their summaries, seed by seed in
+/// the order baseline, unsafe, safe.
+pub fn run_comparison(
+    config: &ExperimentConfig,
+    options: &ComparisonOptions,
+) -> Result<Vec<Summary>> {
+    let safety = config.safety.clone().ok_or_else(|| Error::Config {
+        path: "<config>".into(),
+        message: "compare needs a [safety] section for its safe runs".into(),
+    })?;
+    let mut summaries = Vec::new();
+    for &seed in &options.seeds {
+        let mut seeded = config.clone();
+        seeded.train.seed = seed;
+        seeded.safety = None;
+        let baseline_dir = options.out_dir.join(format!("baseline-seed{seed}"));
+        summaries.push(run_once(&seeded, Mode::Baseline, &baseline_dir, options)?);
+
+        let reference = checkpoint_path(&baseline_dir);
+        let preservation_set = baseline_dir.join("preservation.json");
+        if !preservation_set.exists() {
+            let network = load_reference(&reference, &seeded, options.device)?;
+            let data = load_train_validation(
+                &options.data_dirs,
+                seeded.data.validation_size,
+                seeded.data.split_seed,
+            )?;
+            let split = SplitInfo {
+                file: "train".into(),
+                validation_size: seeded.data.validation_size,
+                split_seed: seeded.data.split_seed,
+            };
+            build_and_save(
+                &network,
+                &reference,
+                &data,
+                split,
+                &seeded.data.input,
+                options.preservation.clone(),
+                seeded.train.eval_batch_size,
+                options.device,
+                &preservation_set,
+                &preservation_set.with_extension("png"),
+            )?;
+        }
+
+        let mut unguarded = seeded.clone();
+        unguarded.train.init_from = Some(reference.clone());
+        summaries.push(run_once(
+            &unguarded,
+            Mode::Unsafe,
+            &options.out_dir.join(format!("unsafe-seed{seed}")),
+            options,
+        )?);
+
+        let mut guarded = seeded.clone();
+        guarded.safety = Some(crate::train::config::SafetyConfig {
+            preservation_set,
+            reference,
+            ..safety.clone()
+        });
+        summaries.push(run_once(
+            &guarded,
+            Mode::Safe,
+            &options.out_dir.join(format!("safe-seed{seed}")),
+            options,
+        )?);
+    }
+    Ok(summaries)
+}
+
+/// One run of the comparison, or its saved summary if it already finished.
+fn run_once(
+    config: &ExperimentConfig,
+    mode: Mode,
+    out_dir: &std::path::Path,
+    options: &ComparisonOptions,
+) -> Result<Summary> {
+    let summary_path = out_dir.join("summary.json");
+    if let Ok(text) = std::fs::read_to_string(&summary_path) {
+        if let Ok(summary) = serde_json::from_str::<Summary>(&text) {
+            tracing::info!("{} already finished; using its summary", out_dir.display());
+            return Ok(summary);
+        }
+    }
+    tracing::info!(
+        "training {mode} (seed {}) into {}",
+        config.train.seed,
+        out_dir.display()
+    );
+    let run = RunOptions {
+        mode,
+        out_dir: out_dir.to_path_buf(),
+        data_dirs: options.data_dirs.clone(),
+        resume: true,
+        device: options.device,
+        progress: options.progress,
+        stop_at: None,
+    };
+    let (summary, _) = train_and_report(config, &run)?.ok_or_else(|| {
+        Error::Training(format!(
+            "{} stopped before its last step",
+            out_dir.display()
+        ))
+    })?;
+    Ok(summary)
+}
+
+/// Mean and sample standard deviation (0 for a single value).
+pub fn mean_and_std(values: &[f64]) -> (f64, f64) {
+    let n = values.len();
+    if n == 0 {
+        return (f64::NAN, f64::NAN);
+    }
+    let mean = values.iter().sum::<f64>() / n as f64;
+    if n == 1 {
+        return (mean, 0.0);
+    }
+    let variance = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+    (mean, variance.sqrt())
+}
+
+/// One row per mode: test accuracy mean ± std, size, ratio to float, train-test gap, controller
+/// events and wall time, over the seeds.
+pub fn comparison_table(summaries: &[Summary]) -> String {
+    let mut table = format!(
+        "{:<9} {:>5} {:>17} {:>19} {:>8} {:>15} {:>22} {:>8}\n",
+        "mode",
+        "runs",
+        "test accuracy",
+        "size (bytes)",
+        "ratio",
+        "train-test gap",
+        "breach/restore/rollback",
+        "wall"
+    );
+    for mode in ["baseline", "unsafe", "safe"] {
+        let runs: Vec<&Summary> = summaries.iter().filter(|s| s.mode == mode).collect();
+        if runs.is_empty() {
+            continue;
+        }
+        let column = |value: fn(&Summary) -> f64| {
+            mean_and_std(&runs.iter().map(|s| value(s)).collect::<Vec<_>>())
+        };
+        let (accuracy, accuracy_std) = column(|s| 100.0 * s.test_accuracy);
+        let (size, size_std) = column(|s| s.size_bytes as f64);
+        let (ratio, _) = column(|s| s.ratio_to_float);
+        let (gap, gap_std) = column(|s| 100.0 * s.train_test_gap);
+        let (wall, _) = column(|s| s.wall_seconds);
+        let events = runs.iter().fold([0u32; 3], |sum, s| {
+            let e = s.controller_events;
+            [
+                sum[0] + e.breaches,
+                sum[1] + e.restores,
+                sum[2] + e.rollbacks,
+            ]
+        });
+        table.push_str(&format!(
+            "{:<9} {:>5} {:>9.2} ± {:.2}% {:>10.0} ± {:<6.0} {:>8.4} {:>7.2} ± {:.2}pt {:>22} {:>7.0}s\n",
+            mode,
+            runs.len(),
+            accuracy,
+            accuracy_std,
+            size,
+            size_std,
+            ratio,
+            gap,
+            gap_std,
+            format!("{}/{}/{}", events[0], events[1], events[2]),
+            wall
+        ));
+    }
+    table
+}
+
+/// Every run as a CSV line (header first).
+pub fn comparison_csv(summaries: &[Summary]) -> String {
+    let mut csv = String::from(
+        "mode,seed,steps,test_accuracy,test_loss,train_accuracy,train_test_gap,validation_accuracy,size_bytes,size_kind,float_bytes,ratio_to_float,bits_per_weight,breaches,restores,rollbacks,wall_seconds\n",
+    );
+    for s in summaries {
+        let e = s.controller_events;
+        csv.push_str(&format!(
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+            s.mode,
+            s.seed,
+            s.steps,
+            s.test_accuracy,
+            s.test_loss,
+            s.train_accuracy,
+            s.train_test_gap,
+            s.validation_accuracy,
+            s.size_bytes,
+            s.size_kind,
+            s.float_bytes,
+            s.ratio_to_float,
+            s.bits_per_weight,
+            e.breaches,
+            e.restores,
+            e.rollbacks,
+            s.wall_seconds
+        ));
+    }
+    csv
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mean_and_sample_std() {
+        let (mean, std) = mean_and_std(&[99.0, 99.2, 99.4]);
+        assert!((mean - 99.2).abs() < 1e-12);
+        assert!((std - 0.2).abs() < 1e-12);
+        assert_eq!(mean_and_std(&[5.0]), (5.0, 0.0));
+    }
+}
