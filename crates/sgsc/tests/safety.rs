@@ -8,22 +8,9 @@ use sgsc::preserve::{score, select, PreservationOptions, PreservationSet, SplitI
 use sgsc::train::config::SafetyConfig;
 use sgsc::train::evaluate::evaluate;
 use sgsc::train::safety::load_reference;
-use sgsc::train::trainer::{checkpoint_path, train, RunOptions};
+use sgsc::train::trainer::{checkpoint_path, train};
 use sgsc::train::Mode;
-use std::path::Path;
 use tch::Device;
-
-fn options(mode: Mode, out_dir: &Path) -> RunOptions {
-    RunOptions {
-        mode,
-        out_dir: out_dir.to_path_buf(),
-        data_dirs: common::data_dirs(),
-        resume: false,
-        device: Device::Cpu,
-        progress: false,
-        stop_at: None,
-    }
-}
 
 #[test]
 fn extreme_gamma_collapses_unsafe_but_safe_keeps_its_budget() {
@@ -39,7 +26,11 @@ fn extreme_gamma_collapses_unsafe_but_safe_keeps_its_budget() {
 
     // A small float reference and its preservation set (100 of the first 2,000 training images).
     let reference_dir = dir.path().join("reference");
-    train(&config, &options(Mode::Baseline, &reference_dir)).unwrap();
+    train(
+        &config,
+        &common::run_options(Mode::Baseline, &reference_dir),
+    )
+    .unwrap();
     let reference_path = checkpoint_path(&reference_dir);
     let reference = load_reference(&reference_path, &config, Device::Cpu).unwrap();
     let data = load_train_validation(
@@ -104,34 +95,36 @@ fn extreme_gamma_collapses_unsafe_but_safe_keeps_its_budget() {
         })
         .collect();
     let preservation = data.train.subset(&positions);
-    let reference_accuracy = evaluate(
-        &reference,
-        &preservation,
-        &config.data.input,
-        false,
-        500,
-        Device::Cpu,
-    )
-    .unwrap()
-    .accuracy;
+    let preservation_accuracy = |network: &sgsc::models::Network, quantize: bool| {
+        evaluate(
+            network,
+            &preservation,
+            &config.data.input,
+            quantize,
+            500,
+            Device::Cpu,
+        )
+        .unwrap()
+        .accuracy
+    };
+    let reference_accuracy = preservation_accuracy(&reference, false);
 
-    let unguarded = train(&config, &options(Mode::Unsafe, &dir.path().join("unsafe"))).unwrap();
-    let unguarded_accuracy = evaluate(
-        &unguarded.learner.network,
-        &preservation,
-        &config.data.input,
-        true,
-        500,
-        Device::Cpu,
+    let unguarded = train(
+        &config,
+        &common::run_options(Mode::Unsafe, &dir.path().join("unsafe")),
     )
-    .unwrap()
-    .accuracy;
+    .unwrap();
+    let unguarded_accuracy = preservation_accuracy(&unguarded.learner.network, true);
     assert!(
         unguarded_accuracy < reference_accuracy - 0.2,
         "unsafe should collapse: {unguarded_accuracy} against the reference's {reference_accuracy}"
     );
 
-    let guarded = train(&config, &options(Mode::Safe, &dir.path().join("safe"))).unwrap();
+    let guarded = train(
+        &config,
+        &common::run_options(Mode::Safe, &dir.path().join("safe")),
+    )
+    .unwrap();
     let certificate = guarded
         .certificate
         .expect("a finished safe run has a certificate");
@@ -141,16 +134,7 @@ fn extreme_gamma_collapses_unsafe_but_safe_keeps_its_budget() {
         "the pressure must have caused breaches: {certificate:?}"
     );
     assert!((certificate.budget.reference_preservation - reference_accuracy).abs() < 1e-9);
-    let guarded_accuracy = evaluate(
-        &guarded.learner.network,
-        &preservation,
-        &config.data.input,
-        true,
-        500,
-        Device::Cpu,
-    )
-    .unwrap()
-    .accuracy;
+    let guarded_accuracy = preservation_accuracy(&guarded.learner.network, true);
     assert!(
         100.0 * (reference_accuracy - guarded_accuracy) <= 2.0 + 1e-9,
         "safe lost more than its budget: {guarded_accuracy} against {reference_accuracy}"

@@ -7,22 +7,10 @@ use sgsc::data::mnist::{load_test, load_train_validation};
 use sgsc::train::checkpoint;
 use sgsc::train::config::ExperimentConfig;
 use sgsc::train::learner::Learner;
-use sgsc::train::trainer::{checkpoint_path, train, RunOptions};
+use sgsc::train::trainer::{checkpoint_path, train};
 use sgsc::train::Mode;
 use std::path::Path;
 use tch::{Device, Tensor};
-
-fn options(mode: Mode, out_dir: &Path) -> RunOptions {
-    RunOptions {
-        mode,
-        out_dir: out_dir.to_path_buf(),
-        data_dirs: common::data_dirs(),
-        resume: false,
-        device: Device::Cpu,
-        progress: false,
-        stop_at: None,
-    }
-}
 
 fn small_config(steps: i64, batch_size: usize, eval_every: i64) -> ExperimentConfig {
     let mut config = common::mnist_config();
@@ -71,7 +59,11 @@ fn both_modes_learn_a_small_run() {
     let _one_at_a_time = common::training_lock();
     for mode in [Mode::Baseline, Mode::Unsafe] {
         let dir = tempfile::tempdir().unwrap();
-        let outcome = train(&small_config(150, 64, 50), &options(mode, dir.path())).unwrap();
+        let outcome = train(
+            &small_config(150, 64, 50),
+            &common::run_options(mode, dir.path()),
+        )
+        .unwrap();
         let lines = metric_lines(dir.path());
         assert_eq!(lines.len(), 3, "{mode}: one line per evaluation");
         let first = lines[0]["train_loss"].as_f64().unwrap();
@@ -101,16 +93,16 @@ fn interrupted_run_resumes_to_identical_state() {
     let _one_at_a_time = common::training_lock();
     let config = small_config(30, 32, 10);
     let straight = tempfile::tempdir().unwrap();
-    train(&config, &options(Mode::Unsafe, straight.path())).unwrap();
+    train(&config, &common::run_options(Mode::Unsafe, straight.path())).unwrap();
 
     let interrupted = tempfile::tempdir().unwrap();
-    let mut first_part = options(Mode::Unsafe, interrupted.path());
+    let mut first_part = common::run_options(Mode::Unsafe, interrupted.path());
     first_part.stop_at = Some(15);
     let stopped = train(&config, &first_part).unwrap();
     assert_eq!(stopped.steps_done, 15);
     let (info, _) = checkpoint::load(&checkpoint_path(interrupted.path())).unwrap();
     assert_eq!(info.step, 15);
-    let mut second_part = options(Mode::Unsafe, interrupted.path());
+    let mut second_part = common::run_options(Mode::Unsafe, interrupted.path());
     second_part.resume = true;
     train(&config, &second_part).unwrap();
 
@@ -135,10 +127,10 @@ fn resuming_with_another_config_is_refused() {
     let _one_at_a_time = common::training_lock();
     let dir = tempfile::tempdir().unwrap();
     let config = small_config(4, 8, 2);
-    train(&config, &options(Mode::Unsafe, dir.path())).unwrap();
+    train(&config, &common::run_options(Mode::Unsafe, dir.path())).unwrap();
     let mut other = config.clone();
     other.quant.gamma *= 2.0;
-    let mut resume = options(Mode::Unsafe, dir.path());
+    let mut resume = common::run_options(Mode::Unsafe, dir.path());
     resume.resume = true;
     assert!(matches!(
         train(&other, &resume),
@@ -167,7 +159,7 @@ fn non_finite_loss_changes_nothing_and_diverging_runs_roll_back() {
     let dir = tempfile::tempdir().unwrap();
     let mut diverging = small_config(6, 16, 3);
     diverging.train.learning_rate = 1e30;
-    let outcome = train(&diverging, &options(Mode::Baseline, dir.path())).unwrap();
+    let outcome = train(&diverging, &common::run_options(Mode::Baseline, dir.path())).unwrap();
     assert!(outcome.rollbacks >= 1, "expected roll-backs");
     let events = metric_lines(dir.path())
         .iter()

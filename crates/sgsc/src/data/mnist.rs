@@ -72,6 +72,15 @@ impl Split {
         &self.images[i * IMAGE_PIXELS..(i + 1) * IMAGE_PIXELS]
     }
 
+    /// Position of each image in this split, by its index in the original file.
+    pub fn positions_by_index(&self) -> std::collections::HashMap<u32, usize> {
+        self.source_indices
+            .iter()
+            .enumerate()
+            .map(|(position, &index)| (index, position))
+            .collect()
+    }
+
     /// The images at `positions`, in that order.
     pub fn subset(&self, positions: &[usize]) -> Split {
         let mut subset = Split::default();

@@ -12,6 +12,17 @@ pub use network::{Network, ParameterGroup, QuantizedLayerInfo, Weights};
 #[cfg(test)]
 pub(crate) mod fixtures {
     use super::{LayerConfig, ModelConfig, Network};
+    use tch::Tensor;
+
+    /// Overwrites `tensor` (keeping its shape) with `values`, outside autograd.
+    pub(crate) fn set_values(tensor: &Tensor, values: &[f32]) {
+        let shape = tensor.size();
+        tch::no_grad(|| {
+            tensor
+                .shallow_clone()
+                .copy_(&Tensor::from_slice(values).view(shape.as_slice()))
+        });
+    }
 
     /// conv(1->2, k3) relu batch_norm conv(2->3, k3) flatten linear(3*2*2 -> 4, bias) on a 1x6x6
     /// input: 2*9 + 3*2*9 + 4*12 = 120 weights.

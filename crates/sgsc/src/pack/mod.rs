@@ -241,38 +241,30 @@ pub fn prepare_for_storage(network: &Network) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::models::fixtures::set_values;
     use crate::models::fixtures::tiny_network;
-
-    fn set(tensor: &Tensor, values: &[f32]) {
-        let shape = tensor.size();
-        tch::no_grad(|| {
-            tensor
-                .shallow_clone()
-                .copy_(&Tensor::from_slice(values).view(shape.as_slice()))
-        });
-    }
 
     #[test]
     fn payload_matches_a_hand_count() {
         let network = tiny_network();
         // Layer 0: channel 0 codes {-1, 0, 1} (width 2), channel 1 all zero (dead).
         let w0 = network.quantized_weight(0);
-        set(
+        set_values(
             &w0.weight,
             &[
                 1.0, -1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
                 0.0, 0.0,
             ],
         );
-        set(&w0.exponent, &[0.0, 0.0]);
+        set_values(&w0.exponent, &[0.0, 0.0]);
         // Layer 1: every weight 3 at exponent 0 and 8 bits -> code 3, width 3, all channels alive.
         let w1 = network.quantized_weight(1);
-        set(&w1.weight, &[3.0; 54]);
-        set(&w1.exponent, &[0.0, 0.0, 0.0]);
+        set_values(&w1.weight, &[3.0; 54]);
+        set_values(&w1.exponent, &[0.0, 0.0, 0.0]);
         // Layer 2: codes -4 (width 3); biases non-zero.
         let w2 = network.quantized_weight(2);
-        set(&w2.weight, &[-4.0; 48]);
-        set(&w2.exponent, &[0.0; 4]);
+        set_values(&w2.weight, &[-4.0; 48]);
+        set_values(&w2.exponent, &[0.0; 4]);
         let report = payload_estimate(&network, &OriginalSize::of(&network)).unwrap();
         // Layer 0: 1 live channel x 2 bits x 9 = 18 bits -> 3 bytes; bitmap 1; per channel
         //   3 metadata + 8 batch norm = 11 -> 15 bytes.
@@ -297,12 +289,12 @@ mod tests {
     fn storage_form_rounds_exponents_and_silences_dead_channels() {
         let network = tiny_network();
         let w0 = network.quantized_weight(0);
-        set(&w0.weight, &[0.5; 18]);
-        set(&w0.bit_depth, &[8.0, 0.0]);
-        set(&w0.exponent, &[-3.0001, -2.0]);
+        set_values(&w0.weight, &[0.5; 18]);
+        set_values(&w0.bit_depth, &[8.0, 0.0]);
+        set_values(&w0.exponent, &[-3.0001, -2.0]);
         let norm = network.norm(0).unwrap();
-        set(&norm.running_mean, &[0.25, 0.125]);
-        set(&norm.running_var, &[2.0, 0.001]);
+        set_values(&norm.running_mean, &[0.25, 0.125]);
+        set_values(&norm.running_var, &[2.0, 0.001]);
         prepare_for_storage(&network).unwrap();
         let exponent = Vec::<f32>::try_from(&w0.exponent).unwrap();
         assert_eq!(exponent[0], half_round(-3.0001));

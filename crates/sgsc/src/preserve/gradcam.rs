@@ -46,16 +46,8 @@ pub fn class_activation_maps(feature_maps: &Tensor, logits: &Tensor) -> Result<T
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::models::fixtures::set_values;
     use crate::models::{LayerConfig, ModelConfig};
-
-    fn set(tensor: &Tensor, values: &[f32]) {
-        let shape = tensor.size();
-        tch::no_grad(|| {
-            tensor
-                .shallow_clone()
-                .copy_(&Tensor::from_slice(values).view(shape.as_slice()))
-        });
-    }
 
     #[test]
     fn map_matches_a_hand_computation() {
@@ -79,10 +71,10 @@ mod tests {
             ],
         };
         let network = Network::new(&config, 8.0, tch::Device::Cpu).unwrap();
-        set(&network.quantized_weight(0).weight, &[1.0, -1.0]);
+        set_values(&network.quantized_weight(0).weight, &[1.0, -1.0]);
         // Class 0 weights over (channel, position): channel 0 -> [1, 2, 0, 0], channel 1 -> [4, 0, 0, 0].
         // Class 1 weights: all zero.
-        set(
+        set_values(
             &network.quantized_weight(1).weight,
             &[
                 1.0, 2.0, 0.0, 0.0, 4.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0,

@@ -395,13 +395,7 @@ pub fn build_and_save(
         members,
     };
     set.save(out)?;
-    let position_of: std::collections::HashMap<u32, usize> = data
-        .train
-        .source_indices
-        .iter()
-        .enumerate()
-        .map(|(position, &index)| (index, position))
-        .collect();
+    let position_of = data.train.positions_by_index();
     let positions: Vec<usize> = set
         .members
         .iter()

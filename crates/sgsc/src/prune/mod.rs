@@ -148,24 +148,16 @@ pub fn channels_with_bits(network: &Network, index: usize) -> Result<Vec<i64>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::models::fixtures::set_values;
     use crate::models::fixtures::tiny_network;
     use crate::pack::prepare_for_storage;
-
-    fn set(tensor: &Tensor, values: &[f32]) {
-        let shape = tensor.size();
-        tch::no_grad(|| {
-            tensor
-                .shallow_clone()
-                .copy_(&Tensor::from_slice(values).view(shape.as_slice()))
-        });
-    }
 
     #[test]
     fn removing_dead_channels_leaves_outputs_unchanged() {
         let mut network = tiny_network();
         // Channel 1 of the first conv and channel 0 of the second are dead (zero bits).
-        set(&network.quantized_weight(0).bit_depth, &[8.0, 0.0]);
-        set(&network.quantized_weight(1).bit_depth, &[0.0, 8.0, 8.0]);
+        set_values(&network.quantized_weight(0).bit_depth, &[8.0, 0.0]);
+        set_values(&network.quantized_weight(1).bit_depth, &[0.0, 8.0, 8.0]);
         tch::manual_seed(1);
         let input = Tensor::randn([5, 1, 6, 6], (Kind::Float, Device::Cpu));
         // Train-mode pass to give the batch norm real statistics, then the stored form (dead

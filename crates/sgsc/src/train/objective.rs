@@ -101,7 +101,7 @@ pub fn gamma_at(gamma: f64, warmup_steps: i64, step: i64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::models::fixtures::tiny_network;
+    use crate::models::fixtures::{set_values, tiny_network};
 
     fn set_bits(network: &Network, index: usize, values: &[f32]) {
         let mut bits = network.quantized_weight(index).bit_depth.shallow_clone();
@@ -159,14 +159,6 @@ mod tests {
     #[test]
     fn l1_counts_only_low_bit_channels() {
         let network = tiny_network();
-        let set_values = |tensor: &Tensor, values: &[f32]| {
-            let shape = tensor.size();
-            tch::no_grad(|| {
-                tensor
-                    .shallow_clone()
-                    .copy_(&Tensor::from_slice(values).view(shape.as_slice()))
-            });
-        };
         let first = network.quantized_weight(0);
         set_values(&first.weight, &[[-1.0f32; 9], [0.5; 9]].concat());
         set_bits(&network, 0, &[0.5, 4.0]);

@@ -144,13 +144,7 @@ impl Guard {
                 set.split.validation_size, set.split.split_seed, config.data.validation_size, config.data.split_seed
             )));
         }
-        let position_of: HashMap<u32, usize> = data
-            .train
-            .source_indices
-            .iter()
-            .enumerate()
-            .map(|(position, &index)| (index, position))
-            .collect();
+        let position_of = data.train.positions_by_index();
         let positions = set
             .members
             .iter()

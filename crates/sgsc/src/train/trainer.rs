@@ -110,6 +110,16 @@ pub fn train(config: &ExperimentConfig, options: &RunOptions) -> Result<TrainOut
         config.to_toml().as_bytes(),
     )?;
     let mut metrics = MetricsLog::open(&options.out_dir.join("metrics.jsonl"), start_step)?;
+    let save_checkpoint = |learner: &Learner, step: i64| {
+        let info = CheckpointInfo {
+            format: checkpoint::FORMAT.into(),
+            mode: options.mode.name().into(),
+            step,
+            config: config.to_toml(),
+            original_weights: learner.original.weights,
+        };
+        checkpoint::save(&checkpoint_file, &info, &learner.state())
+    };
     let mut guard = match options.mode {
         Mode::Safe => Some(Guard::new(config, &data, &learner, options.device)?),
         Mode::Baseline | Mode::Unsafe => None,
@@ -264,14 +274,7 @@ pub fn train(config: &ExperimentConfig, options: &RunOptions) -> Result<TrainOut
             last_size = Some(headline.bytes);
         }
         if done % config.train.checkpoint_every == 0 || done == last_step {
-            let info = CheckpointInfo {
-                format: checkpoint::FORMAT.into(),
-                mode: options.mode.name().into(),
-                step: done,
-                config: config.to_toml(),
-                original_weights: learner.original.weights,
-            };
-            checkpoint::save(&checkpoint_file, &info, &learner.state())?;
+            save_checkpoint(&learner, done)?;
         }
     }
     progress.finish_and_clear();
@@ -281,14 +284,7 @@ pub fn train(config: &ExperimentConfig, options: &RunOptions) -> Result<TrainOut
             metrics.write(
                 &json!({"event": "final_gate", "step": last_step, "certificate": certificate}),
             )?;
-            let info = CheckpointInfo {
-                format: checkpoint::FORMAT.into(),
-                mode: options.mode.name().into(),
-                step: last_step,
-                config: config.to_toml(),
-                original_weights: learner.original.weights,
-            };
-            checkpoint::save(&checkpoint_file, &info, &learner.state())?;
+            save_checkpoint(&learner, last_step)?;
             Some(certificate)
         }
         _ => None,

@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 use sgsc::train::config::ExperimentConfig;
+use sgsc::train::trainer::RunOptions;
+use sgsc::train::Mode;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
@@ -34,4 +36,17 @@ pub fn data_dirs() -> Vec<PathBuf> {
     dirs.push(workspace().join("../shared/data"));
     dirs.push(workspace().join("data"));
     dirs
+}
+
+/// Options of a test run on the CPU, without a progress bar.
+pub fn run_options(mode: Mode, out_dir: &Path) -> RunOptions {
+    RunOptions {
+        mode,
+        out_dir: out_dir.to_path_buf(),
+        data_dirs: data_dirs(),
+        resume: false,
+        device: tch::Device::Cpu,
+        progress: false,
+        stop_at: None,
+    }
 }
