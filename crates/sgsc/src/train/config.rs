@@ -91,7 +91,8 @@ pub struct QuantConfig {
     pub learning_rate: f64,
     /// Adam epsilon of bit depths and exponents.
     pub adam_eps: f64,
-    /// Learning-rate schedule of bit depths and exponents.
+    /// Learning-rate schedule of bit depths and exponents (default cosine).
+    #[serde(default = "cosine")]
     pub schedule: Schedule,
     /// Weight gamma of the size term Q (average bits per original weight) in the loss.
     pub gamma: f64,
@@ -104,6 +105,10 @@ pub struct QuantConfig {
     /// Channels whose `relu(b)` is below this get the L1 pull (default 1 bit).
     #[serde(default = "one_bit")]
     pub l1_bit_threshold: f64,
+}
+
+fn cosine() -> Schedule {
+    Schedule::Cosine
 }
 
 fn one_bit() -> f64 {
