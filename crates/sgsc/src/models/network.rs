@@ -11,9 +11,10 @@ use crate::quant::QuantizedWeight;
 use std::collections::HashMap;
 use tch::{Device, Kind, Tensor};
 
-/// Batch-norm momentum and epsilon (PyTorch's defaults).
+/// Batch-norm momentum (PyTorch's default).
 const BATCH_NORM_MOMENTUM: f64 = 0.1;
-const BATCH_NORM_EPS: f64 = 1e-5;
+/// Batch-norm epsilon (PyTorch's default).
+pub const BATCH_NORM_EPS: f64 = 1e-5;
 
 /// Which optimizer group a parameter belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -437,6 +437,9 @@ impl PreservationSet {
                 set.format, set.split.file
             )));
         }
+        if set.members.is_empty() {
+            return Err(fail("the set has no members".into()));
+        }
         let mut indices: Vec<u32> = set.members.iter().map(|m| m.index).collect();
         indices.sort_unstable();
         indices.dedup();

@@ -39,6 +39,12 @@ pub fn remove_channels(network: &mut Network, index: usize, keep: &[i64]) -> Res
         .get(index)
         .cloned()
         .ok_or_else(|| Error::Model(format!("no quantized layer {index}")))?;
+    if index + 1 == network.quantized.len() {
+        return Err(Error::Model(format!(
+            "{}: the last layer's channels are the network's outputs (one per class) and cannot be removed",
+            info.name
+        )));
+    }
     let channels = network.quantized_weight(index).weight.size()[0];
     if keep.is_empty()
         || keep.windows(2).any(|w| w[0] >= w[1])

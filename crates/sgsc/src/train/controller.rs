@@ -128,7 +128,7 @@ impl Controller {
         self.preservation_factor *= self.pressure.breach_preservation_factor;
         self.events.breaches += 1;
         self.consecutive_breaches += 1;
-        self.cooldown_until = step + self.cooldown_steps;
+        self.cooldown_until = step.saturating_add(self.cooldown_steps);
         if self.consecutive_breaches >= self.breaches_before_rollback {
             self.consecutive_breaches = 0;
             self.events.rollbacks += 1;

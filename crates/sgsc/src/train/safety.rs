@@ -27,6 +27,7 @@ use super::Mode;
 use crate::data::mnist::{InputOptions, Split, TrainValidation};
 use crate::data::sampler::{preservation_rng, EpochSampler};
 use crate::error::{Error, Result};
+use crate::models::network::BATCH_NORM_EPS;
 use crate::models::{Network, Weights};
 use crate::pack::prepare_for_storage;
 use crate::preserve::PreservationSet;
@@ -88,6 +89,8 @@ pub struct Guard {
     reference: Network,
     controller: Controller,
     snapshot: Snapshot,
+    /// Whether the snapshot was measured within budget (the starting state may not be).
+    snapshot_safe: bool,
     floors: Vec<Option<Tensor>>,
     zero_since: Vec<Vec<Option<i64>>>,
     sampler: EpochSampler,
@@ -162,6 +165,9 @@ impl Guard {
             })
             .collect::<Result<Vec<_>>>()?;
         let preservation = data.train.subset(&positions);
+        if preservation.is_empty() {
+            return Err(fail("the preservation set is empty".into()));
+        }
         let reference = load_reference(&safety.reference, config, device)?;
         let batch = config.train.eval_batch_size;
         let reference_preservation = evaluate(
@@ -194,6 +200,23 @@ impl Guard {
             budget.max_preservation_drop,
             budget.max_validation_drop
         );
+        let start_preservation = evaluate(
+            &learner.network,
+            &preservation,
+            &config.data.input,
+            true,
+            batch,
+            device,
+        )?;
+        let start_validation = evaluate(
+            &learner.network,
+            &data.validation,
+            &config.data.input,
+            true,
+            batch,
+            device,
+        )?;
+        let snapshot_safe = budget.is_met(start_preservation.accuracy, start_validation.accuracy);
         let layers = learner.network.quantized.len();
         Ok(Guard {
             controller: Controller::new(
@@ -218,6 +241,7 @@ impl Guard {
                 .collect(),
             floors: (0..layers).map(|_| None).collect(),
             snapshot: learner.snapshot()?,
+            snapshot_safe,
             input: config.data.input,
             eval_batch_size: batch,
             seed: config.train.seed,
@@ -313,6 +337,15 @@ impl Guard {
                 self.floors.iter_mut().for_each(|floor| *floor = None);
             }
         }
+        if action == Action::Snapshot {
+            self.snapshot_safe = true;
+        } else {
+            // A channel's grace period counts safe time only.
+            self.zero_since
+                .iter_mut()
+                .flatten()
+                .for_each(|since| *since = None);
+        }
         Ok(report)
     }
 
@@ -342,7 +375,8 @@ impl Guard {
     /// bias or affine shift that would still reach the next layer). Returns how many.
     fn prune(&mut self, learner: &mut Learner, step: i64) -> Result<usize> {
         let mut removed = 0;
-        for index in 0..learner.network.quantized.len() {
+        // The last layer's channels are the outputs (the classes): never removed.
+        for index in 0..learner.network.quantized.len().saturating_sub(1) {
             let bits = Vec::<f32>::try_from(
                 &learner
                     .network
@@ -433,24 +467,31 @@ impl Guard {
             .min(candidates.len());
         let optimizer_state: HashMap<String, Tensor> =
             learner.optimizer.state().into_iter().collect();
+        let current: HashMap<String, Tensor> = learner.network.state().into_iter().collect();
         tch::no_grad(|| -> Result<()> {
             for &(_, index, channel) in &candidates[..count] {
-                let name = learner.network.quantized[index].name.clone();
-                let quantized = learner.network.quantized_weight(index);
-                for (suffix, tensor) in [
-                    ("weight", &quantized.weight),
-                    ("bit_depth", &quantized.bit_depth),
-                    ("exponent", &quantized.exponent),
-                ] {
-                    let full = format!("{name}.{suffix}");
-                    copy_row(tensor, self.snapshot.tensor(&full), channel)?;
+                let info = &learner.network.quantized[index];
+                let mut names: Vec<String> = ["weight", "bit_depth", "exponent", "bias"]
+                    .iter()
+                    .map(|suffix| format!("{}.{suffix}", info.name))
+                    .collect();
+                if let Some(norm) = info.norm {
+                    names.extend(
+                        ["running_mean", "running_var", "weight", "bias"]
+                            .iter()
+                            .map(|suffix| format!("layers.{norm}.{suffix}")),
+                    );
+                }
+                for name in names.iter().filter(|name| current.contains_key(*name)) {
+                    copy_row(&current[name], self.snapshot.tensor(name), channel)?;
                     for moment in ["m", "v"] {
-                        let moment_name = format!("adam.{moment}.{full}");
+                        let moment_name = format!("adam.{moment}.{name}");
                         if let Some(target) = optimizer_state.get(&moment_name) {
                             copy_row(target, self.snapshot.tensor(&moment_name), channel)?;
                         }
                     }
                 }
+                let quantized = learner.network.quantized_weight(index);
                 let floor = match self.floors[index].take() {
                     Some(floor) => floor,
                     None => quantized.bit_depth.f_full_like(f64::NEG_INFINITY)?,
@@ -503,7 +544,8 @@ impl Guard {
     }
 
     /// The final gate: puts the model in its stored form and keeps it only if it meets the
-    /// budget; otherwise returns to the last safe snapshot. Returns the certificate.
+    /// budget; otherwise returns to the last safe snapshot (if a snapshot was ever measured safe;
+    /// else the certificate says the budget is not met). Returns the certificate.
     pub fn final_gate(
         &mut self,
         learner: &mut Learner,
@@ -512,7 +554,7 @@ impl Guard {
         prepare_for_storage(&learner.network)?;
         let (mut preservation, mut validation) = self.measure(learner, data)?;
         let budget = self.controller.budget;
-        let restored = !budget.is_met(preservation, validation);
+        let restored = !budget.is_met(preservation, validation) && self.snapshot_safe;
         if restored {
             learner.restore(&self.snapshot)?;
             prepare_for_storage(&learner.network)?;
@@ -542,17 +584,32 @@ fn copy_row(target: &Tensor, source: Option<&Tensor>, row: i64) -> Result<()> {
     Ok(())
 }
 
-/// Channels of quantized layer `index` that output a non-zero constant even at zero bits (a bias,
-/// or the shift of an affine batch norm): removing them would change the network.
+/// Channels of quantized layer `index` that would still send a non-zero constant onwards at zero
+/// bits: a bias, or a batch norm whose evaluation output for a zero input, `shift - scale * mean /
+/// sqrt(var + eps)`, is not yet zero (its running mean decays only gradually). Removing them
+/// would change the network.
 fn constant_outputs(network: &Network, index: usize) -> Result<Vec<bool>> {
     let channels = network.quantized_weight(index).weight.size()[0] as usize;
     let mut constant = vec![false; channels];
-    let shift = network
-        .norm(index)
-        .and_then(|norm| norm.affine.as_ref())
-        .map(|(_, shift)| shift);
-    for tensor in [network.bias(index), shift].into_iter().flatten() {
-        let nonzero = Vec::<bool>::try_from(&tensor.f_ne(0.0)?.f_to_device(Device::Cpu)?)?;
+    let mut outputs: Vec<Tensor> = network
+        .bias(index)
+        .map(|bias| bias.f_detach())
+        .transpose()?
+        .into_iter()
+        .collect();
+    if let Some(norm) = network.norm(index) {
+        let mut zero_input = norm
+            .running_mean
+            .f_neg()?
+            .f_div(&norm.running_var.f_add_scalar(BATCH_NORM_EPS)?.f_sqrt()?)?;
+        if let Some((scale, shift)) = &norm.affine {
+            zero_input = zero_input.f_mul(scale)?.f_add(shift)?.f_detach()?;
+        }
+        outputs.push(zero_input);
+    }
+    for tensor in outputs {
+        let nonzero =
+            Vec::<bool>::try_from(&tensor.f_abs()?.f_gt(1e-6)?.f_to_device(Device::Cpu)?)?;
         for (flag, nonzero) in constant.iter_mut().zip(nonzero) {
             *flag |= nonzero;
         }

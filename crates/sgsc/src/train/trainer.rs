@@ -37,7 +37,8 @@ pub struct RunOptions {
     /// Show a progress bar.
     pub progress: bool,
     /// Stop (with a checkpoint) after this step of the schedule, as an interruption would; a
-    /// later run with `resume` continues exactly where this one stopped.
+    /// later run with `resume` continues exactly where this one stopped (in the `safe` mode the
+    /// model and optimizer do, while the guard starts afresh from the resumed state).
     pub stop_at: Option<i64>,
 }
 
@@ -218,6 +219,10 @@ pub fn train(config: &ExperimentConfig, options: &RunOptions) -> Result<TrainOut
                 .map_or(i64::MAX, |safety| safety.check_every);
             if done % check_every == 0 {
                 let check = guard.check(&mut learner, &data, done)?;
+                if check.pruned_channels > 0 {
+                    // The roll-back point for non-finite losses must have the network's shapes.
+                    last_good = learner.snapshot()?;
+                }
                 metrics.write(&json!({"event": "check", "mode": options.mode.name(), "check": check, "step": done}))?;
                 if check.action != "safe" || check.pruned_channels > 0 {
                     tracing::info!(
