@@ -112,6 +112,15 @@ impl SizeReport {
 
 /// Liveness of every output channel of every quantized layer (see the module docs).
 pub fn live_channels(network: &Network) -> Result<Vec<Vec<bool>>> {
+    Ok(live_channels_with_widths(network)?
+        .into_iter()
+        .map(|(alive, _)| alive)
+        .collect())
+}
+
+/// Liveness and stored integer width of every output channel of every quantized layer (the
+/// widths are needed for both, so they are computed once).
+fn live_channels_with_widths(network: &Network) -> Result<Vec<(Vec<bool>, Vec<u32>)>> {
     (0..network.quantized.len())
         .map(|index| {
             let widths = network.quantized_weight(index).channel_widths()?;
@@ -131,11 +140,12 @@ pub fn live_channels(network: &Network) -> Result<Vec<Vec<bool>>> {
                     *flag |= nonzero;
                 }
             }
-            Ok(widths
+            let alive = widths
                 .iter()
                 .zip(constant_outputs)
                 .map(|(&width, constant)| width > 0 || constant)
-                .collect())
+                .collect();
+            Ok((alive, widths))
         })
         .collect()
 }
@@ -154,11 +164,12 @@ pub fn float_bytes(network: &Network) -> i64 {
 /// Counts the bytes the packed model would take (see the module docs for the layout), against
 /// the size of the network the run started from.
 pub fn payload_estimate(network: &Network, original: &OriginalSize) -> Result<SizeReport> {
-    let alive = live_channels(network)?;
+    let (alive, widths): (Vec<Vec<bool>>, Vec<Vec<u32>>) =
+        live_channels_with_widths(network)?.into_iter().unzip();
     let mut layers = Vec::new();
     let mut total_code_bits = 0;
     for (index, info) in network.quantized.iter().enumerate() {
-        let widths = network.quantized_weight(index).channel_widths()?;
+        let widths = &widths[index];
         let live_inputs = info.source.map_or(info.input_channels, |source| {
             alive[source].iter().filter(|&&a| a).count() as i64
         });
@@ -180,7 +191,7 @@ pub fn payload_estimate(network: &Network, original: &OriginalSize) -> Result<Si
         let channels = widths.len() as i64;
         let bytes = (code_bits + 7) / 8 + (channels + 7) / 8 + alive_count * per_channel;
         let mut width_histogram = BTreeMap::new();
-        for &width in &widths {
+        for &width in widths {
             *width_histogram.entry(width).or_insert(0) += 1;
         }
         total_code_bits += code_bits;
