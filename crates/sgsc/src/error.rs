@@ -31,6 +31,9 @@ pub enum Error {
     /// Training could not continue (for example, non-finite losses even after rolling back).
     #[error("training: {0}")]
     Training(String),
+    /// A plot could not be drawn.
+    #[error("plot: {0}")]
+    Plot(String),
     /// A libtorch operation failed.
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),

@@ -32,6 +32,8 @@ fn comparison_runs_every_mode_and_reuses_finished_runs() {
             ..PreservationOptions::default()
         },
         progress: false,
+        safe_gamma: Some(0.5),
+        compress_overrides: vec!["train.learning_rate=2e-4".into()],
     };
     let summaries = run_comparison(&config, &options).unwrap();
     let modes: Vec<&str> = summaries.iter().map(|s| s.mode.as_str()).collect();
@@ -43,6 +45,12 @@ fn comparison_runs_every_mode_and_reuses_finished_runs() {
         "the safe run carries its certificate"
     );
     assert!(summaries[..2].iter().all(|s| s.safety.is_none()));
+    let gammas: Vec<Option<f64>> = summaries.iter().map(|s| s.gamma).collect();
+    assert_eq!(
+        gammas,
+        vec![None, Some(config.quant.gamma), Some(0.5)],
+        "unsafe keeps the config's gamma, safe takes its own"
+    );
 
     // The safe run was guarded by the baseline's own preservation set, and both compressing runs
     // started from the baseline's weights.
@@ -56,6 +64,22 @@ fn comparison_runs_every_mode_and_reuses_finished_runs() {
             "{run}: {saved}"
         );
     }
+
+    let learning_rates: Vec<f64> = ["baseline-seed3", "unsafe-seed3", "safe-seed3"]
+        .iter()
+        .map(|run| {
+            let path = dir.path().join(run).join("config.toml");
+            sgsc::train::config::ExperimentConfig::load(&path)
+                .unwrap()
+                .train
+                .learning_rate
+        })
+        .collect();
+    assert_eq!(
+        learning_rates,
+        vec![config.train.learning_rate, 2e-4, 2e-4],
+        "compress overrides reach the compressing runs only"
+    );
 
     // Finished runs are reused, not retrained.
     let again = run_comparison(&config, &options).unwrap();

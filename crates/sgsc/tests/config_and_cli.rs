@@ -52,6 +52,45 @@ fn unknown_keys_are_config_errors() {
 }
 
 #[test]
+fn overrides_replace_values_and_are_checked_like_the_file() {
+    let path = common::workspace().join("configs/mnist-cnn.toml");
+    let set = |overrides: &[&str]| {
+        let overrides: Vec<String> = overrides.iter().map(|o| o.to_string()).collect();
+        ExperimentConfig::load_with_overrides(&path, &overrides)
+    };
+    let config = set(&[
+        "quant.learning_rate=0.02",
+        "train.steps = 10",
+        "safety.distillation_weight=0",
+        "train.init_from=runs/x/checkpoint.safetensors",
+    ])
+    .unwrap();
+    assert_eq!(config.quant.learning_rate, 0.02);
+    assert_eq!(config.train.steps, 10);
+    assert_eq!(config.safety.unwrap().distillation_weight, 0.0);
+    assert_eq!(
+        config.train.init_from.unwrap(),
+        Path::new("runs/x/checkpoint.safetensors"),
+        "a bare word is a string"
+    );
+    let untouched = ExperimentConfig::load(&path).unwrap();
+    assert_eq!(set(&[]).unwrap(), untouched);
+    for (bad, expected) in [
+        ("quant.gama=0.1", "gama"),
+        ("train.steps=0", "train.steps"),
+        ("quant.gamma", "KEY=VALUE"),
+        ("model.input.size=3", "not a section"),
+    ] {
+        match set(&[bad]) {
+            Err(sgsc::Error::Config { message, .. }) => {
+                assert!(message.contains(expected), "{bad}: {message}")
+            }
+            other => panic!("{bad}: expected a config error, got {other:?}"),
+        }
+    }
+}
+
+#[test]
 fn impossible_networks_are_model_errors() {
     let mut config = common::mnist_config().model;
     config.layers.retain(|layer| *layer != LayerConfig::Flatten);

@@ -5,6 +5,7 @@ mod common;
 
 use sgsc::data::mnist::load_train_validation;
 use sgsc::preserve::{score, select, PreservationOptions, PreservationSet, SplitInfo, FORMAT};
+use sgsc::train::checkpoint;
 use sgsc::train::config::SafetyConfig;
 use sgsc::train::evaluate::evaluate;
 use sgsc::train::safety::load_reference;
@@ -142,4 +143,29 @@ fn extreme_gamma_collapses_unsafe_but_safe_keeps_its_budget() {
     // The events are in the run's log.
     let log = std::fs::read_to_string(dir.path().join("safe/metrics.jsonl")).unwrap();
     assert!(log.contains("\"event\":\"check\"") && log.contains("\"event\":\"final_gate\""));
+
+    // Interrupted between checks and resumed, the guarded run ends exactly where it ended in one
+    // go: the guard's snapshot, floors, pressure and event counts travel in the checkpoint.
+    let resumed_dir = dir.path().join("safe-resumed");
+    let mut first_part = common::run_options(Mode::Safe, &resumed_dir);
+    first_part.stop_at = Some(60);
+    train(&config, &first_part).unwrap();
+    let first_log = std::fs::read_to_string(resumed_dir.join("metrics.jsonl")).unwrap();
+    assert!(
+        first_log.contains("\"action\":\"restore\""),
+        "the guard acted before the interruption, so a fresh guard would end differently"
+    );
+    let mut second_part = common::run_options(Mode::Safe, &resumed_dir);
+    second_part.resume = true;
+    let resumed = train(&config, &second_part).unwrap();
+    assert_eq!(resumed.certificate.as_ref(), Some(&certificate));
+    let (_, at_once) = checkpoint::load(&checkpoint_path(&dir.path().join("safe"))).unwrap();
+    let (_, in_two_parts) = checkpoint::load(&checkpoint_path(&resumed_dir)).unwrap();
+    assert_eq!(at_once.len(), in_two_parts.len());
+    for (name, tensor) in &at_once {
+        assert!(
+            tensor.equal(&in_two_parts[name]),
+            "{name} differs after resume"
+        );
+    }
 }

@@ -228,6 +228,7 @@ fn pruning_cuts_optimizer_state_and_pruned_checkpoints_load() {
         step: 2,
         config: config.to_toml(),
         original_weights: learner.original.weights,
+        guard: None,
     };
     checkpoint::save(&path, &info, &learner.state()).unwrap();
     let (_, tensors) = checkpoint::load(&path).unwrap();

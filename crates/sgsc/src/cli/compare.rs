@@ -3,6 +3,7 @@
 use super::{data_dirs, parse_device};
 use crate::preserve::PreservationOptions;
 use crate::report::compare::{comparison_csv, comparison_table, run_comparison, ComparisonOptions};
+use crate::report::plot::accuracy_against_size;
 use crate::train::checkpoint::write_atomically;
 use crate::train::config::ExperimentConfig;
 use anyhow::Result;
@@ -19,12 +20,23 @@ pub struct CompareArgs {
     /// Number of seeds (0, 1, ...).
     #[arg(long, default_value_t = 3)]
     seeds: u64,
+    /// Set any config value, as `section.key=value` (TOML syntax; repeatable), for example
+    /// `--set quant.learning_rate=0.02`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+    /// Set a config value for the unsafe and safe runs only (repeatable), for example
+    /// `--compress-set train.learning_rate=2e-4` to fine-tune the baseline gently.
+    #[arg(long = "compress-set", value_name = "KEY=VALUE")]
+    compress_overrides: Vec<String>,
     /// Override train.steps.
     #[arg(long)]
     steps: Option<i64>,
-    /// Override quant.gamma.
+    /// Override quant.gamma (of the unsafe runs, and of the safe runs unless --safe-gamma).
     #[arg(long)]
     gamma: Option<f64>,
+    /// Gamma of the safe runs only, to compare the modes at about equal size.
+    #[arg(long)]
+    safe_gamma: Option<f64>,
     /// Folder of the comparison's runs.
     #[arg(long, default_value = "runs/compare")]
     out: PathBuf,
@@ -42,7 +54,7 @@ pub struct CompareArgs {
 /// Runs `sgsc compare`.
 pub fn run(args: CompareArgs) -> Result<()> {
     let device = parse_device(&args.device)?;
-    let mut config = ExperimentConfig::load(&args.config)?;
+    let mut config = ExperimentConfig::load_with_overrides(&args.config, &args.overrides)?;
     if let Some(steps) = args.steps {
         config.train.steps = steps;
     }
@@ -60,11 +72,19 @@ pub fn run(args: CompareArgs) -> Result<()> {
             ..PreservationOptions::default()
         },
         progress: std::io::stderr().is_terminal(),
+        safe_gamma: args.safe_gamma,
+        compress_overrides: args.compress_overrides,
     };
     let summaries = run_comparison(&config, &options)?;
     let csv = args.out.join("comparison.csv");
     write_atomically(&csv, comparison_csv(&summaries).as_bytes())?;
     print!("{}", comparison_table(&summaries));
     println!("(every run: {})", csv.display());
+    let plot = args.out.join("comparison.png");
+    let title = format!("{}: baseline, unsafe and safe", args.config.display());
+    match accuracy_against_size(&summaries, &title, &plot) {
+        Ok(()) => println!("(accuracy against size: {})", plot.display()),
+        Err(error) => tracing::warn!("no plot: {error}"),
+    }
     Ok(())
 }

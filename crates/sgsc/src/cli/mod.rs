@@ -27,6 +27,7 @@ enum Command {
     /// Evaluate a checkpoint on the test split and print its size.
     Eval(eval::EvalArgs),
     /// Train baseline, unsafe and safe over several seeds and tabulate them.
+    #[command(args_override_self = true)]
     Compare(compare::CompareArgs),
     /// Build the preservation set from a baseline run's checkpoint.
     Preserve(preserve::PreserveArgs),

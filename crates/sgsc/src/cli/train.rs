@@ -20,6 +20,10 @@ pub struct TrainArgs {
     /// guard; needs the [safety] section's reference run and preservation set).
     #[arg(long, default_value = "unsafe")]
     mode: Mode,
+    /// Set any config value, as `section.key=value` (TOML syntax; repeatable), for example
+    /// `--set quant.learning_rate=0.02`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
     /// Override train.steps.
     #[arg(long)]
     steps: Option<i64>,
@@ -48,7 +52,7 @@ pub struct TrainArgs {
 
 /// Runs `sgsc train`.
 pub fn run(args: TrainArgs) -> Result<()> {
-    let mut config = ExperimentConfig::load(&args.config)?;
+    let mut config = ExperimentConfig::load_with_overrides(&args.config, &args.overrides)?;
     if let Some(steps) = args.steps {
         config.train.steps = steps;
     }

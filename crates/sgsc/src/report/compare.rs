@@ -14,7 +14,7 @@ use crate::train::config::ExperimentConfig;
 use crate::train::safety::load_reference;
 use crate::train::trainer::{checkpoint_path, RunOptions};
 use crate::train::Mode;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use tch::Device;
 
 /// Where and how a comparison runs.
@@ -32,6 +32,12 @@ pub struct ComparisonOptions {
     pub preservation: PreservationOptions,
     /// Show progress bars.
     pub progress: bool,
+    /// Gamma of the safe runs when it differs from the config's (which the unsafe runs use): the
+    /// guard spends bytes on restores, so an equal-size comparison gives safe more pressure.
+    pub safe_gamma: Option<f64>,
+    /// Config overrides (`section.key=value`) for the unsafe and safe runs only, for example a
+    /// fine-tuning learning rate, since they start from the trained baseline.
+    pub compress_overrides: Vec<String>,
 }
 
 /// Trains (or reloads) every run of the comparison and returns their summaries, seed by seed in
@@ -40,10 +46,18 @@ pub fn run_comparison(
     config: &ExperimentConfig,
     options: &ComparisonOptions,
 ) -> Result<Vec<Summary>> {
-    let safety = config.safety.clone().ok_or_else(|| Error::Config {
+    // The compressing runs' config, checked before anything trains.
+    let overrides_label = Path::new("<compress overrides>");
+    let mut compressing = config.with_overrides(&options.compress_overrides, overrides_label)?;
+    let safety = compressing.safety.take().ok_or_else(|| Error::Config {
         path: "<config>".into(),
         message: "compare needs a [safety] section for its safe runs".into(),
     })?;
+    if let Some(gamma) = options.safe_gamma {
+        let mut guarded = compressing.clone();
+        guarded.quant.gamma = gamma;
+        guarded.validate(Path::new("--safe-gamma"))?;
+    }
     let mut summaries = Vec::new();
     for &seed in &options.seeds {
         let mut seeded = config.clone();
@@ -80,7 +94,8 @@ pub fn run_comparison(
             )?;
         }
 
-        let mut unguarded = seeded.clone();
+        let mut unguarded = compressing.clone();
+        unguarded.train.seed = seed;
         unguarded.train.init_from = Some(reference.clone());
         summaries.push(run_once(
             &unguarded,
@@ -89,7 +104,11 @@ pub fn run_comparison(
             options,
         )?);
 
-        let mut guarded = seeded.clone();
+        let mut guarded = compressing.clone();
+        guarded.train.seed = seed;
+        if let Some(gamma) = options.safe_gamma {
+            guarded.quant.gamma = gamma;
+        }
         guarded.safety = Some(crate::train::config::SafetyConfig {
             preservation_set,
             reference,
@@ -116,6 +135,14 @@ fn run_once(
     if let Ok(text) = std::fs::read_to_string(&summary_path) {
         if let Ok(summary) = serde_json::from_str::<Summary>(&text) {
             tracing::info!("{} already finished; using its summary", out_dir.display());
+            let saved = ExperimentConfig::load(&out_dir.join("config.toml"));
+            if saved.as_ref().ok() != Some(config) {
+                tracing::warn!(
+                    "{} was trained with another config than this comparison's (see its config.toml); \
+                     delete the folder or use another --out to train it again",
+                    out_dir.display()
+                );
+            }
             return Ok(summary);
         }
     }
@@ -160,9 +187,10 @@ pub fn mean_and_std(values: &[f64]) -> (f64, f64) {
 /// events and wall time, over the seeds.
 pub fn comparison_table(summaries: &[Summary]) -> String {
     let mut table = format!(
-        "{:<9} {:>5} {:>17} {:>19} {:>8} {:>15} {:>22} {:>8}\n",
+        "{:<9} {:>5} {:>6} {:>17} {:>19} {:>8} {:>15} {:>22} {:>8}\n",
         "mode",
         "runs",
+        "gamma",
         "test accuracy",
         "size (bytes)",
         "ratio",
@@ -191,10 +219,19 @@ pub fn comparison_table(summaries: &[Summary]) -> String {
                 sum[2] + e.rollbacks,
             ]
         });
+        let gammas: Vec<f64> = runs.iter().filter_map(|s| s.gamma).collect();
+        let gamma = match gammas.first() {
+            Some(first) if gammas.len() == runs.len() && gammas.iter().all(|g| g == first) => {
+                format!("{first}")
+            }
+            Some(_) => "mixed".into(),
+            None => "-".into(),
+        };
         table.push_str(&format!(
-            "{:<9} {:>5} {:>9.2} ± {:.2}% {:>10.0} ± {:<6.0} {:>8.4} {:>7.2} ± {:.2}pt {:>22} {:>7.0}s\n",
+            "{:<9} {:>5} {:>6} {:>9.2} ± {:.2}% {:>10.0} ± {:<6.0} {:>8.4} {:>7.2} ± {:.2}pt {:>22} {:>7.0}s\n",
             mode,
             runs.len(),
+            gamma,
             accuracy,
             accuracy_std,
             size,
@@ -212,15 +249,16 @@ pub fn comparison_table(summaries: &[Summary]) -> String {
 /// Every run as a CSV line (header first).
 pub fn comparison_csv(summaries: &[Summary]) -> String {
     let mut csv = String::from(
-        "mode,seed,steps,test_accuracy,test_loss,train_accuracy,train_test_gap,validation_accuracy,size_bytes,size_kind,float_bytes,ratio_to_float,bits_per_weight,breaches,restores,rollbacks,wall_seconds\n",
+        "mode,seed,steps,gamma,test_accuracy,test_loss,train_accuracy,train_test_gap,validation_accuracy,size_bytes,size_kind,float_bytes,ratio_to_float,bits_per_weight,breaches,restores,rollbacks,wall_seconds\n",
     );
     for s in summaries {
         let e = s.controller_events;
         csv.push_str(&format!(
-            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
             s.mode,
             s.seed,
             s.steps,
+            s.gamma.map(|g| g.to_string()).unwrap_or_default(),
             s.test_accuracy,
             s.test_loss,
             s.train_accuracy,

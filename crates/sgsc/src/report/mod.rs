@@ -1,7 +1,9 @@
 //! Reports stage: the figures of a finished run on the untouched test split, `summary.json`, and
-//! the tables printed at the end of a run; [`compare`] runs and tabulates the three modes.
+//! the tables printed at the end of a run; [`compare`] runs and tabulates the three modes and
+//! [`plot`] draws their accuracy against size.
 
 pub mod compare;
+pub mod plot;
 
 use crate::data::mnist::{load_test, TrainValidation};
 use crate::error::{Error, Result};
@@ -36,6 +38,9 @@ pub struct Summary {
     pub train_test_gap: f64,
     /// Accuracy on the validation split.
     pub validation_accuracy: f64,
+    /// Size pressure gamma of a quantized run (none for baseline and for older summaries).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gamma: Option<f64>,
     /// Bytes of the model: the payload estimate for quantized modes, float32 bytes for baseline.
     pub size_bytes: i64,
     /// What `size_bytes` counts: `payload-estimate` or `float32`.
@@ -122,6 +127,7 @@ pub fn summarize(
         train_accuracy: train_eval.accuracy,
         train_test_gap: train_eval.accuracy - test_eval.accuracy,
         validation_accuracy: validation_eval.accuracy,
+        gamma: quantize.then_some(config.quant.gamma),
         size_bytes: headline.bytes,
         size_kind: headline.kind.into(),
         float_bytes: size.float_bytes,

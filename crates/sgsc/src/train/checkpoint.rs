@@ -31,6 +31,9 @@ pub struct CheckpointInfo {
     pub config: String,
     /// Weight count of the starting network (N0).
     pub original_weights: i64,
+    /// The safety guard's bookkeeping in a `safe` run (JSON; its tensors are named `guard.*`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guard: Option<String>,
 }
 
 /// Writes `tensors` (all converted to f32) and `info` to `path` atomically.
@@ -175,6 +178,7 @@ mod tests {
             step: 7,
             config: "x = 1".into(),
             original_weights: 120,
+            guard: Some("{}".into()),
         }
     }
 

@@ -147,8 +147,8 @@ pub struct SafetyConfig {
     /// Each safe check multiplies the gamma factor, and divides the lambda_p factor, by this,
     /// back to at most 1.
     pub pressure_recovery: f64,
-    /// Share of the channels whose bits fell since the safe snapshot that a breach restores, most
-    /// sensitive first (at least one).
+    /// Share of the channels whose stored width fell since the safe snapshot that a breach
+    /// restores, most sensitive first (at least one).
     pub restore_fraction: f64,
     /// Breaches in a row after which the whole model rolls back to the safe snapshot.
     pub breaches_before_rollback: u32,
@@ -167,10 +167,10 @@ impl SafetyConfig {
             self.breach_gamma_factor,
             self.breach_preservation_factor,
         ];
-        if non_negative.iter().any(|v| v.is_nan() || *v < 0.0) {
-            Some("safety weights, drops and factors must not be negative".into())
-        } else if self.pressure_recovery.is_nan() || self.pressure_recovery < 1.0 {
-            Some("safety.pressure_recovery must be at least 1".into())
+        if non_negative.iter().any(|v| !v.is_finite() || *v < 0.0) {
+            Some("safety weights, drops and factors must be finite and not negative".into())
+        } else if !self.pressure_recovery.is_finite() || self.pressure_recovery < 1.0 {
+            Some("safety.pressure_recovery must be finite and at least 1".into())
         } else if self.temperature.is_nan() || self.temperature <= 0.0 {
             Some("safety.temperature must be positive".into())
         } else if self.preservation_batch_size == 0 || self.check_every < 1 {
@@ -188,11 +188,86 @@ impl SafetyConfig {
     }
 }
 
+/// A `--set` value: TOML (`0.5`, `true`, `"text"`, `[1, 2]`), else the text as a string.
+fn parse_override(value: &str) -> toml::Value {
+    toml::from_str::<toml::Table>(&format!("value = {value}"))
+        .ok()
+        .and_then(|mut table| table.remove("value"))
+        .unwrap_or_else(|| toml::Value::String(value.into()))
+}
+
+/// Sets `a.b.c` in `table`, creating sections that do not exist yet.
+fn set_dotted(
+    table: &mut toml::Table,
+    key: &str,
+    value: toml::Value,
+) -> std::result::Result<(), String> {
+    let mut parts: Vec<&str> = key.split('.').collect();
+    let last = parts
+        .pop()
+        .filter(|part| !part.is_empty())
+        .ok_or("empty key")?;
+    let mut section = table;
+    for part in parts {
+        section = section
+            .entry(part)
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .ok_or_else(|| format!("{part} is not a section"))?;
+    }
+    section.insert(last.into(), value);
+    Ok(())
+}
+
 impl ExperimentConfig {
     /// Reads and checks a config file.
     pub fn load(path: &Path) -> Result<Self> {
+        Self::load_with_overrides(path, &[])
+    }
+
+    /// Reads a config file, replaces the values named by `overrides` (`section.key=value`, the
+    /// value in TOML syntax, or a bare string), then checks the result as if it had been written
+    /// in the file: unknown keys and bad values are errors.
+    pub fn load_with_overrides(path: &Path, overrides: &[String]) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|source| Error::io(path, source))?;
-        Self::parse(&text, path)
+        if overrides.is_empty() {
+            // Straight from the text, so errors point at the line.
+            return Self::parse(&text, path);
+        }
+        let table: toml::Table = toml::from_str(&text).map_err(|error| Error::Config {
+            path: path.to_path_buf(),
+            message: error.to_string(),
+        })?;
+        Self::from_table(table, overrides, path)
+    }
+
+    /// This config with the values named by `overrides` replaced (as in
+    /// [`ExperimentConfig::load_with_overrides`]); `path` only labels errors.
+    pub fn with_overrides(&self, overrides: &[String], path: &Path) -> Result<Self> {
+        let table = toml::Table::try_from(self).map_err(|error| Error::Config {
+            path: path.to_path_buf(),
+            message: error.to_string(),
+        })?;
+        Self::from_table(table, overrides, path)
+    }
+
+    fn from_table(mut table: toml::Table, overrides: &[String], path: &Path) -> Result<Self> {
+        let fail = |message: String| Error::Config {
+            path: path.to_path_buf(),
+            message,
+        };
+        for assignment in overrides {
+            let (key, value) = assignment
+                .split_once('=')
+                .ok_or_else(|| fail(format!("override {assignment:?} is not KEY=VALUE")))?;
+            set_dotted(&mut table, key.trim(), parse_override(value.trim()))
+                .map_err(|message| fail(format!("override {assignment:?}: {message}")))?;
+        }
+        let config: ExperimentConfig = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| fail(e.to_string()))?;
+        config.validate(path)?;
+        Ok(config)
     }
 
     /// Parses and checks config text; `path` only labels errors.

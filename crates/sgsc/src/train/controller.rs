@@ -39,7 +39,8 @@ impl Budget {
 pub enum Action {
     /// Safe: keep this state as the safe snapshot.
     Snapshot,
-    /// Breach: restore the channels whose bits fell since the snapshot, most sensitive first.
+    /// Breach: restore the channels whose stored width fell since the snapshot, most sensitive
+    /// first.
     RestoreChannels,
     /// Repeated breach: return the whole model to the snapshot.
     RollBack,
@@ -66,6 +67,22 @@ pub struct PressureSettings {
     /// On each safe check, the gamma factor is multiplied and the lambda_p factor divided by
     /// this (above 1), back to at most 1.
     pub recovery: f64,
+}
+
+/// What a controller has learned during a run (saved in checkpoints, so a resumed run goes on
+/// with the same pressure, cool-down and event counts).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ControllerState {
+    /// Breaches since the last safe check.
+    pub consecutive_breaches: u32,
+    /// First step after the current cool-down.
+    pub cooldown_until: i64,
+    /// Current multiplier of gamma.
+    pub gamma_factor: f64,
+    /// Current multiplier of lambda_p.
+    pub preservation_factor: f64,
+    /// What was decided so far.
+    pub events: Events,
 }
 
 /// Decides on each check, keeps the cool-down and the current pressure.
@@ -139,6 +156,26 @@ impl Controller {
         }
     }
 
+    /// What the controller has learned so far.
+    pub fn state(&self) -> ControllerState {
+        ControllerState {
+            consecutive_breaches: self.consecutive_breaches,
+            cooldown_until: self.cooldown_until,
+            gamma_factor: self.gamma_factor,
+            preservation_factor: self.preservation_factor,
+            events: self.events,
+        }
+    }
+
+    /// Continues from a saved [`ControllerState`].
+    pub fn set_state(&mut self, state: ControllerState) {
+        self.consecutive_breaches = state.consecutive_breaches;
+        self.cooldown_until = state.cooldown_until;
+        self.gamma_factor = state.gamma_factor;
+        self.preservation_factor = state.preservation_factor;
+        self.events = state.events;
+    }
+
     /// Whether `step` is inside a cool-down (restored channels held at their snapshot bits).
     pub fn cooling_down(&self, step: i64) -> bool {
         step < self.cooldown_until
@@ -188,6 +225,21 @@ mod tests {
             (1.0, 1.0),
             "capped at 1"
         );
+    }
+
+    #[test]
+    fn a_restored_state_decides_as_the_original_would() {
+        let mut original = controller();
+        original.observe(100, 0.90, 0.99);
+        original.observe(200, 0.90, 0.99);
+        let mut resumed = controller();
+        resumed.set_state(original.state());
+        assert_eq!(resumed.state(), original.state());
+        assert!(resumed.cooling_down(250));
+        // The third breach in a row rolls back in both.
+        assert_eq!(resumed.observe(300, 0.90, 0.99), Action::RollBack);
+        assert_eq!(original.observe(300, 0.90, 0.99), Action::RollBack);
+        assert_eq!(resumed.state(), original.state());
     }
 
     #[test]

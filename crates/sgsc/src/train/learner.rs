@@ -70,9 +70,27 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// A snapshot of saved tensors (as named by [`Learner::state`]) and the optimizer's step count.
+    pub fn from_tensors(tensors: HashMap<String, Tensor>, steps_taken: i64) -> Self {
+        Snapshot {
+            tensors,
+            steps_taken,
+        }
+    }
+
     /// The saved copy of the tensor `name` (as named by [`Learner::state`]).
     pub fn tensor(&self, name: &str) -> Option<&Tensor> {
         self.tensors.get(name)
+    }
+
+    /// Every saved tensor by name.
+    pub fn tensors(&self) -> &HashMap<String, Tensor> {
+        &self.tensors
+    }
+
+    /// The optimizer's step count when the snapshot was taken.
+    pub fn steps_taken(&self) -> i64 {
+        self.steps_taken
     }
 }
 
@@ -256,8 +274,10 @@ impl Learner {
             }
         }
         let device = self.network.quantized_weight(0).weight.device();
+        // `guard.*` tensors belong to the safety guard, which loads its own.
         let on_device = tensors
             .iter()
+            .filter(|(name, _)| !name.starts_with("guard."))
             .map(|(name, tensor)| Ok((name.clone(), tensor.f_to_device(device)?)))
             .collect::<Result<HashMap<_, _>>>()?;
         self.network.load_state(&on_device)?;

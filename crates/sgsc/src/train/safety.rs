@@ -6,8 +6,8 @@
 //!   and the current pressure ([`Guidance`]);
 //! - every `check_every` steps the whole preservation set and validation are evaluated. When
 //!   safe, channels that stayed at zero bits through `prune_grace_steps` of safe checks are removed
-//!   and the state becomes the safe snapshot. On a breach, the channels whose bits fell since the
-//!   snapshot are ranked by the first-order change of the preservation loss that restoring them
+//!   and the state becomes the safe snapshot. On a breach, the channels whose stored integer width
+//!   fell since the snapshot (a drift of `b` that changes no code costs nothing) are ranked by the first-order change of the preservation loss that restoring them
 //!   would bring, `|sum g * (q_snapshot - q_now)|` with `g` the gradient with respect to the
 //!   quantized weights; the top `restore_fraction` go back to their snapshot weights, bits and
 //!   exponents (and Adam moments) and may not fall below their snapshot bits during the cool-down;
@@ -20,7 +20,7 @@
 
 use super::checkpoint;
 use super::config::{ExperimentConfig, SafetyConfig};
-use super::controller::{Action, Budget, Controller, Events, PressureSettings};
+use super::controller::{Action, Budget, Controller, ControllerState, Events, PressureSettings};
 use super::evaluate::evaluate;
 use super::learner::{Guidance, Learner, Snapshot};
 use super::Mode;
@@ -31,7 +31,7 @@ use crate::models::network::BATCH_NORM_EPS;
 use crate::models::{Network, Weights};
 use crate::pack::prepare_for_storage;
 use crate::preserve::PreservationSet;
-use crate::quant::quantize;
+use crate::quant::{quantize, QuantizedWeight};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::Path;
@@ -76,6 +76,21 @@ pub struct Certificate {
     /// The reference checkpoint.
     pub reference: String,
 }
+
+/// The guard's bookkeeping besides tensors, saved in checkpoints (as JSON) so that a resumed
+/// `safe` run continues exactly as an uninterrupted one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct GuardState {
+    controller: ControllerState,
+    snapshot_safe: bool,
+    snapshot_steps_taken: i64,
+    zero_since: Vec<Vec<Option<i64>>>,
+    pruned_channels: usize,
+}
+
+/// Checkpoint names of the safe snapshot's tensors and of the cool-down floors.
+const SNAPSHOT_PREFIX: &str = "guard.snapshot.";
+const FLOOR_PREFIX: &str = "guard.floor.";
 
 /// State of the safety guard during a run.
 #[derive(Debug)]
@@ -253,6 +268,81 @@ impl Guard {
         })
     }
 
+    /// What a checkpoint must carry to resume the guard: the safe snapshot and the cool-down
+    /// floors as tensors (named `guard.*`), the rest as JSON.
+    pub fn state(&self) -> Result<(Vec<(String, Tensor)>, String)> {
+        let mut tensors: Vec<(String, Tensor)> = self
+            .snapshot
+            .tensors()
+            .iter()
+            .map(|(name, tensor)| (format!("{SNAPSHOT_PREFIX}{name}"), tensor.shallow_clone()))
+            .collect();
+        tensors.extend(self.floors.iter().enumerate().filter_map(|(index, floor)| {
+            floor
+                .as_ref()
+                .map(|floor| (format!("{FLOOR_PREFIX}{index}"), floor.shallow_clone()))
+        }));
+        let state = GuardState {
+            controller: self.controller.state(),
+            snapshot_safe: self.snapshot_safe,
+            snapshot_steps_taken: self.snapshot.steps_taken(),
+            zero_since: self.zero_since.clone(),
+            pruned_channels: self.pruned_channels,
+        };
+        let json = serde_json::to_string(&state)
+            .map_err(|e| Error::Training(format!("guard state: {e}")))?;
+        Ok((tensors, json))
+    }
+
+    /// Continues from what [`Guard::state`] saved (`tensors` may hold other names too), for
+    /// `learner` as resumed from the same checkpoint. Inconsistent saved state is an error.
+    pub fn load_state(
+        &mut self,
+        learner: &Learner,
+        tensors: &HashMap<String, Tensor>,
+        json: &str,
+    ) -> Result<()> {
+        let bad = |message: String| Error::Training(format!("saved guard state: {message}"));
+        let state: GuardState = serde_json::from_str(json).map_err(|e| bad(e.to_string()))?;
+        let channels: Vec<i64> = (0..learner.network.quantized.len())
+            .map(|index| learner.network.quantized_weight(index).weight.size()[0])
+            .collect();
+        let timers: Vec<i64> = state.zero_since.iter().map(|l| l.len() as i64).collect();
+        if timers != channels {
+            return Err(bad(format!(
+                "zero-bit timers for {timers:?} channels, the network has {channels:?}"
+            )));
+        }
+        let mut snapshot = HashMap::new();
+        for (name, tensor) in learner.state() {
+            let saved = tensors
+                .get(&format!("{SNAPSHOT_PREFIX}{name}"))
+                .filter(|saved| saved.size() == tensor.size())
+                .ok_or_else(|| bad(format!("no snapshot of {name} in its shape")))?;
+            snapshot.insert(name, saved.f_to_device(self.device)?);
+        }
+        let floors = channels
+            .iter()
+            .enumerate()
+            .map(
+                |(index, &count)| match tensors.get(&format!("{FLOOR_PREFIX}{index}")) {
+                    Some(floor) if floor.size() != [count] => Err(bad(format!(
+                        "the floors of layer {index} have the wrong shape"
+                    ))),
+                    Some(floor) => Ok(Some(floor.f_to_device(self.device)?)),
+                    None => Ok(None),
+                },
+            )
+            .collect::<Result<Vec<_>>>()?;
+        self.snapshot = Snapshot::from_tensors(snapshot, state.snapshot_steps_taken);
+        self.floors = floors;
+        self.controller.set_state(state.controller);
+        self.snapshot_safe = state.snapshot_safe;
+        self.zero_since = state.zero_since;
+        self.pruned_channels = state.pruned_channels;
+        Ok(())
+    }
+
     /// The budget being guarded.
     pub fn budget(&self) -> Budget {
         self.controller.budget
@@ -418,7 +508,8 @@ impl Guard {
         Ok(removed)
     }
 
-    /// Restores the most sensitive channels whose bits fell since the snapshot. Returns how many.
+    /// Restores the most sensitive channels whose stored width fell since the snapshot. Returns how
+    /// many.
     fn restore_channels(&mut self, learner: &mut Learner) -> Result<usize> {
         let network = &learner.network;
         let layers = network.quantized.len();
@@ -440,7 +531,6 @@ impl Guard {
         let mut candidates: Vec<(f64, usize, i64)> = Vec::new();
         for index in 0..layers {
             let (weight, bits, exponent) = saved[index];
-            let now_bits = network.quantized_weight(index).bit_depth.f_relu()?;
             if weight.size() != network.quantized_weight(index).weight.size() {
                 continue;
             }
@@ -450,11 +540,19 @@ impl Guard {
                 .f_flatten(1, -1)?
                 .f_sum_dim_intlist(1, false, Kind::Float)?
                 .f_abs()?;
-            let fell = Vec::<bool>::try_from(
-                &now_bits
-                    .f_lt_tensor(&bits.f_relu()?.f_sub_scalar(1e-6)?)?
-                    .f_to_device(Device::Cpu)?,
-            )?;
+            let snapshot_widths = QuantizedWeight {
+                weight: weight.shallow_clone(),
+                bit_depth: bits.shallow_clone(),
+                exponent: exponent.shallow_clone(),
+            }
+            .channel_widths()?;
+            let fell: Vec<bool> = network
+                .quantized_weight(index)
+                .channel_widths()?
+                .iter()
+                .zip(&snapshot_widths)
+                .map(|(now, then)| now < then)
+                .collect();
             let change = Vec::<f32>::try_from(&change.f_to_device(Device::Cpu)?)?;
             candidates.extend(
                 (0..fell.len())

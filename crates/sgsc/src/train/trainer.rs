@@ -37,8 +37,8 @@ pub struct RunOptions {
     /// Show a progress bar.
     pub progress: bool,
     /// Stop (with a checkpoint) after this step of the schedule, as an interruption would; a
-    /// later run with `resume` continues exactly where this one stopped (in the `safe` mode the
-    /// model and optimizer do, while the guard starts afresh from the resumed state).
+    /// later run with `resume` continues exactly where this one stopped (the safety guard's
+    /// snapshot, floors and controller included).
     pub stop_at: Option<i64>,
 }
 
@@ -93,6 +93,7 @@ pub fn train(config: &ExperimentConfig, options: &RunOptions) -> Result<TrainOut
     }
     let checkpoint_file = checkpoint_path(&options.out_dir);
     let mut start_step = 0;
+    let mut resumed = None;
     if options.resume && checkpoint_file.exists() {
         let (info, tensors) = checkpoint::load(&checkpoint_file)?;
         let saved_config = ExperimentConfig::parse(&info.config, &checkpoint_file)?;
@@ -105,26 +106,46 @@ pub fn train(config: &ExperimentConfig, options: &RunOptions) -> Result<TrainOut
         learner.load_state(&tensors, info.step)?;
         start_step = info.step;
         tracing::info!("resuming from step {start_step}");
+        resumed = Some((info, tensors));
     }
     checkpoint::write_atomically(
         &options.out_dir.join("config.toml"),
         config.to_toml().as_bytes(),
     )?;
     let mut metrics = MetricsLog::open(&options.out_dir.join("metrics.jsonl"), start_step)?;
-    let save_checkpoint = |learner: &Learner, step: i64| {
+    let save_checkpoint = |learner: &Learner, guard: Option<&Guard>, step: i64| {
+        let mut tensors = learner.state();
+        let guard = match guard {
+            Some(guard) => {
+                let (guard_tensors, json) = guard.state()?;
+                tensors.extend(guard_tensors);
+                Some(json)
+            }
+            None => None,
+        };
         let info = CheckpointInfo {
             format: checkpoint::FORMAT.into(),
             mode: options.mode.name().into(),
             step,
             config: config.to_toml(),
             original_weights: learner.original.weights,
+            guard,
         };
-        checkpoint::save(&checkpoint_file, &info, &learner.state())
+        checkpoint::save(&checkpoint_file, &info, &tensors)
     };
     let mut guard = match options.mode {
         Mode::Safe => Some(Guard::new(config, &data, &learner, options.device)?),
         Mode::Baseline | Mode::Unsafe => None,
     };
+    if let (Some(guard), Some((info, tensors))) = (guard.as_mut(), &resumed) {
+        match &info.guard {
+            Some(json) => guard.load_state(&learner, tensors, json)?,
+            None => tracing::warn!(
+                "the checkpoint has no guard state (an older sgsc): the guard starts afresh"
+            ),
+        }
+    }
+    drop(resumed);
     let steps = config.train.steps;
     let progress = if options.progress {
         ProgressBar::new(steps as u64)
@@ -279,7 +300,7 @@ pub fn train(config: &ExperimentConfig, options: &RunOptions) -> Result<TrainOut
             last_size = Some(headline.bytes);
         }
         if done % config.train.checkpoint_every == 0 || done == last_step {
-            save_checkpoint(&learner, done)?;
+            save_checkpoint(&learner, guard.as_ref(), done)?;
         }
     }
     progress.finish_and_clear();
@@ -289,7 +310,7 @@ pub fn train(config: &ExperimentConfig, options: &RunOptions) -> Result<TrainOut
             metrics.write(
                 &json!({"event": "final_gate", "step": last_step, "certificate": certificate}),
             )?;
-            save_checkpoint(&learner, last_step)?;
+            save_checkpoint(&learner, Some(&*guard), last_step)?;
             Some(certificate)
         }
         _ => None,

@@ -1,0 +1,266 @@
+//! Test accuracy against model size as a PNG: every run of a comparison as a point coloured by
+//! mode, on a logarithmic size axis, with the published anchors of METHOD.md drawn in. Text is set
+//! in a bundled DejaVu Sans (`assets/`), so the plot looks the same on machines without fonts.
+
+use super::Summary;
+use crate::error::{Error, Result};
+use crate::train::checkpoint::write_atomically;
+use plotters::prelude::*;
+use plotters::style::FontStyle;
+use std::path::Path;
+use std::sync::OnceLock;
+
+/// A published result the plot is measured against.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Anchor {
+    /// What the point is.
+    pub label: &'static str,
+    /// Model size in bytes.
+    pub bytes: f64,
+    /// MNIST test accuracy in percent.
+    pub accuracy_percent: f64,
+}
+
+/// The bar of the mission: tinygrad's self-compression and Deep Compression's LeNet-5.
+pub const ANCHORS: [Anchor; 2] = [
+    Anchor {
+        label: "tinygrad self-compression",
+        bytes: 18_075.0,
+        accuracy_percent: 98.20,
+    },
+    Anchor {
+        label: "Deep Compression LeNet-5",
+        bytes: 44_000.0,
+        accuracy_percent: 99.26,
+    },
+];
+
+const FONT: &str = "sans-serif";
+const WIDTH: u32 = 960;
+const HEIGHT: u32 = 640;
+
+/// Colour of each mode's points (anything else is drawn grey).
+fn mode_colour(mode: &str) -> RGBColor {
+    match mode {
+        "baseline" => RGBColor(90, 90, 90),
+        "unsafe" => RGBColor(214, 39, 40),
+        "safe" => RGBColor(31, 119, 180),
+        _ => RGBColor(150, 150, 150),
+    }
+}
+
+/// Makes the bundled font known to plotters (once per process; the outcome is remembered).
+fn register_font() -> Result<()> {
+    static REGISTERED: OnceLock<bool> = OnceLock::new();
+    let registered = *REGISTERED.get_or_init(|| {
+        let bytes: &'static [u8] = include_bytes!("../../assets/DejaVuSans.ttf");
+        plotters::style::register_font(FONT, FontStyle::Normal, bytes).is_ok()
+    });
+    if registered {
+        Ok(())
+    } else {
+        Err(plot_error("the bundled font does not load"))
+    }
+}
+
+fn plot_error(message: impl std::fmt::Display) -> Error {
+    Error::Plot(message.to_string())
+}
+
+/// Draws test accuracy (percent) against size (bytes, log scale) for `summaries` and the
+/// [`ANCHORS`], and writes it as a PNG to `path` (atomically).
+pub fn accuracy_against_size(summaries: &[Summary], title: &str, path: &Path) -> Result<()> {
+    register_font()?;
+    let mut pixels = vec![255u8; (WIDTH * HEIGHT * 3) as usize];
+    draw(summaries, title, &mut pixels).map_err(plot_error)?;
+    let image = image::RgbImage::from_raw(WIDTH, HEIGHT, pixels)
+        .ok_or_else(|| plot_error("the plot buffer has the wrong size"))?;
+    let mut png = Vec::new();
+    image
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .map_err(plot_error)?;
+    write_atomically(path, &png)
+}
+
+/// The axis ranges that hold every point and anchor with a margin: sizes in bytes, accuracies
+/// in percent (never above 100).
+pub fn axis_ranges(summaries: &[Summary]) -> ((f64, f64), (f64, f64)) {
+    let sizes = summaries
+        .iter()
+        .map(|summary| summary.size_bytes as f64)
+        .chain(ANCHORS.iter().map(|anchor| anchor.bytes));
+    let accuracies = summaries
+        .iter()
+        .map(|summary| 100.0 * summary.test_accuracy)
+        .chain(ANCHORS.iter().map(|anchor| anchor.accuracy_percent));
+    let (smallest, largest) = sizes.fold((f64::INFINITY, 0.0f64), |(low, high), size| {
+        (low.min(size), high.max(size))
+    });
+    let (lowest, highest) = accuracies.fold((f64::INFINITY, 0.0f64), |(low, high), accuracy| {
+        (low.min(accuracy), high.max(accuracy))
+    });
+    (
+        (smallest / 1.5, largest * 1.5),
+        (lowest - 0.2, (highest + 0.2).min(100.0)),
+    )
+}
+
+/// An axis label for a size: `18 kB`, `350 kB`, or bytes below a kilobyte.
+fn kilobytes(bytes: f64) -> String {
+    if bytes >= 1000.0 {
+        format!("{:.0} kB", bytes / 1000.0)
+    } else {
+        format!("{bytes:.0} B")
+    }
+}
+
+fn draw(
+    summaries: &[Summary],
+    title: &str,
+    pixels: &mut [u8],
+) -> std::result::Result<(), Box<dyn std::error::Error>> {
+    let root = BitMapBackend::with_buffer(pixels, (WIDTH, HEIGHT)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let ((smallest, largest), (lowest, highest)) = axis_ranges(summaries);
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, (FONT, 22))
+        .margin(16)
+        .x_label_area_size(48)
+        .y_label_area_size(64)
+        // Sizes are drawn at log10(bytes) on a plain axis, so the labels can be round numbers of
+        // kilobytes wherever they fall.
+        .build_cartesian_2d(smallest.log10()..largest.log10(), lowest..highest)?;
+    chart
+        .configure_mesh()
+        .x_labels(12)
+        .x_desc("model size (bytes, log scale)")
+        .y_desc("MNIST test accuracy (%)")
+        .x_label_formatter(&|log_bytes| kilobytes(10f64.powf(*log_bytes)))
+        .y_label_formatter(&|accuracy| format!("{accuracy:.2}"))
+        .label_style((FONT, 14))
+        .draw()?;
+    for mode in ["baseline", "unsafe", "safe"] {
+        let colour = mode_colour(mode);
+        let points: Vec<(f64, f64)> = summaries
+            .iter()
+            .filter(|summary| summary.mode == mode)
+            .map(|summary| {
+                let bytes = summary.size_bytes as f64;
+                (bytes.log10(), 100.0 * summary.test_accuracy)
+            })
+            .collect();
+        if points.is_empty() {
+            continue;
+        }
+        chart
+            .draw_series(
+                points
+                    .into_iter()
+                    .map(|point| Circle::new(point, 6, colour.filled())),
+            )?
+            .label(mode)
+            .legend(move |(x, y)| Circle::new((x + 8, y), 6, colour.filled()));
+    }
+    chart
+        .draw_series(ANCHORS.iter().map(|anchor| {
+            EmptyElement::at((anchor.bytes.log10(), anchor.accuracy_percent))
+                + TriangleMarker::new((0, 0), 8, BLACK.filled())
+                + Text::new(
+                    format!(
+                        "{} ({:.0} B, {:.2}%)",
+                        anchor.label, anchor.bytes, anchor.accuracy_percent
+                    ),
+                    (10, -6),
+                    (FONT, 14),
+                )
+        }))?
+        .label("published anchors")
+        .legend(|(x, y)| TriangleMarker::new((x + 8, y), 8, BLACK.filled()));
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .label_font((FONT, 14))
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::controller::Events;
+
+    fn summary(mode: &str, size_bytes: i64, test_accuracy: f64) -> Summary {
+        Summary {
+            mode: mode.into(),
+            seed: 0,
+            steps: 10,
+            test_accuracy,
+            test_loss: 0.1,
+            train_accuracy: test_accuracy,
+            train_test_gap: 0.0,
+            validation_accuracy: test_accuracy,
+            gamma: None,
+            size_bytes,
+            size_kind: "payload-estimate".into(),
+            float_bytes: 350_592,
+            ratio_to_float: size_bytes as f64 / 350_592.0,
+            bits_per_weight: 1.0,
+            channels_alive: vec![[1, 1]],
+            wall_seconds: 1.0,
+            rollbacks: 0,
+            controller_events: Events::default(),
+            safety: None,
+        }
+    }
+
+    #[test]
+    fn axes_hold_every_run_and_anchor() {
+        let runs = [
+            summary("unsafe", 6_000, 0.99),
+            summary("safe", 300_000, 0.995),
+        ];
+        let ((smallest, largest), (lowest, highest)) = axis_ranges(&runs);
+        assert_eq!((smallest, largest), (4_000.0, 450_000.0));
+        assert!(
+            (lowest - 98.0).abs() < 1e-9,
+            "tinygrad's 98.20% is the lowest"
+        );
+        assert!((highest - 99.7).abs() < 1e-9);
+        let perfect = [summary("safe", 6_000, 1.0)];
+        assert_eq!(axis_ranges(&perfect).1 .1, 100.0, "never above 100%");
+    }
+
+    #[test]
+    fn plot_is_a_png_with_each_mode_in_its_colour() {
+        let runs = [
+            summary("baseline", 350_592, 0.9956),
+            summary("unsafe", 6_364, 0.9906),
+            summary("safe", 9_000, 0.9934),
+        ];
+        let folder = tempfile::tempdir().unwrap();
+        let path = folder.path().join("plot.png");
+        accuracy_against_size(&runs, "test", &path).unwrap();
+        let image = image::open(&path).unwrap().to_rgb8();
+        assert_eq!(image.dimensions(), (WIDTH, HEIGHT));
+        let count = |colour: RGBColor| {
+            image
+                .pixels()
+                .filter(|pixel| pixel.0 == [colour.0, colour.1, colour.2])
+                .count()
+        };
+        for mode in ["baseline", "unsafe", "safe"] {
+            // A filled circle of radius 6 in the chart and one in the legend.
+            assert!(count(mode_colour(mode)) > 2 * 80, "{mode} is drawn");
+        }
+        let only_safe = folder.path().join("safe.png");
+        accuracy_against_size(&runs[2..], "test", &only_safe).unwrap();
+        let image = image::open(&only_safe).unwrap().to_rgb8();
+        assert!(
+            !image.pixels().any(|pixel| pixel.0 == [214, 39, 40]),
+            "no unsafe colour without unsafe runs"
+        );
+    }
+}
