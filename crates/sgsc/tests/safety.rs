@@ -48,11 +48,7 @@ fn extreme_gamma_collapses_unsafe_but_safe_keeps_its_budget() {
     };
     let set = PreservationSet {
         format: FORMAT.into(),
-        split: SplitInfo {
-            file: "train".into(),
-            validation_size: config.data.validation_size,
-            split_seed: config.data.split_seed,
-        },
+        split: SplitInfo::train(config.data.validation_size, config.data.split_seed),
         reference: reference_path.display().to_string(),
         members: select(&scores, &subset, &preservation_options).unwrap(),
         options: preservation_options,

@@ -78,11 +78,7 @@ pub fn run(args: PreserveArgs) -> Result<()> {
         seed: args.seed,
         ..PreservationOptions::default()
     };
-    let split = SplitInfo {
-        file: "train".into(),
-        validation_size: config.data.validation_size,
-        split_seed: config.data.split_seed,
-    };
+    let split = SplitInfo::train(config.data.validation_size, config.data.split_seed);
     let out = args
         .out
         .unwrap_or_else(|| args.reference.with_file_name("preservation.json"));

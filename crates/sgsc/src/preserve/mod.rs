@@ -106,6 +106,17 @@ pub struct SplitInfo {
     pub split_seed: u64,
 }
 
+impl SplitInfo {
+    /// The training part of the train/validation split made with these settings.
+    pub fn train(validation_size: usize, split_seed: u64) -> Self {
+        SplitInfo {
+            file: "train".into(),
+            validation_size,
+            split_seed,
+        }
+    }
+}
+
 /// A preservation set as saved on disk.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -546,11 +557,7 @@ mod tests {
         };
         let set = PreservationSet {
             format: FORMAT.into(),
-            split: SplitInfo {
-                file: "train".into(),
-                validation_size: 5,
-                split_seed: 1,
-            },
+            split: SplitInfo::train(5, 1),
             reference: "ref.safetensors".into(),
             members: select(&scores, &split, &options).unwrap(),
             options,

@@ -53,10 +53,10 @@ pub fn run_comparison(
         path: "<config>".into(),
         message: "compare needs a [safety] section for its safe runs".into(),
     })?;
+    let mut guarded_base = compressing.clone();
     if let Some(gamma) = options.safe_gamma {
-        let mut guarded = compressing.clone();
-        guarded.quant.gamma = gamma;
-        guarded.validate(Path::new("--safe-gamma"))?;
+        guarded_base.quant.gamma = gamma;
+        guarded_base.validate(Path::new("--safe-gamma"))?;
     }
     let mut summaries = Vec::new();
     for &seed in &options.seeds {
@@ -75,11 +75,7 @@ pub fn run_comparison(
                 seeded.data.validation_size,
                 seeded.data.split_seed,
             )?;
-            let split = SplitInfo {
-                file: "train".into(),
-                validation_size: seeded.data.validation_size,
-                split_seed: seeded.data.split_seed,
-            };
+            let split = SplitInfo::train(seeded.data.validation_size, seeded.data.split_seed);
             build_and_save(
                 &network,
                 &reference,
@@ -104,11 +100,8 @@ pub fn run_comparison(
             options,
         )?);
 
-        let mut guarded = compressing.clone();
+        let mut guarded = guarded_base.clone();
         guarded.train.seed = seed;
-        if let Some(gamma) = options.safe_gamma {
-            guarded.quant.gamma = gamma;
-        }
         guarded.safety = Some(crate::train::config::SafetyConfig {
             preservation_set,
             reference,
@@ -128,7 +121,7 @@ pub fn run_comparison(
 fn run_once(
     config: &ExperimentConfig,
     mode: Mode,
-    out_dir: &std::path::Path,
+    out_dir: &Path,
     options: &ComparisonOptions,
 ) -> Result<Summary> {
     let summary_path = out_dir.join("summary.json");

@@ -7,8 +7,8 @@
 //! - every `check_every` steps the whole preservation set and validation are evaluated. When
 //!   safe, channels that stayed at zero bits through `prune_grace_steps` of safe checks are removed
 //!   and the state becomes the safe snapshot. On a breach, the channels whose stored integer width
-//!   fell since the snapshot (a drift of `b` that changes no code costs nothing) are ranked by the first-order change of the preservation loss that restoring them
-//!   would bring, `|sum g * (q_snapshot - q_now)|` with `g` the gradient with respect to the
+//!   fell since the snapshot (a drift of `b` that changes no code costs nothing) are ranked by the
+//!   first-order change of the preservation loss that restoring them would bring, `|sum g * (q_snapshot - q_now)|` with `g` the gradient with respect to the
 //!   quantized weights; the top `restore_fraction` go back to their snapshot weights, bits and
 //!   exponents (and Adam moments) and may not fall below their snapshot bits during the cool-down;
 //!   the controller lowers gamma and raises lambda_p, and lets them recover on safe checks.
@@ -31,7 +31,7 @@ use crate::models::network::BATCH_NORM_EPS;
 use crate::models::{Network, Weights};
 use crate::pack::prepare_for_storage;
 use crate::preserve::PreservationSet;
-use crate::quant::{quantize, QuantizedWeight};
+use crate::quant::QuantizedWeight;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::Path;
@@ -534,23 +534,22 @@ impl Guard {
             if weight.size() != network.quantized_weight(index).weight.size() {
                 continue;
             }
-            let restored = tch::no_grad(|| quantize(weight, bits, exponent))?;
+            let snapshot = QuantizedWeight {
+                weight: weight.shallow_clone(),
+                bit_depth: bits.shallow_clone(),
+                exponent: exponent.shallow_clone(),
+            };
+            let restored = tch::no_grad(|| snapshot.quantized())?;
             let change = gradients[index]
                 .f_mul(&restored.f_sub(&current[index])?)?
                 .f_flatten(1, -1)?
                 .f_sum_dim_intlist(1, false, Kind::Float)?
                 .f_abs()?;
-            let snapshot_widths = QuantizedWeight {
-                weight: weight.shallow_clone(),
-                bit_depth: bits.shallow_clone(),
-                exponent: exponent.shallow_clone(),
-            }
-            .channel_widths()?;
             let fell: Vec<bool> = network
                 .quantized_weight(index)
                 .channel_widths()?
                 .iter()
-                .zip(&snapshot_widths)
+                .zip(&snapshot.channel_widths()?)
                 .map(|(now, then)| now < then)
                 .collect();
             let change = Vec::<f32>::try_from(&change.f_to_device(Device::Cpu)?)?;
