@@ -99,7 +99,7 @@ fn impossible_networks_are_model_errors() {
         Err(sgsc::Error::Model(_))
     ));
     let mut tiny_input = common::mnist_config().model;
-    tiny_input.input = [1, 4, 4];
+    tiny_input.input = vec![1, 4, 4];
     assert!(matches!(
         Network::new(&tiny_input, 8.0, Device::Cpu),
         Err(sgsc::Error::Model(_))

@@ -69,6 +69,7 @@ fn extreme_gamma_collapses_unsafe_but_safe_keeps_its_budget() {
         preservation_batch_size: 32,
         distillation_weight: 1.0,
         temperature: 4.0,
+        train_distillation_weight: 0.0,
         check_every: 25,
         max_preservation_drop: 2.0,
         max_validation_drop: 2.0,

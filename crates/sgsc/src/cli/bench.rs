@@ -50,7 +50,9 @@ fn median_ms(repeats: usize, mut work: impl FnMut() -> Result<()>) -> Result<f64
 pub fn run(args: BenchArgs) -> Result<()> {
     let device = parse_device(&args.device)?;
     let config = ExperimentConfig::load(&args.config)?;
-    let [channels, height, width] = config.model.input;
+    let &[channels, height, width] = config.model.input.as_slice() else {
+        anyhow::bail!("sgsc bench measures image networks (input [channels, height, width])");
+    };
     println!(
         "libtorch threads: {}, device: {:?}",
         tch::get_num_threads(),

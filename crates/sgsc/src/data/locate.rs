@@ -50,6 +50,28 @@ pub const MNIST_FILES: [KnownFile; 4] = [
     },
 ];
 
+/// The character-level corpora, by the `dataset` name a config uses.
+pub const TEXT_FILES: [(&str, KnownFile); 2] = [
+    (
+        "names",
+        KnownFile {
+            relative_path: "names/names.txt",
+            sha256: "0a30b5557f192f32ab962680889aac5f6fda0f4cecf40a6d0b5694f58ea8cc4d",
+            mirrors: &["https://raw.githubusercontent.com/karpathy/makemore/master/"],
+        },
+    ),
+    (
+        "tinyshakespeare",
+        KnownFile {
+            relative_path: "tinyshakespeare/input.txt",
+            sha256: "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed",
+            mirrors: &[
+                "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/",
+            ],
+        },
+    ),
+];
+
 /// The data folders to search, in priority order: the flag, the environment variable, `./data`.
 pub fn candidate_dirs(flag: Option<&Path>) -> Vec<PathBuf> {
     let mut dirs = Vec::new();

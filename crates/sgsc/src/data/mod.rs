@@ -4,6 +4,8 @@
 //!   missing files from the canonical mirrors with a SHA-256 check.
 //! - [`idx`] reads MNIST's IDX files, validating every field.
 //! - [`mnist`] splits MNIST into train/validation (by seed) and keeps test apart.
+//! - [`text`] cuts a character corpus (names, Tiny Shakespeare) into train/validation/test blocks
+//!   and serves windows of characters with their next characters as targets.
 //! - [`sampler`] picks the examples of each step, reproducibly for a seed.
 //! - [`augment`] applies the small random shifts and rotations used while training.
 
@@ -12,6 +14,7 @@ pub mod idx;
 pub mod locate;
 pub mod mnist;
 pub mod sampler;
+pub mod text;
 
 use std::path::PathBuf;
 
@@ -61,6 +64,22 @@ pub enum DataError {
         expected: String,
         /// The digest of the file on disk.
         found: String,
+    },
+    /// Text contains a character outside the model's vocabulary.
+    #[error("the character {symbol:?} at position {position} is not in the model's vocabulary")]
+    UnknownSymbol {
+        /// The character.
+        symbol: char,
+        /// Its position in the text, in characters.
+        position: usize,
+    },
+    /// A token id names no symbol of the vocabulary.
+    #[error("token id {id} is outside the vocabulary of {vocabulary} symbols")]
+    UnknownId {
+        /// The id.
+        id: i64,
+        /// Symbols in the vocabulary.
+        vocabulary: usize,
     },
     /// The files are not on disk and could not be downloaded.
     #[error("{file} is not in any data folder ({searched}) and downloading it failed: {reason}. Put the data set in one of those folders or pass --data-dir.")]

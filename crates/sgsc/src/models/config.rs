@@ -1,13 +1,16 @@
 //! The `[model]` section of an experiment config: the input shape and a list of layers.
+//!
+//! An image network takes `input = [channels, height, width]`; a language model takes
+//! `input = [context]` (token ids) and starts with an `embedding` layer.
 
 use serde::{Deserialize, Serialize};
 
-/// A feed-forward network: input shape `[channels, height, width]` and its layers in order.
+/// A network: the shape of one input and its layers in order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
-    /// Shape of one input, `[channels, height, width]`.
-    pub input: [i64; 3],
+    /// Shape of one input: `[channels, height, width]` for images, `[context]` for token ids.
+    pub input: Vec<i64>,
     /// The layers, applied in order.
     pub layers: Vec<LayerConfig>,
 }
@@ -55,8 +58,34 @@ pub enum LayerConfig {
     },
     /// Flattens `[c, h, w]` to `[c * h * w]`, channel-major.
     Flatten,
+    /// Token embedding plus a learned position embedding (kept in float), on token ids.
+    Embedding {
+        /// Symbols in the vocabulary (the data's vocabulary must have exactly this many).
+        vocab_size: i64,
+        /// Width of the residual stream.
+        d_model: i64,
+    },
+    /// Pre-LayerNorm transformer block: causal multi-head self-attention, then an MLP, each
+    /// added to the residual stream. Query, key, value, output projection and both MLP layers are
+    /// quantized per output channel.
+    TransformerBlock {
+        /// Attention heads (`d_model` must be a multiple).
+        heads: i64,
+        /// Hidden units of the MLP per residual feature (default 4).
+        #[serde(default = "four")]
+        mlp_ratio: i64,
+        /// Whether the linear layers have biases (default false).
+        #[serde(default)]
+        bias: bool,
+    },
+    /// Layer normalisation over the features of each position, with a learned scale and shift.
+    LayerNorm,
 }
 
 fn one() -> i64 {
     1
+}
+
+fn four() -> i64 {
+    4
 }

@@ -1,9 +1,11 @@
-//! Models stage: networks declared in a config ([`config`]) and built from it ([`network`]).
-//! Every conv and linear layer is quantized; the paper's MNIST CNN lives in
-//! `configs/mnist-cnn.toml`, not in code.
+//! Models stage: networks declared in a config ([`config`]) and built from it ([`network`]),
+//! with the transformer's pieces in [`transformer`]. Every conv and linear layer is quantized;
+//! the paper's MNIST CNN lives in `configs/mnist-cnn.toml`, its char-level transformer in
+//! `configs/names-transformer.toml`, not in code.
 
 pub mod config;
 pub mod network;
+pub mod transformer;
 
 pub use config::{LayerConfig, ModelConfig};
 pub use network::{Network, ParameterGroup, QuantizedLayerInfo, Weights};
@@ -28,7 +30,7 @@ pub(crate) mod fixtures {
     /// input: 2*9 + 3*2*9 + 4*12 = 120 weights.
     pub(crate) fn tiny_network() -> Network {
         let config = ModelConfig {
-            input: [1, 6, 6],
+            input: vec![1, 6, 6],
             layers: vec![
                 LayerConfig::Conv2d {
                     out_channels: 2,
@@ -53,6 +55,34 @@ pub(crate) mod fixtures {
                 },
             ],
         };
+        Network::new(&config, 8.0, tch::Device::Cpu).expect("a valid fixture")
+    }
+
+    /// A two-block char-level transformer on 6 positions: vocabulary 5, d_model 8, 2 heads of 4,
+    /// MLP 2x (16 hidden units), final layer norm and a linear head.
+    pub(crate) fn tiny_transformer() -> Network {
+        let block = LayerConfig::TransformerBlock {
+            heads: 2,
+            mlp_ratio: 2,
+            bias: false,
+        };
+        let config = ModelConfig {
+            input: vec![6],
+            layers: vec![
+                LayerConfig::Embedding {
+                    vocab_size: 5,
+                    d_model: 8,
+                },
+                block.clone(),
+                block,
+                LayerConfig::LayerNorm,
+                LayerConfig::Linear {
+                    out_features: 5,
+                    bias: false,
+                },
+            ],
+        };
+        tch::manual_seed(7);
         Network::new(&config, 8.0, tch::Device::Cpu).expect("a valid fixture")
     }
 }

@@ -6,6 +6,7 @@
 //! count *live* fan-in: inputs coming from dead channels cost nothing.
 
 use super::config::{LayerConfig, ModelConfig};
+use super::transformer::{Embedding, LayerNorm, TransformerBlock, BLOCK_PARTS};
 use crate::error::{Error, Result};
 use crate::quant::QuantizedWeight;
 use std::collections::HashMap;
@@ -73,6 +74,12 @@ pub enum Layer {
     MaxPool(i64),
     /// Channel-major flattening.
     Flatten,
+    /// Token and position embeddings.
+    Embedding(Embedding),
+    /// A pre-LayerNorm transformer block (six quantized linear layers).
+    TransformerBlock(Box<TransformerBlock>),
+    /// Layer normalisation.
+    LayerNorm(LayerNorm),
 }
 
 /// How one quantized layer sits in the network.
@@ -80,7 +87,10 @@ pub enum Layer {
 pub struct QuantizedLayerInfo {
     /// Index of the layer in [`Network::layers`].
     pub layer: usize,
-    /// Name prefix of its tensors, e.g. `layers.0`.
+    /// Which linear layer of a transformer block (an index into
+    /// [`BLOCK_PARTS`](super::transformer::BLOCK_PARTS)); 0 for conv and linear layers.
+    pub part: usize,
+    /// Name prefix of its tensors, e.g. `layers.0` or `layers.1.query`.
     pub name: String,
     /// Index (into [`Network::quantized`]) of the quantized layer whose output channels are this
     /// layer's input channels; `None` when the input is the network's input.
@@ -118,6 +128,15 @@ enum Shape {
     Flat {
         features: i64,
     },
+    /// Token ids, one per position.
+    Tokens {
+        length: i64,
+    },
+    /// A vector per position.
+    Sequence {
+        length: i64,
+        features: i64,
+    },
 }
 
 /// Which weights a forward pass multiplies by.
@@ -130,6 +149,37 @@ pub enum Weights<'a> {
     /// Weights given by the caller, one tensor per quantized layer (for example detached copies
     /// of the quantized weights, to take gradients with respect to them).
     Given(&'a [Tensor]),
+}
+
+/// Names a quantized layer's tensors under `prefix`: weight, bias, bit depth and exponent.
+fn push_quantized(
+    push: &mut impl FnMut(String, &Tensor, Option<ParameterGroup>),
+    prefix: &str,
+    weight: &QuantizedWeight,
+    bias: Option<&Tensor>,
+) {
+    push(
+        format!("{prefix}.weight"),
+        &weight.weight,
+        Some(ParameterGroup::Weights),
+    );
+    if let Some(bias) = bias {
+        push(
+            format!("{prefix}.bias"),
+            bias,
+            Some(ParameterGroup::Weights),
+        );
+    }
+    push(
+        format!("{prefix}.bit_depth"),
+        &weight.bit_depth,
+        Some(ParameterGroup::Quantizer),
+    );
+    push(
+        format!("{prefix}.exponent"),
+        &weight.exponent,
+        Some(ParameterGroup::Quantizer),
+    );
 }
 
 /// A named tensor of the network: a trainable parameter (with its group) or a buffer.
@@ -152,17 +202,25 @@ impl Network {
     /// `initial_bit_depth` bits. Tensors live on `device`.
     pub fn new(config: &ModelConfig, initial_bit_depth: f64, device: Device) -> Result<Self> {
         let bad = |index: usize, message: String| Error::Model(format!("layer {index}: {message}"));
-        let [channels, height, width] = config.input;
-        if channels < 1 || height < 1 || width < 1 {
+        if config.input.iter().any(|&side| side < 1) {
             return Err(Error::Model(format!(
                 "input shape {:?} must be positive",
                 config.input
             )));
         }
-        let mut shape = Shape::Map {
-            channels,
-            height,
-            width,
+        let mut shape = match *config.input.as_slice() {
+            [channels, height, width] => Shape::Map {
+                channels,
+                height,
+                width,
+            },
+            [length] => Shape::Tokens { length },
+            _ => {
+                return Err(Error::Model(format!(
+                    "input shape {:?} must be [channels, height, width] (images) or [context] (token ids)",
+                    config.input
+                )))
+            }
         };
         let mut source: Option<usize> = None;
         let mut positions_per_channel = 1i64;
@@ -204,6 +262,7 @@ impl Network {
                     let weight = uniform(&[out_channels, channels, kernel, kernel], bound, device)?;
                     quantized.push(QuantizedLayerInfo {
                         layer: index,
+                        part: 0,
                         name,
                         source,
                         input_channels: channels,
@@ -230,7 +289,10 @@ impl Network {
                         padding,
                     })
                 }
-                (&LayerConfig::Linear { out_features, bias }, Shape::Flat { features }) => {
+                (
+                    &LayerConfig::Linear { out_features, bias },
+                    Shape::Flat { features } | Shape::Sequence { features, .. },
+                ) => {
                     if out_features < 1 {
                         return Err(bad(index, "linear needs positive out_features".into()));
                     }
@@ -238,6 +300,7 @@ impl Network {
                     let weight = uniform(&[out_features, features], bound, device)?;
                     quantized.push(QuantizedLayerInfo {
                         layer: index,
+                        part: 0,
                         name,
                         source,
                         input_channels: features / positions_per_channel,
@@ -246,8 +309,14 @@ impl Network {
                     });
                     source = Some(quantized.len() - 1);
                     positions_per_channel = 1;
-                    shape = Shape::Flat {
-                        features: out_features,
+                    shape = match shape {
+                        Shape::Sequence { length, .. } => Shape::Sequence {
+                            length,
+                            features: out_features,
+                        },
+                        _ => Shape::Flat {
+                            features: out_features,
+                        },
                     };
                     Layer::Linear(Linear {
                         weight: QuantizedWeight::new(
@@ -270,6 +339,10 @@ impl Network {
                                 index,
                                 "batch_norm right after flatten is not supported; place it before"
                                     .into(),
+                            )),
+                            Shape::Tokens { .. } | Shape::Sequence { .. } => return Err(bad(
+                                index,
+                                "batch_norm is for images; use layer_norm on sequences".into(),
                             )),
                         };
                     if let Some(source) = source {
@@ -327,30 +400,94 @@ impl Network {
                     Layer::Flatten
                 }
                 (LayerConfig::Flatten, Shape::Flat { .. }) => Layer::Flatten,
+                (&LayerConfig::Embedding { vocab_size, d_model }, Shape::Tokens { length }) => {
+                    if vocab_size < 1 || d_model < 1 {
+                        return Err(bad(
+                            index,
+                            "embedding needs positive vocab_size and d_model".into(),
+                        ));
+                    }
+                    shape = Shape::Sequence {
+                        length,
+                        features: d_model,
+                    };
+                    source = None;
+                    Layer::Embedding(Embedding::new(vocab_size, length, d_model, device)?)
+                }
+                (
+                    &LayerConfig::TransformerBlock {
+                        heads,
+                        mlp_ratio,
+                        bias,
+                    },
+                    Shape::Sequence { features, .. },
+                ) => {
+                    let block = TransformerBlock::new(
+                        features,
+                        heads,
+                        mlp_ratio,
+                        bias,
+                        initial_bit_depth,
+                        device,
+                    )
+                    .map_err(|error| bad(index, error.to_string()))?;
+                    // Query, key, value and the MLP's first layer read the residual stream
+                    // (never removed); the projection reads the values, the MLP's second layer
+                    // the hidden units.
+                    let first = quantized.len();
+                    for (part, linear) in block.parts.iter().enumerate() {
+                        let source = match part {
+                            3 => Some(first + 2),
+                            5 => Some(first + 4),
+                            _ => None,
+                        };
+                        quantized.push(QuantizedLayerInfo {
+                            layer: index,
+                            part,
+                            name: format!("{name}.{}", BLOCK_PARTS[part]),
+                            source,
+                            input_channels: linear.weight.weight.size()[1],
+                            positions_per_input: 1,
+                            norm: None,
+                        });
+                    }
+                    source = None;
+                    Layer::TransformerBlock(Box::new(block))
+                }
+                (LayerConfig::LayerNorm, Shape::Sequence { features, .. } | Shape::Flat { features }) => {
+                    source = None;
+                    Layer::LayerNorm(LayerNorm::new(features, device)?)
+                }
                 (LayerConfig::Linear { .. }, Shape::Map { .. }) => {
                     return Err(bad(
                         index,
                         "linear needs a flat input: add a flatten layer before it".into(),
                     ))
                 }
-                (other, Shape::Flat { .. }) => {
+                (other, Shape::Tokens { .. }) => {
+                    return Err(bad(
+                        index,
+                        format!("{other:?} cannot take token ids: start with an embedding"),
+                    ))
+                }
+                (other, Shape::Flat { .. } | Shape::Sequence { .. } | Shape::Map { .. }) => {
                     return Err(bad(
                         index,
                         format!(
-                            "{other:?} needs a [channels, height, width] input, not a flat one"
+                            "{other:?} does not fit its input (images need [channels, height, width], token ids an embedding first)"
                         ),
                     ))
                 }
             };
             layers.push(built);
         }
-        let Shape::Flat {
-            features: output_features,
-        } = shape
-        else {
-            return Err(Error::Model(
-                "the network must end with a flat output (flatten, then linear)".into(),
-            ));
+        let output_features = match shape {
+            Shape::Flat { features } | Shape::Sequence { features, .. } => features,
+            _ => {
+                return Err(Error::Model(
+                    "the network must end with a flat output (flatten, then linear) or a sequence (a linear head)".into(),
+                ))
+            }
         };
         if quantized.is_empty() {
             return Err(Error::Model(
@@ -439,6 +576,9 @@ impl Network {
                     false,
                 )?,
                 Layer::Flatten => x.f_flatten(1, -1)?,
+                Layer::Embedding(embedding) => embedding.forward(&x)?,
+                Layer::TransformerBlock(block) => block.forward(&x, &mut weight)?,
+                Layer::LayerNorm(norm) => norm.forward(&x)?,
             };
             for (slot, _) in tapped.iter_mut().zip(taps).filter(|(_, &tap)| tap == index) {
                 *slot = Some(x.shallow_clone());
@@ -451,6 +591,10 @@ impl Network {
                 activation.ok_or_else(|| Error::Model(format!("no layer {tap} to tap")))
             })
             .collect::<Result<_>>()?;
+        // A language model predicts at every position: one row of logits per (sequence, position).
+        if x.dim() > 2 {
+            x = x.f_reshape([-1, self.output_features])?;
+        }
         Ok((x, tapped))
     }
 
@@ -476,20 +620,47 @@ impl Network {
 
     /// The quantized weight of quantized layer `index` (an index into [`Network::quantized`]).
     pub fn quantized_weight(&self, index: usize) -> &QuantizedWeight {
-        match &self.layers[self.quantized[index].layer] {
+        let info = &self.quantized[index];
+        match &self.layers[info.layer] {
             Layer::Conv2d(conv) => &conv.weight,
             Layer::Linear(linear) => &linear.weight,
-            _ => unreachable!("quantized layer infos only point at conv2d and linear layers"),
+            Layer::TransformerBlock(block) => &block.parts[info.part].weight,
+            _ => unreachable!("quantized layer infos only point at layers with quantized weights"),
         }
     }
 
     /// The bias of quantized layer `index`, if it has one.
     pub fn bias(&self, index: usize) -> Option<&Tensor> {
-        match &self.layers[self.quantized[index].layer] {
+        let info = &self.quantized[index];
+        match &self.layers[info.layer] {
             Layer::Conv2d(conv) => conv.bias.as_ref(),
             Layer::Linear(linear) => linear.bias.as_ref(),
+            Layer::TransformerBlock(block) => block.parts[info.part].bias.as_ref(),
             _ => None,
         }
+    }
+
+    /// The quantized weight and the bias of quantized layer `index`, to cut them (pruning).
+    pub fn weight_and_bias_mut(
+        &mut self,
+        index: usize,
+    ) -> (&mut QuantizedWeight, &mut Option<Tensor>) {
+        let info = &self.quantized[index];
+        match &mut self.layers[info.layer] {
+            Layer::Conv2d(conv) => (&mut conv.weight, &mut conv.bias),
+            Layer::Linear(linear) => (&mut linear.weight, &mut linear.bias),
+            Layer::TransformerBlock(block) => {
+                let linear = &mut block.parts[info.part];
+                (&mut linear.weight, &mut linear.bias)
+            }
+            _ => unreachable!("quantized layer infos only point at layers with quantized weights"),
+        }
+    }
+
+    /// Whether quantized layer `index` is a convolution (its weight's second dimension counts
+    /// input channels; for every other layer it counts input features).
+    pub fn is_conv(&self, index: usize) -> bool {
+        matches!(self.layers[self.quantized[index].layer], Layer::Conv2d(_))
     }
 
     /// The batch norm that normalises quantized layer `index`'s channels, if any.
@@ -515,28 +686,7 @@ impl Network {
             match layer {
                 Layer::Conv2d(Conv2d { weight, bias, .. })
                 | Layer::Linear(Linear { weight, bias }) => {
-                    push(
-                        format!("{prefix}.weight"),
-                        &weight.weight,
-                        Some(ParameterGroup::Weights),
-                    );
-                    if let Some(bias) = bias {
-                        push(
-                            format!("{prefix}.bias"),
-                            bias,
-                            Some(ParameterGroup::Weights),
-                        );
-                    }
-                    push(
-                        format!("{prefix}.bit_depth"),
-                        &weight.bit_depth,
-                        Some(ParameterGroup::Quantizer),
-                    );
-                    push(
-                        format!("{prefix}.exponent"),
-                        &weight.exponent,
-                        Some(ParameterGroup::Quantizer),
-                    );
+                    push_quantized(&mut push, &prefix, weight, bias.as_ref());
                 }
                 Layer::BatchNorm(norm) => {
                     if let Some((scale, shift)) = &norm.affine {
@@ -553,6 +703,55 @@ impl Network {
                     }
                     push(format!("{prefix}.running_mean"), &norm.running_mean, None);
                     push(format!("{prefix}.running_var"), &norm.running_var, None);
+                }
+                Layer::Embedding(embedding) => {
+                    push(
+                        format!("{prefix}.token"),
+                        &embedding.token,
+                        Some(ParameterGroup::Weights),
+                    );
+                    push(
+                        format!("{prefix}.position"),
+                        &embedding.position,
+                        Some(ParameterGroup::Weights),
+                    );
+                }
+                Layer::LayerNorm(norm) => {
+                    push(
+                        format!("{prefix}.weight"),
+                        &norm.weight,
+                        Some(ParameterGroup::Weights),
+                    );
+                    push(
+                        format!("{prefix}.bias"),
+                        &norm.bias,
+                        Some(ParameterGroup::Weights),
+                    );
+                }
+                Layer::TransformerBlock(block) => {
+                    for (norm_name, norm) in [
+                        ("attention_norm", &block.attention_norm),
+                        ("mlp_norm", &block.mlp_norm),
+                    ] {
+                        push(
+                            format!("{prefix}.{norm_name}.weight"),
+                            &norm.weight,
+                            Some(ParameterGroup::Weights),
+                        );
+                        push(
+                            format!("{prefix}.{norm_name}.bias"),
+                            &norm.bias,
+                            Some(ParameterGroup::Weights),
+                        );
+                    }
+                    for (part, linear) in BLOCK_PARTS.iter().zip(&block.parts) {
+                        push_quantized(
+                            &mut push,
+                            &format!("{prefix}.{part}"),
+                            &linear.weight,
+                            linear.bias.as_ref(),
+                        );
+                    }
                 }
                 Layer::Relu | Layer::MaxPool(_) | Layer::Flatten => {}
             }

@@ -53,7 +53,7 @@ mod tests {
     fn map_matches_a_hand_computation() {
         // conv(1 -> 2, kernel 1) with weights 1 and -1, relu, flatten, linear(2*2*2 -> 2).
         let config = ModelConfig {
-            input: [1, 2, 2],
+            input: vec![1, 2, 2],
             layers: vec![
                 LayerConfig::Conv2d {
                     out_channels: 2,

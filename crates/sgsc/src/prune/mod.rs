@@ -7,9 +7,16 @@
 //! same way. A channel whose weights are all zero (and which has no bias or affine shift) outputs
 //! zero through ReLU and a batch norm whose running mean is zero, so removing it leaves the
 //! network's outputs unchanged.
+//!
+//! Transformers are cut in structured units ([`plan`]): an MLP hidden unit (a row of the first MLP
+//! layer, a column of the second) and an attention head (its rows of query, key and value, and its
+//! columns of the output projection), removed once all its value rows are dead, since a head whose
+//! values are zero adds nothing whatever it attends to. Rows that write the residual stream
+//! (output projection, MLP out) are never removed.
 
 use crate::error::{Error, Result};
 use crate::models::network::{Layer, Network};
+use crate::models::transformer::{MLP_IN_PART, VALUE_PART};
 use tch::{Device, Kind, Tensor};
 
 /// One named tensor cut down to `indices` along `dim`.
@@ -67,12 +74,8 @@ pub fn remove_channels(network: &mut Network, index: usize, keep: &[i64]) -> Res
     };
 
     // The layer's own output channels.
-    let prefix = format!("layers.{}", info.layer);
-    let (weight, bias) = match &mut network.layers[info.layer] {
-        Layer::Conv2d(conv) => (&mut conv.weight, &mut conv.bias),
-        Layer::Linear(linear) => (&mut linear.weight, &mut linear.bias),
-        _ => unreachable!("quantized layer infos only point at conv2d and linear layers"),
-    };
+    let prefix = info.name.clone();
+    let (weight, bias) = network.weight_and_bias_mut(index);
     for (name, tensor) in [
         ("weight", &mut weight.weight),
         ("bit_depth", &mut weight.bit_depth),
@@ -111,28 +114,125 @@ pub fn remove_channels(network: &mut Network, index: usize, keep: &[i64]) -> Res
     for consumer in consumers {
         let consumer_info = network.quantized[consumer].clone();
         let positions = consumer_info.positions_per_input;
-        let columns: Vec<i64> = if matches!(network.layers[consumer_info.layer], Layer::Linear(_)) {
+        let columns: Vec<i64> = if network.is_conv(consumer) {
+            keep.to_vec()
+        } else {
             keep.iter()
                 .flat_map(|&c| (c * positions)..((c + 1) * positions))
                 .collect()
-        } else {
-            keep.to_vec()
         };
         let columns = Tensor::f_from_slice(&columns)?.f_to_device(device)?;
-        let weight = match &mut network.layers[consumer_info.layer] {
-            Layer::Conv2d(conv) => &mut conv.weight.weight,
-            Layer::Linear(linear) => &mut linear.weight.weight,
-            _ => unreachable!("quantized layer infos only point at conv2d and linear layers"),
-        };
-        cut(weight, 1, &columns)?;
+        cut(
+            &mut network.weight_and_bias_mut(consumer).0.weight,
+            1,
+            &columns,
+        )?;
         slices.push(Slice {
-            name: format!("layers.{}.weight", consumer_info.layer),
+            name: format!("{}.weight", consumer_info.name),
             dim: 1,
             indices: columns,
         });
         network.quantized[consumer].input_channels = keep.len() as i64;
     }
     Ok(slices)
+}
+
+/// How the output channels of a quantized layer may be removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removal {
+    /// One channel at a time: conv and linear layers, the MLP's hidden units.
+    Channels,
+    /// A head at a time, when all of a head's `head_dim` value rows may go; its rows of the
+    /// query and key layers (these quantized-layer indices) go with them.
+    Heads {
+        /// Rows per head.
+        head_dim: i64,
+        /// Index of the block's query layer.
+        query: usize,
+        /// Index of the block's key layer.
+        key: usize,
+    },
+    /// Never on its own: the network's outputs, rows that write a transformer's residual stream,
+    /// and query and key rows (they go with their head).
+    Never,
+}
+
+/// How quantized layer `index`'s channels may be removed.
+pub fn removal(network: &Network, index: usize) -> Removal {
+    let info = &network.quantized[index];
+    if index + 1 == network.quantized.len() {
+        return Removal::Never;
+    }
+    match &network.layers[info.layer] {
+        Layer::TransformerBlock(block) => match info.part {
+            VALUE_PART => Removal::Heads {
+                head_dim: block.head_dim,
+                query: index - 2,
+                key: index - 1,
+            },
+            MLP_IN_PART => Removal::Channels,
+            _ => Removal::Never,
+        },
+        _ => Removal::Channels,
+    }
+}
+
+/// Turns the channels that may go (`removable[index][channel]`, per quantized layer) into cuts
+/// that respect the network's structure: `(quantized-layer index, channels to keep)`, each
+/// keeping at least one channel (or head) and removing at least one.
+pub fn plan(network: &Network, removable: &[Vec<bool>]) -> Result<Vec<(usize, Vec<i64>)>> {
+    if removable.len() != network.quantized.len() {
+        return Err(Error::Model(format!(
+            "removal flags for {} layers, but the network has {} quantized layers",
+            removable.len(),
+            network.quantized.len()
+        )));
+    }
+    let mut cuts = Vec::new();
+    for (index, flags) in removable.iter().enumerate() {
+        let channels = network.quantized_weight(index).weight.size()[0];
+        if flags.len() as i64 != channels {
+            return Err(Error::Model(format!(
+                "{}: removal flags for {} channels, the layer has {channels}",
+                network.quantized[index].name,
+                flags.len()
+            )));
+        }
+        match removal(network, index) {
+            Removal::Never => {}
+            Removal::Channels => {
+                let keep: Vec<i64> = (0..channels).filter(|&c| !flags[c as usize]).collect();
+                if !keep.is_empty() && keep.len() < flags.len() {
+                    cuts.push((index, keep));
+                }
+            }
+            Removal::Heads {
+                head_dim,
+                query,
+                key,
+            } => {
+                let dead_head =
+                    |head: i64| (head * head_dim..(head + 1) * head_dim).all(|c| flags[c as usize]);
+                let heads = channels / head_dim;
+                let mut kept_heads: Vec<i64> = (0..heads).filter(|&h| !dead_head(h)).collect();
+                // A block keeps at least one head, so its attention stays well formed.
+                if kept_heads.is_empty() {
+                    kept_heads.push(0);
+                }
+                if kept_heads.len() as i64 == heads {
+                    continue;
+                }
+                let keep: Vec<i64> = kept_heads
+                    .iter()
+                    .flat_map(|&h| h * head_dim..(h + 1) * head_dim)
+                    .collect();
+                for layer in [query, key, index] {
+                    cuts.push((layer, keep.clone()));
+                }
+            }
+        }
+    }
+    Ok(cuts)
 }
 
 /// Output channels of quantized layer `index` whose bit depth is positive (`relu(b) > 0`).
@@ -155,7 +255,7 @@ pub fn channels_with_bits(network: &Network, index: usize) -> Result<Vec<i64>> {
 mod tests {
     use super::*;
     use crate::models::fixtures::set_values;
-    use crate::models::fixtures::tiny_network;
+    use crate::models::fixtures::{tiny_network, tiny_transformer};
     use crate::pack::prepare_for_storage;
 
     #[test]
@@ -213,6 +313,77 @@ mod tests {
         // Pruned parameters are still trainable leaves.
         assert!(network.quantized_weight(0).weight.requires_grad());
         assert!(network.quantized_weight(1).exponent.requires_grad());
+    }
+
+    #[test]
+    fn removing_dead_heads_and_mlp_units_leaves_logits_unchanged() {
+        let mut network = tiny_transformer();
+        // Quantized layers 0..6 are block 1 (query, key, value, projection, mlp_in, mlp_out),
+        // 6..12 block 2, 12 the head. Block 1: all of head 1's value rows are dead. Block 2: MLP
+        // units 0 and 3 are dead; three of head 0's four value rows are dead (the head stays);
+        // a projection row is dead (it writes the residual stream: it stays).
+        let mut bits: Vec<Vec<f32>> = (0..network.quantized.len())
+            .map(|i| vec![8.0; network.quantized_weight(i).bit_depth.size()[0] as usize])
+            .collect();
+        bits[2][4..8].fill(0.0);
+        bits[10][0] = 0.0;
+        bits[10][3] = 0.0;
+        bits[8][0..3].fill(0.0);
+        bits[9][0] = 0.0;
+        for (index, values) in bits.iter().enumerate() {
+            set_values(&network.quantized_weight(index).bit_depth, values);
+        }
+        tch::manual_seed(3);
+        let input = Tensor::randint(5, [3, 6], (Kind::Int64, Device::Cpu));
+        let before = network.forward(&input, false, true).unwrap();
+
+        let removable: Vec<Vec<bool>> = bits
+            .iter()
+            .map(|layer| layer.iter().map(|&b| b == 0.0).collect())
+            .collect();
+        let cuts = plan(&network, &removable).unwrap();
+        let summary: Vec<(usize, Vec<i64>)> = cuts.clone();
+        assert_eq!(
+            summary,
+            vec![
+                (0, (0..4).collect()),
+                (1, (0..4).collect()),
+                (2, (0..4).collect()),
+                (10, [1, 2].into_iter().chain(4..16).collect()),
+            ]
+        );
+        for (index, keep) in &cuts {
+            remove_channels(&mut network, *index, keep).unwrap();
+        }
+        let after = network.forward(&input, false, true).unwrap();
+        let difference = (&after - &before).abs().max().double_value(&[]);
+        assert!(difference < 1e-5, "logits moved by {difference}");
+
+        assert_eq!(network.quantized_weight(0).weight.size(), vec![4, 8]);
+        assert_eq!(network.quantized_weight(2).bit_depth.size(), vec![4]);
+        assert_eq!(network.quantized_weight(3).weight.size(), vec![8, 4]);
+        assert_eq!(network.quantized_weight(10).weight.size(), vec![14, 8]);
+        assert_eq!(network.quantized_weight(11).weight.size(), vec![8, 14]);
+        assert_eq!(network.quantized[11].input_channels, 14);
+        let Layer::TransformerBlock(block) = &network.layers[1] else {
+            panic!("layer 1 is a block")
+        };
+        assert_eq!(block.heads(), 1);
+    }
+
+    #[test]
+    fn a_block_keeps_its_last_head() {
+        let network = tiny_transformer();
+        let mut removable: Vec<Vec<bool>> = (0..network.quantized.len())
+            .map(|i| vec![false; network.quantized_weight(i).bit_depth.size()[0] as usize])
+            .collect();
+        removable[2].fill(true);
+        let cuts = plan(&network, &removable).unwrap();
+        let layers: Vec<usize> = cuts.iter().map(|(index, _)| *index).collect();
+        assert_eq!(layers, vec![0, 1, 2]);
+        assert!(cuts.iter().all(|(_, keep)| keep == &vec![0, 1, 2, 3]));
+        removable.pop();
+        assert!(matches!(plan(&network, &removable), Err(Error::Model(_))));
     }
 
     #[test]

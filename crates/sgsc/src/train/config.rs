@@ -132,6 +132,10 @@ pub struct SafetyConfig {
     pub distillation_weight: f64,
     /// Distillation temperature T.
     pub temperature: f64,
+    /// Weight of distillation from the reference on the training batch too (0: off): the
+    /// reference's soft outputs carry more than the labels about how it decides, everywhere.
+    #[serde(default)]
+    pub train_distillation_weight: f64,
     /// Check the budget every this many steps (K).
     pub check_every: i64,
     /// Largest allowed drop of preservation-set accuracy below the reference, in points.
@@ -162,6 +166,7 @@ impl SafetyConfig {
         let non_negative = [
             self.preservation_weight,
             self.distillation_weight,
+            self.train_distillation_weight,
             self.max_preservation_drop,
             self.max_validation_drop,
             self.breach_gamma_factor,

@@ -39,6 +39,8 @@ pub struct Guidance {
     pub preservation_weight: f64,
     /// Weight of distillation inside the preservation loss.
     pub distillation_weight: f64,
+    /// The reference's logits on the training batch, with the weight of distillation on it.
+    pub train_teacher: Option<(Tensor, f64)>,
     /// Distillation temperature.
     pub temperature: f64,
     /// Multiplier of gamma (lowered during cool-downs).
@@ -170,6 +172,11 @@ impl Learner {
             }
         }
         let mut preservation_loss = 0.0;
+        if let Some((teacher_logits, weight)) = guidance.and_then(|g| g.train_teacher.as_ref()) {
+            let temperature = guidance.map_or(1.0, |g| g.temperature);
+            let distillation = distillation_loss(&logits, teacher_logits, temperature)?;
+            loss = loss.f_add(&distillation.f_mul_scalar(*weight)?)?;
+        }
         if let Some(guidance) = guidance {
             let logits = self.network.forward(&guidance.inputs, true, quantizes)?;
             let mut preservation = logits.f_cross_entropy_loss::<Tensor>(

@@ -348,8 +348,9 @@ impl Guard {
         self.controller.budget
     }
 
-    /// The preservation batch and pressure for `step`.
-    pub fn guidance(&mut self, step: i64) -> Result<Guidance> {
+    /// The preservation batch and pressure for `step`; `train_inputs` is the step's training
+    /// batch, which gets the reference's logits when distillation on it is on.
+    pub fn guidance(&mut self, step: i64, train_inputs: &Tensor) -> Result<Guidance> {
         let positions = self.sampler.positions(step).to_vec();
         let mut rng = preservation_rng(self.seed, step);
         let (inputs, labels) = self
@@ -360,6 +361,13 @@ impl Guard {
             labels.f_to_device(self.device)?,
         );
         let teacher_logits = tch::no_grad(|| self.reference.forward(&inputs, false, false))?;
+        let train_teacher = match self.safety.train_distillation_weight {
+            weight if weight > 0.0 => Some((
+                tch::no_grad(|| self.reference.forward(train_inputs, false, false))?,
+                weight,
+            )),
+            _ => None,
+        };
         Ok(Guidance {
             inputs,
             labels,
@@ -367,6 +375,7 @@ impl Guard {
             preservation_weight: self.safety.preservation_weight
                 * self.controller.preservation_factor(),
             distillation_weight: self.safety.distillation_weight,
+            train_teacher,
             temperature: self.safety.temperature,
             gamma_factor: self.controller.gamma_factor(),
         })
@@ -462,11 +471,12 @@ impl Guard {
     }
 
     /// Removes channels that have had zero bits since at least `prune_grace_steps` ago (and no
-    /// bias or affine shift that would still reach the next layer). Returns how many.
+    /// bias or affine shift that would still reach the next layer), in the units the network
+    /// allows (channels, MLP units, attention heads: see [`crate::prune::plan`]). Returns how many
+    /// output channels went.
     fn prune(&mut self, learner: &mut Learner, step: i64) -> Result<usize> {
-        let mut removed = 0;
-        // The last layer's channels are the outputs (the classes): never removed.
-        for index in 0..learner.network.quantized.len().saturating_sub(1) {
+        let mut removable = Vec::with_capacity(self.zero_since.len());
+        for index in 0..learner.network.quantized.len() {
             let bits = Vec::<f32>::try_from(
                 &learner
                     .network
@@ -483,18 +493,20 @@ impl Guard {
                     Some(since[channel].unwrap_or(step))
                 };
             }
-            let keep: Vec<i64> = (0..bits.len())
-                .filter(|&c| {
-                    constant[c]
-                        || since[c].is_none_or(|start| step - start < self.safety.prune_grace_steps)
-                })
-                .map(|c| c as i64)
-                .collect();
-            if keep.len() == bits.len() || keep.is_empty() {
-                continue;
-            }
+            removable.push(
+                (0..bits.len())
+                    .map(|c| {
+                        !constant[c]
+                            && since[c]
+                                .is_some_and(|start| step - start >= self.safety.prune_grace_steps)
+                    })
+                    .collect(),
+            );
+        }
+        let mut removed = 0;
+        for (index, keep) in crate::prune::plan(&learner.network, &removable)? {
+            removed += self.zero_since[index].len() - keep.len();
             learner.prune(index, &keep)?;
-            removed += bits.len() - keep.len();
             self.zero_since[index] = keep
                 .iter()
                 .map(|&c| self.zero_since[index][c as usize])

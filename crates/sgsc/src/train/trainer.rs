@@ -193,7 +193,7 @@ pub fn train(config: &ExperimentConfig, options: &RunOptions) -> Result<TrainOut
         );
         let guidance = guard
             .as_mut()
-            .map(|guard| guard.guidance(step))
+            .map(|guard| guard.guidance(step, &inputs))
             .transpose()?;
         let report = learner.step(&inputs, &labels, step, guidance.as_ref())?;
         if !report.finite {
