@@ -4,7 +4,7 @@ mod common;
 
 use sgsc::data::mnist::load_train_validation;
 use sgsc::models::Network;
-use sgsc::preserve::{score, select, PreservationOptions};
+use sgsc::preserve::{score, select, Candidates, PreservationOptions};
 use std::collections::HashSet;
 use tch::Device;
 
@@ -27,7 +27,15 @@ fn preservation_set_draws_on_training_images_only() {
         size: 200,
         ..PreservationOptions::default()
     };
-    let members = select(&scores, &subset, &options).unwrap();
+    let members = select(
+        &scores,
+        Candidates {
+            source_indices: &subset.source_indices,
+            labels: &subset.labels,
+        },
+        &options,
+    )
+    .unwrap();
     assert_eq!(members.len(), 200);
 
     let training: HashSet<u32> = subset.source_indices.iter().copied().collect();
@@ -53,5 +61,16 @@ fn preservation_set_draws_on_training_images_only() {
     // Every class is represented, and the same inputs give the same set.
     let classes: HashSet<u8> = members.iter().map(|m| m.label).collect();
     assert_eq!(classes.len(), 10);
-    assert_eq!(select(&scores, &subset, &options).unwrap(), members);
+    assert_eq!(
+        select(
+            &scores,
+            Candidates {
+                source_indices: &subset.source_indices,
+                labels: &subset.labels
+            },
+            &options
+        )
+        .unwrap(),
+        members
+    );
 }

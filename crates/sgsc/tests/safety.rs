@@ -4,7 +4,9 @@
 mod common;
 
 use sgsc::data::mnist::load_train_validation;
-use sgsc::preserve::{score, select, PreservationOptions, PreservationSet, SplitInfo, FORMAT};
+use sgsc::preserve::{
+    score, select, Candidates, PreservationOptions, PreservationSet, SplitInfo, FORMAT,
+};
 use sgsc::train::checkpoint;
 use sgsc::train::config::SafetyConfig;
 use sgsc::train::evaluate::evaluate;
@@ -50,7 +52,15 @@ fn extreme_gamma_collapses_unsafe_but_safe_keeps_its_budget() {
         format: FORMAT.into(),
         split: SplitInfo::train(config.data.validation_size, config.data.split_seed),
         reference: reference_path.display().to_string(),
-        members: select(&scores, &subset, &preservation_options).unwrap(),
+        members: select(
+            &scores,
+            Candidates {
+                source_indices: &subset.source_indices,
+                labels: &subset.labels,
+            },
+            &preservation_options,
+        )
+        .unwrap(),
         options: preservation_options,
     };
     let set_path = dir.path().join("preservation.json");
@@ -92,7 +102,7 @@ fn extreme_gamma_collapses_unsafe_but_safe_keeps_its_budget() {
                 .unwrap()
         })
         .collect();
-    let preservation = data.train.subset(&positions);
+    let preservation = sgsc::data::Split::Images(data.train.subset(&positions));
     let preservation_accuracy = |network: &sgsc::models::Network, quantize: bool| {
         evaluate(
             network,

@@ -229,6 +229,7 @@ fn pruning_cuts_optimizer_state_and_pruned_checkpoints_load() {
         config: config.to_toml(),
         original_weights: learner.original.weights,
         guard: None,
+        vocabulary: None,
     };
     checkpoint::save(&path, &info, &learner.state()).unwrap();
     let (_, tensors) = checkpoint::load(&path).unwrap();

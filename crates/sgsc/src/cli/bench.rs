@@ -3,7 +3,7 @@
 //! inputs so it needs no data set.
 
 use super::parse_device;
-use crate::data::mnist::{Split, IMAGE_PIXELS};
+use crate::data::mnist::{ImageSplit, IMAGE_PIXELS};
 use crate::data::sampler::step_rng;
 use crate::train::config::ExperimentConfig;
 use crate::train::learner::Learner;
@@ -83,7 +83,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         }
     }
     let images = 1024;
-    let synthetic = Split {
+    let synthetic = ImageSplit {
         images: (0..images * IMAGE_PIXELS)
             .map(|i| (i * 7919 % 256) as u8)
             .collect(),

@@ -69,7 +69,7 @@ pub fn run(args: CompareArgs) -> Result<()> {
         device,
         preservation: PreservationOptions {
             size: args.preservation_size,
-            ..PreservationOptions::default()
+            ..PreservationOptions::for_dataset(&config.data.dataset)
         },
         progress: std::io::stderr().is_terminal(),
         safe_gamma: args.safe_gamma,
@@ -80,6 +80,9 @@ pub fn run(args: CompareArgs) -> Result<()> {
     write_atomically(&csv, comparison_csv(&summaries).as_bytes())?;
     print!("{}", comparison_table(&summaries));
     println!("(every run: {})", csv.display());
+    if config.data.is_text() {
+        return Ok(());
+    }
     let plot = args.out.join("comparison.png");
     let title = format!("{}: baseline, unsafe and safe", args.config.display());
     match accuracy_against_size(&summaries, &title, &plot) {

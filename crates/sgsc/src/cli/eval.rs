@@ -1,7 +1,7 @@
 //! `sgsc eval`: a checkpoint's accuracy on the test split and its size.
 
 use super::{data_dirs, parse_device};
-use crate::data::mnist::load_train_validation;
+use crate::data::load_train_validation;
 use crate::report::{layer_table, results_table, summarize, RunFacts};
 use crate::train::checkpoint;
 use crate::train::config::ExperimentConfig;
@@ -34,7 +34,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let mut learner = Learner::new(&config, mode, device)?;
     learner.load_state(&tensors, info.step)?;
     let dirs = data_dirs(&args.data_dir);
-    let data = load_train_validation(&dirs, config.data.validation_size, config.data.split_seed)?;
+    let data = load_train_validation(&config.data, &config.model.input, &dirs)?;
     let facts = RunFacts {
         mode,
         steps: info.step,

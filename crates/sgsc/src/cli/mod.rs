@@ -1,10 +1,11 @@
-//! The `sgsc` command line: `train`, `eval`, `preserve`, `compare` and `bench`. Each subcommand is a thin layer over the
+//! The `sgsc` command line: `train`, `eval`, `preserve`, `compare`, `sample` and `bench`. Each subcommand is a thin layer over the
 //! library stages; nothing below this module knows about arguments or terminals.
 
 mod bench;
 mod compare;
 mod eval;
 mod preserve;
+mod sample;
 mod train;
 
 use anyhow::{bail, Result};
@@ -31,6 +32,8 @@ enum Command {
     Compare(compare::CompareArgs),
     /// Build the preservation set from a baseline run's checkpoint.
     Preserve(preserve::PreserveArgs),
+    /// Generate text from a language model's checkpoint.
+    Sample(sample::SampleArgs),
     /// Time training steps and inference of a config's network.
     Bench(bench::BenchArgs),
 }
@@ -49,6 +52,7 @@ pub fn run() -> Result<()> {
         Command::Eval(args) => eval::run(args),
         Command::Compare(args) => compare::run(args),
         Command::Preserve(args) => preserve::run(args),
+        Command::Sample(args) => sample::run(args),
         Command::Bench(args) => bench::run(args),
     }
 }

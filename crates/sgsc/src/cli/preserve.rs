@@ -2,7 +2,7 @@
 //! run's training split only, and writes it as JSON plus a PNG montage.
 
 use super::{data_dirs, parse_device};
-use crate::data::mnist::load_train_validation;
+use crate::data::load_train_validation;
 use crate::preserve::{build_and_save, PreservationOptions, SplitInfo};
 use crate::train::checkpoint;
 use crate::train::config::ExperimentConfig;
@@ -21,9 +21,10 @@ pub struct PreserveArgs {
     /// Number of examples in the set.
     #[arg(long, default_value_t = 1000)]
     size: usize,
-    /// Shares of saliency, uncertainty and diversity (normalised to sum to 1).
-    #[arg(long, value_delimiter = ',', num_args = 3, default_values_t = [1.0, 1.0, 1.0])]
-    shares: Vec<f64>,
+    /// Shares of saliency, uncertainty and diversity, and for text optionally a fourth for the
+    /// rarest bigrams (normalised to sum to 1). Default: equal shares, with the fourth for names.
+    #[arg(long, value_delimiter = ',', num_args = 3..=4)]
+    shares: Option<Vec<f64>>,
     /// Seed of the k-means clustering.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -56,38 +57,47 @@ pub fn run(args: PreserveArgs) -> Result<()> {
     let mut reference = Learner::new(&config, Mode::Baseline, device)?;
     reference.load_state(&tensors, info.step)?;
     let data = load_train_validation(
+        &config.data,
+        &config.model.input,
         &data_dirs(&args.data_dir),
-        config.data.validation_size,
-        config.data.split_seed,
     )?;
-    let total_share: f64 = args.shares.iter().sum();
-    if total_share.is_nan()
-        || total_share <= 0.0
-        || args.shares.iter().any(|&s| s.is_nan() || s < 0.0)
-    {
-        bail!(
-            "--shares {:?}: shares must be non-negative with a positive sum",
-            args.shares
-        );
+    let defaults = PreservationOptions::for_dataset(&config.data.dataset);
+    let shares = args.shares.clone().unwrap_or_else(|| {
+        vec![
+            defaults.saliency_share,
+            defaults.uncertainty_share,
+            defaults.diversity_share,
+            defaults.rare_bigram_share,
+        ]
+    });
+    let total_share: f64 = shares.iter().sum();
+    if total_share.is_nan() || total_share <= 0.0 || shares.iter().any(|&s| s.is_nan() || s < 0.0) {
+        bail!("--shares {shares:?}: shares must be non-negative with a positive sum");
     }
     let options = PreservationOptions {
         size: args.size,
-        saliency_share: args.shares[0] / total_share,
-        uncertainty_share: args.shares[1] / total_share,
-        diversity_share: args.shares[2] / total_share,
+        saliency_share: shares[0] / total_share,
+        uncertainty_share: shares[1] / total_share,
+        diversity_share: shares[2] / total_share,
+        rare_bigram_share: shares.get(3).map_or(0.0, |share| share / total_share),
         seed: args.seed,
-        ..PreservationOptions::default()
+        ..defaults
     };
     let split = SplitInfo::train(config.data.validation_size, config.data.split_seed);
     let out = args
         .out
         .unwrap_or_else(|| args.reference.with_file_name("preservation.json"));
     let montage = args.montage.unwrap_or_else(|| out.with_extension("png"));
+    let examples = if config.data.is_text() {
+        "windows"
+    } else {
+        "images"
+    };
     tracing::info!(
-        "scoring {} training images with the reference",
+        "scoring {} training {examples} with the reference",
         data.train.len()
     );
-    let set = build_and_save(
+    let (set, picture) = build_and_save(
         &reference.network,
         &args.reference,
         &data,
@@ -106,19 +116,22 @@ pub fn run(args: PreserveArgs) -> Result<()> {
             .count()
     };
     let misclassified = set.members.iter().filter(|m| m.misclassified).count();
-    let mut per_class = [0usize; 10];
-    for member in &set.members {
-        per_class[member.label as usize % 10] += 1;
-    }
     println!(
-        "preservation set: {} training images ({} saliency, {} uncertainty of which {} misclassified by the reference, {} diversity)",
+        "preservation set: {} training {examples} ({} saliency, {} uncertainty of which {} misclassified by the reference, {} diversity, {} rare bigrams)",
         set.members.len(),
         count(crate::preserve::Criterion::Saliency),
         count(crate::preserve::Criterion::Uncertainty),
         misclassified,
-        count(crate::preserve::Criterion::Diversity)
+        count(crate::preserve::Criterion::Diversity),
+        count(crate::preserve::Criterion::RareBigrams)
     );
-    println!("per class: {per_class:?}");
-    println!("written to {} and {}", out.display(), montage.display());
+    if !config.data.is_text() {
+        let mut per_class = [0usize; 10];
+        for member in &set.members {
+            per_class[member.label as usize % 10] += 1;
+        }
+        println!("per class: {per_class:?}");
+    }
+    println!("written to {} and {}", out.display(), picture.display());
     Ok(())
 }

@@ -94,12 +94,13 @@ pub fn run(args: TrainArgs) -> Result<()> {
         println!("{}", layer_table(&size));
     }
     if let Some(certificate) = &summary.safety {
+        let metric = certificate.budget.metric;
         println!(
-            "safety: preservation {:.2}% (reference {:.2}%), validation {:.2}% (reference {:.2}%): budget {}{}; {} breaches, {} restores, {} roll-backs, {} channels removed",
-            100.0 * certificate.final_preservation_accuracy,
-            100.0 * certificate.budget.reference_preservation,
-            100.0 * certificate.final_validation_accuracy,
-            100.0 * certificate.budget.reference_validation,
+            "safety: preservation {} (reference {}), validation {} (reference {}): budget {}{}; {} breaches, {} restores, {} roll-backs, {} channels removed",
+            metric.show(certificate.final_preservation_accuracy),
+            metric.show(certificate.budget.reference_preservation),
+            metric.show(certificate.final_validation_accuracy),
+            metric.show(certificate.budget.reference_validation),
             if certificate.met { "met" } else { "NOT met" },
             if certificate.restored_last_safe_snapshot { " (the last safe snapshot)" } else { "" },
             certificate.events.breaches,

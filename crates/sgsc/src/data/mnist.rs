@@ -27,7 +27,7 @@ pub const PIXEL_STD: f32 = 0.3081;
 
 /// A set of labelled images, each remembering its index in the original file.
 #[derive(Debug, Clone, Default)]
-pub struct Split {
+pub struct ImageSplit {
     /// Pixels, `IMAGE_PIXELS` bytes per image, row-major.
     pub images: Vec<u8>,
     /// Digit of each image.
@@ -56,7 +56,7 @@ impl Default for InputOptions {
     }
 }
 
-impl Split {
+impl ImageSplit {
     /// Number of images.
     pub fn len(&self) -> usize {
         self.labels.len()
@@ -82,8 +82,8 @@ impl Split {
     }
 
     /// The images at `positions`, in that order.
-    pub fn subset(&self, positions: &[usize]) -> Split {
-        let mut subset = Split::default();
+    pub fn subset(&self, positions: &[usize]) -> ImageSplit {
+        let mut subset = ImageSplit::default();
         for &i in positions {
             subset.images.extend_from_slice(self.image(i));
             subset.labels.push(self.labels[i]);
@@ -126,7 +126,7 @@ impl Split {
 }
 
 /// Reads an image file and its label file, checking that they describe the same images.
-fn read_pair(images_path: &Path, labels_path: &Path) -> Result<Split, DataError> {
+fn read_pair(images_path: &Path, labels_path: &Path) -> Result<ImageSplit, DataError> {
     let images = read_idx_gz(images_path, 3)?;
     let labels = read_idx_gz(labels_path, 1)?;
     let file = images_path.display().to_string();
@@ -153,20 +153,20 @@ fn read_pair(images_path: &Path, labels_path: &Path) -> Result<Split, DataError>
             reason: format!("label {bad} is not a digit"),
         });
     }
-    Ok(Split {
+    Ok(ImageSplit {
         images: images.data,
         source_indices: (0..labels.dims[0] as u32).collect(),
         labels: labels.data,
     })
 }
 
-/// Training data for a run: the train file minus a validation set drawn by seed.
+/// MNIST's train file cut in two: training images and a validation set drawn by seed.
 #[derive(Debug, Clone)]
-pub struct TrainValidation {
+pub struct ImagePair {
     /// Images the model trains on.
-    pub train: Split,
+    pub train: ImageSplit,
     /// Held-out images for evaluation during training and model selection.
-    pub validation: Split,
+    pub validation: ImageSplit,
 }
 
 /// Loads MNIST's train file and splits off `validation_size` images, chosen by `seed`.
@@ -174,7 +174,7 @@ pub fn load_train_validation(
     data_dirs: &[PathBuf],
     validation_size: usize,
     seed: u64,
-) -> Result<TrainValidation, DataError> {
+) -> Result<ImagePair, DataError> {
     let images = find_or_download(&MNIST_FILES[0], data_dirs)?;
     let labels = find_or_download(&MNIST_FILES[1], data_dirs)?;
     let all = read_pair(&images, &labels)?;
@@ -182,7 +182,7 @@ pub fn load_train_validation(
 }
 
 /// Loads MNIST's test file. Only final reports call this.
-pub fn load_test(data_dirs: &[PathBuf]) -> Result<Split, DataError> {
+pub fn load_test(data_dirs: &[PathBuf]) -> Result<ImageSplit, DataError> {
     let images = find_or_download(&MNIST_FILES[2], data_dirs)?;
     let labels = find_or_download(&MNIST_FILES[3], data_dirs)?;
     read_pair(&images, &labels)
@@ -191,10 +191,10 @@ pub fn load_test(data_dirs: &[PathBuf]) -> Result<Split, DataError> {
 /// Splits `all` into train and validation: a seeded shuffle picks the validation images; both
 /// parts keep the original file order.
 pub fn split_train_validation(
-    all: &Split,
+    all: &ImageSplit,
     validation_size: usize,
     seed: u64,
-) -> Result<TrainValidation, DataError> {
+) -> Result<ImagePair, DataError> {
     if validation_size >= all.len() {
         return Err(DataError::Malformed {
             file: "train split".into(),
@@ -210,7 +210,7 @@ pub fn split_train_validation(
     let mut train = order[validation_size..].to_vec();
     validation.sort_unstable();
     train.sort_unstable();
-    Ok(TrainValidation {
+    Ok(ImagePair {
         train: all.subset(&train),
         validation: all.subset(&validation),
     })
@@ -220,8 +220,8 @@ pub fn split_train_validation(
 mod tests {
     use super::*;
 
-    fn toy_split(n: usize) -> Split {
-        Split {
+    fn toy_split(n: usize) -> ImageSplit {
+        ImageSplit {
             images: (0..n * IMAGE_PIXELS)
                 .map(|i| (i / IMAGE_PIXELS) as u8)
                 .collect(),

@@ -4,6 +4,7 @@
 //! `configs/names-transformer.toml`, not in code.
 
 pub mod config;
+pub mod generate;
 pub mod network;
 pub mod transformer;
 

@@ -828,6 +828,25 @@ impl Network {
         })
     }
 
+    /// Floats stored outside the quantized layers and their normalisation: embeddings and layer
+    /// norms (a transformer's; an image network has none).
+    pub fn unquantized_floats(&self) -> i64 {
+        let norm = |norm: &LayerNorm| 2 * norm.weight.numel() as i64;
+        self.layers
+            .iter()
+            .map(|layer| match layer {
+                Layer::Embedding(embedding) => {
+                    (embedding.token.numel() + embedding.position.numel()) as i64
+                }
+                Layer::LayerNorm(layer_norm) => norm(layer_norm),
+                Layer::TransformerBlock(block) => {
+                    norm(&block.attention_norm) + norm(&block.mlp_norm)
+                }
+                _ => 0,
+            })
+            .sum()
+    }
+
     /// Weight count of the network (conv and linear weights; `N0` of METHOD.md §2).
     pub fn weight_count(&self) -> i64 {
         (0..self.quantized.len())

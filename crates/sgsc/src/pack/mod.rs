@@ -7,7 +7,9 @@
 //! - per live channel: 1 byte of integer width, 2 bytes of exponent (f16), its codes at exactly
 //!   that width for every *live* input (inputs fed by dead channels are not stored), a 4-byte
 //!   bias if the layer has biases, and 8 bytes (16 if affine) of the batch norm that follows;
-//! - code bits are summed per layer and rounded up to whole bytes.
+//! - code bits are summed per layer and rounded up to whole bytes;
+//! - the float parameters outside quantized layers (a transformer's embeddings and layer norms),
+//!   4 bytes each.
 //!
 //! A channel is live when it has a non-zero code, or a non-zero bias (or affine shift) that
 //! would still reach the next layer.
@@ -74,6 +76,8 @@ pub struct SizeReport {
     pub layers: Vec<LayerSize>,
     /// Total bytes of the quantized model.
     pub payload_bytes: i64,
+    /// Of which the float parameters outside quantized layers (embeddings, layer norms).
+    pub float_parameter_bytes: i64,
     /// Bytes of the starting network in float32 (every weight, bias and normalisation value).
     pub float_bytes: i64,
     /// Stored code bits divided by the starting network's weight count.
@@ -206,8 +210,10 @@ pub fn payload_estimate(network: &Network, original: &OriginalSize) -> Result<Si
             width_histogram,
         });
     }
+    let float_parameter_bytes = 4 * network.unquantized_floats();
     Ok(SizeReport {
-        payload_bytes: layers.iter().map(|layer| layer.bytes).sum(),
+        payload_bytes: layers.iter().map(|layer| layer.bytes).sum::<i64>() + float_parameter_bytes,
+        float_parameter_bytes,
         float_bytes: original.float_bytes,
         bits_per_weight: total_code_bits as f64 / original.weights.max(1) as f64,
         layers,

@@ -4,26 +4,32 @@
 //! Every training example is scored by three criteria:
 //! - **saliency**: Grad-CAM mass at the last conv layer ([`gradcam`]); the highest mass of each
 //!   class in turn (raw mass favours digits with more ink, so a global ranking would fill the share
-//!   with 8s);
+//!   with 8s). For text, gradient x embedding per position ([`text`]);
 //! - **uncertainty**: the examples the reference gets wrong, then the smallest margins between the
-//!   two largest softmax probabilities;
+//!   two largest softmax probabilities. For text, the highest mean next-character loss;
 //! - **diversity**: k-means on the penultimate embeddings within each class ([`kmeans`]); the
-//!   examples nearest each centroid, taken class by class in turn.
+//!   examples nearest each centroid, taken class by class in turn. For text, on the mean final
+//!   hidden state of each window;
+//! - and for text, optionally, the paper's criterion for names: windows holding the rarest
+//!   bigrams of the training text.
 //!
 //! The ensemble takes each criterion's share in that order, skipping examples already taken, and
 //! fills any shortfall from the saliency ranking. The result is deterministic for a seed and is
-//! saved as JSON listing every member's training-file index, label, scores and the criterion that
-//! picked it; [`montage`] draws it as a PNG with Grad-CAM overlays.
+//! saved as JSON listing every member's training index (an image's index in its file, a window's
+//! character offset in its corpus), label, scores and the criterion that picked it; [`montage`]
+//! draws an image set as a PNG with Grad-CAM overlays, and a text set is listed as plain text.
 
 pub mod gradcam;
 pub mod kmeans;
 pub mod montage;
+pub mod text;
 
-use crate::data::mnist::{InputOptions, Split, TrainValidation, IMAGE_SIDE};
+use crate::data::mnist::{ImageSplit, InputOptions, IMAGE_SIDE};
+use crate::data::{Split, TrainValidation};
 use crate::error::{Error, Result};
 use crate::models::Network;
 use serde::{Deserialize, Serialize};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
 
 /// Format tag of preservation-set files.
@@ -41,6 +47,9 @@ pub struct PreservationOptions {
     pub uncertainty_share: f64,
     /// Share picked by diversity (nearest to per-class k-means centroids).
     pub diversity_share: f64,
+    /// Share picked by the rarest bigrams (text only; 0 by default).
+    #[serde(default)]
+    pub rare_bigram_share: f64,
     /// Lloyd iterations of k-means (at most).
     pub kmeans_iterations: usize,
     /// Seed of k-means.
@@ -54,8 +63,27 @@ impl Default for PreservationOptions {
             saliency_share: 1.0 / 3.0,
             uncertainty_share: 1.0 / 3.0,
             diversity_share: 1.0 / 3.0,
+            rare_bigram_share: 0.0,
             kmeans_iterations: 30,
             seed: 0,
+        }
+    }
+}
+
+impl PreservationOptions {
+    /// The defaults for a data set: equal shares of saliency, uncertainty and diversity, and for
+    /// names (the paper's corpus) an equal fourth share of the rarest bigrams.
+    pub fn for_dataset(dataset: &str) -> Self {
+        if dataset == "names" {
+            PreservationOptions {
+                saliency_share: 0.25,
+                uncertainty_share: 0.25,
+                diversity_share: 0.25,
+                rare_bigram_share: 0.25,
+                ..PreservationOptions::default()
+            }
+        } else {
+            PreservationOptions::default()
         }
     }
 }
@@ -70,21 +98,26 @@ pub enum Criterion {
     Uncertainty,
     /// Nearest to a class cluster's centroid.
     Diversity,
+    /// Holds one of the training text's rarest bigrams.
+    RareBigrams,
 }
 
 /// One example of the set, with every score, so the choice can be audited.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Member {
-    /// Index of the example in the MNIST training file.
+    /// Index of the example: in the MNIST training file, or a window's character offset in its
+    /// corpus.
     pub index: u32,
-    /// Its label.
+    /// Its label (0 for text).
     pub label: u8,
     /// The criterion that picked it.
     pub criterion: Criterion,
-    /// Grad-CAM mass under the reference model.
-    pub cam_mass: f32,
-    /// Top-1 minus top-2 softmax probability.
+    /// Saliency under the reference model: Grad-CAM mass, or for text the mean over positions
+    /// of |gradient x embedding|.
+    #[serde(alias = "cam_mass")]
+    pub saliency: f32,
+    /// Top-1 minus top-2 softmax probability (for text, the mean over positions).
     pub margin: f32,
     /// Whether the reference model gets it wrong.
     pub misclassified: bool,
@@ -92,6 +125,12 @@ pub struct Member {
     pub cluster: u32,
     /// Euclidean distance of its embedding to that cluster's centroid.
     pub centroid_distance: f32,
+    /// Text: mean next-character loss (nats) under the reference.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mean_nll: Option<f32>,
+    /// Text: surprisal (nats) of the window's rarest bigram in the training text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rarest_bigram: Option<f32>,
 }
 
 /// Which training examples the set was drawn from.
@@ -133,23 +172,36 @@ pub struct PreservationSet {
     pub members: Vec<Member>,
 }
 
-/// Scores of every example of a split under the reference model.
+/// Scores of every candidate example under the reference model.
 #[derive(Debug)]
 pub struct Scores {
-    /// Grad-CAM mass.
-    pub cam_mass: Vec<f32>,
+    /// Grad-CAM mass, or gradient x embedding saliency for text.
+    pub saliency: Vec<f32>,
     /// Top-1 minus top-2 softmax probability.
     pub margin: Vec<f32>,
     /// Wrong predictions.
     pub misclassified: Vec<bool>,
+    /// Text: mean next-character loss, which then ranks uncertainty.
+    pub mean_nll: Option<Vec<f32>>,
+    /// Text: surprisal of the rarest bigram.
+    pub rarest_bigram: Option<Vec<f32>>,
     /// Penultimate embeddings `[n, d]` (on the CPU).
     pub embeddings: Tensor,
+}
+
+/// The candidates the scores describe: their training indices and labels (all 0 for text).
+#[derive(Debug, Clone, Copy)]
+pub struct Candidates<'a> {
+    /// Training index of each candidate.
+    pub source_indices: &'a [u32],
+    /// Label of each candidate.
+    pub labels: &'a [u8],
 }
 
 /// Scores every example of `split` with the float `reference` network (evaluation mode).
 pub fn score(
     reference: &Network,
-    split: &Split,
+    split: &ImageSplit,
     input: &InputOptions,
     batch_size: usize,
     device: Device,
@@ -158,7 +210,7 @@ pub fn score(
     let embedding = reference.embedding_layer().ok_or_else(|| {
         Error::Model("the reference has no layer before its classifier to embed with".into())
     })?;
-    let (mut cam_mass, mut margin, mut misclassified, mut embeddings) =
+    let (mut saliency, mut margin, mut misclassified, mut embeddings) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let positions: Vec<usize> = (0..split.len()).collect();
     for chunk in positions.chunks(batch_size.max(1)) {
@@ -172,7 +224,7 @@ pub fn score(
         )?;
         let cam = gradcam::class_activation_maps(&taps[0], &logits)?;
         let _no_grad = tch::no_grad_guard();
-        cam_mass.extend(Vec::<f32>::try_from(
+        saliency.extend(Vec::<f32>::try_from(
             &cam.f_sum_dim_intlist([1, 2].as_slice(), false, Kind::Float)?
                 .f_to_device(Device::Cpu)?,
         )?);
@@ -196,24 +248,27 @@ pub fn score(
         );
     }
     Ok(Scores {
-        cam_mass,
+        saliency,
         margin,
         misclassified,
+        mean_nll: None,
+        rarest_bigram: None,
         embeddings: Tensor::f_cat(&embeddings, 0)?,
     })
 }
 
-/// Picks the preservation set from the scored `split` (see the module docs).
+/// Picks the preservation set from the scored `candidates` (see the module docs).
 pub fn select(
     scores: &Scores,
-    split: &Split,
+    candidates: Candidates,
     options: &PreservationOptions,
 ) -> Result<Vec<Member>> {
-    let n = split.len();
+    let n = candidates.source_indices.len();
     let shares = [
         options.saliency_share,
         options.uncertainty_share,
         options.diversity_share,
+        options.rare_bigram_share,
     ];
     let total_share: f64 = shares.iter().sum();
     if options.size == 0
@@ -227,28 +282,45 @@ pub fn select(
             options.size
         )));
     }
-    let saliency_quota = (options.size as f64 * shares[0] / total_share).round() as usize;
-    let uncertainty_quota = (options.size as f64 * shares[1] / total_share).round() as usize;
+    if options.rare_bigram_share > 0.0 && scores.rarest_bigram.is_none() {
+        return Err(Error::Model(
+            "the rare-bigram share needs text scored for bigrams".into(),
+        ));
+    }
+    let quota = |share: f64| (options.size as f64 * share / total_share).round() as usize;
+    let saliency_quota = quota(shares[0]);
+    let uncertainty_quota = quota(shares[1]);
+    let rare_bigram_quota = quota(shares[3]);
     let diversity_quota = options
         .size
-        .saturating_sub(saliency_quota + uncertainty_quota);
+        .saturating_sub(saliency_quota + uncertainty_quota + rare_bigram_quota);
 
-    let mut by_saliency: Vec<usize> = (0..n).collect();
-    by_saliency.sort_by(|&a, &b| {
-        scores.cam_mass[b]
-            .total_cmp(&scores.cam_mass[a])
-            .then(a.cmp(&b))
-    });
-    let by_saliency = classes_in_turn(&by_saliency, &split.labels);
-    let mut by_uncertainty: Vec<usize> = (0..n).collect();
-    by_uncertainty.sort_by(|&a, &b| {
-        (!scores.misclassified[a], scores.margin[a])
-            .partial_cmp(&(!scores.misclassified[b], scores.margin[b]))
-            .unwrap_or(std::cmp::Ordering::Equal)
-            .then(a.cmp(&b))
-    });
+    let descending = |values: &[f32]| {
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_by(|&a, &b| values[b].total_cmp(&values[a]).then(a.cmp(&b)));
+        order
+    };
+    let by_saliency = classes_in_turn(&descending(&scores.saliency), candidates.labels);
+    let by_uncertainty = match &scores.mean_nll {
+        Some(mean_nll) => descending(mean_nll),
+        None => {
+            let mut order: Vec<usize> = (0..n).collect();
+            order.sort_by(|&a, &b| {
+                (!scores.misclassified[a], scores.margin[a])
+                    .partial_cmp(&(!scores.misclassified[b], scores.margin[b]))
+                    .unwrap_or(std::cmp::Ordering::Equal)
+                    .then(a.cmp(&b))
+            });
+            order
+        }
+    };
+    let by_rare_bigrams = scores
+        .rarest_bigram
+        .as_deref()
+        .map(descending)
+        .unwrap_or_default();
     let (clusters, distances, by_diversity) =
-        diversity_order(scores, split, diversity_quota, options)?;
+        diversity_order(scores, candidates.labels, diversity_quota, options)?;
 
     let mut taken = vec![false; n];
     let mut members = Vec::with_capacity(options.size);
@@ -262,14 +334,16 @@ pub fn select(
                 if !taken[position] {
                     taken[position] = true;
                     members.push(Member {
-                        index: split.source_indices[position],
-                        label: split.labels[position],
+                        index: candidates.source_indices[position],
+                        label: candidates.labels[position],
                         criterion,
-                        cam_mass: scores.cam_mass[position],
+                        saliency: scores.saliency[position],
                         margin: scores.margin[position],
                         misclassified: scores.misclassified[position],
                         cluster: clusters[position],
                         centroid_distance: distances[position],
+                        mean_nll: scores.mean_nll.as_ref().map(|v| v[position]),
+                        rarest_bigram: scores.rarest_bigram.as_ref().map(|v| v[position]),
                     });
                 }
             }
@@ -284,6 +358,12 @@ pub fn select(
         &by_uncertainty,
         uncertainty_quota,
         Criterion::Uncertainty,
+        &mut members,
+    );
+    take(
+        &by_rare_bigrams,
+        rare_bigram_quota,
+        Criterion::RareBigrams,
         &mut members,
     );
     take(
@@ -302,25 +382,18 @@ pub fn select(
 /// nearest examples first.
 fn diversity_order(
     scores: &Scores,
-    split: &Split,
+    labels: &[u8],
     quota: usize,
     options: &PreservationOptions,
 ) -> Result<(Vec<u32>, Vec<f32>, Vec<usize>)> {
-    let n = split.len();
-    let classes = split
-        .labels
-        .iter()
-        .map(|&l| l as usize + 1)
-        .max()
-        .unwrap_or(1);
+    let n = labels.len();
+    let classes = labels.iter().map(|&l| l as usize + 1).max().unwrap_or(1);
     let clusters_per_class = quota.div_ceil(classes).max(1);
     let mut cluster_of = vec![0u32; n];
     let mut distance_of = vec![0f32; n];
     let mut class_queues: Vec<Vec<usize>> = Vec::with_capacity(classes);
     for class in 0..classes {
-        let positions: Vec<usize> = (0..n)
-            .filter(|&i| split.labels[i] as usize == class)
-            .collect();
+        let positions: Vec<usize> = (0..n).filter(|&i| labels[i] as usize == class).collect();
         if positions.is_empty() {
             class_queues.push(Vec::new());
             continue;
@@ -382,7 +455,9 @@ fn interleave(lists: &[Vec<usize>]) -> Vec<usize> {
 }
 
 /// Builds the preservation set of `reference` (a float network) on `data`'s training split, with
-/// batches of `batch_size`, saves it to `out` and draws its montage to `montage`.
+/// batches of `batch_size`, and saves it to `out`. An image set is drawn as a montage at
+/// `picture`; a text set is listed at `picture` with the extension `.txt`. Returns the set and
+/// the path of its picture or listing.
 #[allow(clippy::too_many_arguments)]
 pub fn build_and_save(
     reference: &Network,
@@ -394,35 +469,59 @@ pub fn build_and_save(
     batch_size: usize,
     device: Device,
     out: &Path,
-    montage: &Path,
-) -> Result<PreservationSet> {
-    let scores = score(reference, &data.train, input, batch_size, device)?;
-    let members = select(&scores, &data.train, &options)?;
-    let set = PreservationSet {
+    picture: &Path,
+) -> Result<(PreservationSet, PathBuf)> {
+    let assemble = |members: Vec<Member>| PreservationSet {
         format: FORMAT.into(),
-        split,
+        split: split.clone(),
         reference: reference_path.display().to_string(),
-        options,
+        options: options.clone(),
         members,
     };
-    set.save(out)?;
-    let position_of = data.train.positions_by_index();
-    let positions: Vec<usize> = set
-        .members
-        .iter()
-        .map(|member| position_of[&member.index])
-        .collect();
-    let (inputs, _) = data.train.batch(&positions, input, None)?;
-    let (cams, _) = gradcam::grad_cam(reference, &inputs.f_to_device(device)?)?;
-    let images: Vec<&[u8]> = positions.iter().map(|&p| data.train.image(p)).collect();
-    montage::write_montage(
-        montage,
-        &set.members,
-        &images,
-        &cams.f_to_device(Device::Cpu)?,
-        IMAGE_SIDE as u32,
-    )?;
-    Ok(set)
+    match &data.train {
+        Split::Images(train) => {
+            let scores = score(reference, train, input, batch_size, device)?;
+            let candidates = Candidates {
+                source_indices: &train.source_indices,
+                labels: &train.labels,
+            };
+            let set = assemble(select(&scores, candidates, &options)?);
+            set.save(out)?;
+            let position_of = train.positions_by_index();
+            let positions: Vec<usize> = set
+                .members
+                .iter()
+                .map(|member| position_of[&member.index])
+                .collect();
+            let (inputs, _) = train.batch(&positions, input, None)?;
+            let (cams, _) = gradcam::grad_cam(reference, &inputs.f_to_device(device)?)?;
+            let images: Vec<&[u8]> = positions.iter().map(|&p| train.image(p)).collect();
+            montage::write_montage(
+                picture,
+                &set.members,
+                &images,
+                &cams.f_to_device(Device::Cpu)?,
+                IMAGE_SIDE as u32,
+            )?;
+            Ok((set, picture.to_path_buf()))
+        }
+        Split::Text(train) => {
+            let vocabulary = data.vocabulary.as_ref().ok_or_else(|| {
+                Error::Model("a text split needs its vocabulary to list the set".into())
+            })?;
+            let (starts, scores) = text::score(reference, train, batch_size, device)?;
+            let labels = vec![0; starts.len()];
+            let candidates = Candidates {
+                source_indices: &starts,
+                labels: &labels,
+            };
+            let set = assemble(select(&scores, candidates, &options)?);
+            set.save(out)?;
+            let listing = picture.with_extension("txt");
+            text::write_listing(&listing, &set.members, train, vocabulary)?;
+            Ok((set, listing))
+        }
+    }
 }
 
 impl PreservationSet {
@@ -465,8 +564,15 @@ impl PreservationSet {
 mod tests {
     use super::*;
 
-    fn toy(n: usize) -> (Split, Scores) {
-        let split = Split {
+    fn candidates(split: &ImageSplit) -> Candidates<'_> {
+        Candidates {
+            source_indices: &split.source_indices,
+            labels: &split.labels,
+        }
+    }
+
+    fn toy(n: usize) -> (ImageSplit, Scores) {
+        let split = ImageSplit {
             images: vec![0; n * crate::data::mnist::IMAGE_PIXELS],
             labels: (0..n).map(|i| (i % 2) as u8).collect(),
             source_indices: (0..n as u32).map(|i| 100 + i).collect(),
@@ -476,9 +582,11 @@ mod tests {
             .flat_map(|i| [if i % 2 == 0 { i as f32 } else { -(i as f32) }, 0.0])
             .collect();
         let scores = Scores {
-            cam_mass: (0..n).map(|i| i as f32).collect(),
+            saliency: (0..n).map(|i| i as f32).collect(),
             margin: (0..n).map(|i| 1.0 - i as f32 / n as f32).collect(),
             misclassified: (0..n).map(|i| i == 3).collect(),
+            mean_nll: None,
+            rarest_bigram: None,
             embeddings: Tensor::from_slice(&embeddings).view([n as i64, 2]),
         };
         (split, scores)
@@ -491,7 +599,7 @@ mod tests {
             size: 9,
             ..PreservationOptions::default()
         };
-        let members = select(&scores, &split, &options).unwrap();
+        let members = select(&scores, candidates(&split), &options).unwrap();
         assert_eq!(members.len(), 9);
         // Saliency: the largest CAM masses, classes in turn: class 0 (even positions) 38, class 1
         // 39, class 0 again 36.
@@ -522,7 +630,10 @@ mod tests {
         indices.dedup();
         assert_eq!(indices.len(), 9);
         // Same options, same set.
-        assert_eq!(select(&scores, &split, &options).unwrap(), members);
+        assert_eq!(
+            select(&scores, candidates(&split), &options).unwrap(),
+            members
+        );
     }
 
     #[test]
@@ -533,7 +644,7 @@ mod tests {
             ..PreservationOptions::default()
         };
         assert!(matches!(
-            select(&scores, &split, &too_big),
+            select(&scores, candidates(&split), &too_big),
             Err(Error::Model(_))
         ));
         let no_share = PreservationOptions {
@@ -543,7 +654,7 @@ mod tests {
             ..PreservationOptions::default()
         };
         assert!(matches!(
-            select(&scores, &split, &no_share),
+            select(&scores, candidates(&split), &no_share),
             Err(Error::Model(_))
         ));
     }
@@ -559,7 +670,7 @@ mod tests {
             format: FORMAT.into(),
             split: SplitInfo::train(5, 1),
             reference: "ref.safetensors".into(),
-            members: select(&scores, &split, &options).unwrap(),
+            members: select(&scores, candidates(&split), &options).unwrap(),
             options,
         };
         let dir = tempfile::tempdir().unwrap();

@@ -17,6 +17,7 @@ fn frame_colour(criterion: Criterion) -> Rgb<u8> {
         Criterion::Saliency => Rgb([220, 40, 40]),
         Criterion::Uncertainty => Rgb([235, 200, 0]),
         Criterion::Diversity => Rgb([40, 120, 235]),
+        Criterion::RareBigrams => Rgb([40, 180, 80]),
     }
 }
 

@@ -7,7 +7,7 @@
 //! checkpoint, so a comparison can be stopped and restarted.
 
 use super::{train_and_report, Summary};
-use crate::data::mnist::load_train_validation;
+use crate::data::load_train_validation;
 use crate::error::{Error, Result};
 use crate::preserve::{build_and_save, PreservationOptions, SplitInfo};
 use crate::train::config::ExperimentConfig;
@@ -70,11 +70,8 @@ pub fn run_comparison(
         let preservation_set = baseline_dir.join("preservation.json");
         if !preservation_set.exists() {
             let network = load_reference(&reference, &seeded, options.device)?;
-            let data = load_train_validation(
-                &options.data_dirs,
-                seeded.data.validation_size,
-                seeded.data.split_seed,
-            )?;
+            let data =
+                load_train_validation(&seeded.data, &seeded.model.input, &options.data_dirs)?;
             let split = SplitInfo::train(seeded.data.validation_size, seeded.data.split_seed);
             build_and_save(
                 &network,
@@ -176,15 +173,20 @@ pub fn mean_and_std(values: &[f64]) -> (f64, f64) {
     (mean, variance.sqrt())
 }
 
-/// One row per mode: test accuracy mean ± std, size, ratio to float, train-test gap, controller
-/// events and wall time, over the seeds.
+/// One row per mode: test accuracy (a language model's test loss, nats per character) mean ±
+/// std, size, ratio to float, train-test gap, controller events and wall time, over the seeds.
 pub fn comparison_table(summaries: &[Summary]) -> String {
+    let language_model = summaries.iter().any(|s| s.language_model);
     let mut table = format!(
         "{:<9} {:>5} {:>6} {:>17} {:>19} {:>8} {:>15} {:>22} {:>8}\n",
         "mode",
         "runs",
         "gamma",
-        "test accuracy",
+        if language_model {
+            "test loss (nats)"
+        } else {
+            "test accuracy"
+        },
         "size (bytes)",
         "ratio",
         "train-test gap",
@@ -199,10 +201,23 @@ pub fn comparison_table(summaries: &[Summary]) -> String {
         let column = |value: fn(&Summary) -> f64| {
             mean_and_std(&runs.iter().map(|s| value(s)).collect::<Vec<_>>())
         };
-        let (accuracy, accuracy_std) = column(|s| 100.0 * s.test_accuracy);
         let (size, size_std) = column(|s| s.size_bytes as f64);
         let (ratio, _) = column(|s| s.ratio_to_float);
-        let (gap, gap_std) = column(|s| 100.0 * s.train_test_gap);
+        let (quality, gap) = if language_model {
+            let (loss, loss_std) = column(|s| s.test_loss);
+            let (gap, gap_std) = column(|s| s.test_loss - s.train_loss);
+            (
+                format!("{loss:.4} ± {loss_std:.4}"),
+                format!("{gap:+.4} ± {gap_std:.4}"),
+            )
+        } else {
+            let (accuracy, accuracy_std) = column(|s| 100.0 * s.test_accuracy);
+            let (gap, gap_std) = column(|s| 100.0 * s.train_test_gap);
+            (
+                format!("{accuracy:.2} ± {accuracy_std:.2}%"),
+                format!("{gap:.2} ± {gap_std:.2}pt"),
+            )
+        };
         let (wall, _) = column(|s| s.wall_seconds);
         let events = runs.iter().fold([0u32; 3], |sum, s| {
             let e = s.controller_events;
@@ -221,17 +236,15 @@ pub fn comparison_table(summaries: &[Summary]) -> String {
             None => "-".into(),
         };
         table.push_str(&format!(
-            "{:<9} {:>5} {:>6} {:>9.2} ± {:.2}% {:>10.0} ± {:<6.0} {:>8.4} {:>7.2} ± {:.2}pt {:>22} {:>7.0}s\n",
+            "{:<9} {:>5} {:>6} {:>17} {:>10.0} ± {:<6.0} {:>8.4} {:>15} {:>22} {:>7.0}s\n",
             mode,
             runs.len(),
             gamma,
-            accuracy,
-            accuracy_std,
+            quality,
             size,
             size_std,
             ratio,
             gap,
-            gap_std,
             format!("{}/{}/{}", events[0], events[1], events[2]),
             wall
         ));
@@ -242,12 +255,12 @@ pub fn comparison_table(summaries: &[Summary]) -> String {
 /// Every run as a CSV line (header first).
 pub fn comparison_csv(summaries: &[Summary]) -> String {
     let mut csv = String::from(
-        "mode,seed,steps,gamma,test_accuracy,test_loss,train_accuracy,train_test_gap,validation_accuracy,size_bytes,size_kind,float_bytes,ratio_to_float,bits_per_weight,breaches,restores,rollbacks,wall_seconds\n",
+        "mode,seed,steps,gamma,test_accuracy,test_loss,train_accuracy,train_test_gap,validation_accuracy,size_bytes,size_kind,float_bytes,ratio_to_float,bits_per_weight,breaches,restores,rollbacks,wall_seconds,train_loss,validation_loss,language_model\n",
     );
     for s in summaries {
         let e = s.controller_events;
         csv.push_str(&format!(
-            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
             s.mode,
             s.seed,
             s.steps,
@@ -265,7 +278,10 @@ pub fn comparison_csv(summaries: &[Summary]) -> String {
             e.breaches,
             e.restores,
             e.rollbacks,
-            s.wall_seconds
+            s.wall_seconds,
+            s.train_loss,
+            s.validation_loss,
+            s.language_model
         ));
     }
     csv

@@ -5,7 +5,7 @@
 pub mod compare;
 pub mod plot;
 
-use crate::data::mnist::{load_test, TrainValidation};
+use crate::data::{load_test, TrainValidation};
 use crate::error::{Error, Result};
 use crate::models::Network;
 use crate::pack::{payload_estimate, prepare_for_storage, OriginalSize, SizeReport};
@@ -38,6 +38,16 @@ pub struct Summary {
     pub train_test_gap: f64,
     /// Accuracy on the validation split.
     pub validation_accuracy: f64,
+    /// Mean cross-entropy on the same training sample as `train_accuracy`.
+    #[serde(default)]
+    pub train_loss: f64,
+    /// Mean cross-entropy on the validation split.
+    #[serde(default)]
+    pub validation_loss: f64,
+    /// A character-level language model: its accuracies are per next character, its losses
+    /// nats per character, and the loss is its headline figure.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub language_model: bool,
     /// Size pressure gamma of a quantized run (none for baseline and for older summaries).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gamma: Option<f64>,
@@ -110,7 +120,7 @@ pub fn summarize(
     let size = payload_estimate(network, original)?;
     let input = &config.data.input;
     let batch = config.train.eval_batch_size;
-    let test = load_test(data_dirs)?;
+    let test = load_test(&config.data, &config.model.input, data_dirs)?;
     let test_eval = evaluate(network, &test, input, quantize, batch, device)?;
     let train_sample = data
         .train
@@ -127,6 +137,9 @@ pub fn summarize(
         train_accuracy: train_eval.accuracy,
         train_test_gap: train_eval.accuracy - test_eval.accuracy,
         validation_accuracy: validation_eval.accuracy,
+        train_loss: train_eval.loss,
+        validation_loss: validation_eval.loss,
+        language_model: config.data.is_text(),
         gamma: quantize.then_some(config.quant.gamma),
         size_bytes: headline.bytes,
         size_kind: headline.kind.into(),
@@ -193,14 +206,41 @@ pub fn write_summary(path: &Path, summary: &Summary) -> Result<()> {
     crate::train::checkpoint::write_atomically(path, text.as_bytes())
 }
 
+impl Summary {
+    /// The headline quality figure: test accuracy in percent, or a language model's test loss
+    /// in nats per character.
+    pub fn headline(&self) -> String {
+        if self.language_model {
+            format!("{:.4}", self.test_loss)
+        } else {
+            format!("{:.2}%", 100.0 * self.test_accuracy)
+        }
+    }
+
+    /// Train-test gap: accuracy points lost from train to test, or a language model's loss
+    /// (nats per character) gained.
+    pub fn gap(&self) -> String {
+        if self.language_model {
+            format!("{:+.4}", self.test_loss - self.train_loss)
+        } else {
+            format!("{:.2}pt", 100.0 * self.train_test_gap)
+        }
+    }
+}
+
 /// The results table: one row per run.
 pub fn results_table(summaries: &[Summary]) -> String {
+    let language_model = summaries.iter().any(|s| s.language_model);
     let mut table = format!(
         "{:<9} {:>5} {:>7} {:>10} {:>10} {:>18} {:>9} {:>10} {:>9} {:>9}\n",
         "mode",
         "seed",
         "steps",
-        "test acc",
+        if language_model {
+            "test nats"
+        } else {
+            "test acc"
+        },
         "train-test",
         "size (bytes)",
         "ratio",
@@ -212,12 +252,12 @@ pub fn results_table(summaries: &[Summary]) -> String {
         let alive: i64 = s.channels_alive.iter().map(|[alive, _]| alive).sum();
         let total: i64 = s.channels_alive.iter().map(|[_, total]| total).sum();
         table.push_str(&format!(
-            "{:<9} {:>5} {:>7} {:>9.2}% {:>9.2}pt {:>9} {:<8} {:>8.4}x {:>10.3} {:>9} {:>8.0}s\n",
+            "{:<9} {:>5} {:>7} {:>10} {:>10} {:>9} {:<8} {:>8.4}x {:>10.3} {:>9} {:>8.0}s\n",
             s.mode,
             s.seed,
             s.steps,
-            100.0 * s.test_accuracy,
-            100.0 * s.train_test_gap,
+            s.headline(),
+            s.gap(),
             s.size_bytes,
             if s.size_kind == "float32" {
                 "float32"
@@ -236,7 +276,7 @@ pub fn results_table(summaries: &[Summary]) -> String {
 /// Per-layer table of a size report: channels alive, live fan-in, width histogram, bytes.
 pub fn layer_table(size: &SizeReport) -> String {
     let mut table = format!(
-        "{:<10} {:>9} {:>12} {:>10} {:>8}  widths (bits: channels)\n",
+        "{:<20} {:>9} {:>12} {:>10} {:>8}  widths (bits: channels)\n",
         "layer", "alive", "live fan-in", "code bits", "bytes"
     );
     for layer in &size.layers {
@@ -246,13 +286,19 @@ pub fn layer_table(size: &SizeReport) -> String {
             .map(|(width, count)| format!("{width}:{count}"))
             .collect();
         table.push_str(&format!(
-            "{:<10} {:>9} {:>12} {:>10} {:>8}  {}\n",
+            "{:<20} {:>9} {:>12} {:>10} {:>8}  {}\n",
             layer.name,
             format!("{}/{}", layer.alive, layer.original_channels),
             layer.live_fan_in,
             layer.code_bits,
             layer.bytes,
             widths.join(" ")
+        ));
+    }
+    if size.float_parameter_bytes > 0 {
+        table.push_str(&format!(
+            "float parameters (embeddings, layer norms) {} B\n",
+            size.float_parameter_bytes
         ));
     }
     table.push_str(&format!(

@@ -1,7 +1,7 @@
 //! The experiment config: one TOML file with `[data]`, `[model]`, `[train]` and `[quant]`
 //! sections. Unknown keys are errors, so a typo never silently falls back to a default.
 
-use crate::data::mnist::InputOptions;
+pub use crate::data::DataConfig;
 use crate::error::{Error, Result};
 use crate::models::ModelConfig;
 use serde::{Deserialize, Serialize};
@@ -22,24 +22,6 @@ pub struct ExperimentConfig {
     /// The safety guard (preservation set, budget, controller); required by the `safe` mode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub safety: Option<SafetyConfig>,
-}
-
-/// Data set and input options.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DataConfig {
-    /// Data set name; `mnist` for now.
-    pub dataset: String,
-    /// Images split off the training file for validation.
-    pub validation_size: usize,
-    /// Seed of the train/validation split. Separate from `train.seed`, so that runs of several
-    /// seeds, and the preservation set built from a reference run, share one validation split.
-    /// Default 0.
-    #[serde(default)]
-    pub split_seed: u64,
-    /// Normalisation and augmentation of training inputs.
-    #[serde(flatten)]
-    pub input: InputOptions,
 }
 
 /// Learning-rate schedule of an optimizer group.
@@ -293,11 +275,10 @@ impl ExperimentConfig {
 
     /// Checks values that parse but make no sense.
     pub fn validate(&self, path: &Path) -> Result<()> {
-        let problem = if self.data.dataset != "mnist" {
-            Some(format!(
-                "data.dataset {:?} is not supported (only \"mnist\")",
-                self.data.dataset
-            ))
+        let problem = if let Some(problem) = self.data.problem() {
+            Some(problem)
+        } else if self.data.is_text() != matches!(self.model.input.as_slice(), [_]) {
+            Some("a text data set needs model.input = [context], an image data set [channels, height, width]".into())
         } else if self.train.steps < 1 {
             Some("train.steps must be at least 1".into())
         } else if self.train.batch_size == 0 || self.train.eval_batch_size == 0 {

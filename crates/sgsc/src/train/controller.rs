@@ -13,24 +13,54 @@
 
 use serde::{Deserialize, Serialize};
 
-/// The limits a compressed model must stay within, in accuracy points below the reference.
+/// What a budget measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BudgetMetric {
+    /// Accuracy (a fraction); drops are in percentage points below the reference.
+    #[default]
+    Accuracy,
+    /// Mean cross-entropy (nats per prediction, a language model's yardstick); drops are the
+    /// nats it may rise above the reference.
+    Loss,
+}
+
+impl BudgetMetric {
+    /// A figure in this metric, for logs: `99.12%` or `1.9876 nats`.
+    pub fn show(self, value: f64) -> String {
+        match self {
+            BudgetMetric::Accuracy => format!("{:.2}%", 100.0 * value),
+            BudgetMetric::Loss => format!("{value:.4} nats"),
+        }
+    }
+}
+
+/// The limits a compressed model must stay within, relative to the reference.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Budget {
-    /// Reference accuracy on the preservation set (fraction).
+    /// What is measured (accuracy unless said otherwise).
+    #[serde(default)]
+    pub metric: BudgetMetric,
+    /// The reference's figure on the preservation set (accuracy fraction, or loss).
     pub reference_preservation: f64,
-    /// Reference accuracy on validation (fraction).
+    /// The reference's figure on validation.
     pub reference_validation: f64,
-    /// Largest allowed drop on the preservation set, in points (0.5 = half a percentage point).
+    /// Largest allowed loss of quality on the preservation set: accuracy points (0.5 = half a
+    /// percentage point), or nats of loss.
     pub max_preservation_drop: f64,
-    /// Largest allowed drop on validation, in points.
+    /// Largest allowed loss of quality on validation, in the same units.
     pub max_validation_drop: f64,
 }
 
 impl Budget {
-    /// Whether accuracies (fractions) are within the budget.
+    /// Whether the figures (in the budget's metric) are within the budget.
     pub fn is_met(&self, preservation: f64, validation: f64) -> bool {
-        100.0 * (self.reference_preservation - preservation) <= self.max_preservation_drop + 1e-9
-            && 100.0 * (self.reference_validation - validation) <= self.max_validation_drop + 1e-9
+        let lost = |reference: f64, value: f64| match self.metric {
+            BudgetMetric::Accuracy => 100.0 * (reference - value),
+            BudgetMetric::Loss => value - reference,
+        };
+        lost(self.reference_preservation, preservation) <= self.max_preservation_drop + 1e-9
+            && lost(self.reference_validation, validation) <= self.max_validation_drop + 1e-9
     }
 }
 
@@ -188,6 +218,7 @@ mod tests {
 
     fn controller() -> Controller {
         let budget = Budget {
+            metric: BudgetMetric::Accuracy,
             reference_preservation: 0.98,
             reference_validation: 0.99,
             max_preservation_drop: 0.5,

@@ -20,12 +20,15 @@
 
 use super::checkpoint;
 use super::config::{ExperimentConfig, SafetyConfig};
-use super::controller::{Action, Budget, Controller, ControllerState, Events, PressureSettings};
-use super::evaluate::evaluate;
+use super::controller::{
+    Action, Budget, BudgetMetric, Controller, ControllerState, Events, PressureSettings,
+};
+use super::evaluate::{evaluate, Evaluation};
 use super::learner::{Guidance, Learner, Snapshot};
 use super::Mode;
-use crate::data::mnist::{InputOptions, Split, TrainValidation};
+use crate::data::mnist::InputOptions;
 use crate::data::sampler::{preservation_rng, EpochSampler};
+use crate::data::{Split, TrainValidation};
 use crate::error::{Error, Result};
 use crate::models::network::BATCH_NORM_EPS;
 use crate::models::{Network, Weights};
@@ -59,9 +62,10 @@ pub struct CheckReport {
 pub struct Certificate {
     /// The budget, with the reference's accuracies.
     pub budget: Budget,
-    /// Final accuracy on the preservation set.
+    /// Final figure on the preservation set, in the budget's metric (accuracy, or loss for a
+    /// language model).
     pub final_preservation_accuracy: f64,
-    /// Final accuracy on validation.
+    /// Final figure on validation, in the budget's metric.
     pub final_validation_accuracy: f64,
     /// Whether the final model meets the budget.
     pub met: bool,
@@ -170,7 +174,11 @@ impl Guard {
                 position_of
                     .get(&member.index)
                     .copied()
-                    .filter(|&position| data.train.labels[position] == member.label)
+                    .filter(|&position| {
+                        data.train
+                            .label(position)
+                            .is_none_or(|label| label == member.label)
+                    })
                     .ok_or_else(|| {
                         fail(format!(
                             "member {} is not a training image with label {}",
@@ -201,20 +209,36 @@ impl Guard {
             batch,
             device,
         )?;
+        let metric = if config.data.is_text() {
+            BudgetMetric::Loss
+        } else {
+            BudgetMetric::Accuracy
+        };
         let budget = Budget {
-            reference_preservation: reference_preservation.accuracy,
-            reference_validation: reference_validation.accuracy,
+            metric,
+            reference_preservation: figure(metric, &reference_preservation),
+            reference_validation: figure(metric, &reference_validation),
             max_preservation_drop: safety.max_preservation_drop,
             max_validation_drop: safety.max_validation_drop,
         };
-        tracing::info!(
-            "safety budget: reference {:.2}% on the {} preservation images, {:.2}% on validation; at most {} and {} points lost",
-            100.0 * budget.reference_preservation,
-            preservation.len(),
-            100.0 * budget.reference_validation,
-            budget.max_preservation_drop,
-            budget.max_validation_drop
-        );
+        match metric {
+            BudgetMetric::Accuracy => tracing::info!(
+                "safety budget: reference {:.2}% on the {} preservation images, {:.2}% on validation; at most {} and {} points lost",
+                100.0 * budget.reference_preservation,
+                preservation.len(),
+                100.0 * budget.reference_validation,
+                budget.max_preservation_drop,
+                budget.max_validation_drop
+            ),
+            BudgetMetric::Loss => tracing::info!(
+                "safety budget: reference loss {:.4} nats on the {} preservation windows, {:.4} on validation; at most {} and {} nats more",
+                budget.reference_preservation,
+                preservation.len(),
+                budget.reference_validation,
+                budget.max_preservation_drop,
+                budget.max_validation_drop
+            ),
+        }
         let start_preservation = evaluate(
             &learner.network,
             &preservation,
@@ -231,7 +255,10 @@ impl Guard {
             batch,
             device,
         )?;
-        let snapshot_safe = budget.is_met(start_preservation.accuracy, start_validation.accuracy);
+        let snapshot_safe = budget.is_met(
+            figure(metric, &start_preservation),
+            figure(metric, &start_validation),
+        );
         let layers = learner.network.quantized.len();
         Ok(Guard {
             controller: Controller::new(
@@ -467,7 +494,8 @@ impl Guard {
             self.eval_batch_size,
             self.device,
         )?;
-        Ok((preservation.accuracy, validation.accuracy))
+        let metric = self.controller.budget.metric;
+        Ok((figure(metric, &preservation), figure(metric, &validation)))
     }
 
     /// Removes channels that have had zero bits since at least `prune_grace_steps` ago (and no
@@ -680,6 +708,14 @@ impl Guard {
             preservation_set: self.safety.preservation_set.display().to_string(),
             reference: self.safety.reference.display().to_string(),
         })
+    }
+}
+
+/// The figure of `evaluation` that a budget in `metric` reads.
+fn figure(metric: BudgetMetric, evaluation: &Evaluation) -> f64 {
+    match metric {
+        BudgetMetric::Accuracy => evaluation.accuracy,
+        BudgetMetric::Loss => evaluation.loss,
     }
 }
 

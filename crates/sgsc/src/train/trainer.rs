@@ -8,8 +8,8 @@ use super::learner::{Learner, Snapshot};
 use super::metrics::MetricsLog;
 use super::safety::{load_reference, Certificate, Guard};
 use super::Mode;
-use crate::data::mnist::{load_train_validation, TrainValidation};
 use crate::data::sampler::{step_rng, EpochSampler};
+use crate::data::{load_train_validation, TrainValidation};
 use crate::error::{Error, Result};
 use crate::pack::payload_estimate;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -70,11 +70,7 @@ pub fn checkpoint_path(out_dir: &Path) -> PathBuf {
 pub fn train(config: &ExperimentConfig, options: &RunOptions) -> Result<TrainOutcome> {
     let started = Instant::now();
     std::fs::create_dir_all(&options.out_dir).map_err(|e| Error::io(&options.out_dir, e))?;
-    let data = load_train_validation(
-        &options.data_dirs,
-        config.data.validation_size,
-        config.data.split_seed,
-    )?;
+    let data = load_train_validation(&config.data, &config.model.input, &options.data_dirs)?;
     let mut learner = Learner::new(config, options.mode, options.device)?;
     let safety_reference = config
         .safety
@@ -130,6 +126,7 @@ pub fn train(config: &ExperimentConfig, options: &RunOptions) -> Result<TrainOut
             config: config.to_toml(),
             original_weights: learner.original.weights,
             guard,
+            vocabulary: data.vocabulary.clone(),
         };
         checkpoint::save(&checkpoint_file, &info, &tensors)
     };
@@ -196,6 +193,8 @@ pub fn train(config: &ExperimentConfig, options: &RunOptions) -> Result<TrainOut
             .map(|guard| guard.guidance(step, &inputs))
             .transpose()?;
         let report = learner.step(&inputs, &labels, step, guidance.as_ref())?;
+        // One prediction per image, or per character of a language model's windows.
+        let predictions = labels.size()[0] as usize;
         if !report.finite {
             rollbacks += 1;
             consecutive_rollbacks += 1;
@@ -217,11 +216,7 @@ pub fn train(config: &ExperimentConfig, options: &RunOptions) -> Result<TrainOut
         if let Some(guard) = guard.as_mut() {
             guard.after_step(&learner, step)?;
         }
-        window.add(
-            &report,
-            positions.len(),
-            step_started.elapsed().as_secs_f64(),
-        );
+        window.add(&report, predictions, step_started.elapsed().as_secs_f64());
         let done = step + 1;
         if done % 10 == 0 || done == steps {
             progress.set_position(done as u64);
@@ -229,7 +224,7 @@ pub fn train(config: &ExperimentConfig, options: &RunOptions) -> Result<TrainOut
             progress.set_message(format!(
                 "loss {:.3} acc {:.1}% Q {:.2} bits/weight, size at last eval {size}",
                 report.loss,
-                100.0 * report.correct as f64 / positions.len() as f64,
+                100.0 * report.correct as f64 / predictions as f64,
                 report.size_term
             ));
         }
@@ -246,10 +241,11 @@ pub fn train(config: &ExperimentConfig, options: &RunOptions) -> Result<TrainOut
                 }
                 metrics.write(&json!({"event": "check", "mode": options.mode.name(), "check": check, "step": done}))?;
                 if check.action != "safe" || check.pruned_channels > 0 {
+                    let metric = guard.budget().metric;
                     tracing::info!(
-                        "step {done}: preservation {:.2}%, validation {:.2}%: {} ({} channels restored, {} removed)",
-                        100.0 * check.preservation_accuracy,
-                        100.0 * check.validation_accuracy,
+                        "step {done}: preservation {}, validation {}: {} ({} channels restored, {} removed)",
+                        metric.show(check.preservation_accuracy),
+                        metric.show(check.validation_accuracy),
                         check.action,
                         check.restored_channels,
                         check.pruned_channels

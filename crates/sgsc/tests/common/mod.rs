@@ -50,3 +50,31 @@ pub fn run_options(mode: Mode, out_dir: &Path) -> RunOptions {
         stop_at: None,
     }
 }
+
+/// The shipped names transformer config, shrunk to train in seconds: context 16, d_model 32,
+/// 2 blocks of 2 heads.
+pub fn small_names_config() -> ExperimentConfig {
+    let mut config = ExperimentConfig::load(&workspace().join("configs/names-transformer.toml"))
+        .expect("the shipped config parses");
+    config.model.input = vec![16];
+    let block = sgsc::models::LayerConfig::TransformerBlock {
+        heads: 2,
+        mlp_ratio: 4,
+        bias: false,
+    };
+    config.model.layers = vec![
+        sgsc::models::LayerConfig::Embedding {
+            vocab_size: 27,
+            d_model: 32,
+        },
+        block.clone(),
+        block,
+        sgsc::models::LayerConfig::LayerNorm,
+        sgsc::models::LayerConfig::Linear {
+            out_features: 27,
+            bias: false,
+        },
+    ];
+    config.train.batch_size = 32;
+    config
+}
