@@ -1,6 +1,6 @@
 //! `sgsc bench`: median milliseconds per training step (float and quantized, batch 128 and 512),
-//! per batch assembly (with the config's augmentation) and inference images per second, on random
-//! inputs so it needs no data set.
+//! per batch assembly (with the config's augmentation, for images) and inference examples (images
+//! or windows) per second, on random inputs so it needs no data set.
 
 use super::parse_device;
 use crate::data::mnist::{ImageSplit, IMAGE_PIXELS};
@@ -50,8 +50,22 @@ fn median_ms(repeats: usize, mut work: impl FnMut() -> Result<()>) -> Result<f64
 pub fn run(args: BenchArgs) -> Result<()> {
     let device = parse_device(&args.device)?;
     let config = ExperimentConfig::load(&args.config)?;
-    let &[channels, height, width] = config.model.input.as_slice() else {
-        anyhow::bail!("sgsc bench measures image networks (input [channels, height, width])");
+    // Random inputs of the network's shape: images, or token ids with next-token targets.
+    let synthetic = |batch: i64, outputs: i64| -> Result<(Tensor, Tensor)> {
+        Ok(match *config.model.input.as_slice() {
+            [context] => (
+                Tensor::f_randint(outputs, [batch, context], (Kind::Int64, device))?,
+                Tensor::f_randint(outputs, [batch * context], (Kind::Int64, device))?,
+            ),
+            _ => {
+                let mut shape = vec![batch];
+                shape.extend(&config.model.input);
+                (
+                    Tensor::f_randn(shape.as_slice(), (Kind::Float, device))?,
+                    Tensor::f_randint(outputs, [batch], (Kind::Int64, device))?,
+                )
+            }
+        })
     };
     println!(
         "libtorch threads: {}, device: {:?}",
@@ -62,12 +76,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     for mode in [Mode::Baseline, Mode::Unsafe] {
         for &batch in &args.batch_sizes {
             let mut learner = Learner::new(&config, mode, device)?;
-            let inputs = Tensor::f_randn([batch, channels, height, width], (Kind::Float, device))?;
-            let labels = Tensor::f_randint(
-                learner.network.output_features,
-                [batch],
-                (Kind::Int64, device),
-            )?;
+            let (inputs, labels) = synthetic(batch, learner.network.output_features)?;
             let mut step = 0;
             let ms = median_ms(args.repeats, || {
                 learner.step(&inputs, &labels, step, None)?;
@@ -83,27 +92,27 @@ pub fn run(args: BenchArgs) -> Result<()> {
         }
     }
     let images = 1024;
-    let synthetic = ImageSplit {
+    let pixels = ImageSplit {
         images: (0..images * IMAGE_PIXELS)
             .map(|i| (i * 7919 % 256) as u8)
             .collect(),
         labels: (0..images).map(|i| (i % 10) as u8).collect(),
         source_indices: (0..images as u32).collect(),
     };
-    for &batch in &args.batch_sizes {
+    for &batch in args.batch_sizes.iter().filter(|_| !config.data.is_text()) {
         let positions: Vec<usize> = (0..batch as usize).map(|i| i % images).collect();
         let mut step = 0;
         let ms = median_ms(args.repeats, || {
             let mut rng = step_rng(0, step);
             step += 1;
-            let _batch = synthetic.batch(&positions, &config.data.input, Some(&mut rng))?;
+            let _batch = pixels.batch(&positions, &config.data.input, Some(&mut rng))?;
             Ok(())
         })?;
         println!("{:<24} {batch:>7} {ms:>9.1} ms", "batch assembly");
     }
     let batch = 1000;
     let learner = Learner::new(&config, Mode::Unsafe, device)?;
-    let inputs = Tensor::f_randn([batch, channels, height, width], (Kind::Float, device))?;
+    let (inputs, _) = synthetic(batch, learner.network.output_features)?;
     for (label, quantize) in [
         ("inference (float)", false),
         ("inference (quantized)", true),
@@ -114,7 +123,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             Ok(())
         })?;
         println!(
-            "{label:<24} {batch:>7} {:>9.0} images/s",
+            "{label:<24} {batch:>7} {:>9.0} examples/s",
             batch as f64 * 1000.0 / ms
         );
     }

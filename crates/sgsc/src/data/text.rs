@@ -230,6 +230,12 @@ pub fn split_corpus(
         .flat_map(|&block| characters[range(block)].iter())
         .collect();
     let vocabulary = Vocabulary::from_text(&training_text);
+    if vocabulary.len() > usize::from(u16::MAX) + 1 {
+        return Err(malformed(format!(
+            "{} distinct characters: at most 65,536 fit the 16-bit token ids",
+            vocabulary.len()
+        )));
+    }
     let tokens = Arc::new(vocabulary.encode(text).map_err(|error| match error {
         DataError::UnknownSymbol { symbol, .. } => malformed(format!(
             "the symbol {symbol:?} occurs only outside the training blocks; choose another data.split_seed"

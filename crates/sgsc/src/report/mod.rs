@@ -78,6 +78,9 @@ pub struct Summary {
 /// Training images (evenly spaced through the train split) that measure train accuracy for the
 /// train-test gap: enough for a figure good to about 0.1 points, at a fifth of the cost.
 pub const TRAIN_ACCURACY_SAMPLE: usize = 10_000;
+/// Training windows that measure a language model's train loss (each holds `context`
+/// predictions, so a thousand already hold as many as the validation split).
+pub const TRAIN_LOSS_SAMPLE_WINDOWS: usize = 1_000;
 
 /// `count` positions spread evenly over `0..len` (all of them when `len <= count`).
 fn evenly_spaced(len: usize, count: usize) -> Vec<usize> {
@@ -122,9 +125,14 @@ pub fn summarize(
     let batch = config.train.eval_batch_size;
     let test = load_test(&config.data, &config.model.input, data_dirs)?;
     let test_eval = evaluate(network, &test, input, quantize, batch, device)?;
-    let train_sample = data
-        .train
-        .subset(&evenly_spaced(data.train.len(), TRAIN_ACCURACY_SAMPLE));
+    let train_sample = data.train.subset(&evenly_spaced(
+        data.train.len(),
+        if config.data.is_text() {
+            TRAIN_LOSS_SAMPLE_WINDOWS
+        } else {
+            TRAIN_ACCURACY_SAMPLE
+        },
+    ));
     let train_eval = evaluate(network, &train_sample, input, quantize, batch, device)?;
     let validation_eval = evaluate(network, &data.validation, input, quantize, batch, device)?;
     let headline = size.headline(quantize);

@@ -285,6 +285,29 @@ mod tests {
     }
 
     #[test]
+    fn a_loss_budget_is_in_nats_above_the_reference() {
+        let budget = Budget {
+            metric: BudgetMetric::Loss,
+            reference_preservation: 2.0,
+            reference_validation: 1.9,
+            max_preservation_drop: 0.05,
+            max_validation_drop: 0.03,
+        };
+        assert!(budget.is_met(2.05, 1.93));
+        assert!(
+            budget.is_met(1.5, 1.2),
+            "a lower loss is always within budget"
+        );
+        assert!(
+            !budget.is_met(2.051, 1.9),
+            "0.051 nats more on the preservation set"
+        );
+        assert!(!budget.is_met(2.0, 1.931), "0.031 nats more on validation");
+        assert_eq!(BudgetMetric::Loss.show(1.23456), "1.2346 nats");
+        assert_eq!(BudgetMetric::Accuracy.show(0.99123), "99.12%");
+    }
+
+    #[test]
     fn safe_checks_only_take_snapshots() {
         let mut controller = controller();
         for step in [100, 200, 300] {
