@@ -192,6 +192,20 @@ fn context(input: &[i64]) -> Result<usize, DataError> {
     }
 }
 
+/// Loads and splits the corpus that `config` names, in windows of the model's context.
+fn load_text(
+    config: &DataConfig,
+    input: &[i64],
+    data_dirs: &[PathBuf],
+) -> Result<text::TextSplits, DataError> {
+    text::load(
+        &config.dataset,
+        data_dirs,
+        context(input)?,
+        config.block_split(),
+    )
+}
+
 /// Loads the training and validation splits that `config` describes, for a model whose input
 /// has shape `input`.
 pub fn load_train_validation(
@@ -200,12 +214,7 @@ pub fn load_train_validation(
     data_dirs: &[PathBuf],
 ) -> Result<TrainValidation, DataError> {
     if config.is_text() {
-        let splits = text::load(
-            &config.dataset,
-            data_dirs,
-            context(input)?,
-            config.block_split(),
-        )?;
+        let splits = load_text(config, input, data_dirs)?;
         Ok(TrainValidation {
             train: Split::Text(splits.train),
             validation: Split::Text(splits.validation),
@@ -229,13 +238,7 @@ pub fn load_test(
     data_dirs: &[PathBuf],
 ) -> Result<Split, DataError> {
     if config.is_text() {
-        let splits = text::load(
-            &config.dataset,
-            data_dirs,
-            context(input)?,
-            config.block_split(),
-        )?;
-        Ok(Split::Text(splits.test))
+        Ok(Split::Text(load_text(config, input, data_dirs)?.test))
     } else {
         Ok(Split::Images(mnist::load_test(data_dirs)?))
     }

@@ -172,12 +172,12 @@ impl Learner {
             }
         }
         let mut preservation_loss = 0.0;
-        if let Some((teacher_logits, weight)) = guidance.and_then(|g| g.train_teacher.as_ref()) {
-            let temperature = guidance.map_or(1.0, |g| g.temperature);
-            let distillation = distillation_loss(&logits, teacher_logits, temperature)?;
-            loss = loss.f_add(&distillation.f_mul_scalar(*weight)?)?;
-        }
         if let Some(guidance) = guidance {
+            if let Some((teacher_logits, weight)) = &guidance.train_teacher {
+                let distillation =
+                    distillation_loss(&logits, teacher_logits, guidance.temperature)?;
+                loss = loss.f_add(&distillation.f_mul_scalar(*weight)?)?;
+            }
             let logits = self.network.forward(&guidance.inputs, true, quantizes)?;
             let mut preservation = logits.f_cross_entropy_loss::<Tensor>(
                 &guidance.labels,
