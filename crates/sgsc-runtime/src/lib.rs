@@ -1,2 +1,23 @@
-//! Pure-Rust runtime for packed `.sgsc` model files. It has no libtorch dependency; the file
-//! format and the kernels arrive with the packing issue.
+//! Pure-Rust runtime for packed `.sgsc` model files: no libtorch, no training code.
+//!
+//! - [`format`] reads and writes the bytes (layout in `docs/format.md`), validating everything;
+//! - [`model`] is what a file holds: layers with integer codes at per-channel widths;
+//! - [`inference`] dequantizes once and runs image classifiers and language models;
+//! - [`kernels`] is the f32 arithmetic, [`bits`] the bit packing.
+//!
+//! ```no_run
+//! let model = sgsc_runtime::Model::load("model.sgsc")?;
+//! let logits = model.classify(&vec![0.0; 784], 1)?;
+//! # Ok::<(), sgsc_runtime::RuntimeError>(())
+//! ```
+
+pub mod bits;
+pub mod error;
+pub mod format;
+pub mod inference;
+pub mod kernels;
+pub mod model;
+
+pub use error::{Result, RuntimeError};
+pub use inference::Model;
+pub use model::PackedModel;

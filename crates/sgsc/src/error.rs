@@ -34,6 +34,9 @@ pub enum Error {
     /// A plot could not be drawn.
     #[error("plot: {0}")]
     Plot(String),
+    /// A packed model file could not be written or read (see `sgsc_runtime::RuntimeError`).
+    #[error("packed model: {0}")]
+    Packed(#[from] sgsc_runtime::RuntimeError),
     /// A libtorch operation failed.
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),

@@ -86,6 +86,7 @@ fn extreme_gamma_collapses_unsafe_but_safe_keeps_its_budget() {
         cooldown_steps: 50,
         breach_gamma_factor: 0.1,
         breach_preservation_factor: 2.0,
+        max_preservation_factor: 8.0,
         pressure_recovery: 1.1,
         restore_fraction: 0.5,
         breaches_before_rollback: 2,

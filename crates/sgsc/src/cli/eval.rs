@@ -1,23 +1,23 @@
-//! `sgsc eval`: a checkpoint's accuracy on the test split and its size.
+//! `sgsc eval`: a model's figures on the test split. A checkpoint is evaluated with libtorch and
+//! its size reported; a packed `.sgsc` file is evaluated through the pure-Rust runtime.
 
-use super::{data_dirs, parse_device};
-use crate::data::load_train_validation;
+use super::{data_dirs, load_run, parse_device, LoadedRun};
+use crate::data::{load_test, load_train_validation, DataConfig};
+use crate::report::packed::evaluate_packed;
 use crate::report::{layer_table, results_table, summarize, RunFacts};
-use crate::train::checkpoint;
-use crate::train::config::ExperimentConfig;
-use crate::train::learner::Learner;
-use crate::train::Mode;
-use anyhow::{anyhow, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Arguments of `sgsc eval`.
 #[derive(Debug, Args)]
 pub struct EvalArgs {
+    /// A packed model file written by `sgsc export`, run through the pure-Rust runtime.
+    model: Option<PathBuf>,
     /// A checkpoint written by `sgsc train` (its run folder's `checkpoint.safetensors`).
-    #[arg(long)]
-    checkpoint: PathBuf,
-    /// cpu or cuda.
+    #[arg(long, conflicts_with = "model")]
+    checkpoint: Option<PathBuf>,
+    /// cpu or cuda (checkpoints only).
     #[arg(long, default_value = "cpu")]
     device: String,
     /// Data folder (else $SGSC_DATA_DIR, else ./data, else download).
@@ -27,12 +27,21 @@ pub struct EvalArgs {
 
 /// Runs `sgsc eval`.
 pub fn run(args: EvalArgs) -> Result<()> {
-    let (info, tensors) = checkpoint::load(&args.checkpoint)?;
-    let config = ExperimentConfig::parse(&info.config, Path::new("<checkpoint>"))?;
-    let mode: Mode = info.mode.parse().map_err(|e: String| anyhow!(e))?;
+    match (&args.model, &args.checkpoint) {
+        (Some(model), None) => eval_packed(model, &args),
+        (None, Some(checkpoint)) => eval_checkpoint(checkpoint, &args),
+        _ => bail!("give a packed model file (sgsc eval model.sgsc) or --checkpoint"),
+    }
+}
+
+fn eval_checkpoint(checkpoint: &std::path::Path, args: &EvalArgs) -> Result<()> {
     let device = parse_device(&args.device)?;
-    let mut learner = Learner::new(&config, mode, device)?;
-    learner.load_state(&tensors, info.step)?;
+    let LoadedRun {
+        info,
+        config,
+        mode,
+        learner,
+    } = load_run(checkpoint, device)?;
     let dirs = data_dirs(&args.data_dir);
     let data = load_train_validation(&config.data, &config.model.input, &dirs)?;
     let facts = RunFacts {
@@ -55,5 +64,34 @@ pub fn run(args: EvalArgs) -> Result<()> {
         println!("{}", layer_table(&size));
     }
     print!("{}", results_table(&[summary]));
+    Ok(())
+}
+
+fn eval_packed(path: &std::path::Path, args: &EvalArgs) -> Result<()> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let model = sgsc_runtime::Model::from_bytes(&bytes)
+        .with_context(|| format!("loading {}", path.display()))?;
+    let data: DataConfig = serde_json::from_value(
+        model
+            .metadata()
+            .data
+            .clone()
+            .context("the file records no data set to evaluate on")?,
+    )
+    .context("the file's data description")?;
+    let input: Vec<i64> = model.metadata().input.iter().map(|&d| d as i64).collect();
+    let test = load_test(&data, &input, &data_dirs(&args.data_dir))?;
+    let started = std::time::Instant::now();
+    let evaluation = evaluate_packed(&model, &test)?;
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "{}: {} bytes, test accuracy {:.2}% ({} predictions), test loss {:.4} nats, {:.1} s through the runtime",
+        path.display(),
+        bytes.len(),
+        100.0 * evaluation.accuracy,
+        evaluation.predictions.len(),
+        evaluation.loss,
+        seconds
+    );
     Ok(())
 }

@@ -1,9 +1,13 @@
-//! The `sgsc` command line: `train`, `eval`, `preserve`, `compare`, `sample` and `bench`. Each subcommand is a thin layer over the
+//! The `sgsc` command line: `train`, `eval`, `preserve`, `compare`, `sample`, `bench`, `export`,
+//! `inspect` and `predict`. Each subcommand is a thin layer over the
 //! library stages; nothing below this module knows about arguments or terminals.
 
 mod bench;
 mod compare;
 mod eval;
+mod export;
+mod inspect;
+mod predict;
 mod preserve;
 mod sample;
 mod train;
@@ -36,6 +40,12 @@ enum Command {
     Sample(sample::SampleArgs),
     /// Time training steps and inference of a config's network.
     Bench(bench::BenchArgs),
+    /// Write a compressed run's checkpoint as a packed .sgsc model file.
+    Export(export::ExportArgs),
+    /// Show what a packed .sgsc file holds, layer by layer.
+    Inspect(inspect::InspectArgs),
+    /// Predict with a packed .sgsc model through the pure-Rust runtime.
+    Predict(predict::PredictArgs),
 }
 
 /// Runs the command line.
@@ -54,6 +64,9 @@ pub fn run() -> Result<()> {
         Command::Preserve(args) => preserve::run(args),
         Command::Sample(args) => sample::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Export(args) => export::run(args),
+        Command::Inspect(args) => inspect::run(args),
+        Command::Predict(args) => predict::run(args),
     }
 }
 
@@ -95,4 +108,39 @@ fn load_torch_cuda() -> Result<()> {
 /// The data folders to search, from `--data-dir` and the environment.
 fn data_dirs(flag: &Option<PathBuf>) -> Vec<PathBuf> {
     crate::data::locate::candidate_dirs(flag.as_deref())
+}
+
+/// A run's checkpoint loaded into a network: what `eval`, `sample` and `export` start from.
+struct LoadedRun {
+    /// The checkpoint's own record (mode, step, vocabulary).
+    info: crate::train::checkpoint::CheckpointInfo,
+    /// The experiment config the run was trained with.
+    config: crate::train::config::ExperimentConfig,
+    /// The run's mode.
+    mode: crate::train::Mode,
+    /// The network (and optimizer) with the checkpoint's state.
+    learner: crate::train::learner::Learner,
+}
+
+/// Loads `path` (a checkpoint written by `sgsc train`) onto `device`.
+fn load_run(path: &std::path::Path, device: Device) -> Result<LoadedRun> {
+    use crate::train::{checkpoint, config::ExperimentConfig, learner::Learner, Mode};
+    let (info, tensors) = checkpoint::load(path)?;
+    let config = ExperimentConfig::parse(&info.config, std::path::Path::new("<checkpoint>"))?;
+    let mode: Mode = info.mode.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+    let mut learner = Learner::new(&config, mode, device)?;
+    learner.load_state(&tensors, info.step)?;
+    Ok(LoadedRun {
+        info,
+        config,
+        mode,
+        learner,
+    })
+}
+
+/// Reads `\n`, `\t` and `\\` in a command-line prompt as the characters they stand for.
+fn sample_prompt(text: &str) -> String {
+    text.replace("\\n", "\n")
+        .replace("\\t", "\t")
+        .replace("\\\\", "\\")
 }

@@ -1,16 +1,12 @@
 //! `sgsc sample`: text from a language model's checkpoint, so a person can read what
 //! compression did to it.
 
-use super::{data_dirs, parse_device};
+use super::{data_dirs, load_run, parse_device, LoadedRun};
 use crate::data::load_train_validation;
 use crate::models::generate::{generate, SamplingOptions};
-use crate::train::checkpoint;
-use crate::train::config::ExperimentConfig;
-use crate::train::learner::Learner;
-use crate::train::Mode;
 use anyhow::{anyhow, Result};
 use clap::Args;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Arguments of `sgsc sample`.
 #[derive(Debug, Args)]
@@ -46,8 +42,13 @@ pub struct SampleArgs {
 
 /// Runs `sgsc sample`.
 pub fn run(args: SampleArgs) -> Result<()> {
-    let (info, tensors) = checkpoint::load(&args.checkpoint)?;
-    let config = ExperimentConfig::parse(&info.config, Path::new("<checkpoint>"))?;
+    let device = parse_device(&args.device)?;
+    let LoadedRun {
+        info,
+        config,
+        mode,
+        learner,
+    } = load_run(&args.checkpoint, device)?;
     if !config.data.is_text() {
         anyhow::bail!(
             "{}: sampling needs a language model, not a {} model",
@@ -55,10 +56,6 @@ pub fn run(args: SampleArgs) -> Result<()> {
             config.data.dataset
         );
     }
-    let mode: Mode = info.mode.parse().map_err(|e: String| anyhow!(e))?;
-    let device = parse_device(&args.device)?;
-    let mut learner = Learner::new(&config, mode, device)?;
-    learner.load_state(&tensors, info.step)?;
     let vocabulary = match info.vocabulary {
         Some(vocabulary) => vocabulary,
         None => load_train_validation(
@@ -69,7 +66,7 @@ pub fn run(args: SampleArgs) -> Result<()> {
         .vocabulary
         .ok_or_else(|| anyhow!("the data set has no vocabulary"))?,
     };
-    let prompt = unescape(&args.prompt);
+    let prompt = super::sample_prompt(&args.prompt);
     for sample in 0..args.samples {
         let options = SamplingOptions {
             length: args.length,
@@ -94,11 +91,4 @@ pub fn run(args: SampleArgs) -> Result<()> {
         println!("{text}");
     }
     Ok(())
-}
-
-/// Reads `\n`, `\t` and `\\` in a command-line prompt as the characters they stand for.
-fn unescape(text: &str) -> String {
-    text.replace("\\n", "\n")
-        .replace("\\t", "\t")
-        .replace("\\\\", "\\")
 }

@@ -14,6 +14,8 @@
 //! A channel is live when it has a non-zero code, or a non-zero bias (or affine shift) that
 //! would still reach the next layer.
 
+pub mod export;
+
 use crate::error::Result;
 use crate::models::Network;
 use serde::Serialize;

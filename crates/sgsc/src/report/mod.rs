@@ -3,6 +3,7 @@
 //! [`plot`] draws their accuracy against size.
 
 pub mod compare;
+pub mod packed;
 pub mod plot;
 
 use crate::data::{load_test, TrainValidation};

@@ -130,6 +130,11 @@ pub struct SafetyConfig {
     pub breach_gamma_factor: f64,
     /// Lambda_p is multiplied by this on each breach.
     pub breach_preservation_factor: f64,
+    /// Lambda_p's multiplier never exceeds this, however many breaches come: unbounded, a long
+    /// run of breaches makes the preservation term swamp the training loss and the model overfits
+    /// the preservation set.
+    #[serde(default = "default_max_preservation_factor")]
+    pub max_preservation_factor: f64,
     /// Each safe check multiplies the gamma factor, and divides the lambda_p factor, by this,
     /// back to at most 1.
     pub pressure_recovery: f64,
@@ -140,6 +145,11 @@ pub struct SafetyConfig {
     pub breaches_before_rollback: u32,
     /// Steps a channel must stay at zero bits, through safe checks, before it is removed.
     pub prune_grace_steps: i64,
+}
+
+/// The cap on lambda_p's multiplier when a config does not set one.
+fn default_max_preservation_factor() -> f64 {
+    8.0
 }
 
 impl SafetyConfig {
@@ -156,6 +166,8 @@ impl SafetyConfig {
         ];
         if non_negative.iter().any(|v| !v.is_finite() || *v < 0.0) {
             Some("safety weights, drops and factors must be finite and not negative".into())
+        } else if !self.max_preservation_factor.is_finite() || self.max_preservation_factor < 1.0 {
+            Some("safety.max_preservation_factor must be finite and at least 1".into())
         } else if !self.pressure_recovery.is_finite() || self.pressure_recovery < 1.0 {
             Some("safety.pressure_recovery must be finite and at least 1".into())
         } else if self.temperature.is_nan() || self.temperature <= 0.0 {

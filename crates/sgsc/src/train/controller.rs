@@ -94,6 +94,8 @@ pub struct PressureSettings {
     pub breach_gamma_factor: f64,
     /// Lambda_p is multiplied by this on each breach (above 1).
     pub breach_preservation_factor: f64,
+    /// Lambda_p's multiplier stays at or below this (at least 1).
+    pub max_preservation_factor: f64,
     /// On each safe check, the gamma factor is multiplied and the lambda_p factor divided by
     /// this (above 1), back to at most 1.
     pub recovery: f64,
@@ -172,7 +174,9 @@ impl Controller {
             return Action::Snapshot;
         }
         self.gamma_factor *= self.pressure.breach_gamma_factor;
-        self.preservation_factor *= self.pressure.breach_preservation_factor;
+        self.preservation_factor = (self.preservation_factor
+            * self.pressure.breach_preservation_factor)
+            .min(self.pressure.max_preservation_factor);
         self.events.breaches += 1;
         self.consecutive_breaches += 1;
         self.cooldown_until = step.saturating_add(self.cooldown_steps);
@@ -227,6 +231,7 @@ mod tests {
         let pressure = PressureSettings {
             breach_gamma_factor: 0.5,
             breach_preservation_factor: 2.0,
+            max_preservation_factor: 8.0,
             recovery: 1.25,
         };
         Controller::new(budget, 3, 100, pressure)
@@ -256,6 +261,20 @@ mod tests {
             (1.0, 1.0),
             "capped at 1"
         );
+    }
+
+    #[test]
+    fn preservation_pressure_stops_at_its_cap() {
+        let mut controller = controller();
+        for step in 1..=5 {
+            controller.observe(100 * step, 0.90, 0.99);
+        }
+        assert_eq!(
+            controller.preservation_factor(),
+            8.0,
+            "2^5 = 32 capped at 8"
+        );
+        assert_eq!(controller.gamma_factor(), 0.5f64.powi(5));
     }
 
     #[test]

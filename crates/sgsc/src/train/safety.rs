@@ -268,6 +268,7 @@ impl Guard {
                 PressureSettings {
                     breach_gamma_factor: safety.breach_gamma_factor,
                     breach_preservation_factor: safety.breach_preservation_factor,
+                    max_preservation_factor: safety.max_preservation_factor,
                     recovery: safety.pressure_recovery,
                 },
             ),

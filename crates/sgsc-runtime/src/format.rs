@@ -1,0 +1,587 @@
+//! The `.sgsc` byte layout (version 1; the spec is `docs/format.md`): a header, then a metadata
+//! section (JSON) and a data section (binary tensors), each with a CRC-32. All integers and
+//! floats are little-endian.
+//!
+//! ```text
+//! "SGSC" | version u16 | section count u16 (= 2)
+//! "META" | length u32 | JSON                      | crc32 u32
+//! "DATA" | length u32 | tensors, in layer order    | crc32 u32
+//! ```
+//!
+//! The reader trusts nothing: every length is checked against the bytes that remain before
+//! anything is allocated, dimensions are bounded, and the data section must be consumed exactly.
+
+use crate::bits::{packed_bytes, BitReader, BitWriter};
+use crate::error::{Result, RuntimeError};
+use crate::model::{
+    BatchNorm, Block, Dense, Layer, LayerSpec, Metadata, Norm, PackedModel, QuantizedMatrix,
+};
+use half::f16;
+use serde::{Deserialize, Serialize};
+
+/// First four bytes of every file.
+pub const MAGIC: [u8; 4] = *b"SGSC";
+/// The format version this crate writes and reads.
+pub const VERSION: u16 = 1;
+/// Tag of the metadata section.
+pub const META_TAG: [u8; 4] = *b"META";
+/// Tag of the data section.
+pub const DATA_TAG: [u8; 4] = *b"DATA";
+/// Largest dimension of any tensor (inputs, channels, features, vocabulary, context).
+pub const MAX_DIMENSION: usize = 1 << 20;
+/// Most elements of one tensor (a row of width 0 takes no code bytes, so without this bound a
+/// few bytes could ask for a huge allocation).
+pub const MAX_ELEMENTS: usize = 1 << 24;
+/// Largest stored width of a code, in bits.
+pub const MAX_WIDTH: u8 = 32;
+/// Bytes of the file header.
+pub const HEADER_BYTES: usize = 8;
+/// Bytes a section adds around its payload: tag, length and checksum.
+pub const SECTION_OVERHEAD: usize = 12;
+
+/// The metadata section's JSON: the model's metadata plus the layer descriptions.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MetaSection {
+    #[serde(flatten)]
+    metadata: Metadata,
+    layers: Vec<LayerSpec>,
+}
+
+/// Serialises a model to the bytes of a `.sgsc` file (after checking that its layers fit).
+pub fn encode(model: &PackedModel) -> Result<Vec<u8>> {
+    model.validate()?;
+    let meta = MetaSection {
+        metadata: model.metadata.clone(),
+        layers: model.layers.iter().map(Layer::spec).collect(),
+    };
+    let json = serde_json::to_vec(&meta).map_err(|e| RuntimeError::Metadata(e.to_string()))?;
+    let mut data = Vec::new();
+    for layer in &model.layers {
+        write_layer(&mut data, layer)?;
+    }
+    let mut bytes =
+        Vec::with_capacity(HEADER_BYTES + 2 * SECTION_OVERHEAD + json.len() + data.len());
+    bytes.extend_from_slice(&MAGIC);
+    bytes.extend_from_slice(&VERSION.to_le_bytes());
+    bytes.extend_from_slice(&2u16.to_le_bytes());
+    for (tag, payload) in [(META_TAG, &json), (DATA_TAG, &data)] {
+        let length = u32::try_from(payload.len())
+            .map_err(|_| RuntimeError::Invalid("a section exceeds 4 GiB".into()))?;
+        bytes.extend_from_slice(&tag);
+        bytes.extend_from_slice(&length.to_le_bytes());
+        bytes.extend_from_slice(payload);
+        bytes.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    }
+    Ok(bytes)
+}
+
+/// Reads a model from the bytes of a `.sgsc` file, validating everything.
+pub fn decode(bytes: &[u8]) -> Result<PackedModel> {
+    let mut cursor = Cursor::new(bytes);
+    if cursor.take(4, "magic")? != MAGIC {
+        return Err(RuntimeError::BadMagic);
+    }
+    let version = cursor.u16("version")?;
+    if version != VERSION {
+        return Err(RuntimeError::UnsupportedVersion {
+            found: version,
+            supported: VERSION,
+        });
+    }
+    let count = cursor.u16("section count")?;
+    if count != 2 {
+        return Err(RuntimeError::Sections(format!(
+            "{count} sections; version 1 has exactly 2 (META, DATA)"
+        )));
+    }
+    let json = section(&mut cursor, META_TAG)?;
+    let data = section(&mut cursor, DATA_TAG)?;
+    if cursor.remaining() > 0 {
+        return Err(RuntimeError::Sections(format!(
+            "{} bytes after the last section",
+            cursor.remaining()
+        )));
+    }
+    let meta: MetaSection =
+        serde_json::from_slice(json).map_err(|e| RuntimeError::Metadata(e.to_string()))?;
+    let mut data = Cursor::new(data);
+    let layers = meta
+        .layers
+        .iter()
+        .map(|spec| read_layer(&mut data, spec))
+        .collect::<Result<Vec<_>>>()?;
+    if data.remaining() > 0 {
+        return Err(RuntimeError::Invalid(format!(
+            "{} bytes of the data section belong to no layer",
+            data.remaining()
+        )));
+    }
+    let model = PackedModel {
+        metadata: meta.metadata,
+        layers,
+    };
+    model.validate()?;
+    Ok(model)
+}
+
+/// Reads one section with the expected tag and checks its checksum.
+fn section<'a>(cursor: &mut Cursor<'a>, expected: [u8; 4]) -> Result<&'a [u8]> {
+    let name = String::from_utf8_lossy(&expected).into_owned();
+    let tag = cursor.take(4, &format!("{name} tag"))?;
+    if tag != expected {
+        return Err(RuntimeError::Sections(format!(
+            "expected section {name}, found tag {:?}",
+            String::from_utf8_lossy(tag)
+        )));
+    }
+    let length = cursor.u32(&format!("{name} length"))? as usize;
+    let payload = cursor.take(length, &format!("{name} payload"))?;
+    let stored = cursor.u32(&format!("{name} checksum"))?;
+    let computed = crc32fast::hash(payload);
+    if stored != computed {
+        return Err(RuntimeError::Checksum {
+            section: name,
+            stored,
+            computed,
+        });
+    }
+    Ok(payload)
+}
+
+/// A bounds-checked reader over bytes.
+struct Cursor<'a> {
+    bytes: &'a [u8],
+    offset: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn new(bytes: &'a [u8]) -> Self {
+        Cursor { bytes, offset: 0 }
+    }
+
+    fn remaining(&self) -> usize {
+        self.bytes.len() - self.offset
+    }
+
+    fn take(&mut self, needed: usize, what: &str) -> Result<&'a [u8]> {
+        if needed > self.remaining() {
+            return Err(RuntimeError::Truncated {
+                what: what.to_string(),
+                offset: self.offset,
+                needed,
+                available: self.remaining(),
+            });
+        }
+        let slice = &self.bytes[self.offset..self.offset + needed];
+        self.offset += needed;
+        Ok(slice)
+    }
+
+    fn u16(&mut self, what: &str) -> Result<u16> {
+        let bytes = self.take(2, what)?;
+        Ok(u16::from_le_bytes([bytes[0], bytes[1]]))
+    }
+
+    fn u32(&mut self, what: &str) -> Result<u32> {
+        let bytes = self.take(4, what)?;
+        Ok(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
+    }
+
+    /// `count` f32 values; the byte count is checked before anything is allocated.
+    fn floats(&mut self, count: usize, what: &str) -> Result<Vec<f32>> {
+        let needed = count
+            .checked_mul(4)
+            .ok_or_else(|| RuntimeError::Invalid(format!("{what}: {count} floats overflow")))?;
+        let bytes = self.take(needed, what)?;
+        Ok(bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect())
+    }
+}
+
+fn write_floats(out: &mut Vec<u8>, values: &[f32]) {
+    for value in values {
+        out.extend_from_slice(&value.to_le_bytes());
+    }
+}
+
+/// Widths (u8 per row), exponents (f16 per row of non-zero width), then the codes bit-packed
+/// row after row at each row's width, padded to a whole byte at the end of the matrix.
+fn write_matrix(out: &mut Vec<u8>, matrix: &QuantizedMatrix) -> Result<()> {
+    if matrix.widths.len() != matrix.rows
+        || matrix.exponents.len() != matrix.rows
+        || matrix.codes.len() != matrix.rows * matrix.columns
+    {
+        return Err(RuntimeError::Invalid(format!(
+            "a {}x{} matrix with {} widths, {} exponents and {} codes",
+            matrix.rows,
+            matrix.columns,
+            matrix.widths.len(),
+            matrix.exponents.len(),
+            matrix.codes.len()
+        )));
+    }
+    out.extend_from_slice(&matrix.widths);
+    for (&width, exponent) in matrix.widths.iter().zip(&matrix.exponents) {
+        if width > 0 {
+            out.extend_from_slice(&exponent.to_bits().to_le_bytes());
+        }
+    }
+    let mut writer = BitWriter::new();
+    for (row, &width) in matrix.widths.iter().enumerate() {
+        let codes = &matrix.codes[row * matrix.columns..(row + 1) * matrix.columns];
+        if width > MAX_WIDTH || crate::bits::width_of(codes) > u32::from(width) {
+            return Err(RuntimeError::Invalid(format!(
+                "row {row}: codes do not fit the stated width {width}"
+            )));
+        }
+        for &code in codes.iter().filter(|_| width > 0) {
+            writer.push(code, u32::from(width));
+        }
+    }
+    out.extend_from_slice(&writer.finish());
+    Ok(())
+}
+
+fn read_matrix(
+    cursor: &mut Cursor,
+    rows: usize,
+    columns: usize,
+    what: &str,
+) -> Result<QuantizedMatrix> {
+    if product(rows, columns, what)? > MAX_ELEMENTS {
+        return Err(RuntimeError::Invalid(format!(
+            "{what}: {rows}x{columns} exceeds {MAX_ELEMENTS} weights"
+        )));
+    }
+    let widths = cursor.take(rows, &format!("{what} widths"))?.to_vec();
+    if let Some(width) = widths.iter().find(|&&w| w > MAX_WIDTH) {
+        return Err(RuntimeError::Invalid(format!(
+            "{what}: code width {width} exceeds {MAX_WIDTH}"
+        )));
+    }
+    let mut exponents = Vec::with_capacity(rows);
+    for &width in &widths {
+        exponents.push(if width > 0 {
+            f16::from_bits(cursor.u16(&format!("{what} exponent"))?)
+        } else {
+            f16::ZERO
+        });
+    }
+    let bits: usize = widths.iter().map(|&w| w as usize * columns).sum();
+    let bytes = cursor.take(
+        packed_bytes(bits, 1).unwrap_or(usize::MAX),
+        &format!("{what} codes"),
+    )?;
+    if let Some(exponent) = exponents.iter().find(|e| !e.is_finite()) {
+        return Err(RuntimeError::Invalid(format!(
+            "{what}: exponent {exponent} is not finite"
+        )));
+    }
+    let mut reader = BitReader::new(bytes);
+    let mut codes = Vec::with_capacity(rows * columns);
+    for &width in &widths {
+        for _ in 0..columns {
+            codes.push(if width == 0 {
+                0
+            } else {
+                reader
+                    .read(u32::from(width))
+                    .ok_or_else(|| RuntimeError::Invalid(format!("{what}: codes run short")))?
+            });
+        }
+    }
+    Ok(QuantizedMatrix {
+        rows,
+        columns,
+        widths,
+        exponents,
+        codes,
+    })
+}
+
+fn write_dense(out: &mut Vec<u8>, dense: &Dense) -> Result<()> {
+    write_matrix(out, &dense.weight)?;
+    if let Some(bias) = &dense.bias {
+        if bias.len() != dense.weight.rows {
+            return Err(RuntimeError::Invalid(format!(
+                "{} biases for {} rows",
+                bias.len(),
+                dense.weight.rows
+            )));
+        }
+        write_floats(out, bias);
+    }
+    Ok(())
+}
+
+fn read_dense(
+    cursor: &mut Cursor,
+    rows: usize,
+    columns: usize,
+    bias: bool,
+    what: &str,
+) -> Result<Dense> {
+    Ok(Dense {
+        weight: read_matrix(cursor, rows, columns, what)?,
+        bias: if bias {
+            Some(cursor.floats(rows, &format!("{what} bias"))?)
+        } else {
+            None
+        },
+    })
+}
+
+fn write_norm(out: &mut Vec<u8>, norm: &Norm) {
+    write_floats(out, &norm.weight);
+    write_floats(out, &norm.bias);
+}
+
+fn read_norm(cursor: &mut Cursor, features: usize, eps: f32, what: &str) -> Result<Norm> {
+    Ok(Norm {
+        weight: cursor.floats(features, &format!("{what} scale"))?,
+        bias: cursor.floats(features, &format!("{what} shift"))?,
+        eps,
+    })
+}
+
+fn write_layer(out: &mut Vec<u8>, layer: &Layer) -> Result<()> {
+    match layer {
+        Layer::Conv2d { dense, .. } | Layer::Linear(dense) => write_dense(out, dense)?,
+        Layer::BatchNorm(norm) => {
+            write_floats(out, &norm.mean);
+            write_floats(out, &norm.variance);
+            if let Some((scale, shift)) = &norm.affine {
+                write_floats(out, scale);
+                write_floats(out, shift);
+            }
+        }
+        Layer::Embedding {
+            token, position, ..
+        } => {
+            write_floats(out, token);
+            write_floats(out, position);
+        }
+        Layer::TransformerBlock(block) => {
+            write_norm(out, &block.attention_norm);
+            for dense in [&block.query, &block.key, &block.value, &block.projection] {
+                write_dense(out, dense)?;
+            }
+            write_norm(out, &block.mlp_norm);
+            write_dense(out, &block.mlp_in)?;
+            write_dense(out, &block.mlp_out)?;
+        }
+        Layer::LayerNorm(norm) => write_norm(out, norm),
+        Layer::Relu | Layer::MaxPool { .. } | Layer::Flatten => {}
+    }
+    Ok(())
+}
+
+/// Rejects a dimension outside `1..=MAX_DIMENSION`.
+fn dimension(value: usize, what: &str) -> Result<usize> {
+    if value == 0 || value > MAX_DIMENSION {
+        return Err(RuntimeError::Invalid(format!(
+            "{what} = {value} is outside 1..={MAX_DIMENSION}"
+        )));
+    }
+    Ok(value)
+}
+
+/// `a * b` for dimensions, or an error on overflow.
+fn product(a: usize, b: usize, what: &str) -> Result<usize> {
+    a.checked_mul(b)
+        .ok_or_else(|| RuntimeError::Invalid(format!("{what}: {a} x {b} overflows")))
+}
+
+fn read_layer(cursor: &mut Cursor, spec: &LayerSpec) -> Result<Layer> {
+    Ok(match *spec {
+        LayerSpec::Conv2d {
+            in_channels,
+            out_channels,
+            kernel,
+            stride,
+            padding,
+            bias,
+        } => {
+            let columns = product(
+                dimension(in_channels, "in_channels")?,
+                product(dimension(kernel, "kernel")?, kernel, "kernel area")?,
+                "conv fan-in",
+            )?;
+            if padding > MAX_DIMENSION {
+                return Err(RuntimeError::Invalid(format!(
+                    "padding {padding} exceeds {MAX_DIMENSION}"
+                )));
+            }
+            Layer::Conv2d {
+                in_channels,
+                kernel,
+                stride: dimension(stride, "stride")?,
+                padding,
+                dense: read_dense(
+                    cursor,
+                    dimension(out_channels, "out_channels")?,
+                    columns,
+                    bias,
+                    "conv",
+                )?,
+            }
+        }
+        LayerSpec::Linear {
+            in_features,
+            out_features,
+            bias,
+        } => Layer::Linear(read_dense(
+            cursor,
+            dimension(out_features, "out_features")?,
+            dimension(in_features, "in_features")?,
+            bias,
+            "linear",
+        )?),
+        LayerSpec::Relu => Layer::Relu,
+        LayerSpec::BatchNorm {
+            channels,
+            affine,
+            eps,
+        } => {
+            let channels = dimension(channels, "batch norm channels")?;
+            Layer::BatchNorm(BatchNorm {
+                mean: cursor.floats(channels, "batch norm mean")?,
+                variance: cursor.floats(channels, "batch norm variance")?,
+                affine: if affine {
+                    Some((
+                        cursor.floats(channels, "batch norm scale")?,
+                        cursor.floats(channels, "batch norm shift")?,
+                    ))
+                } else {
+                    None
+                },
+                eps,
+            })
+        }
+        LayerSpec::MaxPool { kernel } => Layer::MaxPool {
+            kernel: dimension(kernel, "pool kernel")?,
+        },
+        LayerSpec::Flatten => Layer::Flatten,
+        LayerSpec::Embedding {
+            vocab_size,
+            context,
+            d_model,
+        } => {
+            let d_model = dimension(d_model, "d_model")?;
+            let token = product(dimension(vocab_size, "vocab_size")?, d_model, "token table")?;
+            let position = product(dimension(context, "context")?, d_model, "position table")?;
+            Layer::Embedding {
+                token: cursor.floats(token, "token embedding")?,
+                position: cursor.floats(position, "position embedding")?,
+                vocab_size,
+                context,
+                d_model,
+            }
+        }
+        LayerSpec::TransformerBlock {
+            d_model,
+            heads,
+            head_dim,
+            hidden,
+            bias,
+            eps,
+        } => {
+            let d_model = dimension(d_model, "d_model")?;
+            let width = product(
+                dimension(heads, "heads")?,
+                dimension(head_dim, "head_dim")?,
+                "attention width",
+            )?;
+            let hidden = dimension(hidden, "hidden")?;
+            let attention_norm = read_norm(cursor, d_model, eps, "attention norm")?;
+            let query = read_dense(cursor, width, d_model, bias, "query")?;
+            let key = read_dense(cursor, width, d_model, bias, "key")?;
+            let value = read_dense(cursor, width, d_model, bias, "value")?;
+            let projection = read_dense(cursor, d_model, width, bias, "projection")?;
+            let mlp_norm = read_norm(cursor, d_model, eps, "mlp norm")?;
+            let mlp_in = read_dense(cursor, hidden, d_model, bias, "mlp_in")?;
+            let mlp_out = read_dense(cursor, d_model, hidden, bias, "mlp_out")?;
+            Layer::TransformerBlock(Box::new(Block {
+                d_model,
+                heads,
+                head_dim,
+                hidden,
+                attention_norm,
+                query,
+                key,
+                value,
+                projection,
+                mlp_norm,
+                mlp_in,
+                mlp_out,
+            }))
+        }
+        LayerSpec::LayerNorm { features, eps } => Layer::LayerNorm(read_norm(
+            cursor,
+            dimension(features, "features")?,
+            eps,
+            "layer norm",
+        )?),
+    })
+}
+
+/// Where the bytes of one stored tensor go (for `sgsc inspect`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorBytes {
+    /// `layers.<i>` plus a part name for transformer blocks.
+    pub name: String,
+    /// Rows (output channels) stored.
+    pub rows: usize,
+    /// Rows with a non-zero width.
+    pub alive: usize,
+    /// Codes per row.
+    pub columns: usize,
+    /// `(width, rows of that width)`, ascending.
+    pub widths: Vec<(u8, usize)>,
+    /// Bytes in the data section: widths, exponents, codes and bias.
+    pub bytes: usize,
+}
+
+/// Bytes of each quantized matrix (with its bias) in the data section, in file order.
+pub fn quantized_bytes(model: &PackedModel) -> Vec<TensorBytes> {
+    let mut sizes = Vec::new();
+    for (index, layer) in model.layers.iter().enumerate() {
+        let biases: Vec<Option<&Vec<f32>>> = match layer {
+            Layer::Conv2d { dense, .. } | Layer::Linear(dense) => vec![dense.bias.as_ref()],
+            Layer::TransformerBlock(block) => [
+                &block.query,
+                &block.key,
+                &block.value,
+                &block.projection,
+                &block.mlp_in,
+                &block.mlp_out,
+            ]
+            .iter()
+            .map(|dense| dense.bias.as_ref())
+            .collect(),
+            _ => Vec::new(),
+        };
+        for ((suffix, matrix), bias) in layer.quantized().into_iter().zip(biases) {
+            let alive = matrix.widths.iter().filter(|&&w| w > 0).count();
+            let mut widths = std::collections::BTreeMap::new();
+            for &width in &matrix.widths {
+                *widths.entry(width).or_insert(0) += 1;
+            }
+            sizes.push(TensorBytes {
+                name: format!("layers.{index}{suffix}"),
+                rows: matrix.rows,
+                alive,
+                columns: matrix.columns,
+                widths: widths.into_iter().collect(),
+                bytes: matrix.rows
+                    + 2 * alive
+                    + packed_bytes(matrix.code_bits(), 1).unwrap_or(0)
+                    + 4 * bias.map_or(0, |b| b.len()),
+            });
+        }
+    }
+    sizes
+}

@@ -1,0 +1,363 @@
+//! Running a packed model: its weights are dequantized once at load into dense f32 matrices,
+//! then each forward pass is plain f32 arithmetic ([`crate::kernels`]); a batch of images is
+//! split across threads with rayon.
+
+use crate::error::{Result, RuntimeError};
+use crate::format;
+use crate::kernels::{self, ConvShape};
+use crate::model::{Dense, Layer, Metadata, Norm, PackedModel};
+use rayon::prelude::*;
+use std::path::Path;
+
+/// A linear map with dense weights `[out, in]`.
+#[derive(Debug, Clone)]
+struct DenseF32 {
+    weight: Vec<f32>,
+    bias: Option<Vec<f32>>,
+    out: usize,
+}
+
+impl DenseF32 {
+    fn new(dense: &Dense) -> Self {
+        DenseF32 {
+            weight: dense.weight.dequantize(),
+            bias: dense.bias.clone(),
+            out: dense.weight.rows,
+        }
+    }
+
+    fn apply(&self, x: &[f32], rows: usize) -> Vec<f32> {
+        kernels::linear(x, rows, &self.weight, self.out, self.bias.as_deref())
+    }
+}
+
+/// A layer ready to run.
+#[derive(Debug, Clone)]
+enum Step {
+    Conv {
+        shape: ConvShape,
+        dense: DenseF32,
+    },
+    Linear(DenseF32),
+    Relu,
+    BatchNorm {
+        scale: Vec<f32>,
+        shift: Vec<f32>,
+    },
+    MaxPool(usize),
+    Flatten,
+    Embedding {
+        token: Vec<f32>,
+        position: Vec<f32>,
+        d_model: usize,
+        vocab_size: usize,
+    },
+    Block(Box<BlockF32>),
+    LayerNorm(Norm),
+}
+
+#[derive(Debug, Clone)]
+struct BlockF32 {
+    heads: usize,
+    head_dim: usize,
+    attention_norm: Norm,
+    query: DenseF32,
+    key: DenseF32,
+    value: DenseF32,
+    projection: DenseF32,
+    mlp_norm: Norm,
+    mlp_in: DenseF32,
+    mlp_out: DenseF32,
+}
+
+/// A model loaded for inference.
+#[derive(Debug, Clone)]
+pub struct Model {
+    packed: PackedModel,
+    steps: Vec<Step>,
+    outputs: usize,
+}
+
+impl Model {
+    /// Reads and validates a `.sgsc` file.
+    pub fn load(path: impl AsRef<Path>) -> Result<Model> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|source| RuntimeError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Model::from_bytes(&bytes)
+    }
+
+    /// Decodes and validates the bytes of a `.sgsc` file.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Model> {
+        Model::new(format::decode(bytes)?)
+    }
+
+    /// Prepares a decoded model for inference (dequantizes every weight once).
+    pub fn new(packed: PackedModel) -> Result<Model> {
+        let outputs = packed.validate()?;
+        let mut shape = packed.metadata.input.clone();
+        let mut steps = Vec::with_capacity(packed.layers.len());
+        for layer in &packed.layers {
+            steps.push(match layer {
+                Layer::Conv2d {
+                    kernel,
+                    stride,
+                    padding,
+                    dense,
+                    ..
+                } => {
+                    let conv = ConvShape {
+                        input: (shape[0], shape[1], shape[2]),
+                        out_channels: dense.weight.rows,
+                        kernel: *kernel,
+                        stride: *stride,
+                        padding: *padding,
+                    };
+                    let (oh, ow) = conv.output();
+                    shape = vec![dense.weight.rows, oh, ow];
+                    Step::Conv {
+                        shape: conv,
+                        dense: DenseF32::new(dense),
+                    }
+                }
+                Layer::Linear(dense) => Step::Linear(DenseF32::new(dense)),
+                Layer::Relu => Step::Relu,
+                Layer::BatchNorm(norm) => {
+                    let mut scale = Vec::with_capacity(norm.mean.len());
+                    let mut shift = Vec::with_capacity(norm.mean.len());
+                    for c in 0..norm.mean.len() {
+                        let inverse = 1.0 / (norm.variance[c] + norm.eps).sqrt();
+                        let (gamma, beta) = norm
+                            .affine
+                            .as_ref()
+                            .map_or((1.0, 0.0), |(g, b)| (g[c], b[c]));
+                        scale.push(inverse * gamma);
+                        shift.push(beta - norm.mean[c] * inverse * gamma);
+                    }
+                    Step::BatchNorm { scale, shift }
+                }
+                Layer::MaxPool { kernel } => {
+                    shape = vec![shape[0], shape[1] / kernel, shape[2] / kernel];
+                    Step::MaxPool(*kernel)
+                }
+                Layer::Flatten => Step::Flatten,
+                Layer::Embedding {
+                    token,
+                    position,
+                    d_model,
+                    vocab_size,
+                    ..
+                } => Step::Embedding {
+                    token: token.clone(),
+                    position: position.clone(),
+                    d_model: *d_model,
+                    vocab_size: *vocab_size,
+                },
+                Layer::TransformerBlock(block) => Step::Block(Box::new(BlockF32 {
+                    heads: block.heads,
+                    head_dim: block.head_dim,
+                    attention_norm: block.attention_norm.clone(),
+                    query: DenseF32::new(&block.query),
+                    key: DenseF32::new(&block.key),
+                    value: DenseF32::new(&block.value),
+                    projection: DenseF32::new(&block.projection),
+                    mlp_norm: block.mlp_norm.clone(),
+                    mlp_in: DenseF32::new(&block.mlp_in),
+                    mlp_out: DenseF32::new(&block.mlp_out),
+                })),
+                Layer::LayerNorm(norm) => Step::LayerNorm(norm.clone()),
+            });
+        }
+        Ok(Model {
+            packed,
+            steps,
+            outputs,
+        })
+    }
+
+    /// The file's metadata (input shape, vocabulary, certificate, summary).
+    pub fn metadata(&self) -> &Metadata {
+        &self.packed.metadata
+    }
+
+    /// The model as stored in the file.
+    pub fn packed(&self) -> &PackedModel {
+        &self.packed
+    }
+
+    /// Outputs per prediction: classes, or the vocabulary size.
+    pub fn outputs(&self) -> usize {
+        self.outputs
+    }
+
+    /// Whether the model reads token ids (a language model) rather than images.
+    pub fn is_language_model(&self) -> bool {
+        self.packed.metadata.input.len() == 1
+    }
+
+    /// Logits `[batch, outputs]` of an image classifier for `images`, `batch` inputs of the
+    /// model's input shape, already normalised. Images are spread over rayon's threads.
+    pub fn classify(&self, images: &[f32], batch: usize) -> Result<Vec<f32>> {
+        if self.is_language_model() {
+            return Err(RuntimeError::Input(
+                "this model reads token ids, not images".into(),
+            ));
+        }
+        let per_image: usize = self.packed.metadata.input.iter().product();
+        if images.len() != batch * per_image {
+            return Err(RuntimeError::Input(format!(
+                "{} values for {batch} images of {per_image}",
+                images.len()
+            )));
+        }
+        let logits: Vec<Vec<f32>> = images
+            .par_chunks(per_image.max(1))
+            .map_init(Vec::new, |columns, image| self.run_image(image, columns))
+            .collect();
+        Ok(logits.concat())
+    }
+
+    /// Logits `[batch, outputs]` for raw 8-bit pixels, normalised as the file's metadata says
+    /// (`(pixel / 255 - mean) / std`, as in training).
+    pub fn classify_pixels(&self, pixels: &[u8], batch: usize) -> Result<Vec<f32>> {
+        let (mean, std) = self
+            .packed
+            .metadata
+            .normalization
+            .map_or((0.0, 1.0), |n| (n.mean, n.std));
+        let images: Vec<f32> = pixels
+            .iter()
+            .map(|&p| (p as f32 / 255.0 - mean) / std)
+            .collect();
+        self.classify(&images, batch)
+    }
+
+    fn run_image(&self, image: &[f32], columns: &mut Vec<f32>) -> Vec<f32> {
+        let mut x = image.to_vec();
+        let input = &self.packed.metadata.input;
+        let mut shape = (input[0], input[1], input[2]);
+        for step in &self.steps {
+            match step {
+                Step::Conv { shape: conv, dense } => {
+                    x = kernels::conv2d(&x, conv, &dense.weight, dense.bias.as_deref(), columns);
+                    let (oh, ow) = conv.output();
+                    shape = (conv.out_channels, oh, ow);
+                }
+                Step::Linear(dense) => x = dense.apply(&x, 1),
+                Step::Relu => x.iter_mut().for_each(|v| *v = v.max(0.0)),
+                Step::BatchNorm { scale, shift } => {
+                    let plane = shape.1 * shape.2;
+                    for ((values, s), b) in x.chunks_exact_mut(plane).zip(scale).zip(shift) {
+                        values.iter_mut().for_each(|v| *v = *v * s + b);
+                    }
+                }
+                Step::MaxPool(k) => {
+                    x = kernels::max_pool(&x, shape, *k);
+                    shape = (shape.0, shape.1 / k, shape.2 / k);
+                }
+                Step::Flatten => {}
+                Step::Embedding { .. } | Step::Block(_) | Step::LayerNorm(_) => {
+                    unreachable!("validate() keeps sequence layers out of image models")
+                }
+            }
+        }
+        x
+    }
+
+    /// Logits `[batch * time, vocab]` of a language model for `batch` windows of `time` token ids
+    /// (`ids.len() == batch * time`, `time` at most the context): one row per position.
+    pub fn next_token_logits(&self, ids: &[u32], batch: usize) -> Result<Vec<f32>> {
+        if !self.is_language_model() {
+            return Err(RuntimeError::Input(
+                "this model reads images, not token ids".into(),
+            ));
+        }
+        if batch == 0 || !ids.len().is_multiple_of(batch) {
+            return Err(RuntimeError::Input(format!(
+                "{} ids do not split into {batch} windows",
+                ids.len()
+            )));
+        }
+        let time = ids.len() / batch;
+        if time == 0 || time > self.packed.metadata.input[0] {
+            return Err(RuntimeError::Input(format!(
+                "windows of {time} tokens; the context is 1..={}",
+                self.packed.metadata.input[0]
+            )));
+        }
+        let logits = ids
+            .par_chunks(time)
+            .map(|window| self.run_window(window))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(logits.concat())
+    }
+
+    fn run_window(&self, ids: &[u32]) -> Result<Vec<f32>> {
+        let time = ids.len();
+        let mut x = Vec::new();
+        let mut features = 0;
+        for step in &self.steps {
+            match step {
+                Step::Embedding {
+                    token,
+                    position,
+                    d_model,
+                    vocab_size,
+                } => {
+                    features = *d_model;
+                    x = Vec::with_capacity(time * d_model);
+                    for (t, &id) in ids.iter().enumerate() {
+                        let id = id as usize;
+                        if id >= *vocab_size {
+                            return Err(RuntimeError::Input(format!(
+                                "token id {id} outside the vocabulary of {vocab_size}"
+                            )));
+                        }
+                        let row = &token[id * d_model..][..*d_model];
+                        let place = &position[t * d_model..][..*d_model];
+                        x.extend(row.iter().zip(place).map(|(a, b)| a + b));
+                    }
+                }
+                Step::Block(block) => block.apply(&mut x, time, features),
+                Step::LayerNorm(norm) => {
+                    kernels::layer_norm(&mut x, features, &norm.weight, &norm.bias, norm.eps)
+                }
+                Step::Linear(dense) => {
+                    x = dense.apply(&x, time);
+                    features = dense.out;
+                }
+                Step::Relu => x.iter_mut().for_each(|v| *v = v.max(0.0)),
+                Step::Conv { .. } | Step::BatchNorm { .. } | Step::MaxPool(_) | Step::Flatten => {
+                    unreachable!("validate() keeps image layers out of language models")
+                }
+            }
+        }
+        Ok(x)
+    }
+}
+
+impl BlockF32 {
+    /// `x += projection(attention(ln1(x)))`, then `x += mlp_out(gelu(mlp_in(ln2(x))))`.
+    fn apply(&self, x: &mut [f32], time: usize, features: usize) {
+        let mut normed = x.to_vec();
+        let norm = &self.attention_norm;
+        kernels::layer_norm(&mut normed, features, &norm.weight, &norm.bias, norm.eps);
+        let q = self.query.apply(&normed, time);
+        let k = self.key.apply(&normed, time);
+        let v = self.value.apply(&normed, time);
+        let attended = kernels::causal_attention(&q, &k, &v, time, self.heads, self.head_dim);
+        for (value, update) in x.iter_mut().zip(self.projection.apply(&attended, time)) {
+            *value += update;
+        }
+        let mut normed = x.to_vec();
+        let norm = &self.mlp_norm;
+        kernels::layer_norm(&mut normed, features, &norm.weight, &norm.bias, norm.eps);
+        let mut hidden = self.mlp_in.apply(&normed, time);
+        kernels::gelu(&mut hidden);
+        for (value, update) in x.iter_mut().zip(self.mlp_out.apply(&hidden, time)) {
+            *value += update;
+        }
+    }
+}

@@ -1,0 +1,628 @@
+//! What a packed file holds: metadata, and the layers with their tensors in stored form
+//! (integer codes with per-channel widths and exponents; floats where the model keeps floats).
+//! Nothing here runs a model; see [`crate::inference`] for that.
+
+use crate::error::{Result, RuntimeError};
+use half::f16;
+use serde::{Deserialize, Serialize};
+
+/// A weight matrix quantized per row (output channel): `w[r][c] = code[r][c] * 2^exponent[r]`.
+/// A convolution's `[out, in, k, k]` weights are stored as `out` rows of `in * k * k`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuantizedMatrix {
+    /// Rows (output channels).
+    pub rows: usize,
+    /// Columns (weights per output channel).
+    pub columns: usize,
+    /// Stored two's-complement width of each row's codes, 0 to 32 (0: every code is 0).
+    pub widths: Vec<u8>,
+    /// Exponent of each row (`2^e` is the quantization step); ignored for rows of width 0.
+    pub exponents: Vec<f16>,
+    /// Codes, row-major, `rows * columns`; each fits its row's width.
+    pub codes: Vec<i32>,
+}
+
+impl QuantizedMatrix {
+    /// Dense float weights, row-major: `code * 2^e`, computed in f32 like the training side.
+    pub fn dequantize(&self) -> Vec<f32> {
+        let mut dense = Vec::with_capacity(self.codes.len());
+        for row in 0..self.rows {
+            let step = f32::from(self.exponents[row]).exp2();
+            let codes = &self.codes[row * self.columns..(row + 1) * self.columns];
+            dense.extend(codes.iter().map(|&code| code as f32 * step));
+        }
+        dense
+    }
+
+    /// Bits of all stored codes.
+    pub fn code_bits(&self) -> usize {
+        self.widths.iter().map(|&w| w as usize * self.columns).sum()
+    }
+}
+
+/// A linear map with quantized weights and an optional float bias.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dense {
+    /// Weights `[out, in]` (rows are outputs).
+    pub weight: QuantizedMatrix,
+    /// Bias `[out]`.
+    pub bias: Option<Vec<f32>>,
+}
+
+/// Layer normalisation's scale and shift over the features of a position.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Norm {
+    /// Scale per feature.
+    pub weight: Vec<f32>,
+    /// Shift per feature.
+    pub bias: Vec<f32>,
+    /// Epsilon added to the variance.
+    pub eps: f32,
+}
+
+/// Batch normalisation in inference form: running statistics and an optional affine map.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchNorm {
+    /// Running mean per channel.
+    pub mean: Vec<f32>,
+    /// Running variance per channel.
+    pub variance: Vec<f32>,
+    /// Scale and shift per channel, when affine.
+    pub affine: Option<(Vec<f32>, Vec<f32>)>,
+    /// Epsilon added to the variance.
+    pub eps: f32,
+}
+
+/// A pre-LayerNorm transformer block (see the training crate's `models::transformer`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Block {
+    /// Width of the residual stream.
+    pub d_model: usize,
+    /// Attention heads left (after pruning).
+    pub heads: usize,
+    /// Width of one head.
+    pub head_dim: usize,
+    /// MLP hidden units left (after pruning).
+    pub hidden: usize,
+    /// Norm before attention.
+    pub attention_norm: Norm,
+    /// Query `[heads * head_dim, d_model]`.
+    pub query: Dense,
+    /// Key, like the query.
+    pub key: Dense,
+    /// Value, like the query.
+    pub value: Dense,
+    /// Output projection `[d_model, heads * head_dim]`.
+    pub projection: Dense,
+    /// Norm before the MLP.
+    pub mlp_norm: Norm,
+    /// First MLP layer `[hidden, d_model]`.
+    pub mlp_in: Dense,
+    /// Second MLP layer `[d_model, hidden]`.
+    pub mlp_out: Dense,
+}
+
+/// One layer with its tensors.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Layer {
+    /// 2-D convolution, square kernel, weights `[out, in * kernel * kernel]`.
+    Conv2d {
+        /// Input channels.
+        in_channels: usize,
+        /// Kernel side.
+        kernel: usize,
+        /// Stride.
+        stride: usize,
+        /// Zero padding on each side.
+        padding: usize,
+        /// Weights and bias.
+        dense: Dense,
+    },
+    /// Fully connected layer.
+    Linear(Dense),
+    /// Rectified linear unit.
+    Relu,
+    /// Batch normalisation (inference form).
+    BatchNorm(BatchNorm),
+    /// Max pooling, window and stride `kernel`, no padding.
+    MaxPool {
+        /// Window side.
+        kernel: usize,
+    },
+    /// Channel-major flattening of `[c, h, w]`.
+    Flatten,
+    /// Token plus position embedding.
+    Embedding {
+        /// Token table `[vocab_size, d_model]`, row-major.
+        token: Vec<f32>,
+        /// Position table `[context, d_model]`, row-major.
+        position: Vec<f32>,
+        /// Symbols.
+        vocab_size: usize,
+        /// Positions.
+        context: usize,
+        /// Width.
+        d_model: usize,
+    },
+    /// Transformer block.
+    TransformerBlock(Box<Block>),
+    /// Layer normalisation.
+    LayerNorm(Norm),
+}
+
+/// The shape-only description of a layer, as the metadata section stores it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum LayerSpec {
+    /// See [`Layer::Conv2d`].
+    Conv2d {
+        /// Input channels.
+        in_channels: usize,
+        /// Output channels.
+        out_channels: usize,
+        /// Kernel side.
+        kernel: usize,
+        /// Stride.
+        stride: usize,
+        /// Padding.
+        padding: usize,
+        /// Has a bias.
+        bias: bool,
+    },
+    /// See [`Layer::Linear`].
+    Linear {
+        /// Input features.
+        in_features: usize,
+        /// Output features.
+        out_features: usize,
+        /// Has a bias.
+        bias: bool,
+    },
+    /// See [`Layer::Relu`].
+    Relu,
+    /// See [`Layer::BatchNorm`].
+    BatchNorm {
+        /// Channels.
+        channels: usize,
+        /// Has scale and shift.
+        affine: bool,
+        /// Epsilon.
+        eps: f32,
+    },
+    /// See [`Layer::MaxPool`].
+    MaxPool {
+        /// Window side.
+        kernel: usize,
+    },
+    /// See [`Layer::Flatten`].
+    Flatten,
+    /// See [`Layer::Embedding`].
+    Embedding {
+        /// Symbols.
+        vocab_size: usize,
+        /// Positions.
+        context: usize,
+        /// Width.
+        d_model: usize,
+    },
+    /// See [`Block`].
+    TransformerBlock {
+        /// Width of the residual stream.
+        d_model: usize,
+        /// Heads.
+        heads: usize,
+        /// Head width.
+        head_dim: usize,
+        /// MLP hidden units.
+        hidden: usize,
+        /// Linear layers have biases.
+        bias: bool,
+        /// Layer-norm epsilon.
+        eps: f32,
+    },
+    /// See [`Layer::LayerNorm`].
+    LayerNorm {
+        /// Features.
+        features: usize,
+        /// Epsilon.
+        eps: f32,
+    },
+}
+
+/// Pixel normalisation applied before the first layer: `(pixel / 255 - mean) / std`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Normalization {
+    /// Mean subtracted.
+    pub mean: f32,
+    /// Standard deviation divided by.
+    pub std: f32,
+}
+
+/// Everything the metadata section holds besides the layers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metadata {
+    /// Shape of one input: `[channels, height, width]` for images, `[context]` for token ids.
+    pub input: Vec<usize>,
+    /// Pixel normalisation (image models).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub normalization: Option<Normalization>,
+    /// The symbols of a language model, in id order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vocabulary: Option<String>,
+    /// Class names of a classifier, in output order (absent: the class index is the name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classes: Option<Vec<String>>,
+    /// Where the model's data comes from (the training config's `[data]` section, free-form
+    /// JSON), so that a tool can rebuild the test split it was measured on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Value>,
+    /// The safety certificate of the run that made the model (free-form JSON).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<serde_json::Value>,
+    /// A summary of training and its test figures (free-form JSON).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<serde_json::Value>,
+}
+
+/// A whole packed model: metadata and layers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PackedModel {
+    /// Input description, vocabulary, certificate and summary.
+    pub metadata: Metadata,
+    /// The layers in order.
+    pub layers: Vec<Layer>,
+}
+
+impl Layer {
+    /// The layer's shape description.
+    pub fn spec(&self) -> LayerSpec {
+        match self {
+            Layer::Conv2d {
+                in_channels,
+                kernel,
+                stride,
+                padding,
+                dense,
+            } => LayerSpec::Conv2d {
+                in_channels: *in_channels,
+                out_channels: dense.weight.rows,
+                kernel: *kernel,
+                stride: *stride,
+                padding: *padding,
+                bias: dense.bias.is_some(),
+            },
+            Layer::Linear(dense) => LayerSpec::Linear {
+                in_features: dense.weight.columns,
+                out_features: dense.weight.rows,
+                bias: dense.bias.is_some(),
+            },
+            Layer::Relu => LayerSpec::Relu,
+            Layer::BatchNorm(norm) => LayerSpec::BatchNorm {
+                channels: norm.mean.len(),
+                affine: norm.affine.is_some(),
+                eps: norm.eps,
+            },
+            Layer::MaxPool { kernel } => LayerSpec::MaxPool { kernel: *kernel },
+            Layer::Flatten => LayerSpec::Flatten,
+            Layer::Embedding {
+                vocab_size,
+                context,
+                d_model,
+                ..
+            } => LayerSpec::Embedding {
+                vocab_size: *vocab_size,
+                context: *context,
+                d_model: *d_model,
+            },
+            Layer::TransformerBlock(block) => LayerSpec::TransformerBlock {
+                d_model: block.d_model,
+                heads: block.heads,
+                head_dim: block.head_dim,
+                hidden: block.hidden,
+                bias: block.query.bias.is_some(),
+                eps: block.attention_norm.eps,
+            },
+            Layer::LayerNorm(norm) => LayerSpec::LayerNorm {
+                features: norm.weight.len(),
+                eps: norm.eps,
+            },
+        }
+    }
+
+    /// The quantized matrices of the layer, in file order, with a name suffix each.
+    pub fn quantized(&self) -> Vec<(&'static str, &QuantizedMatrix)> {
+        match self {
+            Layer::Conv2d { dense, .. } | Layer::Linear(dense) => vec![("", &dense.weight)],
+            Layer::TransformerBlock(block) => vec![
+                (".query", &block.query.weight),
+                (".key", &block.key.weight),
+                (".value", &block.value.weight),
+                (".projection", &block.projection.weight),
+                (".mlp_in", &block.mlp_in.weight),
+                (".mlp_out", &block.mlp_out.weight),
+            ],
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// Checks a matrix's own lengths and its shape against the expected `[rows, columns]`.
+fn check_matrix(matrix: &QuantizedMatrix, rows: usize, columns: usize, what: &str) -> Result<()> {
+    if matrix.rows != rows
+        || matrix.columns != columns
+        || matrix.widths.len() != rows
+        || matrix.exponents.len() != rows
+        || matrix.codes.len() != rows.saturating_mul(columns)
+    {
+        return Err(RuntimeError::Invalid(format!(
+            "{what}: expected a {rows}x{columns} matrix, found {}x{} with {} widths, {} exponents, {} codes",
+            matrix.rows,
+            matrix.columns,
+            matrix.widths.len(),
+            matrix.exponents.len(),
+            matrix.codes.len()
+        )));
+    }
+    Ok(())
+}
+
+fn check_dense(dense: &Dense, rows: usize, columns: usize, what: &str) -> Result<()> {
+    check_matrix(&dense.weight, rows, columns, what)?;
+    check_length(
+        dense.bias.as_deref().unwrap_or(&[]),
+        if dense.bias.is_some() { rows } else { 0 },
+        what,
+    )
+}
+
+fn check_length(values: &[f32], expected: usize, what: &str) -> Result<()> {
+    if values.len() != expected {
+        return Err(RuntimeError::Invalid(format!(
+            "{what}: {} values where {expected} belong",
+            values.len()
+        )));
+    }
+    Ok(())
+}
+
+fn check_norm(norm: &Norm, features: usize, what: &str) -> Result<()> {
+    check_length(&norm.weight, features, what)?;
+    check_length(&norm.bias, features, what)
+}
+
+impl Layer {
+    /// Checks that the layer's tensors have the lengths its own dimensions imply.
+    fn check_tensors(&self) -> Result<()> {
+        match self {
+            Layer::Conv2d {
+                in_channels,
+                kernel,
+                dense,
+                ..
+            } => {
+                let columns = in_channels.saturating_mul(kernel.saturating_mul(*kernel));
+                check_dense(dense, dense.weight.rows, columns, "conv")
+            }
+            Layer::Linear(dense) => {
+                check_dense(dense, dense.weight.rows, dense.weight.columns, "linear")
+            }
+            Layer::BatchNorm(norm) => {
+                let channels = norm.mean.len();
+                check_length(&norm.variance, channels, "batch norm variance")?;
+                if let Some((scale, shift)) = &norm.affine {
+                    check_length(scale, channels, "batch norm scale")?;
+                    check_length(shift, channels, "batch norm shift")?;
+                }
+                Ok(())
+            }
+            Layer::Embedding {
+                token,
+                position,
+                vocab_size,
+                context,
+                d_model,
+            } => {
+                check_length(
+                    token,
+                    vocab_size.saturating_mul(*d_model),
+                    "token embedding",
+                )?;
+                check_length(
+                    position,
+                    context.saturating_mul(*d_model),
+                    "position embedding",
+                )
+            }
+            Layer::TransformerBlock(block) => {
+                let (d, width, hidden) = (
+                    block.d_model,
+                    block.heads.saturating_mul(block.head_dim),
+                    block.hidden,
+                );
+                check_norm(&block.attention_norm, d, "attention norm")?;
+                check_dense(&block.query, width, d, "query")?;
+                check_dense(&block.key, width, d, "key")?;
+                check_dense(&block.value, width, d, "value")?;
+                check_dense(&block.projection, d, width, "projection")?;
+                check_norm(&block.mlp_norm, d, "mlp norm")?;
+                check_dense(&block.mlp_in, hidden, d, "mlp_in")?;
+                check_dense(&block.mlp_out, d, hidden, "mlp_out")?;
+                let bias = block.query.bias.is_some();
+                let dense = [
+                    &block.key,
+                    &block.value,
+                    &block.projection,
+                    &block.mlp_in,
+                    &block.mlp_out,
+                ];
+                if dense.iter().any(|d| d.bias.is_some() != bias)
+                    || block.heads == 0
+                    || block.head_dim == 0
+                {
+                    return Err(RuntimeError::Invalid(
+                        "a block's linear layers must all have biases or none, and at least one head".into(),
+                    ));
+                }
+                Ok(())
+            }
+            Layer::LayerNorm(norm) => check_norm(norm, norm.weight.len(), "layer norm"),
+            Layer::Relu | Layer::MaxPool { .. } | Layer::Flatten => Ok(()),
+        }
+    }
+}
+
+/// The activation shape between layers, to check that a file's layers fit together.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Shape {
+    Map(usize, usize, usize),
+    Flat(usize),
+    Tokens(usize),
+    Sequence(usize, usize),
+}
+
+impl PackedModel {
+    /// Checks that the layers fit the input and each other, and returns the number of outputs
+    /// (classes, or vocabulary size for a language model).
+    pub fn validate(&self) -> Result<usize> {
+        let invalid = |message: String| Err(RuntimeError::Invalid(message));
+        let mut shape = match self.metadata.input.as_slice() {
+            [c, h, w] if *c > 0 && *h > 0 && *w > 0 => Shape::Map(*c, *h, *w),
+            [context] if *context > 0 => Shape::Tokens(*context),
+            other => {
+                return invalid(format!(
+                    "input shape {other:?} is neither [c, h, w] nor [context]"
+                ))
+            }
+        };
+        for (index, layer) in self.layers.iter().enumerate() {
+            let at = |message: String| RuntimeError::Invalid(format!("layer {index}: {message}"));
+            layer.check_tensors().map_err(|e| at(e.to_string()))?;
+            shape = match (layer, shape) {
+                (
+                    Layer::Conv2d {
+                        in_channels,
+                        kernel,
+                        stride,
+                        padding,
+                        dense,
+                    },
+                    Shape::Map(c, h, w),
+                ) => {
+                    if *in_channels != c || *kernel == 0 || *stride == 0 {
+                        return Err(at(format!("conv of {in_channels} channels, kernel {kernel}, stride {stride} on {c} channels")));
+                    }
+                    let (ph, pw) = (h + 2 * padding, w + 2 * padding);
+                    if ph < *kernel || pw < *kernel {
+                        return Err(at(format!(
+                            "kernel {kernel} larger than the padded {ph}x{pw} input"
+                        )));
+                    }
+                    Shape::Map(
+                        dense.weight.rows,
+                        (ph - kernel) / stride + 1,
+                        (pw - kernel) / stride + 1,
+                    )
+                }
+                (Layer::Linear(dense), Shape::Flat(features)) => {
+                    if dense.weight.columns != features {
+                        return Err(at(format!(
+                            "linear of {} inputs on {features} features",
+                            dense.weight.columns
+                        )));
+                    }
+                    Shape::Flat(dense.weight.rows)
+                }
+                (Layer::Linear(dense), Shape::Sequence(t, features)) => {
+                    if dense.weight.columns != features {
+                        return Err(at(format!(
+                            "linear of {} inputs on {features} features",
+                            dense.weight.columns
+                        )));
+                    }
+                    Shape::Sequence(t, dense.weight.rows)
+                }
+                (Layer::Relu, shape) => shape,
+                (Layer::BatchNorm(norm), Shape::Map(c, h, w)) => {
+                    if norm.mean.len() != c {
+                        return Err(at(format!(
+                            "batch norm of {} channels on {c}",
+                            norm.mean.len()
+                        )));
+                    }
+                    Shape::Map(c, h, w)
+                }
+                (Layer::MaxPool { kernel }, Shape::Map(c, h, w)) => {
+                    if *kernel == 0 || h < *kernel || w < *kernel {
+                        return Err(at(format!("max pool {kernel} on {h}x{w}")));
+                    }
+                    Shape::Map(c, h / kernel, w / kernel)
+                }
+                (Layer::Flatten, Shape::Map(c, h, w)) => Shape::Flat(c * h * w),
+                (
+                    Layer::Embedding {
+                        context, d_model, ..
+                    },
+                    Shape::Tokens(t),
+                ) => {
+                    if t > *context {
+                        return Err(at(format!(
+                            "input of {t} positions, embedding of {context}"
+                        )));
+                    }
+                    Shape::Sequence(t, *d_model)
+                }
+                (Layer::TransformerBlock(block), Shape::Sequence(t, features)) => {
+                    if block.d_model != features {
+                        return Err(at(format!(
+                            "block of width {} on {features} features",
+                            block.d_model
+                        )));
+                    }
+                    Shape::Sequence(t, features)
+                }
+                (Layer::LayerNorm(norm), Shape::Sequence(t, features)) => {
+                    if norm.weight.len() != features {
+                        return Err(at(format!(
+                            "layer norm of {} features on {features}",
+                            norm.weight.len()
+                        )));
+                    }
+                    Shape::Sequence(t, features)
+                }
+                (layer, shape) => {
+                    return Err(at(format!(
+                        "{:?} cannot follow an activation of shape {shape:?}",
+                        layer.spec()
+                    )));
+                }
+            };
+        }
+        let outputs = match shape {
+            Shape::Flat(features) | Shape::Sequence(_, features) => features,
+            other => {
+                return invalid(format!(
+                    "the network ends in {other:?}, not in a vector of outputs"
+                ))
+            }
+        };
+        if let Some(vocabulary) = &self.metadata.vocabulary {
+            let symbols = vocabulary.chars().count();
+            if symbols != outputs {
+                return invalid(format!(
+                    "vocabulary of {symbols} symbols for {outputs} outputs"
+                ));
+            }
+        }
+        if let Some(classes) = &self.metadata.classes {
+            if classes.len() != outputs {
+                return invalid(format!(
+                    "{} class names for {outputs} outputs",
+                    classes.len()
+                ));
+            }
+        }
+        Ok(outputs)
+    }
+}

@@ -1,0 +1,351 @@
+//! The packed format: exact round trips, and a corruption corpus in which every damaged file is
+//! rejected with a typed error (never a panic, never a huge allocation).
+
+use half::f16;
+use sgsc_runtime::format::{decode, encode, MAX_ELEMENTS};
+use sgsc_runtime::model::{
+    BatchNorm, Block, Dense, Layer, Metadata, Norm, PackedModel, QuantizedMatrix,
+};
+use sgsc_runtime::{Model, RuntimeError};
+
+/// A small deterministic generator (the tests need varied numbers, not statistics).
+struct Numbers(u64);
+
+impl Numbers {
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+
+    fn float(&mut self) -> f32 {
+        (self.next() % 2000) as f32 / 1000.0 - 1.0
+    }
+
+    fn floats(&mut self, count: usize) -> Vec<f32> {
+        (0..count).map(|_| self.float()).collect()
+    }
+}
+
+/// A matrix whose rows use widths 0 to 8 in turn, with codes at both extremes of each width.
+fn matrix(numbers: &mut Numbers, rows: usize, columns: usize) -> QuantizedMatrix {
+    let mut widths = Vec::new();
+    let mut codes = Vec::new();
+    let mut exponents = Vec::new();
+    for row in 0..rows {
+        let width = (row % 9) as u8;
+        widths.push(width);
+        exponents.push(if width == 0 {
+            f16::ZERO
+        } else {
+            f16::from_f32(-(row as f32) / 3.0)
+        });
+        for column in 0..columns {
+            codes.push(match width {
+                0 => 0,
+                w => {
+                    let half = 1i64 << (w - 1);
+                    let code = match column {
+                        0 => -half,
+                        1 => half - 1,
+                        _ => (numbers.next() as i64 % (2 * half)) - half,
+                    };
+                    code as i32
+                }
+            });
+        }
+    }
+    QuantizedMatrix {
+        rows,
+        columns,
+        widths,
+        exponents,
+        codes,
+    }
+}
+
+fn dense(numbers: &mut Numbers, rows: usize, columns: usize, bias: bool) -> Dense {
+    Dense {
+        weight: matrix(numbers, rows, columns),
+        bias: bias.then(|| numbers.floats(rows)),
+    }
+}
+
+fn cnn() -> PackedModel {
+    let mut n = Numbers(1);
+    PackedModel {
+        metadata: Metadata {
+            input: vec![1, 8, 8],
+            normalization: Some(sgsc_runtime::model::Normalization {
+                mean: 0.1307,
+                std: 0.3081,
+            }),
+            vocabulary: None,
+            classes: None,
+            data: None,
+            certificate: Some(serde_json::json!({"met": true})),
+            summary: None,
+        },
+        layers: vec![
+            Layer::Conv2d {
+                in_channels: 1,
+                kernel: 3,
+                stride: 1,
+                padding: 1,
+                dense: dense(&mut n, 5, 9, true),
+            },
+            Layer::Relu,
+            Layer::BatchNorm(BatchNorm {
+                mean: n.floats(5),
+                variance: n.floats(5).iter().map(|v| v.abs() + 0.5).collect(),
+                affine: Some((n.floats(5), n.floats(5))),
+                eps: 1e-5,
+            }),
+            Layer::MaxPool { kernel: 2 },
+            Layer::Flatten,
+            Layer::Linear(dense(&mut n, 3, 80, false)),
+        ],
+    }
+}
+
+fn norm(n: &mut Numbers, features: usize) -> Norm {
+    Norm {
+        weight: n.floats(features),
+        bias: n.floats(features),
+        eps: 1e-5,
+    }
+}
+
+fn transformer() -> PackedModel {
+    let mut n = Numbers(2);
+    let block = Block {
+        d_model: 8,
+        heads: 2,
+        head_dim: 2,
+        hidden: 6,
+        attention_norm: norm(&mut n, 8),
+        query: dense(&mut n, 4, 8, false),
+        key: dense(&mut n, 4, 8, false),
+        value: dense(&mut n, 4, 8, false),
+        projection: dense(&mut n, 8, 4, false),
+        mlp_norm: norm(&mut n, 8),
+        mlp_in: dense(&mut n, 6, 8, false),
+        mlp_out: dense(&mut n, 8, 6, false),
+    };
+    PackedModel {
+        metadata: Metadata {
+            input: vec![6],
+            normalization: None,
+            vocabulary: Some("\nabcé".into()),
+            classes: None,
+            data: None,
+            certificate: None,
+            summary: None,
+        },
+        layers: vec![
+            Layer::Embedding {
+                token: n.floats(40),
+                position: n.floats(48),
+                vocab_size: 5,
+                context: 6,
+                d_model: 8,
+            },
+            Layer::TransformerBlock(Box::new(block)),
+            Layer::LayerNorm(norm(&mut n, 8)),
+            Layer::Linear(dense(&mut n, 5, 8, false)),
+        ],
+    }
+}
+
+/// Replaces the CRC of the section whose payload starts at `start` and is `length` long.
+fn fix_checksum(bytes: &mut [u8], start: usize, length: usize) {
+    let crc = crc32fast::hash(&bytes[start..start + length]);
+    bytes[start + length..start + length + 4].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Metadata length, and the offset where the data payload starts.
+fn layout(bytes: &[u8]) -> (usize, usize) {
+    let meta = u32::from_le_bytes(bytes[12..16].try_into().unwrap()) as usize;
+    (meta, 16 + meta + 4 + 8)
+}
+
+/// A file whose metadata JSON is replaced by `json` (checksum fixed, data kept).
+fn with_metadata(bytes: &[u8], json: &str) -> Vec<u8> {
+    let (meta, data_start) = layout(bytes);
+    let mut out = bytes[..12].to_vec();
+    out.extend_from_slice(&(json.len() as u32).to_le_bytes());
+    out.extend_from_slice(json.as_bytes());
+    out.extend_from_slice(&crc32fast::hash(json.as_bytes()).to_le_bytes());
+    out.extend_from_slice(&bytes[16 + meta + 4..data_start]);
+    out.extend_from_slice(&bytes[data_start..]);
+    out
+}
+
+#[test]
+fn models_round_trip_exactly() {
+    for model in [cnn(), transformer()] {
+        let bytes = encode(&model).unwrap();
+        let back = decode(&bytes).unwrap();
+        assert_eq!(back, model);
+        assert_eq!(encode(&back).unwrap(), bytes, "encoding is deterministic");
+    }
+}
+
+#[test]
+fn the_file_is_as_long_as_its_parts() {
+    let model = cnn();
+    let bytes = encode(&model).unwrap();
+    let (meta, data_start) = layout(&bytes);
+    // Conv: 5 widths (0..4), exponents for 4 rows, codes (1+2+3+4) * 9 bits = 90 bits -> 12 B,
+    // bias 20 B. Batch norm: 4 x 5 floats = 80 B. Linear: 3 widths, 2 exponents, (1+2)*80 bits
+    // = 30 B. Data = 5 + 8 + 12 + 20 + 80 + 3 + 4 + 30 = 162.
+    assert_eq!(bytes.len() - data_start - 4, 162);
+    assert_eq!(bytes.len(), 8 + 12 + meta + 12 + 162);
+}
+
+#[test]
+fn every_truncation_is_rejected_as_truncated() {
+    let bytes = encode(&transformer()).unwrap();
+    for length in 0..bytes.len() {
+        match decode(&bytes[..length]) {
+            Err(RuntimeError::Truncated { .. }) => {}
+            other => panic!("truncated at {length}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn every_flipped_byte_is_rejected() {
+    let bytes = encode(&cnn()).unwrap();
+    let (meta, data_start) = layout(&bytes);
+    for position in 0..bytes.len() {
+        let mut damaged = bytes.clone();
+        damaged[position] ^= 0x5a;
+        let result = decode(&damaged);
+        let in_payload = (16..16 + meta).contains(&position)
+            || (data_start..bytes.len() - 4).contains(&position);
+        match result {
+            Err(RuntimeError::BadMagic) if position < 4 => {}
+            Err(RuntimeError::UnsupportedVersion { .. }) if (4..6).contains(&position) => {}
+            Err(RuntimeError::Checksum { .. }) if position >= 6 => {}
+            Err(RuntimeError::Sections(_) | RuntimeError::Truncated { .. })
+                if position >= 6 && !in_payload => {}
+            other => panic!("byte {position} flipped: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn wrong_versions_and_extra_bytes_are_rejected() {
+    let bytes = encode(&cnn()).unwrap();
+    let mut newer = bytes.clone();
+    newer[4] = 2;
+    assert!(matches!(
+        decode(&newer),
+        Err(RuntimeError::UnsupportedVersion {
+            found: 2,
+            supported: 1
+        })
+    ));
+    let mut longer = bytes.clone();
+    longer.push(0);
+    assert!(matches!(decode(&longer), Err(RuntimeError::Sections(_))));
+    assert!(matches!(
+        decode(b"GGUF\x01\x00\x02\x00"),
+        Err(RuntimeError::BadMagic)
+    ));
+}
+
+#[test]
+fn absurd_sizes_are_rejected_before_allocating() {
+    let bytes = encode(&cnn()).unwrap();
+    // A section that claims 4 GiB.
+    let mut huge = bytes.clone();
+    huge[12..16].copy_from_slice(&u32::MAX.to_le_bytes());
+    assert!(matches!(decode(&huge), Err(RuntimeError::Truncated { .. })));
+    // A linear layer of 2^20 x 2^20 weights, which costs no code bytes if every width is 0.
+    let json = r#"{"input":[4],"layers":[{"type":"embedding","vocab_size":2,"context":4,"d_model":1048576}]}"#;
+    assert!(matches!(
+        decode(&with_metadata(&bytes, json)),
+        Err(RuntimeError::Truncated { .. })
+    ));
+    let json = r#"{"input":[1,1,1],"layers":[{"type":"flatten"},{"type":"linear","in_features":1048576,"out_features":1048576,"bias":false}]}"#;
+    match decode(&with_metadata(&bytes, json)) {
+        Err(RuntimeError::Invalid(message)) => {
+            assert!(message.contains(&MAX_ELEMENTS.to_string()), "{message}")
+        }
+        other => panic!("{other:?}"),
+    }
+    let json = r#"{"input":[1,1,1],"layers":[{"type":"flatten"},{"type":"linear","in_features":1,"out_features":4294967296,"bias":false}]}"#;
+    assert!(matches!(
+        decode(&with_metadata(&bytes, json)),
+        Err(RuntimeError::Invalid(_))
+    ));
+}
+
+#[test]
+fn bad_metadata_and_widths_are_typed_errors() {
+    let bytes = encode(&cnn()).unwrap();
+    assert!(matches!(
+        decode(&with_metadata(&bytes, "{not json")),
+        Err(RuntimeError::Metadata(_))
+    ));
+    let unknown = r#"{"input":[1,8,8],"layers":[],"colour":"blue"}"#;
+    assert!(matches!(
+        decode(&with_metadata(&bytes, unknown)),
+        Err(RuntimeError::Metadata(_))
+    ));
+    // Layers that do not fit each other: a linear layer straight on an image.
+    let misfit = r#"{"input":[1,8,8],"layers":[{"type":"linear","in_features":64,"out_features":2,"bias":false}]}"#;
+    assert!(matches!(
+        decode(&with_metadata(&bytes, misfit)),
+        Err(RuntimeError::Invalid(_))
+    ));
+    // A width of 33 bits in the first matrix (checksum fixed so the reader gets that far).
+    let (_, data_start) = layout(&bytes);
+    let mut wide = bytes.clone();
+    wide[data_start] = 33;
+    let data_length = bytes.len() - data_start - 4;
+    fix_checksum(&mut wide, data_start, data_length);
+    assert!(matches!(decode(&wide), Err(RuntimeError::Invalid(_))));
+}
+
+#[test]
+fn writing_refuses_codes_wider_than_their_row() {
+    let mut model = cnn();
+    if let Layer::Linear(dense) = &mut model.layers[5] {
+        dense.weight.codes[dense.weight.columns] = 5; // row 1 has width 1: codes -1 and 0 only
+    }
+    assert!(matches!(encode(&model), Err(RuntimeError::Invalid(_))));
+}
+
+#[test]
+fn a_loaded_model_runs_and_checks_its_inputs() {
+    let model = Model::from_bytes(&encode(&transformer()).unwrap()).unwrap();
+    let logits = model.next_token_logits(&[0, 1, 2, 3], 2).unwrap();
+    assert_eq!(logits.len(), 4 * 5);
+    assert!(logits.iter().all(|v| v.is_finite()));
+    // Position 0 of a window sees only itself: the same first token gives the same first row.
+    let other = model.next_token_logits(&[0, 4, 2, 1], 2).unwrap();
+    assert_eq!(logits[..5], other[..5]);
+    assert!(matches!(
+        model.next_token_logits(&[9], 1),
+        Err(RuntimeError::Input(_))
+    ));
+    assert!(matches!(
+        model.next_token_logits(&[0; 7], 1),
+        Err(RuntimeError::Input(_))
+    ));
+    assert!(matches!(
+        model.classify(&[0.0; 64], 1),
+        Err(RuntimeError::Input(_))
+    ));
+    let cnn = Model::from_bytes(&encode(&cnn()).unwrap()).unwrap();
+    assert_eq!(cnn.classify(&[0.5; 128], 2).unwrap().len(), 6);
+    assert!(matches!(
+        cnn.classify(&[0.5; 100], 2),
+        Err(RuntimeError::Input(_))
+    ));
+}

@@ -1,0 +1,95 @@
+//! Measuring a packed model through the pure-Rust runtime, on a split of the data it was trained
+//! for: the figures a deployed `.sgsc` file really gives.
+
+use crate::data::Split;
+use crate::error::{Error, Result};
+use sgsc_runtime::Model;
+use tch::Kind;
+
+/// Examples (images or windows) per runtime call.
+const BATCH: usize = 256;
+
+/// Accuracy and mean cross-entropy of a packed model on a split, with every prediction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PackedEvaluation {
+    /// Fraction of predictions (images, or characters) that are right.
+    pub accuracy: f64,
+    /// Mean cross-entropy, nats.
+    pub loss: f64,
+    /// The predicted class (or next character id) of every prediction, in split order.
+    pub predictions: Vec<u32>,
+}
+
+/// The index of the largest of each `outputs`-long row, and the row's cross-entropy at `label`.
+fn score_rows(logits: &[f32], outputs: usize, labels: &[i64]) -> (Vec<u32>, f64) {
+    let mut predictions = Vec::with_capacity(labels.len());
+    let mut loss = 0.0;
+    for (row, &label) in logits.chunks_exact(outputs).zip(labels) {
+        let (best, largest) =
+            row.iter()
+                .enumerate()
+                .fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &v)| {
+                    if v > bv {
+                        (i, v)
+                    } else {
+                        (bi, bv)
+                    }
+                });
+        let total: f64 = row.iter().map(|&v| f64::from(v - largest).exp()).sum();
+        loss += total.ln() - f64::from(row[label as usize] - largest);
+        predictions.push(best as u32);
+    }
+    (predictions, loss)
+}
+
+/// Runs `model` over every example of `split` (images through their raw pixels, so the runtime's
+/// own normalisation is what is measured; text through its evaluation windows).
+pub fn evaluate_packed(model: &Model, split: &Split) -> Result<PackedEvaluation> {
+    let outputs = model.outputs();
+    let mut predictions = Vec::new();
+    let mut correct = 0usize;
+    let mut loss = 0.0;
+    let mut count = 0usize;
+    let positions: Vec<usize> = (0..split.len()).collect();
+    for chunk in positions.chunks(BATCH) {
+        let (logits, labels) = match split {
+            Split::Images(images) => {
+                let pixels: Vec<u8> = chunk
+                    .iter()
+                    .flat_map(|&i| images.image(i).to_vec())
+                    .collect();
+                let labels: Vec<i64> = chunk.iter().map(|&i| i64::from(images.labels[i])).collect();
+                (model.classify_pixels(&pixels, chunk.len())?, labels)
+            }
+            Split::Text(_) => {
+                let (inputs, targets) = split.batch(chunk, &Default::default(), None)?;
+                let ids: Vec<u32> =
+                    Vec::<i64>::try_from(&inputs.f_to_kind(Kind::Int64)?.f_view([-1])?)?
+                        .into_iter()
+                        .map(|id| id as u32)
+                        .collect();
+                let labels = Vec::<i64>::try_from(&targets.f_view([-1])?)?;
+                (model.next_token_logits(&ids, chunk.len())?, labels)
+            }
+        };
+        if labels.iter().any(|&l| l < 0 || l as usize >= outputs) {
+            return Err(Error::Model(format!(
+                "labels outside the model's {outputs} outputs"
+            )));
+        }
+        let (chunk_predictions, chunk_loss) = score_rows(&logits, outputs, &labels);
+        correct += chunk_predictions
+            .iter()
+            .zip(&labels)
+            .filter(|(p, &l)| **p as i64 == l)
+            .count();
+        count += labels.len();
+        loss += chunk_loss;
+        predictions.extend(chunk_predictions);
+    }
+    Ok(PackedEvaluation {
+        accuracy: correct as f64 / count.max(1) as f64,
+        loss: loss / count.max(1) as f64,
+        predictions,
+    })
+}

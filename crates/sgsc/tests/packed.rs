@@ -1,0 +1,160 @@
+//! Export to the packed format and the pure-Rust runtime against the training side: the same
+//! logits (within 1e-4) and the same predictions, for the CNN and the transformer.
+
+mod common;
+
+use sgsc::data::mnist::{load_test, PIXEL_MEAN, PIXEL_STD};
+use sgsc::data::{load_test as load_test_split, Split};
+use sgsc::pack::export::{remove_dead_channels, to_packed};
+use sgsc::train::checkpoint;
+use sgsc::train::config::ExperimentConfig;
+use sgsc::train::learner::Learner;
+use sgsc::train::trainer::{checkpoint_path, train};
+use sgsc::train::Mode;
+use sgsc_runtime::format::{decode, encode};
+use sgsc_runtime::model::{Metadata, Normalization};
+use sgsc_runtime::Model;
+use tch::{Device, Kind, Tensor};
+
+/// Trains `config` briefly in unsafe mode and loads the result back as the export would.
+fn trained(config: &ExperimentConfig) -> Learner {
+    let _one_at_a_time = common::training_lock();
+    let dir = tempfile::tempdir().unwrap();
+    train(config, &common::run_options(Mode::Unsafe, dir.path())).unwrap();
+    let (info, tensors) = checkpoint::load(&checkpoint_path(dir.path())).unwrap();
+    let mut learner = Learner::new(config, Mode::Unsafe, Device::Cpu).unwrap();
+    learner.load_state(&tensors, info.step).unwrap();
+    learner
+}
+
+fn metadata(
+    input: Vec<usize>,
+    normalization: Option<Normalization>,
+    vocabulary: Option<String>,
+) -> Metadata {
+    Metadata {
+        input,
+        normalization,
+        vocabulary,
+        classes: None,
+        data: None,
+        certificate: None,
+        summary: None,
+    }
+}
+
+/// Gives the first `count` channels of quantized layer `index` zero bits, so they die.
+fn kill_channels(learner: &Learner, index: usize, count: i64) {
+    let bits = &learner.network.quantized_weight(index).bit_depth;
+    let _ = tch::no_grad(|| bits.narrow(0, 0, count).fill_(-1.0));
+}
+
+fn floats(tensor: &Tensor) -> Vec<f32> {
+    Vec::<f32>::try_from(&tensor.to_kind(Kind::Float).view([-1])).unwrap()
+}
+
+fn argmax_rows(values: &[f32], width: usize) -> Vec<usize> {
+    values
+        .chunks_exact(width)
+        .map(|row| (0..width).fold(0, |best, i| if row[i] > row[best] { i } else { best }))
+        .collect()
+}
+
+#[test]
+fn runtime_matches_the_training_side_on_a_thousand_test_images() {
+    let mut config = common::mnist_config();
+    config.train.steps = 120;
+    config.train.batch_size = 64;
+    config.train.eval_every = 120;
+    config.train.checkpoint_every = 120;
+    config.data.validation_size = 2000;
+    let mut learner = trained(&config);
+    kill_channels(&learner, 0, 3);
+    kill_channels(&learner, 2, 5);
+    let test = load_test(&common::data_dirs()).unwrap();
+    let positions: Vec<usize> = (0..1000).collect();
+    let (inputs, labels) = Split::Images(test.clone())
+        .batch(&positions, &Default::default(), None)
+        .unwrap();
+    sgsc::pack::prepare_for_storage(&learner.network).unwrap();
+    let before = floats(&tch::no_grad(|| learner.network.forward(&inputs, false, true)).unwrap());
+
+    let removed = remove_dead_channels(&mut learner.network).unwrap();
+    assert_eq!(removed, 8, "the export removes the channels that died");
+    let normalization = Normalization {
+        mean: PIXEL_MEAN,
+        std: PIXEL_STD,
+    };
+    let packed = to_packed(
+        &learner.network,
+        metadata(vec![1, 28, 28], Some(normalization), None),
+    )
+    .unwrap();
+    let bytes = encode(&packed).unwrap();
+    assert_eq!(decode(&bytes).unwrap(), packed, "the file round-trips");
+    let model = Model::from_bytes(&bytes).unwrap();
+    let pixels: Vec<u8> = positions
+        .iter()
+        .flat_map(|&i| test.image(i).to_vec())
+        .collect();
+    let logits = model.classify_pixels(&pixels, 1000).unwrap();
+
+    let largest = before
+        .iter()
+        .zip(&logits)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(
+        largest < 1e-4,
+        "largest logit difference {largest} ({removed} channels removed at export)"
+    );
+    let labels = Vec::<i64>::try_from(&labels).unwrap();
+    let (expected, got) = (argmax_rows(&before, 10), argmax_rows(&logits, 10));
+    assert_eq!(expected, got, "every prediction is the same");
+    let correct = got
+        .iter()
+        .zip(&labels)
+        .filter(|(p, &l)| **p as i64 == l)
+        .count();
+    assert!(correct > 800, "{correct}/1000 right after 120 steps");
+}
+
+#[test]
+fn runtime_matches_the_training_side_on_text() {
+    let mut config = common::small_names_config();
+    config.train.steps = 60;
+    config.train.eval_every = 60;
+    config.train.checkpoint_every = 60;
+    let mut learner = trained(&config);
+    kill_channels(&learner, 2, 16); // the value rows of both heads of block 1: one head stays
+    kill_channels(&learner, 4, 10); // 10 MLP units of block 1
+    let test = load_test_split(&config.data, &config.model.input, &common::data_dirs()).unwrap();
+    let positions: Vec<usize> = (0..40).collect();
+    let (inputs, _) = test.batch(&positions, &Default::default(), None).unwrap();
+    sgsc::pack::prepare_for_storage(&learner.network).unwrap();
+    let before = floats(&tch::no_grad(|| learner.network.forward(&inputs, false, true)).unwrap());
+    let removed = remove_dead_channels(&mut learner.network).unwrap();
+    // One head (16 rows each of query, key and value) and 10 MLP units.
+    assert_eq!(
+        removed,
+        3 * 16 + 10,
+        "the export removes a dead head and dead MLP units"
+    );
+    let vocabulary: String = std::iter::once('\n').chain('a'..='z').collect();
+    let packed = to_packed(&learner.network, metadata(vec![16], None, Some(vocabulary))).unwrap();
+    let model = Model::from_bytes(&encode(&packed).unwrap()).unwrap();
+    let ids: Vec<u32> = Vec::<i64>::try_from(&inputs.view([-1]))
+        .unwrap()
+        .iter()
+        .map(|&i| i as u32)
+        .collect();
+    let logits = model.next_token_logits(&ids, 40).unwrap();
+    assert_eq!(logits.len(), before.len());
+    let largest = before
+        .iter()
+        .zip(&logits)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(largest < 1e-4, "largest logit difference {largest}");
+    assert_eq!(argmax_rows(&before, 27), argmax_rows(&logits, 27));
+}
