@@ -45,6 +45,22 @@ fn comparison_runs_every_mode_and_reuses_finished_runs() {
         "the safe run carries its certificate"
     );
     assert!(summaries[..2].iter().all(|s| s.safety.is_none()));
+    // A compressed run's size is the length of the model file it wrote, which the runtime reads
+    // back with the run's certificate inside.
+    for (summary, run) in summaries[1..].iter().zip(["unsafe-seed3", "safe-seed3"]) {
+        let file = dir.path().join(run).join("model.sgsc");
+        assert_eq!(summary.size_kind, "sgsc-file");
+        assert_eq!(
+            summary.size_bytes as u64,
+            std::fs::metadata(&file).unwrap().len()
+        );
+        let model = sgsc_runtime::Model::load(&file).unwrap();
+        assert_eq!(
+            model.metadata().certificate.is_some(),
+            run.starts_with("safe")
+        );
+    }
+    assert!(!dir.path().join("baseline-seed3/model.sgsc").exists());
     let gammas: Vec<Option<f64>> = summaries.iter().map(|s| s.gamma).collect();
     assert_eq!(
         gammas,

@@ -5,7 +5,7 @@ mod common;
 
 use sgsc::data::mnist::{load_test, PIXEL_MEAN, PIXEL_STD};
 use sgsc::data::{load_test as load_test_split, Split};
-use sgsc::pack::export::{remove_dead_channels, to_packed};
+use sgsc::pack::export::{remove_dead_channels, to_packed, to_safetensors};
 use sgsc::train::checkpoint;
 use sgsc::train::config::ExperimentConfig;
 use sgsc::train::learner::Learner;
@@ -93,6 +93,31 @@ fn runtime_matches_the_training_side_on_a_thousand_test_images() {
     let bytes = encode(&packed).unwrap();
     assert_eq!(decode(&bytes).unwrap(), packed, "the file round-trips");
     let model = Model::from_bytes(&bytes).unwrap();
+
+    // The safetensors export holds the same weights as the training side, in PyTorch's shapes.
+    let safetensors_bytes = to_safetensors(&packed).unwrap();
+    let exported = safetensors::SafeTensors::deserialize(&safetensors_bytes).unwrap();
+    for (index, name) in [(0, "layers.0"), (2, "layers.6"), (4, "layers.13")] {
+        let view = exported.tensor(&format!("{name}.weight")).unwrap();
+        let expected = learner.network.quantized_weight(index).quantized().unwrap();
+        let shape: Vec<usize> = expected.size().iter().map(|&d| d as usize).collect();
+        assert_eq!(view.shape(), shape.as_slice(), "{name}");
+        let values: Vec<f32> = view
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect();
+        let expected = floats(&expected);
+        assert!(
+            values
+                .iter()
+                .zip(&expected)
+                .all(|(a, b)| (a - b).abs() <= 1e-6 * b.abs()),
+            "{name}: dequantized weights differ"
+        );
+    }
+    assert!(exported.tensor("layers.4.running_var").is_ok());
+
     let pixels: Vec<u8> = positions
         .iter()
         .flat_map(|&i| test.image(i).to_vec())

@@ -4,7 +4,7 @@
 use super::{data_dirs, load_run, parse_device, LoadedRun};
 use crate::data::{load_test, load_train_validation, DataConfig};
 use crate::report::packed::evaluate_packed;
-use crate::report::{layer_table, results_table, summarize, RunFacts};
+use crate::report::{layer_table, pack_run, results_table, summarize, RunFacts};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use std::path::PathBuf;
@@ -40,7 +40,7 @@ fn eval_checkpoint(checkpoint: &std::path::Path, args: &EvalArgs) -> Result<()> 
         info,
         config,
         mode,
-        learner,
+        mut learner,
     } = load_run(checkpoint, device)?;
     let dirs = data_dirs(&args.data_dir);
     let data = load_train_validation(&config.data, &config.model.input, &dirs)?;
@@ -51,7 +51,7 @@ fn eval_checkpoint(checkpoint: &std::path::Path, args: &EvalArgs) -> Result<()> 
         rollbacks: 0,
         certificate: None,
     };
-    let (summary, size) = summarize(
+    let (mut summary, size) = summarize(
         &learner.network,
         &learner.original,
         &config,
@@ -62,6 +62,12 @@ fn eval_checkpoint(checkpoint: &std::path::Path, args: &EvalArgs) -> Result<()> 
     )?;
     if mode.quantizes() {
         println!("{}", layer_table(&size));
+        pack_run(
+            &mut learner.network,
+            &config,
+            info.vocabulary.as_ref(),
+            &mut summary,
+        )?;
     }
     print!("{}", results_table(&[summary]));
     Ok(())

@@ -1,15 +1,13 @@
 //! `sgsc export`: a compressed run's checkpoint as a packed `.sgsc` file (the format of
-//! `docs/format.md`), with its data description, safety certificate and test figures inside.
+//! `docs/format.md`), with its data description, safety certificate and test figures inside, or
+//! as dequantized float weights in safetensors.
 
 use super::{load_run, LoadedRun};
-use crate::data::mnist::{PIXEL_MEAN, PIXEL_STD};
-use crate::pack::export::{remove_dead_channels, to_packed};
+use crate::pack::export::{export, metadata, ExportFormat};
 use crate::report::Summary;
 use crate::train::checkpoint::write_atomically;
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use serde_json::json;
-use sgsc_runtime::model::{Metadata, Normalization};
 use std::path::{Path, PathBuf};
 use tch::Device;
 
@@ -22,6 +20,9 @@ pub struct ExportArgs {
     /// Where to write the model.
     #[arg(long)]
     out: PathBuf,
+    /// sgsc (the packed file) or safetensors (dequantized float32 weights, PyTorch names).
+    #[arg(long, default_value = "sgsc")]
+    format: String,
 }
 
 /// The run's `summary.json` beside its checkpoint, when there is one.
@@ -51,34 +52,20 @@ pub fn run(args: ExportArgs) -> Result<()> {
             args.checkpoint.display()
         );
     }
-    let removed = remove_dead_channels(&mut learner.network)?;
-    let summary = read_summary(&args.checkpoint)?;
-    let metadata = Metadata {
-        input: config.model.input.iter().map(|&d| d as usize).collect(),
-        normalization: (!config.data.is_text()).then_some(Normalization {
-            mean: PIXEL_MEAN,
-            std: PIXEL_STD,
-        }),
-        vocabulary: info
-            .vocabulary
-            .as_ref()
-            .map(|vocabulary| vocabulary.symbols.iter().collect()),
-        classes: None,
-        data: Some(serde_json::to_value(&config.data)?),
-        certificate: summary
-            .as_ref()
-            .and_then(|s| s.safety.as_ref())
-            .map(serde_json::to_value)
-            .transpose()?,
-        summary: summary.as_ref().map(|s| {
-            json!({
-                "mode": s.mode, "seed": s.seed, "steps": s.steps, "gamma": s.gamma,
-                "test_accuracy": s.test_accuracy, "test_loss": s.test_loss,
-            })
-        }),
+    let (certificate, summary) = match read_summary(&args.checkpoint)? {
+        Some(summary) => {
+            let (certificate, summary) = summary.for_packing();
+            (certificate, Some(summary))
+        }
+        None => (None, None),
     };
-    let packed = to_packed(&learner.network, metadata)?;
-    let bytes = sgsc_runtime::format::encode(&packed)?;
+    let metadata = metadata(&config, info.vocabulary.as_ref(), certificate, summary)?;
+    let format = match args.format.as_str() {
+        "sgsc" => ExportFormat::Sgsc,
+        "safetensors" => ExportFormat::Safetensors,
+        other => bail!("--format {other:?}: expected sgsc or safetensors"),
+    };
+    let (bytes, removed) = export(&mut learner.network, metadata, format)?;
     write_atomically(&args.out, &bytes)?;
     println!(
         "{}: {} bytes ({} dead channels removed at export)",

@@ -7,14 +7,19 @@
 //! stream, which cost one width byte each.
 
 use super::{live_channels, prepare_for_storage};
+use crate::data::mnist::{PIXEL_MEAN, PIXEL_STD};
+use crate::data::text::Vocabulary;
 use crate::error::{Error, Result};
 use crate::models::network::{Layer, Linear, BATCH_NORM_EPS};
 use crate::models::transformer::{self, LAYER_NORM_EPS};
 use crate::models::Network;
 use crate::prune;
 use crate::quant::QuantizedWeight;
+use crate::train::config::ExperimentConfig;
 use half::f16;
-use sgsc_runtime::model::{self as packed, Dense, Metadata, PackedModel, QuantizedMatrix};
+use sgsc_runtime::model::{
+    self as packed, Dense, Metadata, Normalization, PackedModel, QuantizedMatrix,
+};
 use tch::{Device, Kind, Tensor};
 
 /// Floats of a tensor, in row-major order.
@@ -161,4 +166,189 @@ pub fn to_packed(network: &Network, metadata: Metadata) -> Result<PackedModel> {
         });
     }
     Ok(PackedModel { metadata, layers })
+}
+
+/// The metadata of a model trained with `config`: input shape, pixel normalisation (images) or
+/// vocabulary (text), the data description, and the run's certificate and summary as JSON.
+pub fn metadata(
+    config: &ExperimentConfig,
+    vocabulary: Option<&Vocabulary>,
+    certificate: Option<serde_json::Value>,
+    summary: Option<serde_json::Value>,
+) -> Result<Metadata> {
+    Ok(Metadata {
+        input: config.model.input.iter().map(|&d| d as usize).collect(),
+        normalization: (!config.data.is_text()).then_some(Normalization {
+            mean: PIXEL_MEAN,
+            std: PIXEL_STD,
+        }),
+        vocabulary: vocabulary.map(|vocabulary| vocabulary.symbols.iter().collect()),
+        classes: None,
+        data: Some(serde_json::to_value(&config.data).map_err(|e| Error::Model(e.to_string()))?),
+        certificate,
+        summary,
+    })
+}
+
+/// File formats a model can be exported to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportFormat {
+    /// The packed `.sgsc` file (codes at their exact widths).
+    Sgsc,
+    /// Dequantized float32 weights in a safetensors file, named as PyTorch would.
+    Safetensors,
+}
+
+/// The bytes of `network` in `format`, and how many dead channels were removed first (the
+/// network is cut in place; its outputs do not change).
+pub fn export(
+    network: &mut Network,
+    metadata: Metadata,
+    format: ExportFormat,
+) -> Result<(Vec<u8>, usize)> {
+    let removed = remove_dead_channels(network)?;
+    let model = to_packed(network, metadata)?;
+    let bytes = match format {
+        ExportFormat::Sgsc => sgsc_runtime::format::encode(&model)?,
+        ExportFormat::Safetensors => to_safetensors(&model)?,
+    };
+    Ok((bytes, removed))
+}
+
+/// The dequantized float tensors of a packed model, named as PyTorch would name the modules'
+/// state (`layers.0.weight`, `layers.3.running_mean`, `layers.1.query.weight`, ...), with shapes.
+pub fn float_tensors(model: &PackedModel) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    let mut tensors = Vec::new();
+    let mut push = |name: String, shape: Vec<usize>, values: Vec<f32>| {
+        tensors.push((name, shape, values));
+    };
+    fn dense_tensors(
+        push: &mut impl FnMut(String, Vec<usize>, Vec<f32>),
+        prefix: &str,
+        dense: &Dense,
+        shape: Vec<usize>,
+    ) {
+        push(format!("{prefix}.weight"), shape, dense.weight.dequantize());
+        if let Some(bias) = &dense.bias {
+            push(format!("{prefix}.bias"), vec![bias.len()], bias.clone());
+        }
+    }
+    for (index, layer) in model.layers.iter().enumerate() {
+        let prefix = format!("layers.{index}");
+        match layer {
+            packed::Layer::Conv2d {
+                in_channels,
+                kernel,
+                dense,
+                ..
+            } => {
+                let shape = vec![dense.weight.rows, *in_channels, *kernel, *kernel];
+                dense_tensors(&mut push, &prefix, dense, shape);
+            }
+            packed::Layer::Linear(dense) => {
+                let shape = vec![dense.weight.rows, dense.weight.columns];
+                dense_tensors(&mut push, &prefix, dense, shape);
+            }
+            packed::Layer::BatchNorm(norm) => {
+                let channels = vec![norm.mean.len()];
+                push(
+                    format!("{prefix}.running_mean"),
+                    channels.clone(),
+                    norm.mean.clone(),
+                );
+                push(
+                    format!("{prefix}.running_var"),
+                    channels.clone(),
+                    norm.variance.clone(),
+                );
+                if let Some((scale, shift)) = &norm.affine {
+                    push(format!("{prefix}.weight"), channels.clone(), scale.clone());
+                    push(format!("{prefix}.bias"), channels, shift.clone());
+                }
+            }
+            packed::Layer::Embedding {
+                token,
+                position,
+                vocab_size,
+                context,
+                d_model,
+            } => {
+                push(
+                    format!("{prefix}.token.weight"),
+                    vec![*vocab_size, *d_model],
+                    token.clone(),
+                );
+                push(
+                    format!("{prefix}.position.weight"),
+                    vec![*context, *d_model],
+                    position.clone(),
+                );
+            }
+            packed::Layer::TransformerBlock(block) => {
+                for (name, norm) in [
+                    ("attention_norm", &block.attention_norm),
+                    ("mlp_norm", &block.mlp_norm),
+                ] {
+                    let features = vec![norm.weight.len()];
+                    push(
+                        format!("{prefix}.{name}.weight"),
+                        features.clone(),
+                        norm.weight.clone(),
+                    );
+                    push(format!("{prefix}.{name}.bias"), features, norm.bias.clone());
+                }
+                for (name, dense) in [
+                    ("query", &block.query),
+                    ("key", &block.key),
+                    ("value", &block.value),
+                    ("projection", &block.projection),
+                    ("mlp_in", &block.mlp_in),
+                    ("mlp_out", &block.mlp_out),
+                ] {
+                    let shape = vec![dense.weight.rows, dense.weight.columns];
+                    dense_tensors(&mut push, &format!("{prefix}.{name}"), dense, shape);
+                }
+            }
+            packed::Layer::LayerNorm(norm) => {
+                let features = vec![norm.weight.len()];
+                push(
+                    format!("{prefix}.weight"),
+                    features.clone(),
+                    norm.weight.clone(),
+                );
+                push(format!("{prefix}.bias"), features, norm.bias.clone());
+            }
+            packed::Layer::Relu | packed::Layer::MaxPool { .. } | packed::Layer::Flatten => {}
+        }
+    }
+    tensors
+}
+
+/// A safetensors file of the model's dequantized float weights ([`float_tensors`]), with the
+/// packed metadata (JSON) under the key `sgsc`.
+pub fn to_safetensors(model: &PackedModel) -> Result<Vec<u8>> {
+    use safetensors::tensor::TensorView;
+    let tensors: Vec<(String, Vec<usize>, Vec<u8>)> = float_tensors(model)
+        .into_iter()
+        .map(|(name, shape, values)| {
+            (
+                name,
+                shape,
+                values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            )
+        })
+        .collect();
+    let views = tensors
+        .iter()
+        .map(|(name, shape, bytes)| {
+            TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
+                .map(|view| (name.clone(), view))
+                .map_err(|e| Error::Model(e.to_string()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let metadata = std::collections::HashMap::from([(
+        "sgsc".to_string(),
+        serde_json::to_string(&model.metadata).map_err(|e| Error::Model(e.to_string()))?,
+    )]);
+    safetensors::serialize(views, Some(metadata)).map_err(|e| Error::Model(e.to_string()))
 }

@@ -52,9 +52,10 @@ pub struct Summary {
     /// Size pressure gamma of a quantized run (none for baseline and for older summaries).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gamma: Option<f64>,
-    /// Bytes of the model: the payload estimate for quantized modes, float32 bytes for baseline.
+    /// Bytes of the model: the length of its `.sgsc` file for quantized modes (older runs: the
+    /// payload estimate), float32 bytes for baseline.
     pub size_bytes: i64,
-    /// What `size_bytes` counts: `payload-estimate` or `float32`.
+    /// What `size_bytes` counts: `sgsc-file`, `payload-estimate` or `float32`.
     pub size_kind: String,
     /// Bytes of the same network in float32.
     pub float_bytes: i64,
@@ -185,7 +186,7 @@ pub fn train_and_report(
     config: &ExperimentConfig,
     options: &RunOptions,
 ) -> Result<Option<(Summary, SizeReport)>> {
-    let outcome = train(config, options)?;
+    let mut outcome = train(config, options)?;
     if outcome.steps_done < config.train.steps {
         return Ok(None);
     }
@@ -196,7 +197,7 @@ pub fn train_and_report(
         rollbacks: outcome.rollbacks,
         certificate: outcome.certificate.clone(),
     };
-    let (summary, size) = summarize(
+    let (mut summary, size) = summarize(
         &outcome.learner.network,
         &outcome.learner.original,
         config,
@@ -205,8 +206,60 @@ pub fn train_and_report(
         options.device,
         facts,
     )?;
+    if options.mode.quantizes() {
+        let bytes = pack_run(
+            &mut outcome.learner.network,
+            config,
+            outcome.data.vocabulary.as_ref(),
+            &mut summary,
+        )?;
+        crate::train::checkpoint::write_atomically(&options.out_dir.join(MODEL_FILE), &bytes)?;
+    }
     write_summary(&options.out_dir.join("summary.json"), &summary)?;
     Ok(Some((summary, size)))
+}
+
+/// Name of the packed model file in a quantized run's folder.
+pub const MODEL_FILE: &str = "model.sgsc";
+
+impl Summary {
+    /// What a packed file records of this run: its safety certificate, and a short summary
+    /// (mode, seed, steps, gamma and the test figures).
+    pub fn for_packing(&self) -> (Option<serde_json::Value>, serde_json::Value) {
+        let certificate = self
+            .safety
+            .as_ref()
+            .and_then(|certificate| serde_json::to_value(certificate).ok());
+        let summary = serde_json::json!({
+            "mode": self.mode, "seed": self.seed, "steps": self.steps, "gamma": self.gamma,
+            "test_accuracy": self.test_accuracy, "test_loss": self.test_loss,
+        });
+        (certificate, summary)
+    }
+
+    /// Takes the size of a quantized model from its packed file of `bytes` bytes.
+    pub fn set_file_size(&mut self, bytes: usize) {
+        self.size_bytes = bytes as i64;
+        self.size_kind = "sgsc-file".into();
+        self.ratio_to_float = bytes as f64 / self.float_bytes as f64;
+    }
+}
+
+/// Packs a quantized run's `network` (cutting its dead channels in place) into the bytes of its
+/// `.sgsc` file, and makes that file's length the summary's size.
+pub fn pack_run(
+    network: &mut Network,
+    config: &ExperimentConfig,
+    vocabulary: Option<&crate::data::text::Vocabulary>,
+    summary: &mut Summary,
+) -> Result<Vec<u8>> {
+    let (certificate, packed_summary) = summary.for_packing();
+    let metadata =
+        crate::pack::export::metadata(config, vocabulary, certificate, Some(packed_summary))?;
+    let (bytes, _) =
+        crate::pack::export::export(network, metadata, crate::pack::export::ExportFormat::Sgsc)?;
+    summary.set_file_size(bytes.len());
+    Ok(bytes)
 }
 
 /// Writes `summary.json`.
@@ -268,10 +321,10 @@ pub fn results_table(summaries: &[Summary]) -> String {
             s.headline(),
             s.gap(),
             s.size_bytes,
-            if s.size_kind == "float32" {
-                "float32"
-            } else {
-                "estimate"
+            match s.size_kind.as_str() {
+                "float32" => "float32",
+                "sgsc-file" => "file",
+                _ => "estimate",
             },
             s.ratio_to_float,
             s.bits_per_weight,
