@@ -29,8 +29,8 @@ pub const META_TAG: [u8; 4] = *b"META";
 pub const DATA_TAG: [u8; 4] = *b"DATA";
 /// Largest dimension of any tensor (inputs, channels, features, vocabulary, context).
 pub const MAX_DIMENSION: usize = 1 << 20;
-/// Most elements of one tensor (a row of width 0 takes no code bytes, so without this bound a
-/// few bytes could ask for a huge allocation).
+/// Most quantized weights in one model, all matrices together (a row of width 0 takes no code
+/// bytes, so without this bound a few bytes could ask for a huge allocation).
 pub const MAX_ELEMENTS: usize = 1 << 24;
 /// Largest stored width of a code, in bits.
 pub const MAX_WIDTH: u8 = 32;
@@ -149,15 +149,20 @@ fn section<'a>(cursor: &mut Cursor<'a>, expected: [u8; 4]) -> Result<&'a [u8]> {
     Ok(payload)
 }
 
-/// A bounds-checked reader over bytes.
+/// A bounds-checked reader over bytes, with a budget of quantized weights still allowed.
 struct Cursor<'a> {
     bytes: &'a [u8],
     offset: usize,
+    weights_left: usize,
 }
 
 impl<'a> Cursor<'a> {
     fn new(bytes: &'a [u8]) -> Self {
-        Cursor { bytes, offset: 0 }
+        Cursor {
+            bytes,
+            offset: 0,
+            weights_left: MAX_ELEMENTS,
+        }
     }
 
     fn remaining(&self) -> usize {
@@ -251,11 +256,13 @@ fn read_matrix(
     columns: usize,
     what: &str,
 ) -> Result<QuantizedMatrix> {
-    if product(rows, columns, what)? > MAX_ELEMENTS {
+    let weights = product(rows, columns, what)?;
+    if weights > cursor.weights_left {
         return Err(RuntimeError::Invalid(format!(
-            "{what}: {rows}x{columns} exceeds {MAX_ELEMENTS} weights"
+            "{what}: {rows}x{columns} takes the model past {MAX_ELEMENTS} weights"
         )));
     }
+    cursor.weights_left -= weights;
     let widths = cursor.take(rows, &format!("{what} widths"))?.to_vec();
     if let Some(width) = widths.iter().find(|&&w| w > MAX_WIDTH) {
         return Err(RuntimeError::Invalid(format!(

@@ -285,6 +285,36 @@ fn absurd_sizes_are_rejected_before_allocating() {
     ));
 }
 
+/// A whole file from a metadata JSON and data bytes.
+fn file(json: &str, data: &[u8]) -> Vec<u8> {
+    let mut bytes = b"SGSC\x01\x00\x02\x00".to_vec();
+    for (tag, payload) in [(b"META", json.as_bytes()), (b"DATA", data)] {
+        bytes.extend_from_slice(tag);
+        bytes.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(payload);
+        bytes.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    }
+    bytes
+}
+
+#[test]
+fn the_weight_budget_spans_the_whole_model() {
+    // Two 4096 x 4096 layers of width-0 rows: 4,096 bytes each in the file, 2^24 weights each.
+    let layer = r#"{"type":"linear","in_features":4096,"out_features":4096,"bias":false}"#;
+    let one = format!(r#"{{"input":[4096,1,1],"layers":[{{"type":"flatten"}},{layer}]}}"#);
+    let model = decode(&file(&one, &[0u8; 4096])).unwrap();
+    assert_eq!(
+        model.layers.len(),
+        2,
+        "one layer of 2^24 weights is within the budget"
+    );
+    let two = format!(r#"{{"input":[4096,1,1],"layers":[{{"type":"flatten"}},{layer},{layer}]}}"#);
+    match decode(&file(&two, &[0u8; 8192])) {
+        Err(RuntimeError::Invalid(message)) => assert!(message.contains("past"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+}
+
 #[test]
 fn bad_metadata_and_widths_are_typed_errors() {
     let bytes = encode(&cnn()).unwrap();

@@ -1,11 +1,13 @@
 //! Export to the packed format and the pure-Rust runtime against the training side: the same
-//! logits (within 1e-4) and the same predictions, for the CNN and the transformer.
+//! logits (within 1e-4) and the same predictions, for the CNN and the transformer; the same for
+//! the safetensors and ONNX exports (ONNX run by onnxruntime).
 
 mod common;
 
 use sgsc::data::mnist::{load_test, PIXEL_MEAN, PIXEL_STD};
 use sgsc::data::{load_test as load_test_split, Split};
 use sgsc::pack::export::{remove_dead_channels, to_packed, to_safetensors};
+use sgsc::pack::onnx::to_onnx;
 use sgsc::train::checkpoint;
 use sgsc::train::config::ExperimentConfig;
 use sgsc::train::learner::Learner;

@@ -2,9 +2,10 @@
 //! per batch assembly (with the config's augmentation, for images) and inference examples (images
 //! or windows) per second, on random inputs so it needs no data set.
 
-use super::parse_device;
+use super::{load_run, parse_device, LoadedRun};
 use crate::data::mnist::{ImageSplit, IMAGE_PIXELS};
 use crate::data::sampler::step_rng;
+use crate::pack::export::{export, metadata, ExportFormat};
 use crate::train::config::ExperimentConfig;
 use crate::train::learner::Learner;
 use crate::train::Mode;
@@ -29,6 +30,13 @@ pub struct BenchArgs {
     /// cpu or cuda.
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Instead: time inference of this compressed run's model through the pure-Rust runtime
+    /// against libtorch's float inference of the same (pruned) network, on the CPU.
+    #[arg(long)]
+    checkpoint: Option<PathBuf>,
+    /// Batch sizes of the inference comparison.
+    #[arg(long, value_delimiter = ',', default_value = "1,256")]
+    inference_batch_sizes: Vec<usize>,
 }
 
 /// Median of `repeats` timings of `work` in milliseconds, after 3 warm-up calls.
@@ -48,6 +56,9 @@ fn median_ms(repeats: usize, mut work: impl FnMut() -> Result<()>) -> Result<f64
 
 /// Runs `sgsc bench`.
 pub fn run(args: BenchArgs) -> Result<()> {
+    if let Some(checkpoint) = &args.checkpoint {
+        return bench_runtime(checkpoint, &args);
+    }
     let device = parse_device(&args.device)?;
     let config = ExperimentConfig::load(&args.config)?;
     // Random inputs of the network's shape: images, or token ids with next-token targets.
@@ -127,5 +138,80 @@ pub fn run(args: BenchArgs) -> Result<()> {
             batch as f64 * 1000.0 / ms
         );
     }
+    Ok(())
+}
+
+/// Images (or windows) per second through the runtime and through libtorch (float weights, the
+/// same pruned shapes), for each inference batch size, on random inputs.
+fn bench_runtime(checkpoint: &std::path::Path, args: &BenchArgs) -> Result<()> {
+    let LoadedRun {
+        info,
+        config,
+        mut learner,
+        ..
+    } = load_run(checkpoint, tch::Device::Cpu)?;
+    let metadata = metadata(&config, info.vocabulary.as_ref(), None, None)?;
+    let (bytes, _) = export(&mut learner.network, metadata, ExportFormat::Sgsc)?;
+    let model = sgsc_runtime::Model::from_bytes(&bytes)?;
+    let per_example: usize = model.metadata().input.iter().product();
+    println!(
+        "{:<24} {:>7} {:>14} {:>14} {:>8}",
+        "inference", "batch", "libtorch /s", "runtime /s", "ratio"
+    );
+    for &batch in &args.inference_batch_sizes {
+        let mut rng = step_rng(1, batch as i64);
+        let (torch_input, run_runtime): (Tensor, Box<dyn Fn() -> Result<()>>) = if model
+            .is_language_model()
+        {
+            let ids: Vec<u32> = (0..batch * per_example)
+                .map(|_| rand::Rng::random_range(&mut rng, 0..model.outputs() as u32))
+                .collect();
+            let tensor = Tensor::f_from_slice(&ids.iter().map(|&i| i as i64).collect::<Vec<_>>())?
+                .f_view([batch as i64, per_example as i64])?;
+            let model = &model;
+            (
+                tensor,
+                Box::new(move || Ok(model.next_token_logits(&ids, batch).map(|_| ())?)),
+            )
+        } else {
+            let pixels: Vec<u8> = (0..batch * per_example)
+                .map(|_| rand::Rng::random(&mut rng))
+                .collect();
+            let images = ImageSplit {
+                images: pixels.clone(),
+                labels: vec![0; batch],
+                source_indices: (0..batch as u32).collect(),
+            };
+            let positions: Vec<usize> = (0..batch).collect();
+            let (tensor, _) = images.batch(&positions, &Default::default(), None)?;
+            let model = &model;
+            (
+                tensor,
+                Box::new(move || Ok(model.classify_pixels(&pixels, batch).map(|_| ())?)),
+            )
+        };
+        let torch_ms = median_ms(args.repeats, || {
+            let _no_grad = tch::no_grad_guard();
+            let _logits = learner.network.forward(&torch_input, false, false)?;
+            Ok(())
+        })?;
+        let runtime_ms = median_ms(args.repeats, || run_runtime())?;
+        let (torch, runtime) = (
+            batch as f64 * 1000.0 / torch_ms,
+            batch as f64 * 1000.0 / runtime_ms,
+        );
+        println!(
+            "{:<24} {batch:>7} {torch:>14.0} {runtime:>14.0} {:>7.2}x",
+            "examples per second",
+            runtime / torch
+        );
+    }
+    println!(
+        "(median of {} runs after 3 warm-ups; libtorch on {} threads, the runtime on {} rayon threads; model file {} B)",
+        args.repeats,
+        tch::get_num_threads(),
+        rayon::current_num_threads(),
+        bytes.len()
+    );
     Ok(())
 }

@@ -20,7 +20,8 @@ pub struct ExportArgs {
     /// Where to write the model.
     #[arg(long)]
     out: PathBuf,
-    /// sgsc (the packed file) or safetensors (dequantized float32 weights, PyTorch names).
+    /// sgsc (the packed file), safetensors (dequantized float32 weights, PyTorch names) or onnx
+    /// (QDQ: int8 codes, per-channel scales 2^e, DequantizeLinear; image models).
     #[arg(long, default_value = "sgsc")]
     format: String,
 }
@@ -63,7 +64,8 @@ pub fn run(args: ExportArgs) -> Result<()> {
     let format = match args.format.as_str() {
         "sgsc" => ExportFormat::Sgsc,
         "safetensors" => ExportFormat::Safetensors,
-        other => bail!("--format {other:?}: expected sgsc or safetensors"),
+        "onnx" => ExportFormat::Onnx,
+        other => bail!("--format {other:?}: expected sgsc, safetensors or onnx"),
     };
     let (bytes, removed) = export(&mut learner.network, metadata, format)?;
     write_atomically(&args.out, &bytes)?;

@@ -197,6 +197,8 @@ pub enum ExportFormat {
     Sgsc,
     /// Dequantized float32 weights in a safetensors file, named as PyTorch would.
     Safetensors,
+    /// ONNX in QDQ form: int8 codes, per-channel scales, `DequantizeLinear` (image models).
+    Onnx,
 }
 
 /// The bytes of `network` in `format`, and how many dead channels were removed first (the
@@ -211,6 +213,7 @@ pub fn export(
     let bytes = match format {
         ExportFormat::Sgsc => sgsc_runtime::format::encode(&model)?,
         ExportFormat::Safetensors => to_safetensors(&model)?,
+        ExportFormat::Onnx => super::onnx::to_onnx(&model)?,
     };
     Ok((bytes, removed))
 }

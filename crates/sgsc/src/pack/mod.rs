@@ -15,6 +15,7 @@
 //! would still reach the next layer.
 
 pub mod export;
+pub mod onnx;
 
 use crate::error::Result;
 use crate::models::Network;

@@ -1,0 +1,25 @@
+//! Fuzzes the `.sgsc` reader: any bytes must give a model or a typed error, never a panic, a hang
+//! or a huge allocation. A model that loads must encode and decode back to itself, and run.
+
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use sgsc_runtime::format::{decode, encode};
+use sgsc_runtime::Model;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(packed) = decode(data) else {
+        return;
+    };
+    let bytes = encode(&packed).expect("a decoded model encodes");
+    assert_eq!(decode(&bytes).expect("an encoded model decodes"), packed);
+    let model = Model::new(packed).expect("a decoded model loads");
+    let input: usize = model.metadata().input.iter().product();
+    if input <= 4096 {
+        if model.is_language_model() {
+            let _ = model.next_token_logits(&vec![0; input], 1);
+        } else {
+            let _ = model.classify(&vec![0.5; input], 1);
+        }
+    }
+});
