@@ -195,7 +195,7 @@ fn bench_runtime(checkpoint: &std::path::Path, args: &BenchArgs) -> Result<()> {
             let _logits = learner.network.forward(&torch_input, false, false)?;
             Ok(())
         })?;
-        let runtime_ms = median_ms(args.repeats, || run_runtime())?;
+        let runtime_ms = median_ms(args.repeats, run_runtime)?;
         let (torch, runtime) = (
             batch as f64 * 1000.0 / torch_ms,
             batch as f64 * 1000.0 / runtime_ms,
