@@ -144,6 +144,72 @@ fn runtime_matches_the_training_side_on_a_thousand_test_images() {
         .filter(|(p, &l)| **p as i64 == l)
         .count();
     assert!(correct > 800, "{correct}/1000 right after 120 steps");
+
+    // The ONNX export, run by onnxruntime, predicts the same.
+    let onnx_logits = run_onnx(
+        &to_onnx(&packed).unwrap(),
+        &floats(&inputs),
+        [1000, 1, 28, 28],
+    );
+    let largest = onnx_logits
+        .iter()
+        .zip(&logits)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(
+        largest < 1e-4,
+        "onnxruntime's logits differ by up to {largest}"
+    );
+    assert_eq!(
+        argmax_rows(&onnx_logits, 10),
+        got,
+        "onnxruntime predicts the same"
+    );
+}
+
+/// Logits of an ONNX model from onnxruntime (installed by `scripts/setup-onnxruntime.sh`) for
+/// float32 images of `shape`.
+fn run_onnx(model: &[u8], images: &[f32], shape: [usize; 4]) -> Vec<f32> {
+    let root = common::workspace();
+    let setup = std::process::Command::new("bash")
+        .arg(root.join("scripts/setup-onnxruntime.sh"))
+        .status()
+        .unwrap();
+    assert!(setup.success(), "installing onnxruntime failed");
+    let dir = tempfile::tempdir().unwrap();
+    let (model_path, images_path, logits_path) = (
+        dir.path().join("model.onnx"),
+        dir.path().join("images.f32"),
+        dir.path().join("logits.f32"),
+    );
+    std::fs::write(&model_path, model).unwrap();
+    std::fs::write(
+        &images_path,
+        images
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect::<Vec<u8>>(),
+    )
+    .unwrap();
+    let output = std::process::Command::new("python3")
+        .arg(root.join("scripts/onnx_predict.py"))
+        .arg(&model_path)
+        .arg(&images_path)
+        .args(shape.map(|d| d.to_string()))
+        .arg(&logits_path)
+        .env("PYTHONPATH", root.join(".onnxruntime"))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "onnxruntime: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    std::fs::read(&logits_path)
+        .unwrap()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect()
 }
 
 #[test]

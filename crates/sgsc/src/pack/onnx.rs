@@ -1,14 +1,15 @@
 //! ONNX export of an image classifier in QDQ form: every quantized weight is an int8 initializer
-//! (its integer codes) with a per-output-channel scale `2^e` and zero point 0, dequantized by a
-//! `DequantizeLinear` node in front of its `Conv` or `Gemm`. Opset 13, IR version 7.
+//! (its integer codes; int16 for a layer with a row wider than 8 bits) with a per-output-channel
+//! scale `2^e` and zero point 0, dequantized by a `DequantizeLinear` node in front of its `Conv`
+//! or `Gemm`. Opset 21 (the first with int16 `DequantizeLinear`), IR version 10.
 //!
 //! The protobuf is written by hand: the handful of ONNX messages needed here are a few fields
 //! each, and a protobuf code generator would need `protoc` at build time. Field numbers are those
 //! of `onnx/onnx.proto`.
 //!
 //! The graph takes normalised images (`(pixel / 255 - mean) / std`, the file's metadata) of
-//! shape `[N, C, H, W]` as `input` and gives `logits` `[N, classes]`. Codes wider than 8 bits
-//! (none in the models trained here) are an error, not silently widened.
+//! shape `[N, C, H, W]` as `input` and gives `logits` `[N, classes]`. Codes wider than 16 bits
+//! are an error.
 
 use crate::error::{Error, Result};
 use sgsc_runtime::model::{Dense, Layer, PackedModel};
@@ -16,6 +17,7 @@ use sgsc_runtime::model::{Dense, Layer, PackedModel};
 /// ONNX's element types used here.
 const FLOAT: i64 = 1;
 const INT8: i64 = 3;
+const INT16: i64 = 5;
 /// AttributeProto.AttributeType values used here.
 const ATTRIBUTE_FLOAT: i64 = 1;
 const ATTRIBUTE_INT: i64 = 2;
@@ -146,19 +148,28 @@ impl Graph {
         dims: &[usize],
     ) -> Result<(String, Option<String>)> {
         let matrix = &dense.weight;
-        if let Some(width) = matrix.widths.iter().find(|&&w| w > 8) {
-            return Err(Error::Model(format!(
-                "{name}: a {width}-bit row does not fit the int8 initializers of the ONNX export"
-            )));
-        }
-        let codes: Vec<u8> = matrix.codes.iter().map(|&c| c as i8 as u8).collect();
+        let widest = matrix.widths.iter().copied().max().unwrap_or(0);
+        let (data_type, code_bytes) = match widest {
+            0..=8 => (INT8, 1),
+            9..=16 => (INT16, 2),
+            _ => {
+                return Err(Error::Model(format!(
+                "{name}: a {widest}-bit row does not fit the int16 initializers of the ONNX export"
+            )))
+            }
+        };
+        let codes: Vec<u8> = matrix
+            .codes
+            .iter()
+            .flat_map(|&c| c.to_le_bytes().into_iter().take(code_bytes))
+            .collect();
         let scales: Vec<f32> = matrix
             .exponents
             .iter()
             .map(|e| f32::from(*e).exp2())
             .collect();
         self.initializers
-            .push(tensor(&format!("{name}.codes"), dims, INT8, codes));
+            .push(tensor(&format!("{name}.codes"), dims, data_type, codes));
         self.initializers.push(float_tensor(
             &format!("{name}.scale"),
             &[matrix.rows],
@@ -167,8 +178,8 @@ impl Graph {
         self.initializers.push(tensor(
             &format!("{name}.zero_point"),
             &[matrix.rows],
-            INT8,
-            vec![0; matrix.rows],
+            data_type,
+            vec![0; matrix.rows * code_bytes],
         ));
         let weight = format!("{name}.weight");
         self.node(
@@ -332,9 +343,9 @@ pub fn to_onnx(model: &PackedModel) -> Result<Vec<u8>> {
 
     let mut opset = Message::default();
     opset.string(1, "");
-    opset.int(2, 13);
+    opset.int(2, 21);
     let mut onnx = Message::default();
-    onnx.int(1, 7);
+    onnx.int(1, 10);
     onnx.string(2, "sgsc");
     onnx.string(3, env!("CARGO_PKG_VERSION"));
     onnx.message(7, graph_message);
