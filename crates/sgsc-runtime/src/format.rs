@@ -193,16 +193,22 @@ impl<'a> Cursor<'a> {
         Ok(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
     }
 
-    /// `count` f32 values; the byte count is checked before anything is allocated.
+    /// `count` finite f32 values; the byte count is checked before anything is allocated.
     fn floats(&mut self, count: usize, what: &str) -> Result<Vec<f32>> {
         let needed = count
             .checked_mul(4)
             .ok_or_else(|| RuntimeError::Invalid(format!("{what}: {count} floats overflow")))?;
         let bytes = self.take(needed, what)?;
-        Ok(bytes
+        let values: Vec<f32> = bytes
             .chunks_exact(4)
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect())
+            .collect();
+        if let Some(value) = values.iter().find(|v| !v.is_finite()) {
+            return Err(RuntimeError::Invalid(format!(
+                "{what}: {value} is not finite"
+            )));
+        }
+        Ok(values)
     }
 }
 

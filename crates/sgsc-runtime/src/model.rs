@@ -393,8 +393,20 @@ fn check_norm(norm: &Norm, features: usize, what: &str) -> Result<()> {
 }
 
 impl Layer {
-    /// Checks that the layer's tensors have the lengths its own dimensions imply.
+    /// Checks that the layer's tensors have the lengths its own dimensions imply, and that its
+    /// epsilon is a finite, non-negative number.
     fn check_tensors(&self) -> Result<()> {
+        let eps = match self {
+            Layer::BatchNorm(norm) => vec![norm.eps],
+            Layer::LayerNorm(norm) => vec![norm.eps],
+            Layer::TransformerBlock(block) => vec![block.attention_norm.eps, block.mlp_norm.eps],
+            _ => Vec::new(),
+        };
+        if let Some(eps) = eps.into_iter().find(|e| !(e.is_finite() && *e >= 0.0)) {
+            return Err(RuntimeError::Invalid(format!(
+                "epsilon {eps} is not a finite, non-negative number"
+            )));
+        }
         match self {
             Layer::Conv2d {
                 in_channels,
@@ -487,6 +499,14 @@ impl PackedModel {
     /// (classes, or vocabulary size for a language model).
     pub fn validate(&self) -> Result<usize> {
         let invalid = |message: String| Err(RuntimeError::Invalid(message));
+        if let Some(n) = self.metadata.normalization {
+            if !(n.mean.is_finite() && n.std.is_finite() && n.std > 0.0) {
+                return invalid(format!(
+                    "normalisation mean {} and std {} (std must be positive)",
+                    n.mean, n.std
+                ));
+            }
+        }
         let mut shape = match self.metadata.input.as_slice() {
             [c, h, w] if *c > 0 && *h > 0 && *w > 0 => Shape::Map(*c, *h, *w),
             [context] if *context > 0 => Shape::Tokens(*context),

@@ -169,6 +169,22 @@ fn command_line_reports_bad_input_without_panicking() {
         "{stderr}"
     );
 
+    let not_a_model = dir.path().join("model.sgsc");
+    std::fs::write(&not_a_model, b"GGUF and then some").unwrap();
+    for command in ["inspect", "eval"] {
+        let (ok, stderr) = sgsc(&[command, not_a_model.to_str().unwrap()]);
+        assert!(
+            !ok && stderr.contains("not an sgsc model file") && !stderr.contains("panicked"),
+            "{command}: {stderr}"
+        );
+    }
+    std::fs::write(&not_a_model, b"SGSC\x01\x00\x02\x00META\xff\xff").unwrap();
+    let (ok, stderr) = sgsc(&["predict", not_a_model.to_str().unwrap(), "--prompt", "a"]);
+    assert!(
+        !ok && stderr.contains("truncated") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+
     let (ok, stderr) = sgsc(&["train", "--mode", "reckless"]);
     assert!(!ok && stderr.contains("unknown mode"), "{stderr}");
 
