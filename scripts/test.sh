@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command: installs libtorch if missing, checks formatting, runs every test (release
-# build, so the training tests are quick). Data: $SGSC_DATA_DIR, else ./data (downloaded if
-# missing).
+# build, so the training tests are quick), then fuzzes the model-file reader briefly.
+# Data: $SGSC_DATA_DIR, else ./data (downloaded if missing).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -9,3 +9,5 @@ bash scripts/setup-libtorch.sh
 export SGSC_DATA_DIR="${SGSC_DATA_DIR:-$root/data}"
 cargo fmt --all --check
 cargo test --release --workspace
+# The reader under libFuzzer for a short run (seeds, earlier failures, then 20,000 mutations).
+bash scripts/fuzz.sh 20000

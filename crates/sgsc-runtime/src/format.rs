@@ -139,7 +139,9 @@ fn section<'a>(cursor: &mut Cursor<'a>, expected: [u8; 4]) -> Result<&'a [u8]> {
     let payload = cursor.take(length, &format!("{name} payload"))?;
     let stored = cursor.u32(&format!("{name} checksum"))?;
     let computed = crc32fast::hash(payload);
-    if stored != computed {
+    // Under the fuzzer (`cargo fuzz` sets `cfg(fuzzing)`) a wrong checksum is let through, so
+    // that mutated inputs reach the parsers behind it instead of stopping here.
+    if stored != computed && !cfg!(fuzzing) {
         return Err(RuntimeError::Checksum {
             section: name,
             stored,
