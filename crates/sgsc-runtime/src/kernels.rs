@@ -1,6 +1,8 @@
 //! The arithmetic of inference on dense f32 buffers (row-major): matrix products through
 //! `matrixmultiply`'s SGEMM, im2col convolution, pooling, normalisation, attention and GELU.
 
+use rayon::prelude::*;
+
 /// `c[m x n] = a[m x k] * b[k x n]` with explicit row and column strides (so either operand can
 /// be read transposed without a copy); `c` is overwritten.
 #[allow(clippy::too_many_arguments)]
@@ -124,16 +126,29 @@ pub fn conv2d(
         for ky in 0..k {
             for kx in 0..k {
                 let row = &mut columns[((c * k + ky) * k + kx) * oh * ow..][..oh * ow];
+                // Output columns x whose source column x * stride + kx - pad lies inside the image.
+                let first = (pad - kx as isize).max(0) as usize;
+                let first = first.div_ceil(stride).min(ow);
+                let reach = width as isize + pad - kx as isize;
+                let last = if reach <= 0 {
+                    0
+                } else {
+                    ((reach - 1) as usize / stride + 1).min(ow)
+                };
                 for y in 0..oh {
                     let source_y = (y * stride + ky) as isize - pad;
-                    if source_y < 0 || source_y >= height as isize {
+                    if source_y < 0 || source_y >= height as isize || first >= last {
                         continue;
                     }
                     let source_row = &image[(c * height + source_y as usize) * width..][..width];
-                    for x in 0..ow {
-                        let source_x = (x * stride + kx) as isize - pad;
-                        if source_x >= 0 && source_x < width as isize {
-                            row[y * ow + x] = source_row[source_x as usize];
+                    let target = &mut row[y * ow..][..ow];
+                    let start = first * stride + kx - pad as usize;
+                    if stride == 1 {
+                        target[first..last]
+                            .copy_from_slice(&source_row[start..start + last - first]);
+                    } else {
+                        for (x, value) in target[first..last].iter_mut().enumerate() {
+                            *value = source_row[start + x * stride];
                         }
                     }
                 }
@@ -290,6 +305,60 @@ mod tests {
         ];
         let expected: Vec<f32> = expected.iter().map(|v| v + 0.5).collect();
         assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn im2col_matches_a_direct_convolution() {
+        for (size, kernel, stride, padding) in
+            [(7, 3, 2, 1), (6, 2, 3, 2), (5, 5, 1, 0), (4, 3, 2, 3)]
+        {
+            let shape = ConvShape {
+                input: (2, size, size),
+                out_channels: 3,
+                kernel,
+                stride,
+                padding,
+            };
+            let image: Vec<f32> = (0..2 * size * size)
+                .map(|i| ((i * 7) % 11) as f32 - 5.0)
+                .collect();
+            let weight: Vec<f32> = (0..3 * 2 * kernel * kernel)
+                .map(|i| ((i * 5) % 7) as f32 - 3.0)
+                .collect();
+            let got = conv2d(&image, &shape, &weight, None, &mut Vec::new());
+            let (oh, ow) = shape.output();
+            let mut expected = vec![0.0; 3 * oh * ow];
+            for o in 0..3 {
+                for y in 0..oh {
+                    for x in 0..ow {
+                        let mut sum = 0.0;
+                        for c in 0..2 {
+                            for ky in 0..kernel {
+                                for kx in 0..kernel {
+                                    let (sy, sx) = (
+                                        (y * stride + ky) as isize - padding as isize,
+                                        (x * stride + kx) as isize - padding as isize,
+                                    );
+                                    if sy >= 0
+                                        && sx >= 0
+                                        && (sy as usize) < size
+                                        && (sx as usize) < size
+                                    {
+                                        sum += image[(c * size + sy as usize) * size + sx as usize]
+                                            * weight[((o * 2 + c) * kernel + ky) * kernel + kx];
+                                    }
+                                }
+                            }
+                        }
+                        expected[(o * oh + y) * ow + x] = sum;
+                    }
+                }
+            }
+            assert_eq!(
+                got, expected,
+                "size {size}, kernel {kernel}, stride {stride}, padding {padding}"
+            );
+        }
     }
 
     #[test]
