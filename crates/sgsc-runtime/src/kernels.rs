@@ -1,8 +1,6 @@
 //! The arithmetic of inference on dense f32 buffers (row-major): matrix products through
 //! `matrixmultiply`'s SGEMM, im2col convolution, pooling, normalisation, attention and GELU.
 
-use rayon::prelude::*;
-
 /// `c[m x n] = a[m x k] * b[k x n]` with explicit row and column strides (so either operand can
 /// be read transposed without a copy); `c` is overwritten.
 #[allow(clippy::too_many_arguments)]
