@@ -20,8 +20,8 @@ fuzz_target!(|data: &[u8]| {
     let weights: usize = packed
         .layers
         .iter()
-        .flat_map(|layer| layer.quantized())
-        .map(|(_, matrix)| matrix.codes.len())
+        .flat_map(|layer| layer.dense_parts())
+        .map(|(_, dense)| dense.weight.codes.len())
         .sum();
     let model = Model::new(packed).expect("a decoded model loads");
     let input: usize = model.metadata().input.iter().product();

@@ -222,20 +222,8 @@ fn write_floats(out: &mut Vec<u8>, values: &[f32]) {
 
 /// Widths (u8 per row), exponents (f16 per row of non-zero width), then the codes bit-packed
 /// row after row at each row's width, padded to a whole byte at the end of the matrix.
+/// The matrix's lengths were checked by `PackedModel::validate` before encoding.
 fn write_matrix(out: &mut Vec<u8>, matrix: &QuantizedMatrix) -> Result<()> {
-    if matrix.widths.len() != matrix.rows
-        || matrix.exponents.len() != matrix.rows
-        || matrix.codes.len() != matrix.rows * matrix.columns
-    {
-        return Err(RuntimeError::Invalid(format!(
-            "a {}x{} matrix with {} widths, {} exponents and {} codes",
-            matrix.rows,
-            matrix.columns,
-            matrix.widths.len(),
-            matrix.exponents.len(),
-            matrix.codes.len()
-        )));
-    }
     out.extend_from_slice(&matrix.widths);
     for (&width, exponent) in matrix.widths.iter().zip(&matrix.exponents) {
         if width > 0 {
@@ -320,13 +308,6 @@ fn read_matrix(
 fn write_dense(out: &mut Vec<u8>, dense: &Dense) -> Result<()> {
     write_matrix(out, &dense.weight)?;
     if let Some(bias) = &dense.bias {
-        if bias.len() != dense.weight.rows {
-            return Err(RuntimeError::Invalid(format!(
-                "{} biases for {} rows",
-                bias.len(),
-                dense.weight.rows
-            )));
-        }
         write_floats(out, bias);
     }
     Ok(())
@@ -564,22 +545,8 @@ pub struct TensorBytes {
 pub fn quantized_bytes(model: &PackedModel) -> Vec<TensorBytes> {
     let mut sizes = Vec::new();
     for (index, layer) in model.layers.iter().enumerate() {
-        let biases: Vec<Option<&Vec<f32>>> = match layer {
-            Layer::Conv2d { dense, .. } | Layer::Linear(dense) => vec![dense.bias.as_ref()],
-            Layer::TransformerBlock(block) => [
-                &block.query,
-                &block.key,
-                &block.value,
-                &block.projection,
-                &block.mlp_in,
-                &block.mlp_out,
-            ]
-            .iter()
-            .map(|dense| dense.bias.as_ref())
-            .collect(),
-            _ => Vec::new(),
-        };
-        for ((suffix, matrix), bias) in layer.quantized().into_iter().zip(biases) {
+        for (suffix, dense) in layer.dense_parts() {
+            let matrix = &dense.weight;
             let alive = matrix.widths.iter().filter(|&&w| w > 0).count();
             let mut widths = std::collections::BTreeMap::new();
             for &width in &matrix.widths {
@@ -594,7 +561,7 @@ pub fn quantized_bytes(model: &PackedModel) -> Vec<TensorBytes> {
                 bytes: matrix.rows
                     + 2 * alive
                     + packed_bytes(matrix.code_bits(), 1).unwrap_or(0)
-                    + 4 * bias.map_or(0, |b| b.len()),
+                    + 4 * dense.bias.as_ref().map_or(0, |b| b.len()),
             });
         }
     }

@@ -331,17 +331,18 @@ impl Layer {
         }
     }
 
-    /// The quantized matrices of the layer, in file order, with a name suffix each.
-    pub fn quantized(&self) -> Vec<(&'static str, &QuantizedMatrix)> {
+    /// The quantized linear maps of the layer (weights and biases), in file order, each with
+    /// its name suffix (`.query`, ... for a transformer block's parts; empty otherwise).
+    pub fn dense_parts(&self) -> Vec<(&'static str, &Dense)> {
         match self {
-            Layer::Conv2d { dense, .. } | Layer::Linear(dense) => vec![("", &dense.weight)],
+            Layer::Conv2d { dense, .. } | Layer::Linear(dense) => vec![("", dense)],
             Layer::TransformerBlock(block) => vec![
-                (".query", &block.query.weight),
-                (".key", &block.key.weight),
-                (".value", &block.value.weight),
-                (".projection", &block.projection.weight),
-                (".mlp_in", &block.mlp_in.weight),
-                (".mlp_out", &block.mlp_out.weight),
+                (".query", &block.query),
+                (".key", &block.key),
+                (".value", &block.value),
+                (".projection", &block.projection),
+                (".mlp_in", &block.mlp_in),
+                (".mlp_out", &block.mlp_out),
             ],
             _ => Vec::new(),
         }

@@ -300,16 +300,9 @@ pub fn float_tensors(model: &PackedModel) -> Vec<(String, Vec<usize>, Vec<f32>)>
                     );
                     push(format!("{prefix}.{name}.bias"), features, norm.bias.clone());
                 }
-                for (name, dense) in [
-                    ("query", &block.query),
-                    ("key", &block.key),
-                    ("value", &block.value),
-                    ("projection", &block.projection),
-                    ("mlp_in", &block.mlp_in),
-                    ("mlp_out", &block.mlp_out),
-                ] {
+                for (suffix, dense) in layer.dense_parts() {
                     let shape = vec![dense.weight.rows, dense.weight.columns];
-                    dense_tensors(&mut push, &format!("{prefix}.{name}"), dense, shape);
+                    dense_tensors(&mut push, &format!("{prefix}{suffix}"), dense, shape);
                 }
             }
             packed::Layer::LayerNorm(norm) => {
