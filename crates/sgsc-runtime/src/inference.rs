@@ -4,7 +4,7 @@
 
 use crate::error::{Result, RuntimeError};
 use crate::format;
-use crate::kernels::{self, ConvShape};
+use crate::kernels::{self, ConvScratch, ConvShape};
 use crate::model::{Dense, Layer, Metadata, Norm, PackedModel};
 use rayon::prelude::*;
 use std::path::Path;
@@ -117,10 +117,9 @@ impl Model {
                     };
                     let (oh, ow) = conv.output();
                     shape = vec![dense.weight.rows, oh, ow];
-                    Step::Conv {
-                        shape: conv,
-                        dense: DenseF32::new(dense),
-                    }
+                    let mut dense = DenseF32::new(dense);
+                    dense.weight = conv.weight_by_kernel_row(&dense.weight);
+                    Step::Conv { shape: conv, dense }
                 }
                 Layer::Linear(dense) => Step::Linear(DenseF32::new(dense)),
                 Layer::Relu => Step::Relu,
@@ -214,7 +213,9 @@ impl Model {
         }
         let logits: Vec<Vec<f32>> = images
             .par_chunks(per_image.max(1))
-            .map_init(Vec::new, |columns, image| self.run_image(image, columns))
+            .map_init(ConvScratch::default, |scratch, image| {
+                self.run_image(image, scratch)
+            })
             .collect();
         Ok(logits.concat())
     }
@@ -234,14 +235,14 @@ impl Model {
         self.classify(&images, batch)
     }
 
-    fn run_image(&self, image: &[f32], columns: &mut Vec<f32>) -> Vec<f32> {
+    fn run_image(&self, image: &[f32], scratch: &mut ConvScratch) -> Vec<f32> {
         let mut x = image.to_vec();
         let input = &self.packed.metadata.input;
         let mut shape = (input[0], input[1], input[2]);
         for step in &self.steps {
             match step {
                 Step::Conv { shape: conv, dense } => {
-                    x = kernels::conv2d(&x, conv, &dense.weight, dense.bias.as_deref(), columns);
+                    x = kernels::conv2d(&x, conv, &dense.weight, dense.bias.as_deref(), scratch);
                     let (oh, ow) = conv.output();
                     shape = (conv.out_channels, oh, ow);
                 }

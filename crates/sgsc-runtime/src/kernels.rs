@@ -1,8 +1,9 @@
 //! The arithmetic of inference on dense f32 buffers (row-major): matrix products through
-//! `matrixmultiply`'s SGEMM, im2col convolution, pooling, normalisation, attention and GELU.
+//! `matrixmultiply`'s SGEMM, channels-last convolution, pooling, normalisation, attention and
+//! GELU.
 
 /// `c[m x n] = a[m x k] * b[k x n]` with explicit row and column strides (so either operand can
-/// be read transposed without a copy); `c` is overwritten.
+/// be read transposed without a copy); `c` is overwritten, or added to with `accumulate`.
 #[allow(clippy::too_many_arguments)]
 pub fn matmul(
     m: usize,
@@ -13,9 +14,10 @@ pub fn matmul(
     b: &[f32],
     (b_row, b_col): (isize, isize),
     c: &mut [f32],
+    accumulate: bool,
 ) {
     assert!(c.len() >= m * n, "output buffer too small");
-    if m == 0 || n == 0 {
+    if m == 0 || n == 0 || (k == 0 && accumulate) {
         return;
     }
     if k == 0 {
@@ -43,7 +45,7 @@ pub fn matmul(
             b.as_ptr(),
             b_row,
             b_col,
-            0.0,
+            if accumulate { 1.0 } else { 0.0 },
             c.as_mut_ptr(),
             n as isize,
             1,
@@ -70,6 +72,7 @@ pub fn linear(
         weight,
         (1, input as isize),
         &mut y,
+        false,
     );
     if let Some(bias) = bias {
         for row in y.chunks_exact_mut(out) {
@@ -96,6 +99,11 @@ pub struct ConvShape {
     pub padding: usize,
 }
 
+/// A convolution's matrix product is padded to multiples of this (the widest SGEMM tile,
+/// AVX-512's 16 x 16) with zero weights and positions that are dropped: a partial tile costs a
+/// whole tile's arithmetic anyway, plus a masked copy.
+const TILE: usize = 16;
+
 impl ConvShape {
     /// Output height and width.
     pub fn output(&self) -> (usize, usize) {
@@ -103,71 +111,149 @@ impl ConvShape {
         let side = |n: usize| (n + 2 * self.padding - self.kernel) / self.stride + 1;
         (side(h), side(w))
     }
+
+    /// Copies of each input plane that [`conv2d`] multiplies, shifted by one kernel column each:
+    /// `kernel` when the kernel columns are summed inside the product (few input channels, so the
+    /// product stays deep enough), 1 when they are rows of the product like the kernel rows.
+    fn copies(&self) -> usize {
+        if self.input.0 >= TILE {
+            1
+        } else {
+            self.kernel
+        }
+    }
+
+    /// Reorders PyTorch's `[out, c, k, k]` weights into the matrix [`conv2d`] multiplies:
+    /// rows `(ky, kx, out)` and columns `c` or, with few input channels, rows `(ky, out)` and
+    /// columns `(c, kx)`; its rows padded with zeros to a whole tile.
+    pub fn weight_by_kernel_row(&self, weight: &[f32]) -> Vec<f32> {
+        let (channels, k, out) = (self.input.0, self.kernel, self.out_channels);
+        let copies = self.copies();
+        let row_columns = k / copies;
+        let rows = (k * row_columns * out).next_multiple_of(TILE);
+        let mut reordered = vec![0.0; rows * channels * copies];
+        for o in 0..out {
+            for c in 0..channels {
+                for ky in 0..k {
+                    for kx in 0..k {
+                        let (in_row, in_column) = if copies == 1 { (kx, 0) } else { (0, kx) };
+                        let row = (ky * row_columns + in_row) * out + o;
+                        reordered[(row * channels + c) * copies + in_column] =
+                            weight[((o * channels + c) * k + ky) * k + kx];
+                    }
+                }
+            }
+        }
+        reordered
+    }
 }
 
-/// One image's convolution: im2col into `columns` (reused between calls), then one SGEMM of the
-/// `[out, in*k*k]` weights with the `[in*k*k, oh*ow]` columns.
+/// The work buffers of [`conv2d`], kept between calls (one per thread) so that a batch does not
+/// allocate and fault in fresh pages for every image.
+#[derive(Debug, Default)]
+pub struct ConvScratch {
+    shifted: Vec<f32>,
+    products: Vec<f32>,
+    sums: Vec<f32>,
+}
+
+/// One image's convolution (`[c, h, w]` in, `[out, oh, ow]` out, `weight` from
+/// [`ConvShape::weight_by_kernel_row`]) as one matrix product and a shifted sum, with no im2col
+/// copy ("kn2row"; Anderson et al., "Low-memory GEMM-based convolution algorithms", 2017).
+///
+/// The product's right side is the (padded) input planes, one row per channel, each position of
+/// a plane a column. Its left side has a row per kernel tap and output channel, so it gives, at
+/// every plane position, each tap's contribution; an output pixel then adds up its taps, entry
+/// `(ky, kx, o)` at `q = (y * stride + ky) * padded_width + x * stride + kx`. With few input
+/// channels that product would be too shallow, so the kernel columns move inside it: the planes
+/// are copied once per column `kx`, shifted left by `kx` (`k` times the image, not im2col's
+/// `k * k`), and the rows are `(ky, o)`. (Every plane position is computed, so a stride `s`
+/// wastes about `s * s` of the work; the networks here use stride 1.)
 pub fn conv2d(
     image: &[f32],
     shape: &ConvShape,
     weight: &[f32],
     bias: Option<&[f32]>,
-    columns: &mut Vec<f32>,
+    scratch: &mut ConvScratch,
 ) -> Vec<f32> {
     let (channels, height, width) = shape.input;
     let (oh, ow) = shape.output();
-    let (k, stride, pad) = (shape.kernel, shape.stride, shape.padding as isize);
-    let patch = channels * k * k;
-    columns.clear();
-    columns.resize(patch * oh * ow, 0.0);
+    let (k, stride, pad, out) = (
+        shape.kernel,
+        shape.stride,
+        shape.padding,
+        shape.out_channels,
+    );
+    let copies = shape.copies();
+    let row_columns = k / copies;
+    let rows = (k * row_columns * out).next_multiple_of(TILE);
+    let padded_width = width + 2 * pad;
+    let plane = (height + 2 * pad) * padded_width;
+    let positions = plane.next_multiple_of(TILE);
+    // planes[(c * copies + kx) * positions + q] = padded_image[c][q + kx], zero past the plane.
+    let planes = &mut scratch.shifted;
+    planes.clear();
+    planes.resize(channels * copies * positions, 0.0);
     for c in 0..channels {
-        for ky in 0..k {
-            for kx in 0..k {
-                let row = &mut columns[((c * k + ky) * k + kx) * oh * ow..][..oh * ow];
-                // Output columns x whose source column x * stride + kx - pad lies inside the image.
-                let first = (pad - kx as isize).max(0) as usize;
-                let first = first.div_ceil(stride).min(ow);
-                let reach = width as isize + pad - kx as isize;
-                let last = if reach <= 0 {
-                    0
-                } else {
-                    ((reach - 1) as usize / stride + 1).min(ow)
-                };
-                for y in 0..oh {
-                    let source_y = (y * stride + ky) as isize - pad;
-                    if source_y < 0 || source_y >= height as isize || first >= last {
-                        continue;
-                    }
-                    let source_row = &image[(c * height + source_y as usize) * width..][..width];
-                    let target = &mut row[y * ow..][..ow];
-                    let start = first * stride + kx - pad as usize;
-                    if stride == 1 {
-                        target[first..last]
-                            .copy_from_slice(&source_row[start..start + last - first]);
-                    } else {
-                        for (x, value) in target[first..last].iter_mut().enumerate() {
-                            *value = source_row[start + x * stride];
-                        }
-                    }
-                }
+        for kx in 0..copies {
+            let target = &mut planes[(c * copies + kx) * positions..][..plane];
+            for y in 0..height {
+                let source = &image[(c * height + y) * width..][..width];
+                let start = (y + pad) * padded_width + pad;
+                // Pixel x lands at start + x - kx; those that would land before 0 are never read.
+                let skip = kx.saturating_sub(start).min(width);
+                let first = start + skip - kx;
+                target[first..first + width - skip].copy_from_slice(&source[skip..]);
             }
         }
     }
-    let mut output = vec![0.0; shape.out_channels * oh * ow];
-    let n = oh * ow;
+    let products = &mut scratch.products;
+    // Every entry is overwritten by the product, so old values may stay.
+    products.resize(products.len().max(rows * positions), 0.0);
     matmul(
-        shape.out_channels,
-        patch,
-        n,
+        rows,
+        channels * copies,
+        positions,
         weight,
-        (patch as isize, 1),
-        columns,
-        (n as isize, 1),
-        &mut output,
+        ((channels * copies) as isize, 1),
+        planes,
+        (positions as isize, 1),
+        products,
+        false,
     );
-    if let Some(bias) = bias {
-        for (plane, b) in output.chunks_exact_mut(n).zip(bias) {
-            plane.iter_mut().for_each(|v| *v += b);
+    let mut output = vec![0.0; out * oh * ow];
+    // With stride 1 the taps are summed along whole runs of positions through the padded width
+    // (long slices that the compiler vectorizes); the k - 1 positions that straddle two rows are
+    // summed too and dropped.
+    let span = (oh - 1) * padded_width + ow;
+    let sums = &mut scratch.sums;
+    for (o, channel) in output.chunks_exact_mut(oh * ow).enumerate() {
+        let offset = bias.map_or(0.0, |b| b[o]);
+        sums.clear();
+        sums.resize(span, offset);
+        channel.fill(offset);
+        for ky in 0..k {
+            for kx in 0..row_columns {
+                let row = (ky * row_columns + kx) * out + o;
+                let tap = &products[row * positions..][..plane];
+                if stride == 1 {
+                    let tap = &tap[ky * padded_width + kx..];
+                    sums.iter_mut().zip(tap).for_each(|(v, t)| *v += t);
+                    continue;
+                }
+                for (y, target) in channel.chunks_exact_mut(ow).enumerate() {
+                    let tap = tap[(y * stride + ky) * padded_width + kx..].iter();
+                    target
+                        .iter_mut()
+                        .zip(tap.step_by(stride))
+                        .for_each(|(v, t)| *v += t);
+                }
+            }
+        }
+        if stride == 1 {
+            for (y, target) in channel.chunks_exact_mut(ow).enumerate() {
+                target.copy_from_slice(&sums[y * padded_width..][..ow]);
+            }
         }
     }
     output
@@ -279,6 +365,17 @@ mod tests {
         assert_eq!(y, vec![1.0, 1.0, 0.5]);
     }
 
+    /// Runs [`conv2d`] with PyTorch-layout weights.
+    fn conv_in_pytorch_layout(
+        image: &[f32],
+        shape: &ConvShape,
+        weight: &[f32],
+        bias: Option<&[f32]>,
+    ) -> Vec<f32> {
+        let weight = shape.weight_by_kernel_row(weight);
+        conv2d(image, shape, &weight, bias, &mut ConvScratch::default())
+    }
+
     #[test]
     fn convolution_matches_a_hand_count() {
         // A 3x3 image 1..9, one 2x2 kernel [[1, 0], [0, -1]], stride 1, padding 1 -> 4x4.
@@ -290,13 +387,7 @@ mod tests {
             stride: 1,
             padding: 1,
         };
-        let out = conv2d(
-            &image,
-            &shape,
-            &[1.0, 0.0, 0.0, -1.0],
-            Some(&[0.5]),
-            &mut Vec::new(),
-        );
+        let out = conv_in_pytorch_layout(&image, &shape, &[1.0, 0.0, 0.0, -1.0], Some(&[0.5]));
         // out[y][x] = in[y-1][x-1] - in[y][x] (zero outside), plus 0.5.
         let expected = [
             -1.0, -2.0, -3.0, 0.0, -4.0, -4.0, -4.0, 3.0, -7.0, -4.0, -4.0, 6.0, 0.0, 7.0, 8.0, 9.0,
@@ -306,31 +397,42 @@ mod tests {
     }
 
     #[test]
-    fn im2col_matches_a_direct_convolution() {
-        for (size, kernel, stride, padding) in
-            [(7, 3, 2, 1), (6, 2, 3, 2), (5, 5, 1, 0), (4, 3, 2, 3)]
-        {
+    fn strided_gemm_convolution_matches_a_direct_convolution() {
+        for (size, kernel, stride, padding) in [
+            (7, 3, 2, 1),
+            (6, 2, 3, 2),
+            (5, 5, 1, 0),
+            (4, 3, 2, 3),
+            (9, 3, 1, 1),
+            (28, 5, 1, 0),
+            (3, 3, 1, 2),
+            (24, 5, 1, 0),
+            (8, 3, 1, 1),
+        ] {
+            // 2 input channels take the shifted-copies path, 17 the taps-as-rows path.
+            let channels = if size % 2 == 0 { 17 } else { 2 };
             let shape = ConvShape {
-                input: (2, size, size),
+                input: (channels, size, size),
                 out_channels: 3,
                 kernel,
                 stride,
                 padding,
             };
-            let image: Vec<f32> = (0..2 * size * size)
+            let image: Vec<f32> = (0..channels * size * size)
                 .map(|i| ((i * 7) % 11) as f32 - 5.0)
                 .collect();
-            let weight: Vec<f32> = (0..3 * 2 * kernel * kernel)
+            let weight: Vec<f32> = (0..3 * channels * kernel * kernel)
                 .map(|i| ((i * 5) % 7) as f32 - 3.0)
                 .collect();
-            let got = conv2d(&image, &shape, &weight, None, &mut Vec::new());
+            let bias = [0.5, -1.0, 2.0];
+            let got = conv_in_pytorch_layout(&image, &shape, &weight, Some(&bias));
             let (oh, ow) = shape.output();
             let mut expected = vec![0.0; 3 * oh * ow];
             for o in 0..3 {
                 for y in 0..oh {
                     for x in 0..ow {
-                        let mut sum = 0.0;
-                        for c in 0..2 {
+                        let mut sum = bias[o];
+                        for c in 0..channels {
                             for ky in 0..kernel {
                                 for kx in 0..kernel {
                                     let (sy, sx) = (
@@ -343,7 +445,8 @@ mod tests {
                                         && (sx as usize) < size
                                     {
                                         sum += image[(c * size + sy as usize) * size + sx as usize]
-                                            * weight[((o * 2 + c) * kernel + ky) * kernel + kx];
+                                            * weight
+                                                [((o * channels + c) * kernel + ky) * kernel + kx];
                                     }
                                 }
                             }

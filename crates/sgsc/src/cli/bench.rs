@@ -6,6 +6,7 @@ use super::{load_run, parse_device, LoadedRun};
 use crate::data::mnist::{ImageSplit, IMAGE_PIXELS};
 use crate::data::sampler::step_rng;
 use crate::pack::export::{export, metadata, ExportFormat};
+use crate::pack::onnx::to_onnx;
 use crate::train::config::ExperimentConfig;
 use crate::train::learner::Learner;
 use crate::train::Mode;
@@ -39,19 +40,42 @@ pub struct BenchArgs {
     inference_batch_sizes: Vec<usize>,
 }
 
+/// Rounds of [`median_ms_each`].
+const ROUNDS: usize = 5;
+
 /// Median of `repeats` timings of `work` in milliseconds, after 3 warm-up calls.
 fn median_ms(repeats: usize, mut work: impl FnMut() -> Result<()>) -> Result<f64> {
-    for _ in 0..3 {
-        work()?;
+    Ok(median_ms_each(repeats, &mut [&mut work])?[0])
+}
+
+/// Median milliseconds of each job over `repeats` timed runs. The jobs take turns in
+/// [`ROUNDS`] rounds, each job running a block of 3 warm-up calls then its share of the timed
+/// ones, so a slow spell of a shared machine falls on all of them alike rather than on whichever
+/// happened to be running. (Blocks rather than single calls: a thread pool that spins for a while
+/// after its work, as libtorch's OpenMP pool does, would otherwise slow down the next job.)
+fn median_ms_each(repeats: usize, jobs: &mut [&mut dyn FnMut() -> Result<()>]) -> Result<Vec<f64>> {
+    let repeats = repeats.max(1);
+    let rounds = ROUNDS.min(repeats);
+    let mut times = vec![Vec::with_capacity(repeats); jobs.len()];
+    for round in 0..rounds {
+        let block = repeats / rounds + usize::from(round < repeats % rounds);
+        for (job, times) in jobs.iter_mut().zip(&mut times) {
+            for call in 0..block + 3 {
+                let started = Instant::now();
+                job()?;
+                if call >= 3 {
+                    times.push(started.elapsed().as_secs_f64() * 1000.0);
+                }
+            }
+        }
     }
-    let mut times = Vec::with_capacity(repeats);
-    for _ in 0..repeats.max(1) {
-        let started = Instant::now();
-        work()?;
-        times.push(started.elapsed().as_secs_f64() * 1000.0);
-    }
-    times.sort_by(f64::total_cmp);
-    Ok(times[times.len() / 2])
+    Ok(times
+        .into_iter()
+        .map(|mut times| {
+            times.sort_by(f64::total_cmp);
+            times[times.len() / 2]
+        })
+        .collect())
 }
 
 /// Runs `sgsc bench`.
@@ -160,7 +184,7 @@ fn bench_runtime(checkpoint: &std::path::Path, args: &BenchArgs) -> Result<()> {
     );
     for &batch in &args.inference_batch_sizes {
         let mut rng = step_rng(1, batch as i64);
-        let (torch_input, run_runtime): (Tensor, Box<dyn Fn() -> Result<()>>) = if model
+        let (torch_input, mut run_runtime): (Tensor, Box<dyn FnMut() -> Result<()>>) = if model
             .is_language_model()
         {
             let ids: Vec<u32> = (0..batch * per_example)
@@ -190,12 +214,13 @@ fn bench_runtime(checkpoint: &std::path::Path, args: &BenchArgs) -> Result<()> {
                 Box::new(move || Ok(model.classify_pixels(&pixels, batch).map(|_| ())?)),
             )
         };
-        let torch_ms = median_ms(args.repeats, || {
+        let mut run_torch = || {
             let _no_grad = tch::no_grad_guard();
             let _logits = learner.network.forward(&torch_input, false, false)?;
             Ok(())
-        })?;
-        let runtime_ms = median_ms(args.repeats, run_runtime)?;
+        };
+        let medians = median_ms_each(args.repeats, &mut [&mut run_torch, &mut run_runtime])?;
+        let (torch_ms, runtime_ms) = (medians[0], medians[1]);
         let (torch, runtime) = (
             batch as f64 * 1000.0 / torch_ms,
             batch as f64 * 1000.0 / runtime_ms,
@@ -207,11 +232,54 @@ fn bench_runtime(checkpoint: &std::path::Path, args: &BenchArgs) -> Result<()> {
         );
     }
     println!(
-        "(median of {} runs after 3 warm-ups; libtorch on {} threads, the runtime on {} rayon threads; model file {} B)",
+        "(median of {} runs in 5 alternating blocks of libtorch and runtime runs, each after 3 warm-ups; libtorch on {} threads, the runtime on {} rayon threads; model file {} B)",
         args.repeats,
         tch::get_num_threads(),
         rayon::current_num_threads(),
         bytes.len()
     );
+    if !model.is_language_model() {
+        bench_onnxruntime(&model, &args.inference_batch_sizes)?;
+    }
+    Ok(())
+}
+
+/// Images per second of onnxruntime on the model's ONNX export, through
+/// `scripts/onnx_predict.py`, when `scripts/setup-onnxruntime.sh` has installed it in
+/// `.onnxruntime/` of the working directory (it is not a dependency of sgsc itself).
+fn bench_onnxruntime(model: &sgsc_runtime::Model, batch_sizes: &[usize]) -> Result<()> {
+    let site = PathBuf::from(".onnxruntime");
+    if !site.is_dir() {
+        println!("(onnxruntime: not installed; scripts/setup-onnxruntime.sh installs it)");
+        return Ok(());
+    }
+    let folder = std::env::temp_dir().join(format!("sgsc-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&folder)?;
+    let input = &model.metadata().input;
+    let count = batch_sizes.iter().copied().max().unwrap_or(1);
+    let values = count * input.iter().product::<usize>();
+    let images: Vec<u8> = (0..values)
+        .flat_map(|i| (((i * 7919) % 256) as f32 / 255.0).to_le_bytes())
+        .collect();
+    std::fs::write(folder.join("model.onnx"), to_onnx(model.packed())?)?;
+    std::fs::write(folder.join("images.f32"), images)?;
+    let output = std::process::Command::new("python3")
+        .arg("scripts/onnx_predict.py")
+        .arg(folder.join("model.onnx"))
+        .arg(folder.join("images.f32"))
+        .arg(count.to_string())
+        .args(input.iter().map(|d| d.to_string()))
+        .arg(folder.join("logits.f32"))
+        .args(batch_sizes.iter().map(|b| b.to_string()))
+        .env("PYTHONPATH", &site)
+        .output();
+    std::fs::remove_dir_all(&folder)?;
+    let output = output?;
+    anyhow::ensure!(
+        output.status.success(),
+        "onnxruntime failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    print!("{}", String::from_utf8_lossy(&output.stdout));
     Ok(())
 }
