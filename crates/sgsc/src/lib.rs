@@ -2,7 +2,7 @@
 //!
 //! The library follows the pipeline, one folder per stage:
 //! [`data`] → [`quant`] → [`models`] → [`preserve`] → [`train`] → [`prune`] → [`pack`] →
-//! [`report`]. The `sgsc` binary ([`cli`]) sits
+//! [`report`], and [`sweep`] runs many of them. The `sgsc` binary ([`cli`]) sits
 //! on top; dependencies point from the CLI down to the stages, never back up.
 
 pub mod cli;
@@ -14,6 +14,7 @@ pub mod preserve;
 pub mod prune;
 pub mod quant;
 pub mod report;
+pub mod sweep;
 pub mod train;
 
 pub use error::{Error, Result};

@@ -10,6 +10,7 @@ mod inspect;
 mod predict;
 mod preserve;
 mod sample;
+mod sweep;
 mod train;
 
 use anyhow::{bail, Result};
@@ -46,6 +47,8 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Predict with a packed .sgsc model through the pure-Rust runtime.
     Predict(predict::PredictArgs),
+    /// Run a sweep file's grid or list of configs as separate, resumable processes.
+    Sweep(sweep::SweepArgs),
 }
 
 /// Runs the command line.
@@ -67,6 +70,7 @@ pub fn run() -> Result<()> {
         Command::Export(args) => export::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Predict(args) => predict::run(args),
+        Command::Sweep(args) => sweep::run(args),
     }
 }
 

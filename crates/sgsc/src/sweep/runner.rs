@@ -1,0 +1,231 @@
+//! Running a sweep's runs as separate `sgsc train` (and `sgsc preserve`) processes, a few at a
+//! time. A run whose folder holds its `summary.json` (and, for a preserving stage, its
+//! `preservation.json`) is finished and skipped, and one with a checkpoint but no summary is
+//! resumed from it, so a killed sweep picks up where it stopped. A lock file in each run's
+//! folder keeps two sweeps from training the same run at once.
+
+use super::PlannedRun;
+use crate::error::{Error, Result};
+use crate::train::trainer::checkpoint_path;
+use std::collections::VecDeque;
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+
+/// How a sweep's processes are started.
+#[derive(Debug, Clone)]
+pub struct RunnerOptions {
+    /// The `sgsc` executable each run calls (normally the running one).
+    pub executable: PathBuf,
+    /// The base experiment config.
+    pub config: PathBuf,
+    /// Data folder passed on to each run.
+    pub data_dir: Option<PathBuf>,
+    /// Runs at once.
+    pub parallel: usize,
+    /// Threads each run's libtorch and rayon may use (`OMP_NUM_THREADS`, `RAYON_NUM_THREADS`).
+    pub threads_per_run: usize,
+}
+
+/// What became of one run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunStatus {
+    /// It had finished before: nothing was done.
+    AlreadyFinished,
+    /// It was trained (or resumed) to the end now.
+    Finished,
+    /// Another sweep process holds its lock.
+    Busy,
+    /// A process failed; the message says which and where its log is.
+    Failed(String),
+}
+
+/// A finished run's files: its summary and, where its stage preserves, its preservation set.
+pub fn is_finished(run: &PlannedRun) -> bool {
+    run.dir.join("summary.json").is_file()
+        && (!run.preserve || run.dir.join("preservation.json").is_file())
+}
+
+/// Runs `runs` (one stage's) with `options.parallel` at a time; returns each run's status in
+/// the order given.
+pub fn run_all(runs: &[PlannedRun], options: &RunnerOptions) -> Vec<RunStatus> {
+    let queue = Mutex::new((0..runs.len()).collect::<VecDeque<_>>());
+    let statuses = Mutex::new(vec![RunStatus::Busy; runs.len()]);
+    std::thread::scope(|scope| {
+        for _ in 0..options.parallel.max(1).min(runs.len().max(1)) {
+            scope.spawn(|| loop {
+                let Some(index) = queue
+                    .lock()
+                    .map(|mut queue| queue.pop_front())
+                    .ok()
+                    .flatten()
+                else {
+                    return;
+                };
+                let status = run_one(&runs[index], options)
+                    .unwrap_or_else(|error| RunStatus::Failed(error.to_string()));
+                if let Ok(mut statuses) = statuses.lock() {
+                    statuses[index] = status;
+                }
+            });
+        }
+    });
+    statuses
+        .into_inner()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Trains one run (resuming it if it has a checkpoint) and builds its preservation set if its
+/// stage asks for one; output goes to `sweep.log` in its folder.
+pub fn run_one(run: &PlannedRun, options: &RunnerOptions) -> Result<RunStatus> {
+    if is_finished(run) {
+        // Clears the lock a sweep killed between the run's end and the lock's removal left.
+        drop(RunLock::take(&run.dir)?);
+        return Ok(RunStatus::AlreadyFinished);
+    }
+    std::fs::create_dir_all(&run.dir).map_err(|source| Error::io(&run.dir, source))?;
+    let Some(lock) = RunLock::take(&run.dir)? else {
+        return Ok(RunStatus::Busy);
+    };
+    let log_path = run.dir.join("sweep.log");
+    if !run.dir.join("summary.json").is_file() {
+        let mut train = command(options, &log_path)?;
+        train
+            .arg("train")
+            .arg("--config")
+            .arg(&options.config)
+            .args(["--mode", &run.mode.to_string(), "--device", &run.device])
+            .arg("--out")
+            .arg(&run.dir);
+        for value in &run.overrides {
+            train.args(["--set", value]);
+        }
+        if checkpoint_path(&run.dir).is_file() {
+            train.arg("--resume");
+        }
+        if let Some(status) = finish(train, "sgsc train", &log_path, &lock)? {
+            return Ok(status);
+        }
+    }
+    if run.preserve && !run.dir.join("preservation.json").is_file() {
+        let mut preserve = command(options, &log_path)?;
+        preserve
+            .arg("preserve")
+            .arg("--reference")
+            .arg(checkpoint_path(&run.dir))
+            .args(["--device", &run.device]);
+        if let Some(status) = finish(preserve, "sgsc preserve", &log_path, &lock)? {
+            return Ok(status);
+        }
+    }
+    Ok(RunStatus::Finished)
+}
+
+/// The executable with the run's thread limits, data folder and log file.
+fn command(options: &RunnerOptions, log_path: &Path) -> Result<Command> {
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_path)
+        .map_err(|source| Error::io(log_path, source))?;
+    let errors = log
+        .try_clone()
+        .map_err(|source| Error::io(log_path, source))?;
+    let mut command = Command::new(&options.executable);
+    let threads = options.threads_per_run.max(1).to_string();
+    command
+        .env("OMP_NUM_THREADS", &threads)
+        .env("MKL_NUM_THREADS", &threads)
+        .env("RAYON_NUM_THREADS", &threads)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(errors);
+    if let Some(dir) = &options.data_dir {
+        command.arg("--data-dir").arg(dir);
+    }
+    Ok(command)
+}
+
+/// Runs `command` to its end, the lock naming it meanwhile; `None` when it succeeded, else the
+/// failed status.
+fn finish(
+    mut command: Command,
+    what: &str,
+    log_path: &Path,
+    lock: &RunLock,
+) -> Result<Option<RunStatus>> {
+    let mut child = command
+        .spawn()
+        .map_err(|source| Error::io(log_path, source))?;
+    lock.hand_to(child.id())?;
+    let status = child.wait().map_err(|source| Error::io(log_path, source))?;
+    Ok((!status.success()).then(|| {
+        RunStatus::Failed(format!(
+            "{what} exited with {status}; see {}",
+            log_path.display()
+        ))
+    }))
+}
+
+/// `sweep.lock` in a run's folder, holding the process id of whoever works on the run: the
+/// sweep, then the training process it starts (which would outlive a sweep killed on its own);
+/// removed on drop. A lock whose process is gone is taken over.
+struct RunLock {
+    path: PathBuf,
+}
+
+impl RunLock {
+    /// Names `pid` as the run's worker.
+    fn hand_to(&self, pid: u32) -> Result<()> {
+        std::fs::write(&self.path, pid.to_string()).map_err(|source| Error::io(&self.path, source))
+    }
+
+    fn take(dir: &Path) -> Result<Option<RunLock>> {
+        let path = dir.join("sweep.lock");
+        for _ in 0..2 {
+            match OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(mut file) => {
+                    write!(file, "{}", std::process::id())
+                        .map_err(|source| Error::io(&path, source))?;
+                    return Ok(Some(RunLock { path }));
+                }
+                Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let owner = std::fs::read_to_string(&path).unwrap_or_default();
+                    if process_alive(owner.trim()) {
+                        return Ok(None);
+                    }
+                    std::fs::remove_file(&path).map_err(|source| Error::io(&path, source))?;
+                }
+                Err(source) => return Err(Error::io(&path, source)),
+            }
+        }
+        Ok(None)
+    }
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Whether a process id (as written in a lock) is running: it is in `/proc` and not a zombie
+/// (a killed process nobody has reaped). Without `/proc` (not Linux) a lock is assumed live:
+/// delete a stale `sweep.lock` by hand there.
+fn process_alive(pid: &str) -> bool {
+    let Ok(pid) = pid.parse::<u32>() else {
+        return false;
+    };
+    if !Path::new("/proc/self").exists() {
+        return true;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // "pid (name) state ...": the state follows the last ')'.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
