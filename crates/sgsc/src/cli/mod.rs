@@ -9,6 +9,7 @@ mod export;
 mod inspect;
 mod predict;
 mod preserve;
+mod report;
 mod sample;
 mod sweep;
 mod train;
@@ -49,6 +50,8 @@ enum Command {
     Predict(predict::PredictArgs),
     /// Run a sweep file's grid or list of configs as separate, resumable processes.
     Sweep(sweep::SweepArgs),
+    /// Write an HTML and Markdown report, with figures, of a folder of runs.
+    Report(report::ReportArgs),
 }
 
 /// Runs the command line.
@@ -71,6 +74,7 @@ pub fn run() -> Result<()> {
         Command::Inspect(args) => inspect::run(args),
         Command::Predict(args) => predict::run(args),
         Command::Sweep(args) => sweep::run(args),
+        Command::Report(args) => report::run(args),
     }
 }
 

@@ -3,8 +3,11 @@
 //! [`plot`] draws their accuracy against size.
 
 pub mod compare;
+pub mod figures;
 pub mod packed;
+pub mod page;
 pub mod plot;
+pub mod runs;
 
 use crate::data::{load_test, TrainValidation};
 use crate::error::{Error, Result};

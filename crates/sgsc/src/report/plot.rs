@@ -1,5 +1,6 @@
 //! Test accuracy against model size as a PNG: every run of a comparison as a point coloured by
-//! mode, on a logarithmic size axis, with the published anchors of METHOD.md drawn in. Text is set
+//! mode, on a logarithmic size axis, with the Pareto front and the published anchors of METHOD.md
+//! drawn in (the report's other figures, [`super::figures`], share its helpers). Text is set
 //! in a bundled DejaVu Sans (`assets/`), so the plot looks the same on machines without fonts.
 
 use super::Summary;
@@ -35,12 +36,13 @@ pub const ANCHORS: [Anchor; 2] = [
     },
 ];
 
-const FONT: &str = "sans-serif";
+/// The font family every plot uses.
+pub(super) const FONT: &str = "sans-serif";
 const WIDTH: u32 = 960;
 const HEIGHT: u32 = 640;
 
 /// Colour of each mode's points (anything else is drawn grey).
-fn mode_colour(mode: &str) -> RGBColor {
+pub(super) fn mode_colour(mode: &str) -> RGBColor {
     match mode {
         "baseline" => RGBColor(90, 90, 90),
         "unsafe" => RGBColor(214, 39, 40),
@@ -50,7 +52,7 @@ fn mode_colour(mode: &str) -> RGBColor {
 }
 
 /// Makes the bundled font known to plotters (once per process; the outcome is remembered).
-fn register_font() -> Result<()> {
+pub(super) fn register_font() -> Result<()> {
     static REGISTERED: OnceLock<bool> = OnceLock::new();
     let registered = *REGISTERED.get_or_init(|| {
         let bytes: &'static [u8] = include_bytes!("../../assets/DejaVuSans.ttf");
@@ -63,17 +65,32 @@ fn register_font() -> Result<()> {
     }
 }
 
-fn plot_error(message: impl std::fmt::Display) -> Error {
+/// A plotting failure as the crate's error.
+pub(super) fn plot_error(message: impl std::fmt::Display) -> Error {
     Error::Plot(message.to_string())
 }
 
 /// Draws test accuracy (percent) against size (bytes, log scale) for `summaries` and the
 /// [`ANCHORS`], and writes it as a PNG to `path` (atomically).
 pub fn accuracy_against_size(summaries: &[Summary], title: &str, path: &Path) -> Result<()> {
+    write_png(path, (WIDTH, HEIGHT), |pixels| {
+        draw(summaries, title, pixels)
+    })
+}
+
+/// Result of a drawing function.
+pub(super) type Drawn = std::result::Result<(), Box<dyn std::error::Error>>;
+
+/// Draws into a white RGB buffer of `size` with `draw` and writes it as a PNG (atomically).
+pub(super) fn write_png(
+    path: &Path,
+    (width, height): (u32, u32),
+    draw: impl FnOnce(&mut [u8]) -> Drawn,
+) -> Result<()> {
     register_font()?;
-    let mut pixels = vec![255u8; (WIDTH * HEIGHT * 3) as usize];
-    draw(summaries, title, &mut pixels).map_err(plot_error)?;
-    let image = image::RgbImage::from_raw(WIDTH, HEIGHT, pixels)
+    let mut pixels = vec![255u8; (width * height * 3) as usize];
+    draw(&mut pixels).map_err(plot_error)?;
+    let image = image::RgbImage::from_raw(width, height, pixels)
         .ok_or_else(|| plot_error("the plot buffer has the wrong size"))?;
     let mut png = Vec::new();
     image
@@ -114,11 +131,7 @@ fn kilobytes(bytes: f64) -> String {
     }
 }
 
-fn draw(
-    summaries: &[Summary],
-    title: &str,
-    pixels: &mut [u8],
-) -> std::result::Result<(), Box<dyn std::error::Error>> {
+fn draw(summaries: &[Summary], title: &str, pixels: &mut [u8]) -> Drawn {
     let root = BitMapBackend::with_buffer(pixels, (WIDTH, HEIGHT)).into_drawing_area();
     root.fill(&WHITE)?;
     let ((smallest, largest), (lowest, highest)) = axis_ranges(summaries);
@@ -160,6 +173,30 @@ fn draw(
             )?
             .label(mode)
             .legend(move |(x, y)| Circle::new((x + 8, y), 6, colour.filled()));
+    }
+    // The Pareto front: each run more accurate than every smaller one, joined as a staircase.
+    let mut by_size: Vec<(f64, f64)> = summaries
+        .iter()
+        .map(|s| ((s.size_bytes as f64).log10(), 100.0 * s.test_accuracy))
+        .collect();
+    by_size.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut front: Vec<(f64, f64)> = Vec::new();
+    for (size, accuracy) in by_size {
+        if front.last().is_none_or(|&(_, best)| accuracy > best) {
+            if let Some(&(_, best)) = front.last() {
+                front.push((size, best));
+            }
+            front.push((size, accuracy));
+        }
+    }
+    if front.len() > 2 {
+        let green = RGBColor(44, 160, 44);
+        chart
+            .draw_series(LineSeries::new(front, green.stroke_width(2)))?
+            .label("Pareto front")
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 16, y)], green.stroke_width(2))
+            });
     }
     chart
         .draw_series(ANCHORS.iter().map(|anchor| {

@@ -1,0 +1,266 @@
+//! The report's figures beyond accuracy against size: bits per channel as a heat map, channels
+//! alive and validation accuracy over training, and the safety controller's checks on a
+//! timeline. Each is a PNG drawn with plotters.
+
+use super::plot::{mode_colour, write_png, Drawn, FONT};
+use super::runs::RunRecord;
+use crate::error::Result;
+use plotters::prelude::*;
+use std::path::Path;
+
+/// Bits of each live channel of each quantized layer, one panel per run: a row per layer, a
+/// cell per channel (widest first), white cells for the channels removed.
+pub fn bits_heat_map(runs: &[&RunRecord], path: &Path) -> Result<()> {
+    let panel_height = 220;
+    let size = (960, (panel_height * runs.len().max(1)) as u32);
+    write_png(path, size, |pixels| {
+        let root = BitMapBackend::with_buffer(pixels, size).into_drawing_area();
+        root.fill(&WHITE)?;
+        for (run, area) in runs.iter().zip(root.split_evenly((runs.len().max(1), 1))) {
+            draw_widths(run, &area)?;
+        }
+        root.present()?;
+        Ok(())
+    })
+}
+
+/// Colour of a width, on a viridis-like scale: yellow at 1 bit, through green and teal, to
+/// purple at 16 bits and more.
+fn width_colour(bits: u8) -> RGBColor {
+    const STOPS: [(f64, [f64; 3]); 5] = [
+        (1.0, [253.0, 231.0, 37.0]),
+        (4.0, [94.0, 201.0, 98.0]),
+        (8.0, [33.0, 145.0, 140.0]),
+        (12.0, [59.0, 82.0, 139.0]),
+        (16.0, [68.0, 1.0, 84.0]),
+    ];
+    let bits = f64::from(bits).clamp(1.0, 16.0);
+    let upper = STOPS
+        .iter()
+        .position(|(at, _)| *at >= bits)
+        .unwrap_or(4)
+        .max(1);
+    let ((from, low), (to, high)) = (STOPS[upper - 1], STOPS[upper]);
+    let t = (bits - from) / (to - from);
+    let mix = |i: usize| (low[i] + (high[i] - low[i]) * t) as u8;
+    RGBColor(mix(0), mix(1), mix(2))
+}
+
+fn draw_widths(
+    run: &RunRecord,
+    area: &DrawingArea<BitMapBackend, plotters::coord::Shift>,
+) -> Drawn {
+    let layers = run.widths.len().max(1);
+    let originals: Vec<usize> = run
+        .summary
+        .channels_alive
+        .iter()
+        .map(|&[_, original]| original as usize)
+        .collect();
+    let columns = run
+        .widths
+        .iter()
+        .enumerate()
+        .map(|(layer, widths)| originals.get(layer).copied().unwrap_or(0).max(widths.len()))
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    let title = format!(
+        "{}: bits per output channel ({} B, {:.2}%)",
+        run.name,
+        run.summary.size_bytes,
+        100.0 * run.summary.test_accuracy
+    );
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, (FONT, 16))
+        .margin(8)
+        .x_label_area_size(28)
+        .y_label_area_size(64)
+        .build_cartesian_2d(0..columns, (0..layers).into_segmented())?;
+    // Layer 0 (the input's) at the top.
+    let row_of = |layer: usize| layers - 1 - layer;
+    chart
+        .configure_mesh()
+        .disable_mesh()
+        .x_desc("output channel (widest first; blank: removed)")
+        .y_labels(layers)
+        .y_label_formatter(&|value| match value {
+            SegmentValue::CenterOf(row) if *row < layers => format!("layer {}", row_of(*row)),
+            _ => String::new(),
+        })
+        .label_style((FONT, 12))
+        .draw()?;
+    for (layer, widths) in run.widths.iter().enumerate() {
+        let mut sorted = widths.clone();
+        sorted.sort_unstable_by(|a, b| b.cmp(a));
+        let row = row_of(layer);
+        chart.draw_series(sorted.iter().enumerate().map(|(column, &bits)| {
+            Rectangle::new(
+                [
+                    (column, SegmentValue::Exact(row)),
+                    (column + 1, SegmentValue::Exact(row + 1)),
+                ],
+                width_colour(bits).filled(),
+            )
+        }))?;
+        chart.draw_series(sorted.iter().enumerate().map(|(column, &bits)| {
+            let colour = if bits > 6 { WHITE } else { BLACK };
+            Text::new(
+                format!("{bits}"),
+                (column, SegmentValue::CenterOf(row)),
+                (FONT, 10).into_font().color(&colour),
+            )
+        }))?;
+    }
+    Ok(())
+}
+
+/// Two panels over training steps, one line per run in its mode's colour: validation accuracy,
+/// and live output channels summed over the quantized layers.
+pub fn training_curves(runs: &[RunRecord], path: &Path) -> Result<()> {
+    let size = (960, 720);
+    write_png(path, size, |pixels| {
+        let root = BitMapBackend::with_buffer(pixels, size).into_drawing_area();
+        root.fill(&WHITE)?;
+        let panels = root.split_evenly((2, 1));
+        draw_curves(runs, &panels[0], "validation accuracy (%)", |e| {
+            100.0 * e.validation_accuracy
+        })?;
+        draw_curves(runs, &panels[1], "output channels alive", |e| {
+            e.channels_alive as f64
+        })?;
+        root.present()?;
+        Ok(())
+    })
+}
+
+fn draw_curves(
+    runs: &[RunRecord],
+    area: &DrawingArea<BitMapBackend, plotters::coord::Shift>,
+    label: &str,
+    value: impl Fn(&super::runs::Evaluation) -> f64,
+) -> Drawn {
+    let points = runs
+        .iter()
+        .flat_map(|run| run.evaluations.iter().map(|e| (e.step as f64, value(e))));
+    let (mut steps, mut low, mut high) = (1.0f64, f64::INFINITY, f64::NEG_INFINITY);
+    for (step, y) in points.filter(|(_, y)| y.is_finite()) {
+        steps = steps.max(step);
+        low = low.min(y);
+        high = high.max(y);
+    }
+    if !low.is_finite() {
+        (low, high) = (0.0, 1.0);
+    }
+    let margin = ((high - low) * 0.05).max(1e-3);
+    let mut chart = ChartBuilder::on(area)
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(64)
+        .build_cartesian_2d(0.0..steps, low - margin..high + margin)?;
+    chart
+        .configure_mesh()
+        .x_desc("step")
+        .x_label_formatter(&|step| format!("{step:.0}"))
+        .y_desc(label)
+        .label_style((FONT, 12))
+        .draw()?;
+    for mode in ["baseline", "unsafe", "safe"] {
+        let colour = mode_colour(mode);
+        let mut labelled = false;
+        for run in runs.iter().filter(|run| run.summary.mode == mode) {
+            let line = run.evaluations.iter().map(|e| (e.step as f64, value(e)));
+            let series =
+                chart.draw_series(LineSeries::new(line, colour.mix(0.6).stroke_width(1)))?;
+            if !labelled {
+                series
+                    .label(mode)
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], colour));
+                labelled = true;
+            }
+        }
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .label_font((FONT, 12))
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .draw()?;
+    Ok(())
+}
+
+/// The safe runs' checks over training: preservation-set accuracy at each check, one line per
+/// run, with the check's action marked (a restore in orange, a roll-back in red).
+pub fn controller_timeline(runs: &[RunRecord], path: &Path) -> Result<()> {
+    let size = (960, 480);
+    let safe: Vec<&RunRecord> = runs.iter().filter(|run| !run.checks.is_empty()).collect();
+    write_png(path, size, |pixels| {
+        let root = BitMapBackend::with_buffer(pixels, size).into_drawing_area();
+        root.fill(&WHITE)?;
+        let checks = || safe.iter().flat_map(|run| run.checks.iter());
+        let steps = checks().map(|c| c.step as f64).fold(1.0, f64::max);
+        let accuracies = checks()
+            .map(|c| 100.0 * c.preservation_accuracy)
+            .filter(|a| a.is_finite());
+        let (low, high) = accuracies.fold((100.0f64, 0.0f64), |(l, h), a| (l.min(a), h.max(a)));
+        let (low, high) = if low > high {
+            (0.0, 100.0)
+        } else {
+            (low - 0.5, (high + 0.5).min(100.0))
+        };
+        let mut chart = ChartBuilder::on(&root)
+            .caption(
+                "safety controller: preservation accuracy at each check",
+                (FONT, 18),
+            )
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(64)
+            .build_cartesian_2d(0.0..steps, low..high)?;
+        chart
+            .configure_mesh()
+            .x_desc("step")
+            .x_label_formatter(&|step| format!("{step:.0}"))
+            .y_desc("preservation accuracy (%)")
+            .label_style((FONT, 12))
+            .draw()?;
+        let blue = mode_colour("safe");
+        for run in &safe {
+            let line = run
+                .checks
+                .iter()
+                .map(|c| (c.step as f64, 100.0 * c.preservation_accuracy));
+            chart.draw_series(LineSeries::new(line, blue.mix(0.4)))?;
+        }
+        for (action, colour, label) in [
+            ("restore", RGBColor(255, 127, 14), "restore"),
+            ("rollback", RGBColor(214, 39, 40), "roll-back"),
+        ] {
+            let marks = safe
+                .iter()
+                .flat_map(|run| run.checks.iter())
+                .filter(|c| c.action == action)
+                .map(|c| {
+                    Circle::new(
+                        (c.step as f64, 100.0 * c.preservation_accuracy),
+                        4,
+                        colour.filled(),
+                    )
+                });
+            chart
+                .draw_series(marks)?
+                .label(label)
+                .legend(move |(x, y)| Circle::new((x + 8, y), 4, colour.filled()));
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .label_font((FONT, 12))
+            .background_style(WHITE.mix(0.9))
+            .border_style(BLACK)
+            .draw()?;
+        root.present()?;
+        Ok(())
+    })
+}
