@@ -36,11 +36,15 @@ pub struct GroupRow {
     pub gamma: Option<f64>,
     /// Initial bit depth, if compressing.
     pub initial_bit_depth: Option<f64>,
-    /// Test accuracy in percent, mean and sample standard deviation.
+    /// Language models: the quality columns hold losses in nats, not accuracies.
+    pub language_model: bool,
+    /// Test accuracy in percent (a language model's test loss), mean and sample standard
+    /// deviation.
     pub accuracy: (f64, f64),
     /// Model bytes, mean and sample standard deviation.
     pub bytes: (f64, f64),
-    /// Train-test gap in points, mean and sample standard deviation.
+    /// Train-test gap in points (a language model's test minus train loss), mean and sample
+    /// standard deviation.
     pub gap: (f64, f64),
     /// Breaches, restores and roll-backs, summed.
     pub events: [u32; 3],
@@ -64,14 +68,24 @@ pub fn group_rows(runs: &[RunRecord]) -> Vec<GroupRow> {
                 mean_and_std(&members.iter().map(|run| value(run)).collect::<Vec<_>>())
             };
             let first = &members[0].summary;
+            let language_model = first.language_model;
             GroupRow {
+                language_model,
                 mode: first.mode.clone(),
                 runs: members.len(),
                 gamma: first.gamma,
                 initial_bit_depth: members[0].initial_bit_depth,
-                accuracy: stat(&|run| 100.0 * run.summary.test_accuracy),
+                accuracy: if language_model {
+                    stat(&|run| run.summary.test_loss)
+                } else {
+                    stat(&|run| 100.0 * run.summary.test_accuracy)
+                },
                 bytes: stat(&|run| run.summary.size_bytes as f64),
-                gap: stat(&|run| 100.0 * run.summary.train_test_gap),
+                gap: if language_model {
+                    stat(&|run| run.summary.test_loss - run.summary.train_loss)
+                } else {
+                    stat(&|run| 100.0 * run.summary.train_test_gap)
+                },
                 events: members.iter().fold([0; 3], |sum, run| {
                     let e = run.summary.controller_events;
                     [
@@ -201,9 +215,17 @@ fn group_cells(row: &GroupRow) -> Vec<String> {
         row.runs.to_string(),
         optional(row.gamma),
         optional(row.initial_bit_depth),
-        format!("{:.2} ± {:.2}%", row.accuracy.0, row.accuracy.1),
+        if row.language_model {
+            format!("{:.4} ± {:.4} nats", row.accuracy.0, row.accuracy.1)
+        } else {
+            format!("{:.2} ± {:.2}%", row.accuracy.0, row.accuracy.1)
+        },
         format!("{:.0} ± {:.0}", row.bytes.0, row.bytes.1),
-        format!("{:.2} ± {:.2} pt", row.gap.0, row.gap.1),
+        if row.language_model {
+            format!("{:+.4} ± {:.4} nats", row.gap.0, row.gap.1)
+        } else {
+            format!("{:.2} ± {:.2} pt", row.gap.0, row.gap.1)
+        },
         format!("{}/{}/{}", row.events[0], row.events[1], row.events[2]),
         row.budget_met
             .map_or("−".into(), |met| format!("{met}/{}", row.runs)),
@@ -216,7 +238,7 @@ const TABLE_HEADER: [&str; 10] = [
     "seeds",
     "γ",
     "initial bits",
-    "test accuracy",
+    "test accuracy (LM: loss)",
     "bytes",
     "train−test gap",
     "breach/restore/roll-back",
@@ -227,7 +249,7 @@ const RUN_HEADER: [&str; 6] = [
     "run",
     "mode",
     "seed",
-    "test accuracy",
+    "test accuracy (LM: loss)",
     "bytes",
     "Pareto front",
 ];
@@ -237,7 +259,11 @@ fn run_cells(run: &RunRecord, on_front: bool) -> Vec<String> {
         run.name.clone(),
         run.summary.mode.clone(),
         run.summary.seed.to_string(),
-        format!("{:.2}%", 100.0 * run.summary.test_accuracy),
+        if run.summary.language_model {
+            format!("{:.4} nats", run.summary.test_loss)
+        } else {
+            format!("{:.2}%", 100.0 * run.summary.test_accuracy)
+        },
         format!("{} ({})", run.summary.size_bytes, run.summary.size_kind),
         if on_front {
             "yes".into()

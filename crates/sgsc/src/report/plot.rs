@@ -99,17 +99,27 @@ pub(super) fn write_png(
     write_atomically(path, &png)
 }
 
+/// The MNIST anchors, unless the runs are language models (whose accuracies are per character).
+fn anchors_for(summaries: &[Summary]) -> &'static [Anchor] {
+    if summaries.iter().any(|summary| summary.language_model) {
+        &[]
+    } else {
+        &ANCHORS
+    }
+}
+
 /// The axis ranges that hold every point and anchor with a margin: sizes in bytes, accuracies
 /// in percent (never above 100).
 pub fn axis_ranges(summaries: &[Summary]) -> ((f64, f64), (f64, f64)) {
+    let anchors = anchors_for(summaries);
     let sizes = summaries
         .iter()
         .map(|summary| summary.size_bytes as f64)
-        .chain(ANCHORS.iter().map(|anchor| anchor.bytes));
+        .chain(anchors.iter().map(|anchor| anchor.bytes));
     let accuracies = summaries
         .iter()
         .map(|summary| 100.0 * summary.test_accuracy)
-        .chain(ANCHORS.iter().map(|anchor| anchor.accuracy_percent));
+        .chain(anchors.iter().map(|anchor| anchor.accuracy_percent));
     let (smallest, largest) = sizes.fold((f64::INFINITY, 0.0f64), |(low, high), size| {
         (low.min(size), high.max(size))
     });
@@ -147,7 +157,11 @@ fn draw(summaries: &[Summary], title: &str, pixels: &mut [u8]) -> Drawn {
         .configure_mesh()
         .x_labels(12)
         .x_desc("model size (bytes, log scale)")
-        .y_desc("MNIST test accuracy (%)")
+        .y_desc(if anchors_for(summaries).is_empty() {
+            "test accuracy per next character (%)"
+        } else {
+            "MNIST test accuracy (%)"
+        })
         .x_label_formatter(&|log_bytes| kilobytes(10f64.powf(*log_bytes)))
         .y_label_formatter(&|accuracy| format!("{accuracy:.2}"))
         .label_style((FONT, 14))
@@ -198,21 +212,24 @@ fn draw(summaries: &[Summary], title: &str, pixels: &mut [u8]) -> Drawn {
                 PathElement::new(vec![(x, y), (x + 16, y)], green.stroke_width(2))
             });
     }
-    chart
-        .draw_series(ANCHORS.iter().map(|anchor| {
-            EmptyElement::at((anchor.bytes.log10(), anchor.accuracy_percent))
-                + TriangleMarker::new((0, 0), 8, BLACK.filled())
-                + Text::new(
-                    format!(
-                        "{} ({:.0} B, {:.2}%)",
-                        anchor.label, anchor.bytes, anchor.accuracy_percent
-                    ),
-                    (10, -6),
-                    (FONT, 14),
-                )
-        }))?
-        .label("published anchors")
-        .legend(|(x, y)| TriangleMarker::new((x + 8, y), 8, BLACK.filled()));
+    let anchors = anchors_for(summaries);
+    if !anchors.is_empty() {
+        chart
+            .draw_series(anchors.iter().map(|anchor| {
+                EmptyElement::at((anchor.bytes.log10(), anchor.accuracy_percent))
+                    + TriangleMarker::new((0, 0), 8, BLACK.filled())
+                    + Text::new(
+                        format!(
+                            "{} ({:.0} B, {:.2}%)",
+                            anchor.label, anchor.bytes, anchor.accuracy_percent
+                        ),
+                        (10, -6),
+                        (FONT, 14),
+                    )
+            }))?
+            .label("published anchors")
+            .legend(|(x, y)| TriangleMarker::new((x + 8, y), 8, BLACK.filled()));
+    }
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::LowerRight)
