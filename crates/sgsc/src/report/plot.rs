@@ -132,6 +132,14 @@ pub fn axis_ranges(summaries: &[Summary]) -> ((f64, f64), (f64, f64)) {
     )
 }
 
+/// log10 of the largest size among `summaries`, with its accuracy.
+fn by_size_end(summaries: &[Summary]) -> Option<(f64, f64)> {
+    summaries
+        .iter()
+        .map(|s| ((s.size_bytes as f64).log10(), 100.0 * s.test_accuracy))
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+}
+
 /// An axis label for a size: `18 kB`, `350 kB`, or bytes below a kilobyte.
 fn kilobytes(bytes: f64) -> String {
     if bytes >= 1000.0 {
@@ -202,6 +210,11 @@ fn draw(summaries: &[Summary], title: &str, pixels: &mut [u8]) -> Drawn {
             }
             front.push((size, accuracy));
         }
+    }
+    // The front's last level holds for every larger size.
+    if let (Some(&(_, best)), Some(&(largest, _))) = (front.last(), by_size_end(summaries).as_ref())
+    {
+        front.push((largest, best));
     }
     if front.len() > 2 {
         let green = RGBColor(44, 160, 44);
