@@ -411,14 +411,16 @@ mod tests {
         ] {
             // 2 input channels take the shifted-copies path, 17 the taps-as-rows path.
             let channels = if size % 2 == 0 { 17 } else { 2 };
+            // Rectangular images too: one or two columns more than rows for some sizes.
+            let width = size + size % 3;
             let shape = ConvShape {
-                input: (channels, size, size),
+                input: (channels, size, width),
                 out_channels: 3,
                 kernel,
                 stride,
                 padding,
             };
-            let image: Vec<f32> = (0..channels * size * size)
+            let image: Vec<f32> = (0..channels * size * width)
                 .map(|i| ((i * 7) % 11) as f32 - 5.0)
                 .collect();
             let weight: Vec<f32> = (0..3 * channels * kernel * kernel)
@@ -442,9 +444,10 @@ mod tests {
                                     if sy >= 0
                                         && sx >= 0
                                         && (sy as usize) < size
-                                        && (sx as usize) < size
+                                        && (sx as usize) < width
                                     {
-                                        sum += image[(c * size + sy as usize) * size + sx as usize]
+                                        sum += image
+                                            [(c * size + sy as usize) * width + sx as usize]
                                             * weight
                                                 [((o * channels + c) * kernel + ky) * kernel + kx];
                                     }
@@ -457,7 +460,7 @@ mod tests {
             }
             assert_eq!(
                 got, expected,
-                "size {size}, kernel {kernel}, stride {stride}, padding {padding}"
+                "{size}x{width}, kernel {kernel}, stride {stride}, padding {padding}"
             );
         }
     }

@@ -3,7 +3,7 @@
 //! - [`format`] reads and writes the bytes (layout in `docs/format.md`), validating everything;
 //! - [`model`] is what a file holds: layers with integer codes at per-channel widths;
 //! - [`inference`] dequantizes once and runs image classifiers and language models;
-//! - [`kernels`] is the f32 arithmetic, [`bits`] the bit packing.
+//! - `kernels` is the f32 arithmetic (private), [`bits`] the bit packing.
 //!
 //! ```no_run
 //! let model = sgsc_runtime::Model::load("model.sgsc")?;
@@ -15,7 +15,7 @@ pub mod bits;
 pub mod error;
 pub mod format;
 pub mod inference;
-pub mod kernels;
+mod kernels;
 pub mod model;
 
 pub use error::{Result, RuntimeError};

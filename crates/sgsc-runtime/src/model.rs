@@ -495,9 +495,23 @@ enum Shape {
     Sequence(usize, usize),
 }
 
+/// Most f32 values one image's or window's activations, or one convolution's work buffers,
+/// may hold (256 MiB): a file that is small but describes a huge computation is rejected
+/// rather than allowed to exhaust memory.
+pub const MAX_ACTIVATION: usize = 1 << 26;
+
+/// `a * b * ...` if it stays within [`MAX_ACTIVATION`].
+fn bounded(factors: &[usize]) -> Option<usize> {
+    factors
+        .iter()
+        .try_fold(1usize, |product, &factor| product.checked_mul(factor))
+        .filter(|&product| product <= MAX_ACTIVATION)
+}
+
 impl PackedModel {
-    /// Checks that the layers fit the input and each other, and returns the number of outputs
-    /// (classes, or vocabulary size for a language model).
+    /// Checks that the layers fit the input and each other, and that no activation or work
+    /// buffer would exceed [`MAX_ACTIVATION`]; returns the number of outputs (classes, or
+    /// vocabulary size for a language model).
     pub fn validate(&self) -> Result<usize> {
         let invalid = |message: String| Err(RuntimeError::Invalid(message));
         if let Some(n) = self.metadata.normalization {
@@ -508,7 +522,11 @@ impl PackedModel {
                 ));
             }
         }
-        let mut shape = match self.metadata.input.as_slice() {
+        let input = &self.metadata.input;
+        if input.iter().any(|&d| d > crate::format::MAX_DIMENSION) || bounded(input).is_none() {
+            return invalid(format!("input shape {input:?} is too large"));
+        }
+        let mut shape = match input.as_slice() {
             [c, h, w] if *c > 0 && *h > 0 && *w > 0 => Shape::Map(*c, *h, *w),
             [context] if *context > 0 => Shape::Tokens(*context),
             other => {
@@ -534,17 +552,31 @@ impl PackedModel {
                     if *in_channels != c || *kernel == 0 || *stride == 0 {
                         return Err(at(format!("conv of {in_channels} channels, kernel {kernel}, stride {stride} on {c} channels")));
                     }
-                    let (ph, pw) = (h + 2 * padding, w + 2 * padding);
+                    let too_large = || {
+                        at(format!(
+                            "conv with padding {padding} on {h}x{w} is too large"
+                        ))
+                    };
+                    let (ph, pw) = padding
+                        .checked_mul(2)
+                        .and_then(|both| Some((h.checked_add(both)?, w.checked_add(both)?)))
+                        .ok_or_else(too_large)?;
                     if ph < *kernel || pw < *kernel {
                         return Err(at(format!(
                             "kernel {kernel} larger than the padded {ph}x{pw} input"
                         )));
                     }
-                    Shape::Map(
-                        dense.weight.rows,
-                        (ph - kernel) / stride + 1,
-                        (pw - kernel) / stride + 1,
-                    )
+                    let (oh, ow) = ((ph - kernel) / stride + 1, (pw - kernel) / stride + 1);
+                    // The convolution's buffers: padded planes copied per kernel column, the
+                    // product of a row per tap and output channel, and the output.
+                    let rows = dense.weight.rows;
+                    if bounded(&[c, *kernel, ph, pw]).is_none()
+                        || bounded(&[*kernel, *kernel, rows + 16, ph, pw]).is_none()
+                        || bounded(&[rows, oh, ow]).is_none()
+                    {
+                        return Err(too_large());
+                    }
+                    Shape::Map(rows, oh, ow)
                 }
                 (Layer::Linear(dense), Shape::Flat(features)) => {
                     if dense.weight.columns != features {

@@ -429,3 +429,29 @@ fn random_mutations_never_panic_and_what_loads_round_trips() {
         "some mutations (in float values, say) still give valid models"
     );
 }
+
+#[test]
+fn small_files_that_describe_huge_computations_are_rejected() {
+    let invalid = |model: &PackedModel| {
+        let error = Model::new(model.clone()).unwrap_err();
+        assert!(matches!(error, RuntimeError::Invalid(_)), "{error}");
+        error.to_string()
+    };
+    // A 1x1 image padded by 2^19 on each side: a few weights, a 10^12-value convolution.
+    let mut padded = cnn();
+    padded.metadata.input = vec![1, 1, 1];
+    if let Layer::Conv2d { padding, .. } = &mut padded.layers[0] {
+        *padding = 1 << 19;
+    }
+    assert!(invalid(&padded).contains("too large"));
+    // An input of 2^21 rows.
+    let mut tall = cnn();
+    tall.metadata.input = vec![1, 1 << 21, 8];
+    assert!(invalid(&tall).contains("too large"));
+    // A padding whose double overflows.
+    let mut overflowing = cnn();
+    if let Layer::Conv2d { padding, .. } = &mut overflowing.layers[0] {
+        *padding = usize::MAX / 2 + 1;
+    }
+    assert!(invalid(&overflowing).contains("too large"));
+}

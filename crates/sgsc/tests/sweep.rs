@@ -24,6 +24,14 @@ fn write_sweep(folder: &Path) -> std::path::PathBuf {
     path
 }
 
+/// The first data folder that exists (passed on with `--data-dir`, which every run must get).
+fn data_dir() -> std::path::PathBuf {
+    common::data_dirs()
+        .into_iter()
+        .find(|dir| dir.is_dir())
+        .expect("a data folder")
+}
+
 fn sweep_command(sweep: &Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_sgsc"));
     command
@@ -31,7 +39,9 @@ fn sweep_command(sweep: &Path) -> Command {
         .arg("--config")
         .arg(sweep)
         .args(["--parallel", "1", "--threads", "1"])
-        .env("SGSC_DATA_DIR", &common::data_dirs()[0]);
+        .arg("--data-dir")
+        .arg(data_dir())
+        .env_remove("SGSC_DATA_DIR");
     command
 }
 

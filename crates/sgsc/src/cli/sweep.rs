@@ -19,7 +19,7 @@ pub struct SweepArgs {
     /// Runs at once (default: the file's `parallel`, else one per core).
     #[arg(long)]
     parallel: Option<usize>,
-    /// Threads of each run (default: the cores shared out among the parallel runs).
+    /// Threads of each run (default: the cores shared out among the runs a stage has at once).
     #[arg(long)]
     threads: Option<usize>,
     /// With --index: the stage of the one run to do (what a Slurm array task runs).
@@ -29,7 +29,7 @@ pub struct SweepArgs {
     #[arg(long, requires = "stage")]
     index: Option<usize>,
     /// List the runs and whether they have finished, and do nothing.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["stage", "emit"])]
     dry_run: bool,
     /// Data folder (else $SGSC_DATA_DIR, else ./data, else download).
     #[arg(long)]
@@ -49,7 +49,11 @@ pub fn run(args: SweepArgs) -> Result<()> {
     let runs = sweep.expand(&args.config)?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let parallel = args.parallel.or(sweep.parallel).unwrap_or(cores).max(1);
-    let threads = args.threads.unwrap_or((cores / parallel).max(1));
+    // A stage with fewer runs than `parallel` gives each more threads.
+    let threads_for = |stage: usize| {
+        let at_once = parallel.min(runs.iter().filter(|run| run.stage == stage).count());
+        args.threads.unwrap_or(cores / at_once.max(1)).max(1)
+    };
     let executable = std::env::current_exe().context("locating the sgsc executable")?;
     if let Some(Emit::Slurm) = args.emit {
         let submit = slurm::emit(
@@ -58,7 +62,7 @@ pub fn run(args: SweepArgs) -> Result<()> {
             &runs,
             &executable,
             args.data_dir.as_deref(),
-            threads,
+            &threads_for,
         )?;
         println!(
             "{} runs in {} stages; submit with: bash {}",
@@ -68,12 +72,12 @@ pub fn run(args: SweepArgs) -> Result<()> {
         );
         return Ok(());
     }
-    let options = RunnerOptions {
-        executable,
+    let options = |stage: usize| RunnerOptions {
+        executable: executable.clone(),
         config: sweep.config.clone(),
         data_dir: args.data_dir.clone(),
         parallel,
-        threads_per_run: threads,
+        threads_per_run: threads_for(stage),
     };
     if let (Some(stage), Some(index)) = (args.stage, args.index) {
         let Some(run) = runs.iter().filter(|run| run.stage == stage).nth(index) else {
@@ -82,8 +86,14 @@ pub fn run(args: SweepArgs) -> Result<()> {
                 args.config.display()
             );
         };
-        return match run_one(run, &options)? {
+        // Anything but finished fails the task, so a scheduler's "after ok" waits for it.
+        return match run_one(run, &options(stage))? {
             RunStatus::Failed(message) => bail!("{}: {message}", run.name),
+            RunStatus::Busy => bail!(
+                "{}: another process holds {}",
+                run.name,
+                run.dir.join("sweep.lock").display()
+            ),
             status => {
                 println!("{}: {status:?}", run.name);
                 Ok(())
@@ -92,7 +102,7 @@ pub fn run(args: SweepArgs) -> Result<()> {
     }
     let finished = runs.iter().filter(|run| is_finished(run)).count();
     println!(
-        "{} runs in {} stages, {finished} already finished; {parallel} at a time, {threads} thread(s) each",
+        "{} runs in {} stages, {finished} already finished; {parallel} at a time",
         runs.len(),
         sweep.stage.len()
     );
@@ -113,13 +123,13 @@ pub fn run(args: SweepArgs) -> Result<()> {
             .filter(|run| run.stage == stage)
             .cloned()
             .collect();
-        let statuses = run_all(&stage_runs, &options);
+        let statuses = run_all(&stage_runs, &options(stage));
         let mut failed = Vec::new();
         for (run, status) in stage_runs.iter().zip(&statuses) {
             match status {
                 RunStatus::Failed(message) => failed.push(format!("{}: {message}", run.name)),
                 RunStatus::Busy => failed.push(format!(
-                    "{}: another sweep holds {}",
+                    "{}: another process holds {}",
                     run.name,
                     run.dir.join("sweep.lock").display()
                 )),

@@ -230,6 +230,7 @@ pub fn controller_timeline(runs: &[RunRecord], path: &Path) -> Result<()> {
             let line = run
                 .checks
                 .iter()
+                .filter(|c| c.preservation_accuracy.is_finite())
                 .map(|c| (c.step as f64, 100.0 * c.preservation_accuracy));
             chart.draw_series(LineSeries::new(line, blue.mix(0.4)))?;
         }
@@ -240,7 +241,7 @@ pub fn controller_timeline(runs: &[RunRecord], path: &Path) -> Result<()> {
             let marks = safe
                 .iter()
                 .flat_map(|run| run.checks.iter())
-                .filter(|c| c.action == action)
+                .filter(|c| c.action == action && c.preservation_accuracy.is_finite())
                 .map(|c| {
                     Circle::new(
                         (c.step as f64, 100.0 * c.preservation_accuracy),

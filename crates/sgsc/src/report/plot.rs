@@ -132,12 +132,26 @@ pub fn axis_ranges(summaries: &[Summary]) -> ((f64, f64), (f64, f64)) {
     )
 }
 
-/// log10 of the largest size among `summaries`, with its accuracy.
-fn by_size_end(summaries: &[Summary]) -> Option<(f64, f64)> {
-    summaries
-        .iter()
-        .map(|s| ((s.size_bytes as f64).log10(), 100.0 * s.test_accuracy))
-        .max_by(|a, b| a.0.total_cmp(&b.0))
+/// Indices of the runs on the Pareto front of accuracy against size: each more accurate than
+/// every run no larger than it. Sorted by size.
+pub fn pareto_front(summaries: &[&Summary]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..summaries.len()).collect();
+    order.sort_by(|&a, &b| {
+        let (a, b) = (summaries[a], summaries[b]);
+        a.size_bytes
+            .cmp(&b.size_bytes)
+            .then(b.test_accuracy.total_cmp(&a.test_accuracy))
+    });
+    let mut front = Vec::new();
+    let mut best = f64::NEG_INFINITY;
+    for index in order {
+        let accuracy = summaries[index].test_accuracy;
+        if accuracy > best {
+            best = accuracy;
+            front.push(index);
+        }
+    }
+    front
 }
 
 /// An axis label for a size: `18 kB`, `350 kB`, or bytes below a kilobyte.
@@ -196,24 +210,22 @@ fn draw(summaries: &[Summary], title: &str, pixels: &mut [u8]) -> Drawn {
             .label(mode)
             .legend(move |(x, y)| Circle::new((x + 8, y), 6, colour.filled()));
     }
-    // The Pareto front: each run more accurate than every smaller one, joined as a staircase.
-    let mut by_size: Vec<(f64, f64)> = summaries
-        .iter()
-        .map(|s| ((s.size_bytes as f64).log10(), 100.0 * s.test_accuracy))
-        .collect();
-    by_size.sort_by(|a, b| a.0.total_cmp(&b.0));
+    // The Pareto front, joined as a staircase whose last level runs on to the largest size.
+    let point = |s: &Summary| ((s.size_bytes as f64).log10(), 100.0 * s.test_accuracy);
     let mut front: Vec<(f64, f64)> = Vec::new();
-    for (size, accuracy) in by_size {
-        if front.last().is_none_or(|&(_, best)| accuracy > best) {
-            if let Some(&(_, best)) = front.last() {
-                front.push((size, best));
-            }
-            front.push((size, accuracy));
+    for index in pareto_front(&summaries.iter().collect::<Vec<_>>()) {
+        let (size, accuracy) = point(&summaries[index]);
+        if let Some(&(_, best)) = front.last() {
+            front.push((size, best));
         }
+        front.push((size, accuracy));
     }
-    // The front's last level holds for every larger size.
-    if let (Some(&(_, best)), Some(&(largest, _))) = (front.last(), by_size_end(summaries).as_ref())
-    {
+    let largest = summaries
+        .iter()
+        .map(point)
+        .map(|(size, _)| size)
+        .fold(f64::NEG_INFINITY, f64::max);
+    if let Some(&(_, best)) = front.last() {
         front.push((largest, best));
     }
     if front.len() > 2 {

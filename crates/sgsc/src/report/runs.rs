@@ -67,10 +67,22 @@ pub fn collect_runs(runs_dir: &Path) -> Result<Vec<RunRecord>> {
         }
     }
     folders.sort();
-    folders
-        .into_iter()
-        .map(|dir| read_run(runs_dir, dir))
-        .collect()
+    let mut runs = Vec::new();
+    for dir in folders {
+        let run = read_run(runs_dir, dir)?;
+        // A size that is not positive cannot go on a log axis and means a damaged summary.
+        if run.summary.size_bytes <= 0 || !run.summary.test_accuracy.is_finite() {
+            tracing::warn!(
+                "{}: skipped (size {} B, test accuracy {})",
+                run.dir.display(),
+                run.summary.size_bytes,
+                run.summary.test_accuracy
+            );
+            continue;
+        }
+        runs.push(run);
+    }
+    Ok(runs)
 }
 
 fn read_dir(dir: &Path) -> Result<Vec<PathBuf>> {
@@ -182,21 +194,6 @@ pub fn group_name(name: &str) -> String {
 /// Indices of the runs on the Pareto front of accuracy against size: no other run is both
 /// smaller (or as small) and more accurate. Sorted by size.
 pub fn pareto_front(runs: &[RunRecord]) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..runs.len()).collect();
-    order.sort_by(|&a, &b| {
-        let (a, b) = (&runs[a].summary, &runs[b].summary);
-        a.size_bytes
-            .cmp(&b.size_bytes)
-            .then(b.test_accuracy.total_cmp(&a.test_accuracy))
-    });
-    let mut front = Vec::new();
-    let mut best = f64::NEG_INFINITY;
-    for index in order {
-        let accuracy = runs[index].summary.test_accuracy;
-        if accuracy > best {
-            best = accuracy;
-            front.push(index);
-        }
-    }
-    front
+    let summaries: Vec<&Summary> = runs.iter().map(|run| &run.summary).collect();
+    super::plot::pareto_front(&summaries)
 }

@@ -81,7 +81,12 @@ impl SweepConfig {
     /// Reads and checks a sweep file.
     pub fn load(path: &Path) -> Result<SweepConfig> {
         let text = std::fs::read_to_string(path).map_err(|source| Error::io(path, source))?;
-        let sweep: SweepConfig = toml::from_str(&text).map_err(|error| Error::Config {
+        Self::parse(&text, path)
+    }
+
+    /// Parses and checks the text of a sweep file (`path` only names it in errors).
+    pub fn parse(text: &str, path: &Path) -> Result<SweepConfig> {
+        let mut sweep: SweepConfig = toml::from_str(text).map_err(|error| Error::Config {
             path: path.to_path_buf(),
             message: error.to_string(),
         })?;
@@ -90,6 +95,12 @@ impl SweepConfig {
         }
         if sweep.parallel == Some(0) {
             return Err(sweep_error(path, "parallel must be at least 1"));
+        }
+        // `train.steps = 10` without quotes is a nested table in TOML: read it as "train.steps".
+        for stage in &mut sweep.stage {
+            stage.set = flatten(&stage.set);
+            stage.grid = flatten(&stage.grid);
+            stage.list = stage.list.iter().map(flatten).collect();
         }
         Ok(sweep)
     }
@@ -143,6 +154,12 @@ impl SweepConfig {
             .parse()
             .map_err(|message: String| sweep_error(path, &message))?;
         let device = text("device", "cpu")?;
+        if device != "cpu" && device != "cuda" {
+            return Err(sweep_error(
+                path,
+                &format!("device {device:?}: expected cpu or cuda"),
+            ));
+        }
         let mut overrides = Vec::new();
         for (key, value) in values {
             if key == "mode" || key == "device" {
@@ -174,11 +191,14 @@ impl Stage {
     fn combinations(&self, path: &Path) -> Result<Vec<Values>> {
         let mut points = vec![self.set.clone()];
         for (key, choices) in &self.grid {
-            let toml::Value::Array(choices) = choices else {
-                return Err(sweep_error(
-                    path,
-                    &format!("grid.{key} must be a list of values"),
-                ));
+            let choices = match choices {
+                toml::Value::Array(choices) if !choices.is_empty() => choices,
+                _ => {
+                    return Err(sweep_error(
+                        path,
+                        &format!("grid.{key:?} must be a list of one or more values"),
+                    ))
+                }
             };
             points = points
                 .iter()
@@ -205,6 +225,28 @@ impl Stage {
             })
             .collect())
     }
+}
+
+/// Nested tables as dotted keys (`{ train = { steps = 10 } }` as `"train.steps" = 10`), in order.
+fn flatten(values: &Values) -> Values {
+    fn walk(prefix: &str, values: &Values, flat: &mut Values) {
+        for (key, value) in values {
+            let key = if prefix.is_empty() {
+                key.clone()
+            } else {
+                format!("{prefix}.{key}")
+            };
+            match value {
+                toml::Value::Table(inner) => walk(&key, inner, flat),
+                other => {
+                    flat.insert(key, other.clone());
+                }
+            }
+        }
+    }
+    let mut flat = Values::new();
+    walk("", values, &mut flat);
+    flat
 }
 
 /// Replaces each `{key}` in `template` by the run's value of `key` (strings without quotes,
@@ -258,7 +300,7 @@ mod tests {
             "config = {:?}\nout = \"runs/s\"\n{text}",
             config.display().to_string()
         );
-        toml::from_str(&text).expect("the sweep parses")
+        SweepConfig::parse(&text, Path::new("sweep.toml")).expect("the sweep parses")
     }
 
     fn names_and_overrides(sweep: &SweepConfig) -> Vec<(String, Vec<String>)> {
@@ -340,6 +382,39 @@ mod tests {
     }
 
     #[test]
+    fn unquoted_dotted_keys_name_single_values() {
+        let sweep = sweep(
+            r#"
+            [[stage]]
+            name = "s{train.seed}"
+            set = { train.steps = 10, quant = { gamma = 0.5 } }
+            grid = { train.seed = [1, 2] }
+            "#,
+        );
+        assert_eq!(
+            names_and_overrides(&sweep),
+            [
+                (
+                    "s1".into(),
+                    vec![
+                        "train.steps=10".into(),
+                        "quant.gamma=0.5".into(),
+                        "train.seed=1".into()
+                    ]
+                ),
+                (
+                    "s2".into(),
+                    vec![
+                        "train.steps=10".into(),
+                        "quant.gamma=0.5".into(),
+                        "train.seed=2".into()
+                    ]
+                ),
+            ]
+        );
+    }
+
+    #[test]
     fn stages_run_in_order_and_flag_preservation() {
         let sweep = sweep(
             r#"
@@ -387,8 +462,12 @@ mod tests {
         assert!(error.contains("unknown mode"), "{error}");
         let error = expand("[[stage]]\nname = \"a\"\ngrid = { \"quant.gamma\" = 1.0 }");
         assert!(error.contains("must be a list"), "{error}");
-        let unknown: std::result::Result<SweepConfig, _> =
-            toml::from_str("config = \"c\"\nout = \"o\"\nstages = []");
+        let error = expand("[[stage]]\nname = \"a\"\ngrid = { \"quant.gamma\" = [] }");
+        assert!(error.contains("one or more values"), "{error}");
+        let error = expand("[[stage]]\nname = \"a\"\nset = { device = \"gpu\" }");
+        assert!(error.contains("expected cpu or cuda"), "{error}");
+        let unknown =
+            SweepConfig::parse("config = \"c\"\nout = \"o\"\nstages = []", Path::new("s"));
         assert!(unknown.unwrap_err().to_string().contains("unknown field"));
     }
 }

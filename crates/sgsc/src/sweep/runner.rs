@@ -9,7 +9,6 @@ use crate::error::{Error, Result};
 use crate::train::trainer::checkpoint_path;
 use std::collections::VecDeque;
 use std::fs::OpenOptions;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
@@ -91,9 +90,8 @@ pub fn run_one(run: &PlannedRun, options: &RunnerOptions) -> Result<RunStatus> {
     };
     let log_path = run.dir.join("sweep.log");
     if !run.dir.join("summary.json").is_file() {
-        let mut train = command(options, &log_path)?;
+        let mut train = command(options, "train", &log_path)?;
         train
-            .arg("train")
             .arg("--config")
             .arg(&options.config)
             .args(["--mode", &run.mode.to_string(), "--device", &run.device])
@@ -110,9 +108,8 @@ pub fn run_one(run: &PlannedRun, options: &RunnerOptions) -> Result<RunStatus> {
         }
     }
     if run.preserve && !run.dir.join("preservation.json").is_file() {
-        let mut preserve = command(options, &log_path)?;
+        let mut preserve = command(options, "preserve", &log_path)?;
         preserve
-            .arg("preserve")
             .arg("--reference")
             .arg(checkpoint_path(&run.dir))
             .args(["--device", &run.device]);
@@ -123,8 +120,8 @@ pub fn run_one(run: &PlannedRun, options: &RunnerOptions) -> Result<RunStatus> {
     Ok(RunStatus::Finished)
 }
 
-/// The executable with the run's thread limits, data folder and log file.
-fn command(options: &RunnerOptions, log_path: &Path) -> Result<Command> {
+/// `sgsc <subcommand>` with the run's thread limits, data folder and log file.
+fn command(options: &RunnerOptions, subcommand: &str, log_path: &Path) -> Result<Command> {
     let log = OpenOptions::new()
         .create(true)
         .append(true)
@@ -134,6 +131,7 @@ fn command(options: &RunnerOptions, log_path: &Path) -> Result<Command> {
         .try_clone()
         .map_err(|source| Error::io(log_path, source))?;
     let mut command = Command::new(&options.executable);
+    command.arg(subcommand);
     let threads = options.threads_per_run.max(1).to_string();
     command
         .env("OMP_NUM_THREADS", &threads)
@@ -161,6 +159,7 @@ fn finish(
         .map_err(|source| Error::io(log_path, source))?;
     lock.hand_to(child.id())?;
     let status = child.wait().map_err(|source| Error::io(log_path, source))?;
+    lock.hand_to(std::process::id())?;
     Ok((!status.success()).then(|| {
         RunStatus::Failed(format!(
             "{what} exited with {status}; see {}",
@@ -170,53 +169,80 @@ fn finish(
 }
 
 /// `sweep.lock` in a run's folder, holding the process id of whoever works on the run: the
-/// sweep, then the training process it starts (which would outlive a sweep killed on its own);
-/// removed on drop. A lock whose process is gone is taken over.
+/// sweep, and while a training process it started runs, that process (which would outlive a
+/// sweep killed on its own). A lock whose process is gone is taken over. Best effort: the lock
+/// names a process of this machine, so two machines sharing a folder must not sweep it at once.
 struct RunLock {
     path: PathBuf,
 }
 
 impl RunLock {
-    /// Names `pid` as the run's worker.
-    fn hand_to(&self, pid: u32) -> Result<()> {
-        std::fs::write(&self.path, pid.to_string()).map_err(|source| Error::io(&self.path, source))
-    }
-
+    /// Takes the run's lock, or `None` when a live process holds it.
     fn take(dir: &Path) -> Result<Option<RunLock>> {
         let path = dir.join("sweep.lock");
+        let own = std::process::id().to_string();
+        // The lock appears whole or not at all: written beside it, then linked into place.
+        let staged = dir.join(format!("sweep.lock.{own}"));
+        std::fs::write(&staged, &own).map_err(|source| Error::io(&staged, source))?;
+        let taken = Self::link(&staged, &path);
+        let _ = std::fs::remove_file(&staged);
+        taken
+    }
+
+    fn link(staged: &Path, path: &Path) -> Result<Option<RunLock>> {
         for _ in 0..2 {
-            match OpenOptions::new().write(true).create_new(true).open(&path) {
-                Ok(mut file) => {
-                    write!(file, "{}", std::process::id())
-                        .map_err(|source| Error::io(&path, source))?;
-                    return Ok(Some(RunLock { path }));
+            match std::fs::hard_link(staged, path) {
+                Ok(()) => {
+                    return Ok(Some(RunLock {
+                        path: path.to_path_buf(),
+                    }))
                 }
                 Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let owner = std::fs::read_to_string(&path).unwrap_or_default();
+                    let owner = std::fs::read_to_string(path).unwrap_or_default();
                     if process_alive(owner.trim()) {
                         return Ok(None);
                     }
-                    std::fs::remove_file(&path).map_err(|source| Error::io(&path, source))?;
+                    // Stale: removed only if it still names the dead process.
+                    if std::fs::read_to_string(path).unwrap_or_default() == owner {
+                        match std::fs::remove_file(path) {
+                            Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                                return Err(Error::io(path, error))
+                            }
+                            _ => {}
+                        }
+                    }
                 }
-                Err(source) => return Err(Error::io(&path, source)),
+                Err(source) => return Err(Error::io(path, source)),
             }
         }
         Ok(None)
     }
+
+    /// Names `pid` as the run's worker.
+    fn hand_to(&self, pid: u32) -> Result<()> {
+        std::fs::write(&self.path, pid.to_string()).map_err(|source| Error::io(&self.path, source))
+    }
 }
 
 impl Drop for RunLock {
+    /// Removes the lock if it still names this sweep or a process of it that has ended (another
+    /// sweep may have taken over a lock that looked stale).
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        let owner = std::fs::read_to_string(&self.path).unwrap_or_default();
+        let owner = owner.trim();
+        if owner == std::process::id().to_string() || !process_alive(owner) {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 
 /// Whether a process id (as written in a lock) is running: it is in `/proc` and not a zombie
-/// (a killed process nobody has reaped). Without `/proc` (not Linux) a lock is assumed live:
+/// (a killed process nobody has reaped). A lock that is not a number counts as live. Without `/proc` (not Linux) a lock is assumed live:
 /// delete a stale `sweep.lock` by hand there.
 fn process_alive(pid: &str) -> bool {
+    // An empty or garbled lock is being written or was written by something else: live.
     let Ok(pid) = pid.parse::<u32>() else {
-        return false;
+        return true;
     };
     if !Path::new("/proc/self").exists() {
         return true;

@@ -15,7 +15,7 @@ pub fn emit(
     runs: &[PlannedRun],
     executable: &Path,
     data_dir: Option<&Path>,
-    threads_per_run: usize,
+    threads_per_run: &dyn Fn(usize) -> usize,
 ) -> Result<PathBuf> {
     let absolute = |path: &Path| -> Result<PathBuf> {
         std::path::absolute(path).map_err(|source| Error::io(path, source))
@@ -36,6 +36,7 @@ pub fn emit(
         if count == 0 {
             continue;
         }
+        let threads_per_run = threads_per_run(stage);
         let gpu = runs
             .iter()
             .any(|run| run.stage == stage && run.device.starts_with("cuda"));
