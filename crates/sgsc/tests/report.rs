@@ -114,7 +114,12 @@ fn a_report_of_a_fixture_folder_renders_with_its_numbers() {
     );
 
     // A damaged summary (size 0, which no log axis can hold) is skipped, not fatal.
-    write_run(&runs, "broken-seed0", summary("unsafe", 0, 0.9, 0, None), "");
+    write_run(
+        &runs,
+        "broken-seed0",
+        summary("unsafe", 0, 0.9, 0, None),
+        "",
+    );
 
     // The runs as read: the file's length replaces the summary's size; metrics come from JSONL.
     let records = collect_runs(&runs).unwrap();
