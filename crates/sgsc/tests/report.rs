@@ -209,6 +209,17 @@ fn a_report_of_a_fixture_folder_renders_with_its_numbers() {
     assert!(markdown.contains(&unsafe_line), "{markdown}");
     assert!(markdown.contains("| safe-g0.5 | safe | 1 | 0.5 | 4 | 98.50 ± 0.00% | 90 ± 0 | 0.20 ± 0.00 pt | 1/1/0 | 1/1 |"), "{markdown}");
     assert!(markdown.contains("![") && markdown.contains("(accuracy-vs-size.png)"));
+    // By mode: the two unsafe runs together; their setting's seed-to-seed spread of the gap is 0.
+    assert!(
+        markdown.contains(
+            "| unsafe | 2 | 98.50 ± 0.71% | 0.20 ± 0.00 pt | 0.0000 pt over 1 settings |"
+        ),
+        "{markdown}"
+    );
+    assert!(
+        markdown.contains("| safe | 1 | 98.50 ± 0.00% | 0.20 ± 0.00 pt | − |"),
+        "{markdown}"
+    );
     let html = std::fs::read_to_string(&files.html).unwrap();
     assert_eq!(
         html.matches("data:image/png;base64,").count(),

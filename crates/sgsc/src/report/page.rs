@@ -170,10 +170,36 @@ pub fn write_report(runs_dir: &Path, out: &Path) -> Result<ReportFiles> {
     }
 
     let rows = group_rows(&runs);
-    let markdown = markdown_page(runs_dir, &runs, &front, &rows, &figures);
+    let tables = [
+        Table {
+            title: "Seed-averaged comparison",
+            header: TABLE_HEADER.to_vec(),
+            rows: rows.iter().map(group_cells).collect(),
+        },
+        Table {
+            title: "By mode",
+            header: MODE_HEADER.to_vec(),
+            rows: mode_rows(&runs, &rows),
+        },
+        Table {
+            title: "Every run",
+            header: RUN_HEADER.to_vec(),
+            rows: runs
+                .iter()
+                .enumerate()
+                .map(|(index, run)| run_cells(run, front.contains(&index)))
+                .collect(),
+        },
+    ];
+    let intro = format!(
+        "{} runs. Accuracy is on the untouched test split; bytes are the length of each run's model.sgsc (float32 bytes for baselines; payload-estimate marks older runs without a file).",
+        runs.len()
+    );
+    let title = runs_dir.display().to_string();
+    let markdown = markdown_page(&title, &intro, &tables, &figures);
     let markdown_path = out.join("report.md");
     write_atomically(&markdown_path, markdown.as_bytes())?;
-    let html = html_page(runs_dir, &runs, &front, &rows, &figures)?;
+    let html = html_page(&title, &intro, &tables, &figures)?;
     let html_path = out.join("report.html");
     write_atomically(&html_path, html.as_bytes())?;
     Ok(ReportFiles {
@@ -245,6 +271,69 @@ const TABLE_HEADER: [&str; 10] = [
     "budget met",
 ];
 
+const MODE_HEADER: [&str; 5] = [
+    "mode",
+    "runs",
+    "test accuracy (LM: loss)",
+    "train−test gap, all runs",
+    "train−test gap: seed-to-seed std, mean over settings",
+];
+
+/// One row per mode over all its runs: quality and train-test gap (mean ± std), and the gap's
+/// spread between seeds of the same setting, averaged over the settings that have several seeds
+/// (the paper's claim is that `safe` has the smaller one).
+fn mode_rows(runs: &[RunRecord], groups: &[GroupRow]) -> Vec<Vec<String>> {
+    let mut rows = Vec::new();
+    for mode in ["baseline", "unsafe", "safe"] {
+        let members: Vec<&RunRecord> = runs.iter().filter(|r| r.summary.mode == mode).collect();
+        let Some(first) = members.first() else {
+            continue;
+        };
+        let language_model = first.summary.language_model;
+        let stat = |value: &dyn Fn(&RunRecord) -> f64| {
+            mean_and_std(&members.iter().map(|run| value(run)).collect::<Vec<_>>())
+        };
+        let (quality, gap) = if language_model {
+            let (loss, loss_std) = stat(&|r| r.summary.test_loss);
+            let (gap, gap_std) = stat(&|r| r.summary.test_loss - r.summary.train_loss);
+            (
+                format!("{loss:.4} ± {loss_std:.4} nats"),
+                format!("{gap:+.4} ± {gap_std:.4} nats"),
+            )
+        } else {
+            let (accuracy, accuracy_std) = stat(&|r| 100.0 * r.summary.test_accuracy);
+            let (gap, gap_std) = stat(&|r| 100.0 * r.summary.train_test_gap);
+            (
+                format!("{accuracy:.2} ± {accuracy_std:.2}%"),
+                format!("{gap:.2} ± {gap_std:.2} pt"),
+            )
+        };
+        let spreads: Vec<f64> = groups
+            .iter()
+            .filter(|g| g.mode == mode && g.runs > 1)
+            .map(|g| g.gap.1)
+            .collect();
+        let spread = if spreads.is_empty() {
+            "−".to_string()
+        } else {
+            let unit = if language_model { " nats" } else { " pt" };
+            format!(
+                "{:.4}{unit} over {} settings",
+                spreads.iter().sum::<f64>() / spreads.len() as f64,
+                spreads.len()
+            )
+        };
+        rows.push(vec![
+            mode.to_string(),
+            members.len().to_string(),
+            quality,
+            gap,
+            spread,
+        ]);
+    }
+    rows
+}
+
 const RUN_HEADER: [&str; 6] = [
     "run",
     "mode",
@@ -273,34 +362,36 @@ fn run_cells(run: &RunRecord, on_front: bool) -> Vec<String> {
     ]
 }
 
+/// A table of the report: its section title, header and rows of cells.
+struct Table {
+    title: &'static str,
+    header: Vec<&'static str>,
+    rows: Vec<Vec<String>>,
+}
+
+/// The page in Markdown: the first two tables, the figures (PNG files beside it), the rest.
 fn markdown_page(
-    runs_dir: &Path,
-    runs: &[RunRecord],
-    front: &[usize],
-    rows: &[GroupRow],
+    title: &str,
+    intro: &str,
+    tables: &[Table],
     figures: &[(PathBuf, String)],
 ) -> String {
-    let table = |header: &[&str], rows: Vec<Vec<String>>| {
+    let table = |table: &Table| {
         let mut text = format!(
-            "| {} |\n|{}\n",
-            header.join(" | "),
-            "---|".repeat(header.len())
+            "## {}\n\n| {} |\n|{}\n",
+            table.title,
+            table.header.join(" | "),
+            "---|".repeat(table.header.len())
         );
-        for row in rows {
+        for row in &table.rows {
             text.push_str(&format!("| {} |\n", row.join(" | ")));
         }
-        text
+        text + "\n"
     };
-    let mut page = format!(
-        "# Report: {}\n\n{} runs. Accuracy is on the untouched test split; bytes are the length of each run's `model.sgsc` (float32 bytes for baselines; `payload-estimate` marks older runs without a file).\n\n## Seed-averaged comparison\n\n",
-        runs_dir.display(),
-        runs.len()
-    );
-    page.push_str(&table(
-        &TABLE_HEADER,
-        rows.iter().map(group_cells).collect(),
-    ));
-    page.push_str("\n## Figures\n\n");
+    let mut page = format!("# Report: {title}\n\n{intro}\n\n");
+    let (first, rest) = tables.split_at(tables.len().min(2));
+    first.iter().for_each(|t| page.push_str(&table(t)));
+    page.push_str("## Figures\n\n");
     for (path, caption) in figures {
         let name = path
             .file_name()
@@ -308,22 +399,15 @@ fn markdown_page(
             .unwrap_or_default();
         page.push_str(&format!("![{caption}]({name})\n\n{caption}\n\n"));
     }
-    page.push_str("## Every run\n\n");
-    page.push_str(&table(
-        &RUN_HEADER,
-        runs.iter()
-            .enumerate()
-            .map(|(index, run)| run_cells(run, front.contains(&index)))
-            .collect(),
-    ));
+    rest.iter().for_each(|t| page.push_str(&table(t)));
     page
 }
 
+/// The same page as one self-contained HTML file, the figures inlined as base64 PNGs.
 fn html_page(
-    runs_dir: &Path,
-    runs: &[RunRecord],
-    front: &[usize],
-    rows: &[GroupRow],
+    title: &str,
+    intro: &str,
+    tables: &[Table],
     figures: &[(PathBuf, String)],
 ) -> Result<String> {
     let escape = |text: &str| {
@@ -332,31 +416,28 @@ fn html_page(
             .replace('>', "&gt;")
             .replace('"', "&quot;")
     };
-    let table = |header: &[&str], rows: Vec<Vec<String>>| {
-        let mut text = String::from("<table><tr>");
-        for cell in header {
+    let table = |table: &Table| {
+        let mut text = format!("<h2>{}</h2>\n<table><tr>", escape(table.title));
+        for cell in &table.header {
             text.push_str(&format!("<th>{}</th>", escape(cell)));
         }
         text.push_str("</tr>\n");
-        for row in rows {
+        for row in &table.rows {
             text.push_str("<tr>");
             for cell in row {
-                text.push_str(&format!("<td>{}</td>", escape(&cell)));
+                text.push_str(&format!("<td>{}</td>", escape(cell)));
             }
             text.push_str("</tr>\n");
         }
-        text.push_str("</table>\n");
-        text
+        text + "</table>\n"
     };
     let mut page = format!(
-        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>sgsc report: {title}</title>\n<style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}}table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}th{{background:#f4f4f4}}td:first-child{{text-align:left}}img{{max-width:100%}}figcaption{{color:#555;margin-bottom:2em}}</style></head><body>\n<h1>Report: {title}</h1>\n<p>{count} runs. Accuracy is on the untouched test split; bytes are the length of each run's <code>model.sgsc</code> (float32 bytes for baselines).</p>\n<h2>Seed-averaged comparison</h2>\n",
-        title = escape(&runs_dir.display().to_string()),
-        count = runs.len()
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>sgsc report: {title}</title>\n<style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}}table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}th{{background:#f4f4f4}}td:first-child{{text-align:left}}img{{max-width:100%}}figcaption{{color:#555;margin-bottom:2em}}</style></head><body>\n<h1>Report: {title}</h1>\n<p>{intro}</p>\n",
+        title = escape(title),
+        intro = escape(intro)
     );
-    page.push_str(&table(
-        &TABLE_HEADER,
-        rows.iter().map(group_cells).collect(),
-    ));
+    let (first, rest) = tables.split_at(tables.len().min(2));
+    first.iter().for_each(|t| page.push_str(&table(t)));
     page.push_str("<h2>Figures</h2>\n");
     for (path, caption) in figures {
         let bytes = std::fs::read(path).map_err(|source| Error::io(path, source))?;
@@ -366,14 +447,7 @@ fn html_page(
             caption = escape(caption)
         ));
     }
-    page.push_str("<h2>Every run</h2>\n");
-    page.push_str(&table(
-        &RUN_HEADER,
-        runs.iter()
-            .enumerate()
-            .map(|(index, run)| run_cells(run, front.contains(&index)))
-            .collect(),
-    ));
+    rest.iter().for_each(|t| page.push_str(&table(t)));
     page.push_str("</body></html>\n");
     Ok(page)
 }
