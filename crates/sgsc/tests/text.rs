@@ -72,7 +72,7 @@ fn names_transformer_learns_and_compare_guards_its_loss() {
     assert!(certificate.budget.reference_validation > 1.0);
     if certificate.met {
         assert!(
-            certificate.final_validation_accuracy
+            certificate.final_validation
                 <= certificate.budget.reference_validation
                     + certificate.budget.max_validation_drop
                     + 1e-9

@@ -97,9 +97,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
         let metric = certificate.budget.metric;
         println!(
             "safety: preservation {} (reference {}), validation {} (reference {}): budget {}{}; {} breaches, {} restores, {} roll-backs, {} channels removed",
-            metric.show(certificate.final_preservation_accuracy),
+            metric.show(certificate.final_preservation),
             metric.show(certificate.budget.reference_preservation),
-            metric.show(certificate.final_validation_accuracy),
+            metric.show(certificate.final_validation),
             metric.show(certificate.budget.reference_validation),
             if certificate.met { "met" } else { "NOT met" },
             if certificate.restored_last_safe_snapshot { " (the last safe snapshot)" } else { "" },

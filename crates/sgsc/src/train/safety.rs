@@ -63,10 +63,13 @@ pub struct Certificate {
     /// The budget, with the reference's accuracies.
     pub budget: Budget,
     /// Final figure on the preservation set, in the budget's metric (accuracy, or loss for a
-    /// language model).
-    pub final_preservation_accuracy: f64,
+    /// language model). Summaries written before the rename call it
+    /// `final_preservation_accuracy`.
+    #[serde(alias = "final_preservation_accuracy")]
+    pub final_preservation: f64,
     /// Final figure on validation, in the budget's metric.
-    pub final_validation_accuracy: f64,
+    #[serde(alias = "final_validation_accuracy")]
+    pub final_validation: f64,
     /// Whether the final model meets the budget.
     pub met: bool,
     /// Whether the final gate fell back to the last safe snapshot.
@@ -700,8 +703,8 @@ impl Guard {
         }
         Ok(Certificate {
             budget,
-            final_preservation_accuracy: preservation,
-            final_validation_accuracy: validation,
+            final_preservation: preservation,
+            final_validation: validation,
             met: budget.is_met(preservation, validation),
             restored_last_safe_snapshot: restored,
             events: self.controller.events,
