@@ -199,7 +199,7 @@ impl RunLock {
                 }
                 Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
                     let owner = std::fs::read_to_string(path).unwrap_or_default();
-                    if process_alive(owner.trim()) {
+                    if lock_holder_alive(path, owner.trim()) {
                         return Ok(None);
                     }
                     // Stale: removed only if it still names the dead process.
@@ -230,28 +230,102 @@ impl Drop for RunLock {
     fn drop(&mut self) {
         let owner = std::fs::read_to_string(&self.path).unwrap_or_default();
         let owner = owner.trim();
-        if owner == std::process::id().to_string() || !process_alive(owner) {
+        if owner == std::process::id().to_string() || !lock_holder_alive(&self.path, owner) {
             let _ = std::fs::remove_file(&self.path);
         }
     }
 }
 
-/// Whether a process id (as written in a lock) is running: it is in `/proc` and not a zombie
-/// (a killed process nobody has reaped). A lock that is not a number counts as live. Without `/proc` (not Linux) a lock is assumed live:
-/// delete a stale `sweep.lock` by hand there.
-fn process_alive(pid: &str) -> bool {
-    // An empty or garbled lock is being written or was written by something else: live.
+/// Whether the process a lock names is running: it is in `/proc`, not a zombie (a killed
+/// process nobody has reaped), and started before the lock was last written (so a process that
+/// merely reuses the id, after a reboot say, does not count). A lock that is not a number counts
+/// as live, and so does every lock where there is no `/proc` (not Linux): delete a stale
+/// `sweep.lock` by hand there.
+fn lock_holder_alive(lock: &Path, pid: &str) -> bool {
     let Ok(pid) = pid.parse::<u32>() else {
         return true;
     };
     if !Path::new("/proc/self").exists() {
         return true;
     }
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // "pid (name) state ...": the state follows the last ')'.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
-        Err(_) => false,
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // "pid (name) state ... starttime ...": the fields after the name, starttime the 20th.
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return false;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    if fields.first() == Some(&"Z") {
+        return false;
+    }
+    let started = fields
+        .get(19)
+        .and_then(|ticks| ticks.parse::<u64>().ok())
+        .zip(boot_time());
+    let written = std::fs::metadata(lock)
+        .and_then(|meta| meta.modified())
+        .ok();
+    match (started, written) {
+        // /proc counts in USER_HZ, 100 ticks a second on Linux.
+        (Some((ticks, boot)), Some(written)) => {
+            let started = boot + std::time::Duration::from_millis(ticks * 10);
+            started <= written + std::time::Duration::from_secs(2)
+        }
+        _ => true,
+    }
+}
+
+/// When the machine booted (`btime` of `/proc/stat`).
+fn boot_time() -> Option<std::time::SystemTime> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let seconds = stat.lines().find_map(|line| line.strip_prefix("btime "))?;
+    let seconds = seconds.trim().parse::<u64>().ok()?;
+    Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lock_is_live_only_while_the_process_that_wrote_it_runs() {
+        let folder = tempfile::tempdir().unwrap();
+        let lock = folder.path().join("sweep.lock");
+        let own = std::process::id().to_string();
+        std::fs::write(&lock, &own).unwrap();
+        assert!(
+            lock_holder_alive(&lock, &own),
+            "this process, lock written now"
+        );
+        assert!(
+            lock_holder_alive(&lock, "not a pid"),
+            "unreadable locks count as live"
+        );
+        assert!(!lock_holder_alive(&lock, "4000000000"), "no such process");
+        if Path::new("/proc/self").exists() {
+            // A lock written a day before this process started names another process that
+            // happened to have the same id.
+            let day_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(86_400);
+            let file = std::fs::File::options().write(true).open(&lock).unwrap();
+            file.set_modified(day_ago).unwrap();
+            assert!(!lock_holder_alive(&lock, &own), "a reused process id");
+        }
+    }
+
+    #[test]
+    fn a_run_lock_is_taken_once_and_released_on_drop() {
+        let folder = tempfile::tempdir().unwrap();
+        let first = RunLock::take(folder.path()).unwrap().expect("free");
+        assert!(
+            RunLock::take(folder.path()).unwrap().is_none(),
+            "held by this process"
+        );
+        drop(first);
+        assert!(!folder.path().join("sweep.lock").exists());
+        assert!(
+            RunLock::take(folder.path()).unwrap().is_some(),
+            "free again"
+        );
     }
 }
