@@ -2,7 +2,7 @@
 //! alive and validation accuracy over training, and the safety controller's checks on a
 //! timeline. Each is a PNG drawn with plotters.
 
-use super::plot::{mode_colour, write_png, Drawn, FONT};
+use super::plot::{draw_legend, mode_colour, write_png, Canvas, Drawn, FONT};
 use super::runs::RunRecord;
 use crate::error::Result;
 use plotters::prelude::*;
@@ -13,13 +13,10 @@ use std::path::Path;
 pub fn bits_heat_map(runs: &[&RunRecord], path: &Path) -> Result<()> {
     let panel_height = 220;
     let size = (960, (panel_height * runs.len().max(1)) as u32);
-    write_png(path, size, |pixels| {
-        let root = BitMapBackend::with_buffer(pixels, size).into_drawing_area();
-        root.fill(&WHITE)?;
+    write_png(path, size, |root| {
         for (run, area) in runs.iter().zip(root.split_evenly((runs.len().max(1), 1))) {
             draw_widths(run, &area)?;
         }
-        root.present()?;
         Ok(())
     })
 }
@@ -46,10 +43,7 @@ fn width_colour(bits: u8) -> RGBColor {
     RGBColor(mix(0), mix(1), mix(2))
 }
 
-fn draw_widths(
-    run: &RunRecord,
-    area: &DrawingArea<BitMapBackend, plotters::coord::Shift>,
-) -> Drawn {
+fn draw_widths(run: &RunRecord, area: &Canvas) -> Drawn {
     let layers = run.widths.len().max(1);
     let originals: Vec<usize> = run
         .summary
@@ -119,24 +113,20 @@ fn draw_widths(
 /// and live output channels summed over the quantized layers.
 pub fn training_curves(runs: &[RunRecord], path: &Path) -> Result<()> {
     let size = (960, 720);
-    write_png(path, size, |pixels| {
-        let root = BitMapBackend::with_buffer(pixels, size).into_drawing_area();
-        root.fill(&WHITE)?;
+    write_png(path, size, |root| {
         let panels = root.split_evenly((2, 1));
         draw_curves(runs, &panels[0], "validation accuracy (%)", |e| {
             100.0 * e.validation_accuracy
         })?;
         draw_curves(runs, &panels[1], "output channels alive", |e| {
             e.channels_alive as f64
-        })?;
-        root.present()?;
-        Ok(())
+        })
     })
 }
 
 fn draw_curves(
     runs: &[RunRecord],
-    area: &DrawingArea<BitMapBackend, plotters::coord::Shift>,
+    area: &Canvas,
     label: &str,
     value: impl Fn(&super::runs::Evaluation) -> f64,
 ) -> Drawn {
@@ -180,14 +170,7 @@ fn draw_curves(
             }
         }
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .label_font((FONT, 12))
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .draw()?;
-    Ok(())
+    draw_legend(&mut chart, 12)
 }
 
 /// The safe runs' checks over training: preservation-set accuracy at each check, one line per
@@ -195,9 +178,7 @@ fn draw_curves(
 pub fn controller_timeline(runs: &[RunRecord], path: &Path) -> Result<()> {
     let size = (960, 480);
     let safe: Vec<&RunRecord> = runs.iter().filter(|run| !run.checks.is_empty()).collect();
-    write_png(path, size, |pixels| {
-        let root = BitMapBackend::with_buffer(pixels, size).into_drawing_area();
-        root.fill(&WHITE)?;
+    write_png(path, size, |root| {
         let checks = || safe.iter().flat_map(|run| run.checks.iter());
         let steps = checks().map(|c| c.step as f64).fold(1.0, f64::max);
         let accuracies = checks()
@@ -209,7 +190,7 @@ pub fn controller_timeline(runs: &[RunRecord], path: &Path) -> Result<()> {
         } else {
             (low - 0.5, (high + 0.5).min(100.0))
         };
-        let mut chart = ChartBuilder::on(&root)
+        let mut chart = ChartBuilder::on(root)
             .caption(
                 "safety controller: preservation accuracy at each check",
                 (FONT, 18),
@@ -254,14 +235,6 @@ pub fn controller_timeline(runs: &[RunRecord], path: &Path) -> Result<()> {
                 .label(label)
                 .legend(move |(x, y)| Circle::new((x + 8, y), 4, colour.filled()));
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .label_font((FONT, 12))
-            .background_style(WHITE.mix(0.9))
-            .border_style(BLACK)
-            .draw()?;
-        root.present()?;
-        Ok(())
+        draw_legend(&mut chart, 12)
     })
 }

@@ -73,23 +73,31 @@ pub(super) fn plot_error(message: impl std::fmt::Display) -> Error {
 /// Draws test accuracy (percent) against size (bytes, log scale) for `summaries` and the
 /// [`ANCHORS`], and writes it as a PNG to `path` (atomically).
 pub fn accuracy_against_size(summaries: &[Summary], title: &str, path: &Path) -> Result<()> {
-    write_png(path, (WIDTH, HEIGHT), |pixels| {
-        draw(summaries, title, pixels)
-    })
+    write_png(path, (WIDTH, HEIGHT), |root| draw(summaries, title, root))
 }
 
 /// Result of a drawing function.
 pub(super) type Drawn = std::result::Result<(), Box<dyn std::error::Error>>;
 
-/// Draws into a white RGB buffer of `size` with `draw` and writes it as a PNG (atomically).
+/// The drawing area a figure is drawn on: an RGB buffer.
+pub(super) type Canvas<'a> = DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>;
+
+/// Draws a figure of `size` on a white canvas with `draw` and writes it as a PNG (atomically).
 pub(super) fn write_png(
     path: &Path,
     (width, height): (u32, u32),
-    draw: impl FnOnce(&mut [u8]) -> Drawn,
+    draw: impl FnOnce(&Canvas) -> Drawn,
 ) -> Result<()> {
     register_font()?;
     let mut pixels = vec![255u8; (width * height * 3) as usize];
-    draw(&mut pixels).map_err(plot_error)?;
+    let drawn = (|| -> Drawn {
+        let root = BitMapBackend::with_buffer(&mut pixels, (width, height)).into_drawing_area();
+        root.fill(&WHITE)?;
+        draw(&root)?;
+        root.present()?;
+        Ok(())
+    })();
+    drawn.map_err(plot_error)?;
     let image = image::RgbImage::from_raw(width, height, pixels)
         .ok_or_else(|| plot_error("the plot buffer has the wrong size"))?;
     let mut png = Vec::new();
@@ -163,11 +171,9 @@ fn kilobytes(bytes: f64) -> String {
     }
 }
 
-fn draw(summaries: &[Summary], title: &str, pixels: &mut [u8]) -> Drawn {
-    let root = BitMapBackend::with_buffer(pixels, (WIDTH, HEIGHT)).into_drawing_area();
-    root.fill(&WHITE)?;
+fn draw(summaries: &[Summary], title: &str, root: &Canvas) -> Drawn {
     let ((smallest, largest), (lowest, highest)) = axis_ranges(summaries);
-    let mut chart = ChartBuilder::on(&root)
+    let mut chart = ChartBuilder::on(root)
         .caption(title, (FONT, 22))
         .margin(16)
         .x_label_area_size(48)
@@ -255,14 +261,24 @@ fn draw(summaries: &[Summary], title: &str, pixels: &mut [u8]) -> Drawn {
             .label("published anchors")
             .legend(|(x, y)| TriangleMarker::new((x + 8, y), 8, BLACK.filled()));
     }
+    draw_legend(&mut chart, 14)
+}
+
+/// The legend of a chart's labelled series, in the lower right corner.
+pub(super) fn draw_legend<'a, CT>(
+    chart: &mut ChartContext<'a, BitMapBackend<'a>, CT>,
+    font_size: u32,
+) -> Drawn
+where
+    CT: plotters::coord::CoordTranslate,
+{
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::LowerRight)
-        .label_font((FONT, 14))
+        .label_font((FONT, font_size))
         .background_style(WHITE.mix(0.9))
         .border_style(BLACK)
         .draw()?;
-    root.present()?;
     Ok(())
 }
 
