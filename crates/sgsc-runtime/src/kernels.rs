@@ -222,38 +222,25 @@ pub fn conv2d(
         false,
     );
     let mut output = vec![0.0; out * oh * ow];
-    // With stride 1 the taps are summed along whole runs of positions through the padded width
-    // (long slices that the compiler vectorizes); the k - 1 positions that straddle two rows are
-    // summed too and dropped.
-    let span = (oh - 1) * padded_width + ow;
+    // The taps are summed along whole runs of plane positions, from the first output pixel's to
+    // the last's (long slices that the compiler vectorizes); then each output row picks its
+    // pixels, every `stride`-th position from its start. The positions in between (the k - 1
+    // that straddle two rows, and with a larger stride the skipped ones) are summed and dropped.
+    let span = ((oh - 1) * padded_width + ow - 1) * stride + 1;
     let sums = &mut scratch.sums;
     for (o, channel) in output.chunks_exact_mut(oh * ow).enumerate() {
-        let offset = bias.map_or(0.0, |b| b[o]);
         sums.clear();
-        sums.resize(span, offset);
-        channel.fill(offset);
+        sums.resize(span, bias.map_or(0.0, |b| b[o]));
         for ky in 0..k {
             for kx in 0..row_columns {
                 let row = (ky * row_columns + kx) * out + o;
-                let tap = &products[row * positions..][..plane];
-                if stride == 1 {
-                    let tap = &tap[ky * padded_width + kx..];
-                    sums.iter_mut().zip(tap).for_each(|(v, t)| *v += t);
-                    continue;
-                }
-                for (y, target) in channel.chunks_exact_mut(ow).enumerate() {
-                    let tap = tap[(y * stride + ky) * padded_width + kx..].iter();
-                    target
-                        .iter_mut()
-                        .zip(tap.step_by(stride))
-                        .for_each(|(v, t)| *v += t);
-                }
+                let tap = &products[row * positions..][..plane][ky * padded_width + kx..];
+                sums.iter_mut().zip(tap).for_each(|(v, t)| *v += t);
             }
         }
-        if stride == 1 {
-            for (y, target) in channel.chunks_exact_mut(ow).enumerate() {
-                target.copy_from_slice(&sums[y * padded_width..][..ow]);
-            }
+        for (y, target) in channel.chunks_exact_mut(ow).enumerate() {
+            let pixels = sums[y * stride * padded_width..].iter().step_by(stride);
+            target.iter_mut().zip(pixels).for_each(|(v, s)| *v = *s);
         }
     }
     output
