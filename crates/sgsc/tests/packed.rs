@@ -7,7 +7,7 @@ mod common;
 use sgsc::data::mnist::{load_test, PIXEL_MEAN, PIXEL_STD};
 use sgsc::data::{load_test as load_test_split, Split};
 use sgsc::pack::export::{remove_dead_channels, to_packed, to_safetensors};
-use sgsc::pack::onnx::to_onnx;
+use sgsc::pack::onnx::{run_onnxruntime, to_onnx};
 use sgsc::train::checkpoint;
 use sgsc::train::config::ExperimentConfig;
 use sgsc::train::learner::Learner;
@@ -176,40 +176,9 @@ fn run_onnx(model: &[u8], images: &[f32], shape: [usize; 4]) -> Vec<f32> {
         .status()
         .unwrap();
     assert!(setup.success(), "installing onnxruntime failed");
-    let dir = tempfile::tempdir().unwrap();
-    let (model_path, images_path, logits_path) = (
-        dir.path().join("model.onnx"),
-        dir.path().join("images.f32"),
-        dir.path().join("logits.f32"),
-    );
-    std::fs::write(&model_path, model).unwrap();
-    std::fs::write(
-        &images_path,
-        images
-            .iter()
-            .flat_map(|v| v.to_le_bytes())
-            .collect::<Vec<u8>>(),
-    )
-    .unwrap();
-    let output = std::process::Command::new("python3")
-        .arg(root.join("scripts/onnx_predict.py"))
-        .arg(&model_path)
-        .arg(&images_path)
-        .args(shape.map(|d| d.to_string()))
-        .arg(&logits_path)
-        .env("PYTHONPATH", root.join(".onnxruntime"))
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "onnxruntime: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    std::fs::read(&logits_path)
-        .unwrap()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-        .collect()
+    run_onnxruntime(&root, model, images, shape, &[])
+        .expect("onnxruntime runs the export")
+        .logits
 }
 
 #[test]

@@ -6,13 +6,13 @@ use super::{load_run, parse_device, LoadedRun};
 use crate::data::mnist::{ImageSplit, IMAGE_PIXELS};
 use crate::data::sampler::step_rng;
 use crate::pack::export::{export, metadata, ExportFormat};
-use crate::pack::onnx::to_onnx;
+use crate::pack::onnx::{run_onnxruntime, to_onnx};
 use crate::train::config::ExperimentConfig;
 use crate::train::learner::Learner;
 use crate::train::Mode;
 use anyhow::Result;
 use clap::Args;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tch::{Kind, Tensor};
 
@@ -167,7 +167,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
 
 /// Images (or windows) per second through the runtime and through libtorch (float weights, the
 /// same pruned shapes), for each inference batch size, on random inputs.
-fn bench_runtime(checkpoint: &std::path::Path, args: &BenchArgs) -> Result<()> {
+fn bench_runtime(checkpoint: &Path, args: &BenchArgs) -> Result<()> {
     let LoadedRun {
         info,
         config,
@@ -248,38 +248,23 @@ fn bench_runtime(checkpoint: &std::path::Path, args: &BenchArgs) -> Result<()> {
 /// `scripts/onnx_predict.py`, when `scripts/setup-onnxruntime.sh` has installed it in
 /// `.onnxruntime/` of the working directory (it is not a dependency of sgsc itself).
 fn bench_onnxruntime(model: &sgsc_runtime::Model, batch_sizes: &[usize]) -> Result<()> {
-    let site = PathBuf::from(".onnxruntime");
-    if !site.is_dir() {
+    if !Path::new(".onnxruntime").is_dir() {
         println!("(onnxruntime: not installed; scripts/setup-onnxruntime.sh installs it)");
         return Ok(());
     }
-    let folder = std::env::temp_dir().join(format!("sgsc-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&folder)?;
     let input = &model.metadata().input;
     let count = batch_sizes.iter().copied().max().unwrap_or(1);
-    let values = count * input.iter().product::<usize>();
-    let images: Vec<u8> = (0..values)
-        .flat_map(|i| (((i * 7919) % 256) as f32 / 255.0).to_le_bytes())
+    let images: Vec<f32> = (0..count * input.iter().product::<usize>())
+        .map(|i| ((i * 7919) % 256) as f32 / 255.0)
         .collect();
-    std::fs::write(folder.join("model.onnx"), to_onnx(model.packed())?)?;
-    std::fs::write(folder.join("images.f32"), images)?;
-    let output = std::process::Command::new("python3")
-        .arg("scripts/onnx_predict.py")
-        .arg(folder.join("model.onnx"))
-        .arg(folder.join("images.f32"))
-        .arg(count.to_string())
-        .args(input.iter().map(|d| d.to_string()))
-        .arg(folder.join("logits.f32"))
-        .args(batch_sizes.iter().map(|b| b.to_string()))
-        .env("PYTHONPATH", &site)
-        .output();
-    std::fs::remove_dir_all(&folder)?;
-    let output = output?;
-    anyhow::ensure!(
-        output.status.success(),
-        "onnxruntime failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    print!("{}", String::from_utf8_lossy(&output.stdout));
+    let shape = [count, input[0], input[1], input[2]];
+    let run = run_onnxruntime(
+        Path::new("."),
+        &to_onnx(model.packed())?,
+        &images,
+        shape,
+        batch_sizes,
+    )?;
+    print!("{}", run.throughput);
     Ok(())
 }

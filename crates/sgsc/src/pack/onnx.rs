@@ -13,6 +13,9 @@
 
 use crate::error::{Error, Result};
 use sgsc_runtime::model::{Dense, Layer, PackedModel};
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// ONNX's element types used here.
 const FLOAT: i64 = 1;
@@ -359,6 +362,74 @@ pub fn to_onnx(model: &PackedModel) -> Result<Vec<u8>> {
         }
     }
     Ok(onnx.0)
+}
+
+/// What onnxruntime gave for an ONNX model (see [`run_onnxruntime`]).
+#[derive(Debug, Clone)]
+pub struct OnnxRun {
+    /// Logits, `[n, classes]` row-major.
+    pub logits: Vec<f32>,
+    /// One line of images per second for each batch size asked for.
+    pub throughput: String,
+}
+
+/// Runs an ONNX model with onnxruntime through `scripts/onnx_predict.py` of the checkout at
+/// `root`, with the onnxruntime that `scripts/setup-onnxruntime.sh` installed in
+/// `root/.onnxruntime` (a development tool, not a dependency of sgsc): the logits of `images`
+/// (float32 of `shape` = `[n, c, h, w]`) and the throughput at each of `batch_sizes`. The tests
+/// check the export with it and `sgsc bench` times it.
+pub fn run_onnxruntime(
+    root: &Path,
+    model: &[u8],
+    images: &[f32],
+    shape: [usize; 4],
+    batch_sizes: &[usize],
+) -> Result<OnnxRun> {
+    static RUNS: AtomicUsize = AtomicUsize::new(0);
+    let folder = std::env::temp_dir().join(format!(
+        "sgsc-onnx-{}-{}",
+        std::process::id(),
+        RUNS.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&folder).map_err(|source| Error::io(&folder, source))?;
+    let result = (|| {
+        let (model_path, images_path, logits_path) = (
+            folder.join("model.onnx"),
+            folder.join("images.f32"),
+            folder.join("logits.f32"),
+        );
+        std::fs::write(&model_path, model).map_err(|source| Error::io(&model_path, source))?;
+        let bytes: Vec<u8> = images.iter().flat_map(|v| v.to_le_bytes()).collect();
+        std::fs::write(&images_path, bytes).map_err(|source| Error::io(&images_path, source))?;
+        let script = root.join("scripts/onnx_predict.py");
+        let output = Command::new("python3")
+            .arg(&script)
+            .arg(&model_path)
+            .arg(&images_path)
+            .args(shape.map(|d| d.to_string()))
+            .arg(&logits_path)
+            .args(batch_sizes.iter().map(|b| b.to_string()))
+            .env("PYTHONPATH", root.join(".onnxruntime"))
+            .output()
+            .map_err(|source| Error::io(&script, source))?;
+        if !output.status.success() {
+            return Err(Error::Model(format!(
+                "onnxruntime: {}",
+                String::from_utf8_lossy(&output.stderr)
+            )));
+        }
+        let logits =
+            std::fs::read(&logits_path).map_err(|source| Error::io(&logits_path, source))?;
+        Ok(OnnxRun {
+            logits: logits
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+            throughput: String::from_utf8_lossy(&output.stdout).into_owned(),
+        })
+    })();
+    let _ = std::fs::remove_dir_all(&folder);
+    result
 }
 
 #[cfg(test)]
