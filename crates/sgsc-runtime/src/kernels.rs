@@ -152,7 +152,7 @@ impl ConvShape {
 /// allocate and fault in fresh pages for every image.
 #[derive(Debug, Default)]
 pub struct ConvScratch {
-    shifted: Vec<f32>,
+    planes: Vec<f32>,
     products: Vec<f32>,
     sums: Vec<f32>,
 }
@@ -191,7 +191,7 @@ pub fn conv2d(
     let plane = (height + 2 * pad) * padded_width;
     let positions = plane.next_multiple_of(TILE);
     // planes[(c * copies + kx) * positions + q] = padded_image[c][q + kx], zero past the plane.
-    let planes = &mut scratch.shifted;
+    let planes = &mut scratch.planes;
     planes.clear();
     planes.resize(channels * copies * positions, 0.0);
     for c in 0..channels {
