@@ -6,7 +6,8 @@
 //! - A breach: the trainer restores the channels responsible to the snapshot and keeps them from
 //!   shrinking for a cool-down, and the pressure changes: gamma is multiplied by
 //!   `breach_gamma_factor`, lambda_p by `breach_preservation_factor`.
-//! - `breaches_before_rollback` breaches in a row: the trainer rolls the model back to the snapshot.
+//! - `breaches_before_rollback` breaches in a row: the trainer rolls the model back to the snapshot,
+//!   if that snapshot was measured within budget (a start outside it is no place to return to).
 //! - Each safe check moves both factors back towards 1 by `recovery`. Together this is a
 //!   multiplicative-decrease, gradual-increase loop on the size pressure, which settles where the
 //!   model just stays within its budget instead of returning to the pressure that broke it.
@@ -166,7 +167,17 @@ impl Controller {
     }
 
     /// Decides what to do at `step` given the accuracies (fractions) measured there.
-    pub fn observe(&mut self, step: i64, preservation: f64, validation: f64) -> Action {
+    /// `may_roll_back` says whether there is a state measured within budget to return to: when
+    /// there is none (the starting state was already outside the budget, for example a start at
+    /// two bits per weight), repeated breaches keep restoring channels instead, since rolling back
+    /// would only return to a state no better than the one it leaves.
+    pub fn observe(
+        &mut self,
+        step: i64,
+        preservation: f64,
+        validation: f64,
+        may_roll_back: bool,
+    ) -> Action {
         if self.budget.is_met(preservation, validation) {
             self.consecutive_breaches = 0;
             self.gamma_factor = (self.gamma_factor * self.pressure.recovery).min(1.0);
@@ -180,7 +191,7 @@ impl Controller {
         self.events.breaches += 1;
         self.consecutive_breaches += 1;
         self.cooldown_until = step.saturating_add(self.cooldown_steps);
-        if self.consecutive_breaches >= self.breaches_before_rollback {
+        if may_roll_back && self.consecutive_breaches >= self.breaches_before_rollback {
             self.consecutive_breaches = 0;
             self.events.rollbacks += 1;
             Action::RollBack
@@ -244,17 +255,17 @@ mod tests {
             (controller.gamma_factor(), controller.preservation_factor()),
             (1.0, 1.0)
         );
-        controller.observe(100, 0.90, 0.99);
-        controller.observe(200, 0.90, 0.99);
+        controller.observe(100, 0.90, 0.99, true);
+        controller.observe(200, 0.90, 0.99, true);
         assert_eq!(
             (controller.gamma_factor(), controller.preservation_factor()),
             (0.25, 4.0)
         );
-        controller.observe(300, 0.98, 0.99);
+        controller.observe(300, 0.98, 0.99, true);
         assert!((controller.gamma_factor() - 0.3125).abs() < 1e-12);
         assert!((controller.preservation_factor() - 3.2).abs() < 1e-12);
         for step in 4..20 {
-            controller.observe(100 * step, 0.98, 0.99);
+            controller.observe(100 * step, 0.98, 0.99, true);
         }
         assert_eq!(
             (controller.gamma_factor(), controller.preservation_factor()),
@@ -267,7 +278,7 @@ mod tests {
     fn preservation_pressure_stops_at_its_cap() {
         let mut controller = controller();
         for step in 1..=5 {
-            controller.observe(100 * step, 0.90, 0.99);
+            controller.observe(100 * step, 0.90, 0.99, true);
         }
         assert_eq!(
             controller.preservation_factor(),
@@ -280,15 +291,15 @@ mod tests {
     #[test]
     fn a_restored_state_decides_as_the_original_would() {
         let mut original = controller();
-        original.observe(100, 0.90, 0.99);
-        original.observe(200, 0.90, 0.99);
+        original.observe(100, 0.90, 0.99, true);
+        original.observe(200, 0.90, 0.99, true);
         let mut resumed = controller();
         resumed.set_state(original.state());
         assert_eq!(resumed.state(), original.state());
         assert!(resumed.cooling_down(250));
         // The third breach in a row rolls back in both.
-        assert_eq!(resumed.observe(300, 0.90, 0.99), Action::RollBack);
-        assert_eq!(original.observe(300, 0.90, 0.99), Action::RollBack);
+        assert_eq!(resumed.observe(300, 0.90, 0.99, true), Action::RollBack);
+        assert_eq!(original.observe(300, 0.90, 0.99, true), Action::RollBack);
         assert_eq!(resumed.state(), original.state());
     }
 
@@ -330,7 +341,7 @@ mod tests {
     fn safe_checks_only_take_snapshots() {
         let mut controller = controller();
         for step in [100, 200, 300] {
-            assert_eq!(controller.observe(step, 0.98, 0.99), Action::Snapshot);
+            assert_eq!(controller.observe(step, 0.98, 0.99, true), Action::Snapshot);
             assert!(!controller.cooling_down(step + 1));
         }
         assert_eq!(controller.events, Events::default());
@@ -339,13 +350,19 @@ mod tests {
     #[test]
     fn a_breach_restores_channels_and_cools_down() {
         let mut controller = controller();
-        assert_eq!(controller.observe(100, 0.98, 0.99), Action::Snapshot);
-        assert_eq!(controller.observe(200, 0.96, 0.99), Action::RestoreChannels);
+        assert_eq!(controller.observe(100, 0.98, 0.99, true), Action::Snapshot);
+        assert_eq!(
+            controller.observe(200, 0.96, 0.99, true),
+            Action::RestoreChannels
+        );
         assert!(controller.cooling_down(250));
         assert!(!controller.cooling_down(300));
         // A safe check in between resets the count: breaches must come in a row to roll back.
-        assert_eq!(controller.observe(300, 0.98, 0.99), Action::Snapshot);
-        assert_eq!(controller.observe(400, 0.96, 0.99), Action::RestoreChannels);
+        assert_eq!(controller.observe(300, 0.98, 0.99, true), Action::Snapshot);
+        assert_eq!(
+            controller.observe(400, 0.96, 0.99, true),
+            Action::RestoreChannels
+        );
         assert_eq!(
             controller.events,
             Events {
@@ -360,7 +377,7 @@ mod tests {
     fn repeated_breaches_roll_back() {
         let mut controller = controller();
         let actions: Vec<Action> = (1..=7)
-            .map(|i| controller.observe(100 * i, 0.90, 0.99))
+            .map(|i| controller.observe(100 * i, 0.90, 0.99, true))
             .collect();
         use Action::*;
         assert_eq!(
@@ -383,5 +400,24 @@ mod tests {
                 rollbacks: 2
             }
         );
+    }
+
+    #[test]
+    fn without_a_safe_state_repeated_breaches_keep_restoring() {
+        let mut controller = controller();
+        let actions: Vec<Action> = (1..=4)
+            .map(|i| controller.observe(100 * i, 0.90, 0.99, false))
+            .collect();
+        assert_eq!(actions, vec![Action::RestoreChannels; 4]);
+        assert_eq!(
+            controller.events,
+            Events {
+                breaches: 4,
+                restores: 4,
+                rollbacks: 0
+            }
+        );
+        // Once a roll-back target exists, the breaches already in a row count towards it.
+        assert_eq!(controller.observe(500, 0.90, 0.99, true), Action::RollBack);
     }
 }

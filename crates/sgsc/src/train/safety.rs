@@ -12,9 +12,10 @@
 //!   quantized weights; the top `restore_fraction` go back to their snapshot weights, bits and
 //!   exponents (and Adam moments) and may not fall below their snapshot bits during the cool-down;
 //!   the controller lowers gamma and raises lambda_p, and lets them recover on safe checks.
-//!   Repeated breaches roll the model back (its tensors, not Adam's moments: a roll-back to the
-//!   starting snapshot would otherwise restart Adam from zero moments, whose first bias-corrected
-//!   steps move every weight by about one learning rate);
+//!   Repeated breaches roll the model back to the snapshot if it was measured within budget (its
+//!   tensors, not Adam's moments: a roll-back to the starting snapshot would otherwise restart
+//!   Adam from zero moments, whose first bias-corrected steps move every weight by about one
+//!   learning rate); a start outside the budget is never returned to;
 //! - at the end, the final gate keeps the model only if it meets the budget, else the last safe
 //!   snapshot; the figures become the run's [`Certificate`].
 
@@ -262,6 +263,13 @@ impl Guard {
             figure(metric, &start_preservation),
             figure(metric, &start_validation),
         );
+        if !snapshot_safe {
+            tracing::info!(
+                "the starting state is outside the budget ({} on the preservation set, {} on validation): until a check is within it, breaches restore channels and never roll back",
+                metric.show(figure(metric, &start_preservation)),
+                metric.show(figure(metric, &start_validation)),
+            );
+        }
         let layers = learner.network.quantized.len();
         Ok(Guard {
             controller: Controller::new(
@@ -443,7 +451,9 @@ impl Guard {
         step: i64,
     ) -> Result<CheckReport> {
         let (preservation, validation) = self.measure(learner, data)?;
-        let action = self.controller.observe(step, preservation, validation);
+        let action = self
+            .controller
+            .observe(step, preservation, validation, self.snapshot_safe);
         let mut report = CheckReport {
             step,
             preservation_accuracy: preservation,
