@@ -116,17 +116,28 @@ fn anchors_for(summaries: &[Summary]) -> &'static [Anchor] {
     }
 }
 
-/// The axis ranges that hold every point and anchor with a margin: sizes in bytes, accuracies
-/// in percent (never above 100).
+/// Runs more than this many points below the most accurate one fall below the accuracy axis
+/// (drawn as rings on its bottom edge), so that one collapsed run does not squeeze every useful
+/// run into a thin band at the top.
+pub const ACCURACY_WINDOW_POINTS: f64 = 5.0;
+
+/// The axis ranges, sizes in bytes and accuracies in percent (never above 100), with a margin:
+/// sizes hold every run and anchor; accuracies hold every anchor and every run within
+/// [`ACCURACY_WINDOW_POINTS`] of the most accurate run.
 pub fn axis_ranges(summaries: &[Summary]) -> ((f64, f64), (f64, f64)) {
     let anchors = anchors_for(summaries);
     let sizes = summaries
         .iter()
         .map(|summary| summary.size_bytes as f64)
         .chain(anchors.iter().map(|anchor| anchor.bytes));
+    let best = summaries
+        .iter()
+        .map(|summary| 100.0 * summary.test_accuracy)
+        .fold(f64::NEG_INFINITY, f64::max);
     let accuracies = summaries
         .iter()
         .map(|summary| 100.0 * summary.test_accuracy)
+        .filter(|&accuracy| accuracy >= best - ACCURACY_WINDOW_POINTS)
         .chain(anchors.iter().map(|anchor| anchor.accuracy_percent));
     let (smallest, largest) = sizes.fold((f64::INFINITY, 0.0f64), |(low, high), size| {
         (low.min(size), high.max(size))
@@ -173,6 +184,17 @@ fn kilobytes(bytes: f64) -> String {
 
 fn draw(summaries: &[Summary], title: &str, root: &Canvas) -> Drawn {
     let ((smallest, largest), (lowest, highest)) = axis_ranges(summaries);
+    // Runs below the accuracy axis sit on its bottom edge as rings; the axis title says so.
+    let edge = lowest + 0.01 * (highest - lowest);
+    let below = summaries
+        .iter()
+        .filter(|summary| 100.0 * summary.test_accuracy < lowest)
+        .count();
+    let size_title = match below {
+        0 => "model size (bytes, log scale)".to_string(),
+        1 => format!("model size (bytes, log scale); 1 run below {lowest:.1}%, drawn as a ring on the bottom edge"),
+        _ => format!("model size (bytes, log scale); {below} runs below {lowest:.1}%, drawn as rings on the bottom edge"),
+    };
     let mut chart = ChartBuilder::on(root)
         .caption(title, (FONT, 22))
         .margin(16)
@@ -184,7 +206,7 @@ fn draw(summaries: &[Summary], title: &str, root: &Canvas) -> Drawn {
     chart
         .configure_mesh()
         .x_labels(12)
-        .x_desc("model size (bytes, log scale)")
+        .x_desc(size_title)
         .y_desc(if anchors_for(summaries).is_empty() {
             "test accuracy per next character (%)"
         } else {
@@ -210,11 +232,18 @@ fn draw(summaries: &[Summary], title: &str, root: &Canvas) -> Drawn {
         chart
             .draw_series(
                 points
-                    .into_iter()
-                    .map(|point| Circle::new(point, 6, colour.filled())),
+                    .iter()
+                    .filter(|point| point.1 >= lowest)
+                    .map(|&point| Circle::new(point, 6, colour.filled())),
             )?
             .label(mode)
             .legend(move |(x, y)| Circle::new((x + 8, y), 6, colour.filled()));
+        chart.draw_series(
+            points
+                .iter()
+                .filter(|point| point.1 < lowest)
+                .map(|&(size, _)| Circle::new((size, edge), 6, colour.stroke_width(2))),
+        )?;
     }
     // The Pareto front, joined as a staircase whose last level runs on to the largest size.
     let point = |s: &Summary| ((s.size_bytes as f64).log10(), 100.0 * s.test_accuracy);
@@ -329,6 +358,19 @@ mod tests {
         assert!((highest - 99.7).abs() < 1e-9);
         let perfect = [summary("safe", 6_000, 1.0)];
         assert_eq!(axis_ranges(&perfect).1 .1, 100.0, "never above 100%");
+        let collapsed = [
+            summary("unsafe", 6_000, 0.099),
+            summary("safe", 300_000, 0.995),
+        ];
+        let ((smallest, _), (lowest, _)) = axis_ranges(&collapsed);
+        assert_eq!(
+            smallest, 4_000.0,
+            "a collapsed run still sets the size axis"
+        );
+        assert!(
+            (lowest - 98.0).abs() < 1e-9,
+            "9.9% is more than 5 points below 99.5%: off the accuracy axis"
+        );
     }
 
     #[test]
