@@ -3,7 +3,7 @@
 //! timeline. Each is a PNG drawn with plotters.
 
 use super::plot::{draw_legend, mode_colour, write_png, Canvas, Drawn, FONT};
-use super::runs::RunRecord;
+use super::runs::{Evaluation, RunRecord};
 use crate::error::Result;
 use plotters::prelude::*;
 use std::path::Path;
@@ -109,35 +109,77 @@ fn draw_widths(run: &RunRecord, area: &Canvas) -> Drawn {
     Ok(())
 }
 
+/// How far below the best validation accuracy the training curves' axis reaches: wider than the
+/// final-accuracy plot's window, because accuracy dips during compression.
+const CURVE_WINDOW_POINTS: f64 = 10.0;
+
 /// Two panels over training steps, one line per run in its mode's colour: validation accuracy,
-/// and live output channels summed over the quantized layers.
+/// and live output channels summed over the quantized layers. When the compressing runs are
+/// shorter than the baselines (fine-tunes of them), the steps span the compressing runs and each
+/// baseline is a dashed level at its final value; accuracies span the runs within
+/// [`CURVE_WINDOW_POINTS`] of the best (lower lines run off the bottom, as the axis says).
 pub fn training_curves(runs: &[RunRecord], path: &Path) -> Result<()> {
     let size = (960, 720);
     write_png(path, size, |root| {
         let panels = root.split_evenly((2, 1));
-        draw_curves(runs, &panels[0], "validation accuracy (%)", |e| {
-            100.0 * e.validation_accuracy
-        })?;
-        draw_curves(runs, &panels[1], "output channels alive", |e| {
-            e.channels_alive as f64
-        })
+        let accuracy = |e: &Evaluation| 100.0 * e.validation_accuracy;
+        let best = runs
+            .iter()
+            .flat_map(|run| run.evaluations.iter().map(accuracy))
+            .filter(|y| y.is_finite())
+            .fold(f64::NEG_INFINITY, f64::max);
+        draw_curves(
+            runs,
+            &panels[0],
+            "validation accuracy (%)",
+            accuracy,
+            best - CURVE_WINDOW_POINTS,
+        )?;
+        draw_curves(
+            runs,
+            &panels[1],
+            "output channels alive",
+            |e| e.channels_alive as f64,
+            f64::NEG_INFINITY,
+        )
     })
 }
 
+/// One panel of [`training_curves`]; values below `floor` are off the axis.
 fn draw_curves(
     runs: &[RunRecord],
     area: &Canvas,
     label: &str,
-    value: impl Fn(&super::runs::Evaluation) -> f64,
+    value: impl Fn(&Evaluation) -> f64,
+    floor: f64,
 ) -> Drawn {
-    let points = runs
+    let last_step = |run: &RunRecord| run.evaluations.last().map_or(0, |e| e.step) as f64;
+    let compressing_steps = runs
         .iter()
-        .flat_map(|run| run.evaluations.iter().map(|e| (e.step as f64, value(e))));
-    let (mut steps, mut low, mut high) = (1.0f64, f64::INFINITY, f64::NEG_INFINITY);
-    for (step, y) in points.filter(|(_, y)| y.is_finite()) {
-        steps = steps.max(step);
-        low = low.min(y);
-        high = high.max(y);
+        .filter(|run| run.summary.mode != "baseline")
+        .map(last_step)
+        .fold(0.0f64, f64::max);
+    let steps = if compressing_steps > 0.0 {
+        compressing_steps
+    } else {
+        runs.iter().map(last_step).fold(1.0f64, f64::max)
+    };
+    // A baseline that runs past the compressing runs is drawn as its final value.
+    let as_level = |run: &RunRecord| run.summary.mode == "baseline" && last_step(run) > steps;
+    let (mut low, mut high, mut below) = (f64::INFINITY, f64::NEG_INFINITY, 0);
+    for run in runs {
+        let values: Vec<f64> = if as_level(run) {
+            run.evaluations.last().map(&value).into_iter().collect()
+        } else {
+            run.evaluations.iter().map(&value).collect()
+        };
+        if values.iter().any(|&y| y < floor) {
+            below += 1;
+        }
+        for y in values.into_iter().filter(|y| y.is_finite() && *y >= floor) {
+            low = low.min(y);
+            high = high.max(y);
+        }
     }
     if !low.is_finite() {
         (low, high) = (0.0, 1.0);
@@ -148,23 +190,52 @@ fn draw_curves(
         .x_label_area_size(36)
         .y_label_area_size(64)
         .build_cartesian_2d(0.0..steps, low - margin..high + margin)?;
+    let step_title = match below {
+        0 => "step".to_string(),
+        1 => format!(
+            "step; 1 run falls below {:.1}%, off this axis",
+            low - margin
+        ),
+        _ => format!(
+            "step; {below} runs fall below {:.1}%, off this axis",
+            low - margin
+        ),
+    };
     chart
         .configure_mesh()
-        .x_desc("step")
+        .x_desc(step_title)
         .x_label_formatter(&|step| format!("{step:.0}"))
         .y_desc(label)
         .label_style((FONT, 12))
         .draw()?;
     for mode in ["baseline", "unsafe", "safe"] {
         let colour = mode_colour(mode);
+        let style = colour.mix(0.6).stroke_width(1);
         let mut labelled = false;
         for run in runs.iter().filter(|run| run.summary.mode == mode) {
-            let line = run.evaluations.iter().map(|e| (e.step as f64, value(e)));
-            let series =
-                chart.draw_series(LineSeries::new(line, colour.mix(0.6).stroke_width(1)))?;
+            let series = match run.evaluations.last() {
+                Some(last) if as_level(run) => {
+                    let level = value(last);
+                    chart.draw_series(DashedLineSeries::new(
+                        [(0.0, level), (steps, level)],
+                        8,
+                        6,
+                        style,
+                    ))?
+                }
+                _ => chart.draw_series(LineSeries::new(
+                    run.evaluations.iter().map(|e| (e.step as f64, value(e))),
+                    style,
+                ))?,
+            };
             if !labelled {
+                let name = if run.summary.mode == "baseline" && as_level(run) {
+                    "baseline (final)"
+                } else {
+                    mode
+                };
                 series
-                    .label(mode)
+                    .label(name)
                     .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], colour));
                 labelled = true;
             }
