@@ -5,6 +5,7 @@
 use super::plot::{draw_legend, mode_colour, write_png, Canvas, Drawn, FONT};
 use super::runs::{Evaluation, RunRecord};
 use crate::error::Result;
+use crate::train::controller::{Budget, BudgetMetric};
 use plotters::prelude::*;
 use std::path::Path;
 
@@ -244,28 +245,56 @@ fn draw_curves(
     draw_legend(&mut chart, 12)
 }
 
-/// The safe runs' checks over training: preservation-set accuracy at each check, one line per
-/// run, with the check's action marked (a restore in orange, a roll-back in red).
+/// The safe runs' checks over training: the preservation-set figure at each check (accuracy, or
+/// loss for language models), one line per run, the check's action marked (a restore in orange,
+/// a roll-back in red), and each budget's threshold dashed.
 pub fn controller_timeline(runs: &[RunRecord], path: &Path) -> Result<()> {
     let size = (960, 480);
     let safe: Vec<&RunRecord> = runs.iter().filter(|run| !run.checks.is_empty()).collect();
+    let budgets: Vec<Budget> = safe
+        .iter()
+        .filter_map(|run| run.summary.safety.as_ref().map(|c| c.budget))
+        .collect();
+    let metric = budgets.first().map_or(BudgetMetric::Accuracy, |b| b.metric);
+    let (shown, title, axis) = match metric {
+        BudgetMetric::Accuracy => (
+            100.0,
+            "safety controller: preservation accuracy at each check",
+            "preservation accuracy (%)",
+        ),
+        BudgetMetric::Loss => (
+            1.0,
+            "safety controller: preservation loss at each check",
+            "preservation loss (nats)",
+        ),
+    };
+    let thresholds = preservation_thresholds(&budgets);
     write_png(path, size, |root| {
         let checks = || safe.iter().flat_map(|run| run.checks.iter());
         let steps = checks().map(|c| c.step as f64).fold(1.0, f64::max);
-        let accuracies = checks()
-            .map(|c| 100.0 * c.preservation_accuracy)
+        let figures = checks()
+            .map(|c| shown * c.preservation_accuracy)
+            .chain(thresholds.iter().copied())
             .filter(|a| a.is_finite());
-        let (low, high) = accuracies.fold((100.0f64, 0.0f64), |(l, h), a| (l.min(a), h.max(a)));
+        let (low, high) = figures.fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), a| {
+            (l.min(a), h.max(a))
+        });
         let (low, high) = if low > high {
             (0.0, 100.0)
         } else {
-            (low - 0.5, (high + 0.5).min(100.0))
+            let margin = ((high - low) * 0.03).max(1e-3);
+            let high = high + margin;
+            (
+                low - margin,
+                if metric == BudgetMetric::Accuracy {
+                    high.min(100.0)
+                } else {
+                    high
+                },
+            )
         };
         let mut chart = ChartBuilder::on(root)
-            .caption(
-                "safety controller: preservation accuracy at each check",
-                (FONT, 18),
-            )
+            .caption(title, (FONT, 18))
             .margin(12)
             .x_label_area_size(36)
             .y_label_area_size(64)
@@ -274,7 +303,7 @@ pub fn controller_timeline(runs: &[RunRecord], path: &Path) -> Result<()> {
             .configure_mesh()
             .x_desc("step")
             .x_label_formatter(&|step| format!("{step:.0}"))
-            .y_desc("preservation accuracy (%)")
+            .y_desc(axis)
             .label_style((FONT, 12))
             .draw()?;
         let blue = mode_colour("safe");
@@ -283,8 +312,22 @@ pub fn controller_timeline(runs: &[RunRecord], path: &Path) -> Result<()> {
                 .checks
                 .iter()
                 .filter(|c| c.preservation_accuracy.is_finite())
-                .map(|c| (c.step as f64, 100.0 * c.preservation_accuracy));
+                .map(|c| (c.step as f64, shown * c.preservation_accuracy));
             chart.draw_series(LineSeries::new(line, blue.mix(0.4)))?;
+        }
+        let grey = RGBColor(90, 90, 90);
+        for (index, &threshold) in thresholds.iter().enumerate() {
+            let series = chart.draw_series(DashedLineSeries::new(
+                [(0.0, threshold), (steps, threshold)],
+                8,
+                6,
+                grey.stroke_width(1),
+            ))?;
+            if index == 0 {
+                series
+                    .label("budget")
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], grey));
+            }
         }
         for (action, colour, label) in [
             ("restore", RGBColor(255, 127, 14), "restore"),
@@ -296,7 +339,7 @@ pub fn controller_timeline(runs: &[RunRecord], path: &Path) -> Result<()> {
                 .filter(|c| c.action == action && c.preservation_accuracy.is_finite())
                 .map(|c| {
                     Circle::new(
-                        (c.step as f64, 100.0 * c.preservation_accuracy),
+                        (c.step as f64, shown * c.preservation_accuracy),
                         4,
                         colour.filled(),
                     )
@@ -308,4 +351,49 @@ pub fn controller_timeline(runs: &[RunRecord], path: &Path) -> Result<()> {
         }
         draw_legend(&mut chart, 12)
     })
+}
+
+/// The lowest preservation accuracy (percent) or highest loss (nats) each budget allows, sorted,
+/// each once.
+fn preservation_thresholds(budgets: &[Budget]) -> Vec<f64> {
+    let mut thresholds: Vec<f64> = budgets
+        .iter()
+        .map(|b| match b.metric {
+            BudgetMetric::Accuracy => 100.0 * b.reference_preservation - b.max_preservation_drop,
+            BudgetMetric::Loss => b.reference_preservation + b.max_preservation_drop,
+        })
+        .collect();
+    thresholds.sort_by(f64::total_cmp);
+    thresholds.dedup_by(|a, b| (*a - *b).abs() < 1e-9);
+    thresholds
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn budget(metric: BudgetMetric, reference: f64, drop: f64) -> Budget {
+        Budget {
+            metric,
+            reference_preservation: reference,
+            reference_validation: 0.99,
+            max_preservation_drop: drop,
+            max_validation_drop: drop,
+        }
+    }
+
+    #[test]
+    fn thresholds_are_the_reference_less_the_drop_in_points_or_plus_it_in_nats() {
+        let accuracy = [
+            budget(BudgetMetric::Accuracy, 0.956, 0.5),
+            budget(BudgetMetric::Accuracy, 0.949, 0.5),
+            budget(BudgetMetric::Accuracy, 0.956, 0.5),
+        ];
+        let thresholds = preservation_thresholds(&accuracy);
+        assert_eq!(thresholds.len(), 2, "one line per distinct budget");
+        assert!((thresholds[0] - 94.4).abs() < 1e-9);
+        assert!((thresholds[1] - 95.1).abs() < 1e-9);
+        let loss = preservation_thresholds(&[budget(BudgetMetric::Loss, 2.0, 0.05)]);
+        assert!((loss[0] - 2.05).abs() < 1e-12);
+    }
 }

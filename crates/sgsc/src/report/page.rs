@@ -151,7 +151,7 @@ pub fn write_report(runs_dir: &Path, out: &Path) -> Result<ReportFiles> {
     if runs.iter().any(|run| !run.checks.is_empty()) {
         let path = out.join("controller-timeline.png");
         controller_timeline(&runs, &path)?;
-        figures.push((path, "The safety controller's checks: preservation-set accuracy at each check of every safe run, restores and roll-backs marked.".into()));
+        figures.push((path, "The safety controller's checks: the preservation-set figure at each check of every safe run, restores and roll-backs marked, each budget's preservation threshold dashed (a breach above it came from validation).".into()));
     }
     if let Some(montage) = runs
         .iter()
