@@ -2,7 +2,10 @@
 //! alive and validation accuracy over training, and the safety controller's checks on a
 //! timeline. Each is a PNG drawn with plotters.
 
-use super::plot::{draw_legend, mode_colour, write_png, Canvas, Drawn, FONT};
+use super::plot::{
+    dashed_level, dashed_sample, draw_legend, mode_colour, title_with_runs_below, write_png,
+    Canvas, Drawn, FONT,
+};
 use super::runs::{Evaluation, RunRecord};
 use crate::error::Result;
 use crate::train::controller::{Budget, BudgetMetric};
@@ -117,42 +120,46 @@ const CURVE_WINDOW_POINTS: f64 = 10.0;
 /// Two panels over training steps, one line per run in its mode's colour: validation accuracy,
 /// and live output channels summed over the quantized layers. When the compressing runs are
 /// shorter than the baselines (fine-tunes of them), the steps span the compressing runs and each
-/// baseline is a dashed level at its final value; accuracies span the runs within
-/// [`CURVE_WINDOW_POINTS`] of the best (lower lines run off the bottom, as the axis says).
+/// baseline is a dashed level at its final value. Accuracies span the runs within
+/// [`CURVE_WINDOW_POINTS`] of the best; lines are cut where they fall below, and the step axis's
+/// title counts those runs.
 pub fn training_curves(runs: &[RunRecord], path: &Path) -> Result<()> {
     let size = (960, 720);
     write_png(path, size, |root| {
         let panels = root.split_evenly((2, 1));
-        let accuracy = |e: &Evaluation| 100.0 * e.validation_accuracy;
-        let best = runs
-            .iter()
-            .flat_map(|run| run.evaluations.iter().map(accuracy))
-            .filter(|y| y.is_finite())
-            .fold(f64::NEG_INFINITY, f64::max);
         draw_curves(
             runs,
             &panels[0],
             "validation accuracy (%)",
-            accuracy,
-            best - CURVE_WINDOW_POINTS,
+            |e| 100.0 * e.validation_accuracy,
+            Some(CURVE_WINDOW_POINTS),
         )?;
         draw_curves(
             runs,
             &panels[1],
             "output channels alive",
             |e| e.channels_alive as f64,
-            f64::NEG_INFINITY,
+            None,
         )
     })
 }
 
-/// One panel of [`training_curves`]; values below `floor` are off the axis.
+/// How one run appears in a panel of [`training_curves`].
+enum Curve {
+    /// Its evaluations, step by step.
+    Line(Vec<(f64, f64)>),
+    /// Its final value across the panel (a baseline longer than the compressing runs).
+    Level(f64),
+}
+
+/// One panel of [`training_curves`]: `value` of each evaluation; with a `window`, the axis
+/// reaches only that far below the best value.
 fn draw_curves(
     runs: &[RunRecord],
     area: &Canvas,
     label: &str,
     value: impl Fn(&Evaluation) -> f64,
-    floor: f64,
+    window: Option<f64>,
 ) -> Drawn {
     let last_step = |run: &RunRecord| run.evaluations.last().map_or(0, |e| e.step) as f64;
     let compressing_steps = runs
@@ -165,46 +172,65 @@ fn draw_curves(
     } else {
         runs.iter().map(last_step).fold(1.0f64, f64::max)
     };
-    // A baseline that runs past the compressing runs is drawn as its final value.
-    let as_level = |run: &RunRecord| run.summary.mode == "baseline" && last_step(run) > steps;
-    let (mut low, mut high, mut below) = (f64::INFINITY, f64::NEG_INFINITY, 0);
-    for run in runs {
-        let values: Vec<f64> = if as_level(run) {
-            run.evaluations.last().map(&value).into_iter().collect()
-        } else {
-            run.evaluations.iter().map(&value).collect()
-        };
-        if values.iter().any(|&y| y < floor) {
-            below += 1;
+    let curves: Vec<(&RunRecord, Curve)> = runs
+        .iter()
+        .map(|run| {
+            let curve = match run.evaluations.last() {
+                Some(last) if run.summary.mode == "baseline" && last_step(run) > steps => {
+                    Curve::Level(value(last))
+                }
+                _ => Curve::Line(
+                    run.evaluations
+                        .iter()
+                        .map(|e| (e.step as f64, value(e)))
+                        .collect(),
+                ),
+            };
+            (run, curve)
+        })
+        .collect();
+    let values = |curve: &Curve| -> Vec<f64> {
+        match curve {
+            Curve::Line(points) => points.iter().map(|&(_, y)| y).collect(),
+            Curve::Level(level) => vec![*level],
         }
-        for y in values.into_iter().filter(|y| y.is_finite() && *y >= floor) {
-            low = low.min(y);
-            high = high.max(y);
-        }
-    }
+    };
+    let drawn: Vec<f64> = curves
+        .iter()
+        .flat_map(|(_, curve)| values(curve))
+        .filter(|y| y.is_finite())
+        .collect();
+    let best = drawn.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let floor = window.map_or(f64::NEG_INFINITY, |window| best - window);
+    let (mut low, mut high) = drawn
+        .iter()
+        .filter(|&&y| y >= floor)
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &y| {
+            (l.min(y), h.max(y))
+        });
     if !low.is_finite() {
         (low, high) = (0.0, 1.0);
     }
     let margin = ((high - low) * 0.05).max(1e-3);
+    let bottom = (low - margin).max(floor);
+    let on_axis = |y: f64| y >= bottom;
+    let below = curves
+        .iter()
+        .filter(|(_, curve)| values(curve).iter().any(|&y| !on_axis(y)))
+        .count();
     let mut chart = ChartBuilder::on(area)
         .margin(12)
         .x_label_area_size(36)
         .y_label_area_size(64)
-        .build_cartesian_2d(0.0..steps, low - margin..high + margin)?;
-    let step_title = match below {
-        0 => "step".to_string(),
-        1 => format!(
-            "step; 1 run falls below {:.1}%, off this axis",
-            low - margin
-        ),
-        _ => format!(
-            "step; {below} runs fall below {:.1}%, off this axis",
-            low - margin
-        ),
-    };
+        .build_cartesian_2d(0.0..steps, bottom..high + margin)?;
     chart
         .configure_mesh()
-        .x_desc(step_title)
+        .x_desc(title_with_runs_below(
+            "step",
+            below,
+            bottom,
+            "cut where they fall below it",
+        ))
         .x_label_formatter(&|step| format!("{step:.0}"))
         .y_desc(label)
         .label_style((FONT, 12))
@@ -213,30 +239,34 @@ fn draw_curves(
         let colour = mode_colour(mode);
         let style = colour.mix(0.6).stroke_width(1);
         let mut labelled = false;
-        for run in runs.iter().filter(|run| run.summary.mode == mode) {
-            let series = match run.evaluations.last() {
-                Some(last) if as_level(run) => {
-                    let level = value(last);
-                    chart.draw_series(DashedLineSeries::new(
-                        [(0.0, level), (steps, level)],
-                        8,
-                        6,
-                        style,
-                    ))?
+        for (_, curve) in curves.iter().filter(|(run, _)| run.summary.mode == mode) {
+            let series = match curve {
+                Curve::Level(level) if on_axis(*level) => {
+                    let series = chart.draw_series(dashed_level(*level, steps, style))?;
+                    if !labelled {
+                        series
+                            .label("baseline (final)")
+                            .legend(move |point| dashed_sample(point, style));
+                    }
+                    labelled = true;
+                    continue;
                 }
-                _ => chart.draw_series(LineSeries::new(
-                    run.evaluations.iter().map(|e| (e.step as f64, value(e))),
-                    style,
-                ))?,
+                Curve::Level(_) => continue,
+                Curve::Line(points) => {
+                    // Each stretch of points on the axis is its own line.
+                    let mut last = None;
+                    for stretch in points.split(|&(_, y)| !on_axis(y)) {
+                        if !stretch.is_empty() {
+                            last =
+                                Some(chart.draw_series(LineSeries::new(stretch.to_vec(), style))?);
+                        }
+                    }
+                    last
+                }
             };
-            if !labelled {
-                let name = if run.summary.mode == "baseline" && as_level(run) {
-                    "baseline (final)"
-                } else {
-                    mode
-                };
+            if let (false, Some(series)) = (labelled, series) {
                 series
-                    .label(name)
+                    .label(mode)
                     .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], colour));
                 labelled = true;
             }
@@ -250,12 +280,25 @@ fn draw_curves(
 /// a roll-back in red), and each budget's threshold dashed.
 pub fn controller_timeline(runs: &[RunRecord], path: &Path) -> Result<()> {
     let size = (960, 480);
-    let safe: Vec<&RunRecord> = runs.iter().filter(|run| !run.checks.is_empty()).collect();
+    // One metric per figure: language models' checks hold losses, the others' accuracies. A
+    // folder with both shows the kind of its first safe run.
+    let language_model = runs
+        .iter()
+        .find(|run| !run.checks.is_empty())
+        .is_some_and(|run| run.summary.language_model);
+    let safe: Vec<&RunRecord> = runs
+        .iter()
+        .filter(|run| !run.checks.is_empty() && run.summary.language_model == language_model)
+        .collect();
     let budgets: Vec<Budget> = safe
         .iter()
         .filter_map(|run| run.summary.safety.as_ref().map(|c| c.budget))
         .collect();
-    let metric = budgets.first().map_or(BudgetMetric::Accuracy, |b| b.metric);
+    let metric = if language_model {
+        BudgetMetric::Loss
+    } else {
+        BudgetMetric::Accuracy
+    };
     let (shown, title, axis) = match metric {
         BudgetMetric::Accuracy => (
             100.0,
@@ -316,17 +359,13 @@ pub fn controller_timeline(runs: &[RunRecord], path: &Path) -> Result<()> {
             chart.draw_series(LineSeries::new(line, blue.mix(0.4)))?;
         }
         let grey = RGBColor(90, 90, 90);
+        let style = grey.stroke_width(1);
         for (index, &threshold) in thresholds.iter().enumerate() {
-            let series = chart.draw_series(DashedLineSeries::new(
-                [(0.0, threshold), (steps, threshold)],
-                8,
-                6,
-                grey.stroke_width(1),
-            ))?;
+            let series = chart.draw_series(dashed_level(threshold, steps, style))?;
             if index == 0 {
                 series
                     .label("budget")
-                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], grey));
+                    .legend(move |point| dashed_sample(point, style));
             }
         }
         for (action, colour, label) in [

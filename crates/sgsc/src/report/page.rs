@@ -146,12 +146,12 @@ pub fn write_report(runs_dir: &Path, out: &Path) -> Result<ReportFiles> {
     training_curves(&runs, &path)?;
     figures.push((
         path,
-        "Validation accuracy and live output channels over training, one line per run.".into(),
+        "Validation accuracy and live output channels over training, one line per run; a baseline longer than the compressing runs is a dashed level at its final value, and lines are cut where they fall below the accuracy axis (the step axis counts those runs).".into(),
     ));
     if runs.iter().any(|run| !run.checks.is_empty()) {
         let path = out.join("controller-timeline.png");
         controller_timeline(&runs, &path)?;
-        figures.push((path, "The safety controller's checks: the preservation-set figure at each check of every safe run, restores and roll-backs marked, each budget's preservation threshold dashed (a breach above it came from validation).".into()));
+        figures.push((path, "The safety controller's checks: the preservation-set figure at each check of every safe run, restores and roll-backs marked, each budget's preservation threshold dashed (a breach on the safe side of it came from validation).".into()));
     }
     if let Some(montage) = runs
         .iter()

@@ -6,6 +6,7 @@
 use super::Summary;
 use crate::error::{Error, Result};
 use crate::train::checkpoint::write_atomically;
+use plotters::element::DashedPathElement;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 use std::path::Path;
@@ -116,14 +117,15 @@ fn anchors_for(summaries: &[Summary]) -> &'static [Anchor] {
     }
 }
 
-/// Runs more than this many points below the most accurate one fall below the accuracy axis
-/// (drawn as rings on its bottom edge), so that one collapsed run does not squeeze every useful
-/// run into a thin band at the top.
-pub const ACCURACY_WINDOW_POINTS: f64 = 5.0;
+/// MNIST runs more than this many points below the most accurate one fall below the accuracy
+/// axis (drawn as rings on its bottom edge), so that one collapsed run does not squeeze every
+/// useful run into a thin band at the top. Language models, whose per-character accuracies
+/// spread wider, get no window.
+const ACCURACY_WINDOW_POINTS: f64 = 5.0;
 
 /// The axis ranges, sizes in bytes and accuracies in percent (never above 100), with a margin:
 /// sizes hold every run and anchor; accuracies hold every anchor and every run within
-/// [`ACCURACY_WINDOW_POINTS`] of the most accurate run.
+/// [`ACCURACY_WINDOW_POINTS`] of the most accurate run (every run, for language models).
 pub fn axis_ranges(summaries: &[Summary]) -> ((f64, f64), (f64, f64)) {
     let anchors = anchors_for(summaries);
     let sizes = summaries
@@ -134,10 +136,15 @@ pub fn axis_ranges(summaries: &[Summary]) -> ((f64, f64), (f64, f64)) {
         .iter()
         .map(|summary| 100.0 * summary.test_accuracy)
         .fold(f64::NEG_INFINITY, f64::max);
+    let window = if summaries.iter().any(|summary| summary.language_model) {
+        f64::INFINITY
+    } else {
+        ACCURACY_WINDOW_POINTS
+    };
     let accuracies = summaries
         .iter()
         .map(|summary| 100.0 * summary.test_accuracy)
-        .filter(|&accuracy| accuracy >= best - ACCURACY_WINDOW_POINTS)
+        .filter(|&accuracy| accuracy >= best - window)
         .chain(anchors.iter().map(|anchor| anchor.accuracy_percent));
     let (smallest, largest) = sizes.fold((f64::INFINITY, 0.0f64), |(low, high), size| {
         (low.min(size), high.max(size))
@@ -184,17 +191,20 @@ fn kilobytes(bytes: f64) -> String {
 
 fn draw(summaries: &[Summary], title: &str, root: &Canvas) -> Drawn {
     let ((smallest, largest), (lowest, highest)) = axis_ranges(summaries);
-    // Runs below the accuracy axis sit on its bottom edge as rings; the axis title says so.
+    // Runs below the accuracy axis (or without a figure) sit on its bottom edge as rings; the
+    // axis title counts them.
+    let on_axis = |accuracy: f64| accuracy >= lowest;
     let edge = lowest + 0.01 * (highest - lowest);
     let below = summaries
         .iter()
-        .filter(|summary| 100.0 * summary.test_accuracy < lowest)
+        .filter(|summary| !on_axis(100.0 * summary.test_accuracy))
         .count();
-    let size_title = match below {
-        0 => "model size (bytes, log scale)".to_string(),
-        1 => format!("model size (bytes, log scale); 1 run below {lowest:.1}%, drawn as a ring on the bottom edge"),
-        _ => format!("model size (bytes, log scale); {below} runs below {lowest:.1}%, drawn as rings on the bottom edge"),
-    };
+    let size_title = title_with_runs_below(
+        "model size (bytes, log scale)",
+        below,
+        lowest,
+        "drawn as rings on the bottom edge",
+    );
     let mut chart = ChartBuilder::on(root)
         .caption(title, (FONT, 22))
         .margin(16)
@@ -233,7 +243,7 @@ fn draw(summaries: &[Summary], title: &str, root: &Canvas) -> Drawn {
             .draw_series(
                 points
                     .iter()
-                    .filter(|point| point.1 >= lowest)
+                    .filter(|point| on_axis(point.1))
                     .map(|&point| Circle::new(point, 6, colour.filled())),
             )?
             .label(mode)
@@ -241,7 +251,7 @@ fn draw(summaries: &[Summary], title: &str, root: &Canvas) -> Drawn {
         chart.draw_series(
             points
                 .iter()
-                .filter(|point| point.1 < lowest)
+                .filter(|point| !on_axis(point.1))
                 .map(|&(size, _)| Circle::new((size, edge), 6, colour.stroke_width(2))),
         )?;
     }
@@ -291,6 +301,34 @@ fn draw(summaries: &[Summary], title: &str, root: &Canvas) -> Drawn {
             .legend(|(x, y)| TriangleMarker::new((x + 8, y), 8, BLACK.filled()));
     }
     draw_legend(&mut chart, 14)
+}
+
+/// An axis title that counts the runs below the bottom of the other axis, `bottom` (percent),
+/// and says how they are shown: `title; 3 runs below 95.5%, how`.
+pub(super) fn title_with_runs_below(title: &str, count: usize, bottom: f64, how: &str) -> String {
+    match count {
+        0 => title.to_string(),
+        1 => format!("{title}; 1 run below {bottom:.1}%, {how}"),
+        _ => format!("{title}; {count} runs below {bottom:.1}%, {how}"),
+    }
+}
+
+/// A dashed horizontal line at `level` from step 0 to `steps`: a level that is not a curve (a
+/// baseline's final figure, a budget's threshold).
+pub(super) fn dashed_level(
+    level: f64,
+    steps: f64,
+    style: ShapeStyle,
+) -> DashedLineSeries<std::array::IntoIter<(f64, f64), 2>, i32> {
+    DashedLineSeries::new([(0.0, level), (steps, level)], 8, 6, style)
+}
+
+/// The legend sample of a [`dashed_level`].
+pub(super) fn dashed_sample(
+    (x, y): (i32, i32),
+    style: ShapeStyle,
+) -> DashedPathElement<std::array::IntoIter<(i32, i32), 2>, i32> {
+    DashedPathElement::new([(x, y), (x + 20, y)], 5, 3, style)
 }
 
 /// The legend of a chart's labelled series, in the lower right corner.
@@ -370,6 +408,15 @@ mod tests {
         assert!(
             (lowest - 98.0).abs() < 1e-9,
             "9.9% is more than 5 points below 99.5%: off the accuracy axis"
+        );
+        let mut language_models = [summary("unsafe", 6_000, 0.30), summary("safe", 9_000, 0.55)];
+        for run in &mut language_models {
+            run.language_model = true;
+        }
+        let (_, (lowest, _)) = axis_ranges(&language_models);
+        assert!(
+            (lowest - 29.8).abs() < 1e-9,
+            "no window for language models: {lowest}"
         );
     }
 

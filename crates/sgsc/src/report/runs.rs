@@ -47,7 +47,8 @@ pub struct Check {
     pub step: i64,
     /// `safe`, `restore`, `rollback`, ...
     pub action: String,
-    /// Preservation-set accuracy (fraction) at the check.
+    /// Preservation-set figure at the check in the budget's metric: accuracy (fraction), or
+    /// loss (nats) for a language model.
     pub preservation_accuracy: f64,
 }
 

@@ -46,9 +46,10 @@ use tch::{Device, Kind, Reduction, Tensor};
 pub struct CheckReport {
     /// Step of the check.
     pub step: i64,
-    /// Accuracy on the whole preservation set (no augmentation).
+    /// Figure on the whole preservation set (no augmentation) in the budget's metric: accuracy,
+    /// or loss for a language model (the field keeps its name for older logs).
     pub preservation_accuracy: f64,
-    /// Accuracy on validation.
+    /// Figure on validation, in the budget's metric.
     pub validation_accuracy: f64,
     /// `safe`, `restore` or `rollback`.
     pub action: &'static str,
@@ -114,6 +115,8 @@ pub struct Guard {
     snapshot: Snapshot,
     /// Whether the snapshot was measured within budget (the starting state may not be).
     snapshot_safe: bool,
+    /// Preservation and validation figures of the model the guard was built on (for the log).
+    start_figures: (f64, f64),
     floors: Vec<Option<Tensor>>,
     zero_since: Vec<Vec<Option<i64>>>,
     sampler: EpochSampler,
@@ -259,17 +262,11 @@ impl Guard {
             batch,
             device,
         )?;
-        let snapshot_safe = budget.is_met(
+        let start_figures = (
             figure(metric, &start_preservation),
             figure(metric, &start_validation),
         );
-        if !snapshot_safe {
-            tracing::info!(
-                "the starting state is outside the budget ({} on the preservation set, {} on validation): until a check is within it, breaches restore channels and never roll back",
-                metric.show(figure(metric, &start_preservation)),
-                metric.show(figure(metric, &start_validation)),
-            );
-        }
+        let snapshot_safe = budget.is_met(start_figures.0, start_figures.1);
         let layers = learner.network.quantized.len();
         Ok(Guard {
             controller: Controller::new(
@@ -296,6 +293,7 @@ impl Guard {
             floors: (0..layers).map(|_| None).collect(),
             snapshot: learner.snapshot()?,
             snapshot_safe,
+            start_figures,
             input: config.data.input,
             eval_batch_size: batch,
             seed: config.train.seed,
@@ -420,6 +418,20 @@ impl Guard {
         })
     }
 
+    /// Says in the log when there is no state measured within the budget to roll back to (a
+    /// start at few bits per weight), so that breaches will restore channels only. Called once
+    /// the guard has its state, fresh or resumed.
+    pub fn log_roll_back_rule(&self) {
+        if !self.snapshot_safe {
+            let metric = self.controller.budget.metric;
+            tracing::info!(
+                "no state has been measured within the budget yet (at this start: {} on the preservation set, {} on validation): until a check is, breaches restore channels and never roll back",
+                metric.show(self.start_figures.0),
+                metric.show(self.start_figures.1),
+            );
+        }
+    }
+
     /// After an optimizer step: during a cool-down, restored channels may not fall below their
     /// snapshot bits; after it, the floors are lifted.
     pub fn after_step(&mut self, learner: &Learner, step: i64) -> Result<()> {
@@ -489,7 +501,7 @@ impl Guard {
         Ok(report)
     }
 
-    /// Accuracy on the whole preservation set and on validation.
+    /// Figures on the whole preservation set and on validation, in the budget's metric.
     fn measure(&self, learner: &Learner, data: &TrainValidation) -> Result<(f64, f64)> {
         let quantize = learner.mode.quantizes();
         let preservation = evaluate(

@@ -142,6 +142,9 @@ pub fn train(config: &ExperimentConfig, options: &RunOptions) -> Result<TrainOut
             ),
         }
     }
+    if let Some(guard) = &guard {
+        guard.log_roll_back_rule();
+    }
     drop(resumed);
     let steps = config.train.steps;
     let progress = if options.progress {
