@@ -4,9 +4,9 @@
 
 use super::{load_run, LoadedRun};
 use crate::pack::export::{export, metadata, ExportFormat};
-use crate::report::Summary;
+use crate::report::{read_summary, Summary, SUMMARY_FILE};
 use crate::train::checkpoint::write_atomically;
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::Args;
 use std::path::{Path, PathBuf};
 use tch::Device;
@@ -27,16 +27,12 @@ pub struct ExportArgs {
 }
 
 /// The run's `summary.json` beside its checkpoint, when there is one.
-fn read_summary(checkpoint: &Path) -> Result<Option<Summary>> {
-    let path = checkpoint.with_file_name("summary.json");
+fn summary_beside(checkpoint: &Path) -> Result<Option<Summary>> {
+    let path = checkpoint.with_file_name(SUMMARY_FILE);
     if !path.exists() {
         return Ok(None);
     }
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(Some(
-        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?,
-    ))
+    Ok(Some(read_summary(&path)?))
 }
 
 /// Runs `sgsc export`.
@@ -53,7 +49,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
             args.checkpoint.display()
         );
     }
-    let (certificate, summary) = match read_summary(&args.checkpoint)? {
+    let (certificate, summary) = match summary_beside(&args.checkpoint)? {
         Some(summary) => {
             let (certificate, summary) = summary.for_packing();
             (certificate, Some(summary))

@@ -6,7 +6,7 @@
 //! holds a `summary.json` is not trained again, and an interrupted run resumes from its
 //! checkpoint, so a comparison can be stopped and restarted.
 
-use super::{train_and_report, Summary};
+use super::{read_summary, train_and_report, Summary, SUMMARY_FILE};
 use crate::data::load_train_validation;
 use crate::error::{Error, Result};
 use crate::preserve::{build_and_save, PreservationOptions, SplitInfo};
@@ -121,20 +121,17 @@ fn run_once(
     out_dir: &Path,
     options: &ComparisonOptions,
 ) -> Result<Summary> {
-    let summary_path = out_dir.join("summary.json");
-    if let Ok(text) = std::fs::read_to_string(&summary_path) {
-        if let Ok(summary) = serde_json::from_str::<Summary>(&text) {
-            tracing::info!("{} already finished; using its summary", out_dir.display());
-            let saved = ExperimentConfig::load(&out_dir.join("config.toml"));
-            if saved.as_ref().ok() != Some(config) {
-                tracing::warn!(
-                    "{} was trained with another config than this comparison's (see its config.toml); \
-                     delete the folder or use another --out to train it again",
-                    out_dir.display()
-                );
-            }
-            return Ok(summary);
+    if let Ok(summary) = read_summary(&out_dir.join(SUMMARY_FILE)) {
+        tracing::info!("{} already finished; using its summary", out_dir.display());
+        let saved = ExperimentConfig::load(&out_dir.join("config.toml"));
+        if saved.as_ref().ok() != Some(config) {
+            tracing::warn!(
+                "{} was trained with another config than this comparison's (see its config.toml); \
+                 delete the folder or use another --out to train it again",
+                out_dir.display()
+            );
         }
+        return Ok(summary);
     }
     tracing::info!(
         "training {mode} (seed {}) into {}",

@@ -218,7 +218,7 @@ pub fn train_and_report(
         )?;
         crate::train::checkpoint::write_atomically(&options.out_dir.join(MODEL_FILE), &bytes)?;
     }
-    write_summary(&options.out_dir.join("summary.json"), &summary)?;
+    write_summary(&options.out_dir.join(SUMMARY_FILE), &summary)?;
     Ok(Some((summary, size)))
 }
 
@@ -265,10 +265,23 @@ pub fn pack_run(
     Ok(bytes)
 }
 
+/// Name of a finished run's summary in its folder.
+pub const SUMMARY_FILE: &str = "summary.json";
+
 /// Writes `summary.json`.
 pub fn write_summary(path: &Path, summary: &Summary) -> Result<()> {
     let text = serde_json::to_string_pretty(summary).map_err(|e| Error::Training(e.to_string()))?;
     crate::train::checkpoint::write_atomically(path, text.as_bytes())
+}
+
+/// Reads a `summary.json` written by [`write_summary`] (or by an older sgsc: see the field
+/// aliases).
+pub fn read_summary(path: &Path) -> Result<Summary> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::io(path, source))?;
+    serde_json::from_str(&text).map_err(|error| Error::Config {
+        path: path.to_path_buf(),
+        message: error.to_string(),
+    })
 }
 
 impl Summary {

@@ -1,7 +1,7 @@
 //! The run folders a report reads: each one's `summary.json`, `config.toml`, `metrics.jsonl`
 //! and `model.sgsc`, gathered into [`RunRecord`]s.
 
-use super::Summary;
+use super::{read_summary, Summary, MODEL_FILE, SUMMARY_FILE};
 use crate::error::{Error, Result};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -57,13 +57,13 @@ pub struct Check {
 pub fn collect_runs(runs_dir: &Path) -> Result<Vec<RunRecord>> {
     let mut folders = Vec::new();
     for entry in read_dir(runs_dir)? {
-        if entry.join("summary.json").is_file() {
+        if entry.join(SUMMARY_FILE).is_file() {
             folders.push(entry);
         } else if entry.is_dir() {
             folders.extend(
                 read_dir(&entry)?
                     .into_iter()
-                    .filter(|sub| sub.join("summary.json").is_file()),
+                    .filter(|sub| sub.join(SUMMARY_FILE).is_file()),
             );
         }
     }
@@ -95,15 +95,9 @@ fn read_dir(dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 fn read_run(runs_dir: &Path, dir: PathBuf) -> Result<RunRecord> {
-    let summary_path = dir.join("summary.json");
-    let text = std::fs::read_to_string(&summary_path)
-        .map_err(|source| Error::io(&summary_path, source))?;
-    let mut summary: Summary = serde_json::from_str(&text).map_err(|error| Error::Config {
-        path: summary_path.clone(),
-        message: error.to_string(),
-    })?;
+    let mut summary = read_summary(&dir.join(SUMMARY_FILE))?;
     let mut widths = Vec::new();
-    let model_path = dir.join("model.sgsc");
+    let model_path = dir.join(MODEL_FILE);
     if let Ok(bytes) = std::fs::read(&model_path) {
         let model = sgsc_runtime::format::decode(&bytes).map_err(|error| Error::Config {
             path: model_path.clone(),
