@@ -190,7 +190,7 @@ pub fn comparison_table(summaries: &[Summary]) -> String {
         "breach/restore/rollback",
         "wall"
     );
-    for mode in ["baseline", "unsafe", "safe"] {
+    for mode in Mode::ALL.map(Mode::name) {
         let runs: Vec<&Summary> = summaries.iter().filter(|s| s.mode == mode).collect();
         if runs.is_empty() {
             continue;

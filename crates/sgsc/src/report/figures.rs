@@ -9,6 +9,7 @@ use super::plot::{
 use super::runs::{Evaluation, RunRecord};
 use crate::error::Result;
 use crate::train::controller::{Budget, BudgetMetric};
+use crate::train::Mode;
 use plotters::prelude::*;
 use std::path::Path;
 
@@ -235,7 +236,7 @@ fn draw_curves(
         .y_desc(label)
         .label_style((FONT, 12))
         .draw()?;
-    for mode in ["baseline", "unsafe", "safe"] {
+    for mode in Mode::ALL.map(Mode::name) {
         let colour = mode_colour(mode);
         let style = colour.mix(0.6).stroke_width(1);
         let mut labelled = false;

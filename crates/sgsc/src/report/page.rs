@@ -7,7 +7,9 @@ use super::plot::accuracy_against_size;
 use super::runs::{collect_runs, group_name, pareto_front, RunRecord};
 use crate::error::{Error, Result};
 use crate::train::checkpoint::write_atomically;
+use crate::train::Mode;
 use base64::Engine;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// What a report wrote.
@@ -54,16 +56,13 @@ pub struct GroupRow {
 
 /// Seed-averaged rows, ordered by mode (baseline, unsafe, safe) then mean size.
 pub fn group_rows(runs: &[RunRecord]) -> Vec<GroupRow> {
-    let mut names: Vec<String> = runs.iter().map(|run| group_name(&run.name)).collect();
-    names.sort();
-    names.dedup();
-    let mut rows: Vec<GroupRow> = names
+    let mut groups: BTreeMap<String, Vec<&RunRecord>> = BTreeMap::new();
+    for run in runs {
+        groups.entry(group_name(&run.name)).or_default().push(run);
+    }
+    let mut rows: Vec<GroupRow> = groups
         .into_iter()
-        .map(|group| {
-            let members: Vec<&RunRecord> = runs
-                .iter()
-                .filter(|run| group_name(&run.name) == group)
-                .collect();
+        .map(|(group, members)| {
             let stat = |value: &dyn Fn(&RunRecord) -> f64| {
                 mean_and_std(&members.iter().map(|run| value(run)).collect::<Vec<_>>())
             };
@@ -104,11 +103,7 @@ pub fn group_rows(runs: &[RunRecord]) -> Vec<GroupRow> {
             }
         })
         .collect();
-    let mode_order = |mode: &str| {
-        ["baseline", "unsafe", "safe"]
-            .iter()
-            .position(|m| *m == mode)
-    };
+    let mode_order = |mode: &str| Mode::ALL.iter().position(|m| m.name() == mode);
     rows.sort_by(|a, b| {
         mode_order(&a.mode)
             .cmp(&mode_order(&b.mode))
@@ -212,12 +207,13 @@ pub fn write_report(runs_dir: &Path, out: &Path) -> Result<ReportFiles> {
 
 /// For each compressing mode, its most accurate run no larger than the mode's median size.
 fn heat_map_runs(runs: &[RunRecord]) -> Vec<&RunRecord> {
-    ["unsafe", "safe"]
-        .iter()
+    Mode::ALL
+        .into_iter()
+        .filter(|mode| mode.quantizes())
         .filter_map(|mode| {
             let mut members: Vec<&RunRecord> = runs
                 .iter()
-                .filter(|run| run.summary.mode == *mode && !run.widths.is_empty())
+                .filter(|run| run.summary.mode == mode.name() && !run.widths.is_empty())
                 .collect();
             members.sort_by_key(|run| run.summary.size_bytes);
             let median = members
@@ -284,7 +280,7 @@ const MODE_HEADER: [&str; 5] = [
 /// (the paper's claim is that `safe` has the smaller one).
 fn mode_rows(runs: &[RunRecord], groups: &[GroupRow]) -> Vec<Vec<String>> {
     let mut rows = Vec::new();
-    for mode in ["baseline", "unsafe", "safe"] {
+    for mode in Mode::ALL.map(Mode::name) {
         let members: Vec<&RunRecord> = runs.iter().filter(|r| r.summary.mode == mode).collect();
         let Some(first) = members.first() else {
             continue;

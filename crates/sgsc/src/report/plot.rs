@@ -6,6 +6,7 @@
 use super::Summary;
 use crate::error::{Error, Result};
 use crate::train::checkpoint::write_atomically;
+use crate::train::Mode;
 use plotters::element::DashedPathElement;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
@@ -226,7 +227,7 @@ fn draw(summaries: &[Summary], title: &str, root: &Canvas) -> Drawn {
         .y_label_formatter(&|accuracy| format!("{accuracy:.2}"))
         .label_style((FONT, 14))
         .draw()?;
-    for mode in ["baseline", "unsafe", "safe"] {
+    for mode in Mode::ALL.map(Mode::name) {
         let colour = mode_colour(mode);
         let points: Vec<(f64, f64)> = summaries
             .iter()
@@ -438,7 +439,7 @@ mod tests {
                 .filter(|pixel| pixel.0 == [colour.0, colour.1, colour.2])
                 .count()
         };
-        for mode in ["baseline", "unsafe", "safe"] {
+        for mode in Mode::ALL.map(Mode::name) {
             // A filled circle of radius 6 in the chart and one in the legend.
             assert!(count(mode_colour(mode)) > 2 * 80, "{mode} is drawn");
         }

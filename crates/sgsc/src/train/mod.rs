@@ -33,6 +33,9 @@ pub enum Mode {
 }
 
 impl Mode {
+    /// Every mode, in the order tables and figures show them.
+    pub const ALL: [Mode; 3] = [Mode::Baseline, Mode::Unsafe, Mode::Safe];
+
     /// Whether the forward pass uses quantized weights and the quantizer is trained.
     pub fn quantizes(self) -> bool {
         self != Mode::Baseline
