@@ -1,7 +1,7 @@
 //! `sgsc sweep`: many runs of a config over a grid or list of values, as separate processes
 //! (resumable), or as Slurm job arrays with `--emit slurm`.
 
-use crate::sweep::runner::{is_finished, run_all, run_one, RunStatus, RunnerOptions};
+use crate::sweep::runner::{is_finished, run_all, run_one, RunnerOptions};
 use crate::sweep::{slurm, SweepConfig};
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
@@ -87,18 +87,12 @@ pub fn run(args: SweepArgs) -> Result<()> {
             );
         };
         // Anything but finished fails the task, so a scheduler's "after ok" waits for it.
-        return match run_one(run, &options(stage))? {
-            RunStatus::Failed(message) => bail!("{}: {message}", run.name),
-            RunStatus::Busy => bail!(
-                "{}: another process holds {}",
-                run.name,
-                run.dir.join("sweep.lock").display()
-            ),
-            status => {
-                println!("{}: {status:?}", run.name);
-                Ok(())
-            }
-        };
+        let status = run_one(run, &options(stage))?;
+        if let Some(failure) = status.failure(run) {
+            bail!("{failure}");
+        }
+        println!("{}: {status:?}", run.name);
+        return Ok(());
     }
     let finished = runs.iter().filter(|run| is_finished(run)).count();
     println!(
@@ -124,18 +118,11 @@ pub fn run(args: SweepArgs) -> Result<()> {
             .cloned()
             .collect();
         let statuses = run_all(&stage_runs, &options(stage));
-        let mut failed = Vec::new();
-        for (run, status) in stage_runs.iter().zip(&statuses) {
-            match status {
-                RunStatus::Failed(message) => failed.push(format!("{}: {message}", run.name)),
-                RunStatus::Busy => failed.push(format!(
-                    "{}: another process holds {}",
-                    run.name,
-                    run.dir.join("sweep.lock").display()
-                )),
-                RunStatus::AlreadyFinished | RunStatus::Finished => {}
-            }
-        }
+        let failed: Vec<String> = stage_runs
+            .iter()
+            .zip(&statuses)
+            .filter_map(|(run, status)| status.failure(run))
+            .collect();
         let done = statuses.len() - failed.len();
         println!("stage {stage}: {done} of {} runs finished", statuses.len());
         if !failed.is_empty() {

@@ -41,6 +41,26 @@ pub enum RunStatus {
     Failed(String),
 }
 
+impl RunStatus {
+    /// Why `run` did not finish, for the sweep's output; `None` when it did (now or before).
+    pub fn failure(&self, run: &PlannedRun) -> Option<String> {
+        match self {
+            RunStatus::Failed(message) => Some(format!("{}: {message}", run.name)),
+            RunStatus::Busy => Some(format!(
+                "{}: another process holds {}",
+                run.name,
+                lock_path(&run.dir).display()
+            )),
+            RunStatus::AlreadyFinished | RunStatus::Finished => None,
+        }
+    }
+}
+
+/// The lock file of a run's folder (see [`RunLock`]).
+fn lock_path(dir: &Path) -> PathBuf {
+    dir.join("sweep.lock")
+}
+
 /// A finished run's files: its summary and, where its stage preserves, its preservation set.
 pub fn is_finished(run: &PlannedRun) -> bool {
     run.dir.join("summary.json").is_file()
@@ -179,7 +199,7 @@ struct RunLock {
 impl RunLock {
     /// Takes the run's lock, or `None` when a live process holds it.
     fn take(dir: &Path) -> Result<Option<RunLock>> {
-        let path = dir.join("sweep.lock");
+        let path = lock_path(dir);
         let own = std::process::id().to_string();
         // The lock appears whole or not at all: written beside it, then linked into place.
         let staged = dir.join(format!("sweep.lock.{own}"));
