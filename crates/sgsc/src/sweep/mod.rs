@@ -16,10 +16,10 @@ use crate::error::{Error, Result};
 use crate::train::config::ExperimentConfig;
 use crate::train::Mode;
 use serde::Deserialize;
+use std::path::{Path, PathBuf};
 
 /// Config keys (and `mode`, `device`) with their values, in the file's order.
 pub type Values = toml::map::Map<String, toml::Value>;
-use std::path::{Path, PathBuf};
 
 /// A sweep file (`sgsc sweep --config sweep.toml`).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -48,7 +48,7 @@ pub struct Stage {
     /// Keys with lists of values; every combination is a run, in the file's order with the last
     /// key varying fastest.
     #[serde(default)]
-    pub grid: toml::map::Map<String, toml::Value>,
+    pub grid: Values,
     /// Explicit variants, each a table of values, crossed with every grid combination.
     #[serde(default)]
     pub list: Vec<Values>,

@@ -246,29 +246,8 @@ impl Guard {
                 budget.max_validation_drop
             ),
         }
-        let start_preservation = evaluate(
-            &learner.network,
-            &preservation,
-            &config.data.input,
-            true,
-            batch,
-            device,
-        )?;
-        let start_validation = evaluate(
-            &learner.network,
-            &data.validation,
-            &config.data.input,
-            true,
-            batch,
-            device,
-        )?;
-        let start_figures = (
-            figure(metric, &start_preservation),
-            figure(metric, &start_validation),
-        );
-        let snapshot_safe = budget.is_met(start_figures.0, start_figures.1);
         let layers = learner.network.quantized.len();
-        Ok(Guard {
+        let mut guard = Guard {
             controller: Controller::new(
                 budget,
                 safety.breaches_before_rollback,
@@ -292,8 +271,8 @@ impl Guard {
                 .collect(),
             floors: (0..layers).map(|_| None).collect(),
             snapshot: learner.snapshot()?,
-            snapshot_safe,
-            start_figures,
+            snapshot_safe: false,
+            start_figures: (f64::NAN, f64::NAN),
             input: config.data.input,
             eval_batch_size: batch,
             seed: config.train.seed,
@@ -302,7 +281,11 @@ impl Guard {
             reference,
             safety,
             pruned_channels: 0,
-        })
+        };
+        // The starting state is the first snapshot, safe only if it meets the budget.
+        guard.start_figures = guard.measure(learner, data)?;
+        guard.snapshot_safe = budget.is_met(guard.start_figures.0, guard.start_figures.1);
+        Ok(guard)
     }
 
     /// What a checkpoint must carry to resume the guard: the safe snapshot and the cool-down
