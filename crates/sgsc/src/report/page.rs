@@ -5,6 +5,7 @@ use super::compare::mean_and_std;
 use super::figures::{bits_heat_map, controller_timeline, training_curves};
 use super::plot::accuracy_against_size;
 use super::runs::{collect_runs, group_name, pareto_front, RunRecord};
+use super::Summary;
 use crate::error::{Error, Result};
 use crate::train::checkpoint::write_atomically;
 use crate::train::Mode;
@@ -63,28 +64,23 @@ pub fn group_rows(runs: &[RunRecord]) -> Vec<GroupRow> {
     let mut rows: Vec<GroupRow> = groups
         .into_iter()
         .map(|(group, members)| {
-            let stat = |value: &dyn Fn(&RunRecord) -> f64| {
-                mean_and_std(&members.iter().map(|run| value(run)).collect::<Vec<_>>())
-            };
             let first = &members[0].summary;
             let language_model = first.language_model;
+            let (accuracy, gap) = quality_and_gap(&members, language_model);
             GroupRow {
                 language_model,
                 mode: first.mode.clone(),
                 runs: members.len(),
                 gamma: first.gamma,
                 initial_bit_depth: members[0].initial_bit_depth,
-                accuracy: if language_model {
-                    stat(&|run| run.summary.test_loss)
-                } else {
-                    stat(&|run| 100.0 * run.summary.test_accuracy)
-                },
-                bytes: stat(&|run| run.summary.size_bytes as f64),
-                gap: if language_model {
-                    stat(&|run| run.summary.test_loss - run.summary.train_loss)
-                } else {
-                    stat(&|run| 100.0 * run.summary.train_test_gap)
-                },
+                accuracy,
+                bytes: mean_and_std(
+                    &members
+                        .iter()
+                        .map(|run| run.summary.size_bytes as f64)
+                        .collect::<Vec<_>>(),
+                ),
+                gap,
                 events: members.iter().fold([0; 3], |sum, run| {
                     let e = run.summary.controller_events;
                     [
@@ -228,6 +224,49 @@ fn heat_map_runs(runs: &[RunRecord]) -> Vec<&RunRecord> {
         .collect()
 }
 
+/// Test quality of `runs` (accuracy in percent, or a language model's loss in nats) and their
+/// train-test gap (points, or test minus train loss in nats), each as mean and sample standard
+/// deviation.
+fn quality_and_gap(runs: &[&RunRecord], language_model: bool) -> ((f64, f64), (f64, f64)) {
+    let stat = |value: &dyn Fn(&Summary) -> f64| {
+        mean_and_std(
+            &runs
+                .iter()
+                .map(|run| value(&run.summary))
+                .collect::<Vec<_>>(),
+        )
+    };
+    if language_model {
+        (
+            stat(&|s| s.test_loss),
+            stat(&|s| s.test_loss - s.train_loss),
+        )
+    } else {
+        (
+            stat(&|s| 100.0 * s.test_accuracy),
+            stat(&|s| 100.0 * s.train_test_gap),
+        )
+    }
+}
+
+/// A cell for [`quality_and_gap`]'s quality.
+fn show_quality((mean, std): (f64, f64), language_model: bool) -> String {
+    if language_model {
+        format!("{mean:.4} ± {std:.4} nats")
+    } else {
+        format!("{mean:.2} ± {std:.2}%")
+    }
+}
+
+/// A cell for [`quality_and_gap`]'s gap.
+fn show_gap((mean, std): (f64, f64), language_model: bool) -> String {
+    if language_model {
+        format!("{mean:+.4} ± {std:.4} nats")
+    } else {
+        format!("{mean:.2} ± {std:.2} pt")
+    }
+}
+
 /// The table cells of a group row, in the column order of [`TABLE_HEADER`].
 fn group_cells(row: &GroupRow) -> Vec<String> {
     let optional = |value: Option<f64>| value.map_or("−".into(), |v| format!("{v}"));
@@ -237,17 +276,9 @@ fn group_cells(row: &GroupRow) -> Vec<String> {
         row.runs.to_string(),
         optional(row.gamma),
         optional(row.initial_bit_depth),
-        if row.language_model {
-            format!("{:.4} ± {:.4} nats", row.accuracy.0, row.accuracy.1)
-        } else {
-            format!("{:.2} ± {:.2}%", row.accuracy.0, row.accuracy.1)
-        },
+        show_quality(row.accuracy, row.language_model),
         format!("{:.0} ± {:.0}", row.bytes.0, row.bytes.1),
-        if row.language_model {
-            format!("{:+.4} ± {:.4} nats", row.gap.0, row.gap.1)
-        } else {
-            format!("{:.2} ± {:.2} pt", row.gap.0, row.gap.1)
-        },
+        show_gap(row.gap, row.language_model),
         format!("{}/{}/{}", row.events[0], row.events[1], row.events[2]),
         row.budget_met
             .map_or("−".into(), |met| format!("{met}/{}", row.runs)),
@@ -286,24 +317,7 @@ fn mode_rows(runs: &[RunRecord], groups: &[GroupRow]) -> Vec<Vec<String>> {
             continue;
         };
         let language_model = first.summary.language_model;
-        let stat = |value: &dyn Fn(&RunRecord) -> f64| {
-            mean_and_std(&members.iter().map(|run| value(run)).collect::<Vec<_>>())
-        };
-        let (quality, gap) = if language_model {
-            let (loss, loss_std) = stat(&|r| r.summary.test_loss);
-            let (gap, gap_std) = stat(&|r| r.summary.test_loss - r.summary.train_loss);
-            (
-                format!("{loss:.4} ± {loss_std:.4} nats"),
-                format!("{gap:+.4} ± {gap_std:.4} nats"),
-            )
-        } else {
-            let (accuracy, accuracy_std) = stat(&|r| 100.0 * r.summary.test_accuracy);
-            let (gap, gap_std) = stat(&|r| 100.0 * r.summary.train_test_gap);
-            (
-                format!("{accuracy:.2} ± {accuracy_std:.2}%"),
-                format!("{gap:.2} ± {gap_std:.2} pt"),
-            )
-        };
+        let (quality, gap) = quality_and_gap(&members, language_model);
         let spreads: Vec<f64> = groups
             .iter()
             .filter(|g| g.mode == mode && g.runs > 1)
@@ -322,8 +336,8 @@ fn mode_rows(runs: &[RunRecord], groups: &[GroupRow]) -> Vec<Vec<String>> {
         rows.push(vec![
             mode.to_string(),
             members.len().to_string(),
-            quality,
-            gap,
+            show_quality(quality, language_model),
+            show_gap(gap, language_model),
             spread,
         ]);
     }
