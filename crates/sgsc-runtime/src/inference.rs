@@ -223,15 +223,24 @@ impl Model {
     /// Logits `[batch, outputs]` for raw 8-bit pixels, normalised as the file's metadata says
     /// (`(pixel / 255 - mean) / std`, as in training).
     pub fn classify_pixels(&self, pixels: &[u8], batch: usize) -> Result<Vec<f32>> {
-        let (mean, std) = self
-            .packed
-            .metadata
-            .normalization
-            .map_or((0.0, 1.0), |n| (n.mean, n.std));
-        let images: Vec<f32> = pixels
-            .iter()
-            .map(|&p| (p as f32 / 255.0 - mean) / std)
-            .collect();
+        let input = &self.packed.metadata.input;
+        let plane = input.iter().skip(1).product::<usize>().max(1);
+        let images: Vec<f32> = match &self.packed.metadata.normalization {
+            Some(n) => pixels
+                .iter()
+                .enumerate()
+                .map(|(i, &p)| {
+                    // One value for every channel, or one per channel.
+                    let channel = if n.mean.len() == 1 {
+                        0
+                    } else {
+                        (i / plane) % n.mean.len()
+                    };
+                    (p as f32 / 255.0 - n.mean[channel]) / n.std[channel]
+                })
+                .collect(),
+            None => pixels.iter().map(|&p| p as f32 / 255.0).collect(),
+        };
         self.classify(&images, batch)
     }
 

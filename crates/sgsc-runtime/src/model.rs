@@ -229,14 +229,54 @@ pub enum LayerSpec {
     },
 }
 
-/// Pixel normalisation applied before the first layer: `(pixel / 255 - mean) / std`.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+/// Pixel normalisation applied before the first layer, per input channel:
+/// `(pixel / 255 - mean[c]) / std[c]`. A one-channel model's values are written as plain numbers
+/// (as files before per-channel normalisation did), longer ones as lists; both are read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Normalization {
-    /// Mean subtracted.
-    pub mean: f32,
-    /// Standard deviation divided by.
-    pub std: f32,
+    /// Mean subtracted, per channel.
+    #[serde(with = "number_or_list")]
+    pub mean: Vec<f32>,
+    /// Standard deviation divided by, per channel.
+    #[serde(with = "number_or_list")]
+    pub std: Vec<f32>,
+}
+
+impl Normalization {
+    /// The same mean and deviation for every channel.
+    pub fn uniform(mean: f32, std: f32) -> Self {
+        Normalization {
+            mean: vec![mean],
+            std: vec![std],
+        }
+    }
+}
+
+/// Serde for a list of numbers that is a plain number when it has one element.
+mod number_or_list {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(untagged)]
+    enum NumberOrList {
+        Number(f32),
+        List(Vec<f32>),
+    }
+
+    pub fn serialize<S: Serializer>(values: &[f32], serializer: S) -> Result<S::Ok, S::Error> {
+        match values {
+            [value] => NumberOrList::Number(*value).serialize(serializer),
+            _ => values.serialize(serializer),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<f32>, D::Error> {
+        Ok(match NumberOrList::deserialize(deserializer)? {
+            NumberOrList::Number(value) => vec![value],
+            NumberOrList::List(values) => values,
+        })
+    }
 }
 
 /// Everything the metadata section holds besides the layers.
@@ -514,11 +554,22 @@ impl PackedModel {
     /// vocabulary size for a language model).
     pub fn validate(&self) -> Result<usize> {
         let invalid = |message: String| Err(RuntimeError::Invalid(message));
-        if let Some(n) = self.metadata.normalization {
-            if !(n.mean.is_finite() && n.std.is_finite() && n.std > 0.0) {
+        if let Some(n) = &self.metadata.normalization {
+            let finite = n.mean.iter().chain(&n.std).all(|v| v.is_finite());
+            if !finite || n.std.iter().any(|&s| s <= 0.0) {
                 return invalid(format!(
-                    "normalisation mean {} and std {} (std must be positive)",
+                    "normalisation mean {:?} and std {:?} (each std must be positive)",
                     n.mean, n.std
+                ));
+            }
+            let channels = self.metadata.input.first().copied().unwrap_or(0);
+            let fits = |len: usize| len == 1 || (len == channels && self.metadata.input.len() == 3);
+            if n.mean.len() != n.std.len() || !fits(n.mean.len()) {
+                return invalid(format!(
+                    "normalisation has {} means and {} deviations for an input of {:?}",
+                    n.mean.len(),
+                    n.std.len(),
+                    self.metadata.input
                 ));
             }
         }

@@ -4,8 +4,7 @@
 
 mod common;
 
-use sgsc::data::mnist::{load_test, PIXEL_MEAN, PIXEL_STD};
-use sgsc::data::{load_test as load_test_split, Split};
+use sgsc::data::{load_test, Tensors};
 use sgsc::pack::export::{remove_dead_channels, to_packed, to_safetensors};
 use sgsc::pack::onnx::{run_onnxruntime, to_onnx};
 use sgsc::train::checkpoint;
@@ -73,20 +72,15 @@ fn runtime_matches_the_training_side_on_a_thousand_test_images() {
     let mut learner = trained(&config);
     kill_channels(&learner, 0, 3);
     kill_channels(&learner, 2, 5);
-    let test = load_test(&common::data_dirs()).unwrap();
+    let test = load_test(&config.data, &config.model.input, &common::data_dirs()).unwrap();
     let positions: Vec<usize> = (0..1000).collect();
-    let (inputs, labels) = Split::Images(test.clone())
-        .batch(&positions, &Default::default(), None)
-        .unwrap();
+    let (inputs, labels) = test.tensors(&positions, &Default::default(), None).unwrap();
     sgsc::pack::prepare_for_storage(&learner.network).unwrap();
     let before = floats(&tch::no_grad(|| learner.network.forward(&inputs, false, true)).unwrap());
 
     let removed = remove_dead_channels(&mut learner.network).unwrap();
     assert_eq!(removed, 8, "the export removes the channels that died");
-    let normalization = Normalization {
-        mean: PIXEL_MEAN,
-        std: PIXEL_STD,
-    };
+    let normalization = Normalization::uniform(0.1307, 0.3081);
     let packed = to_packed(
         &learner.network,
         metadata(vec![1, 28, 28], Some(normalization), None),
@@ -122,7 +116,7 @@ fn runtime_matches_the_training_side_on_a_thousand_test_images() {
 
     let pixels: Vec<u8> = positions
         .iter()
-        .flat_map(|&i| test.image(i).to_vec())
+        .flat_map(|&i| test.images().unwrap().image(i).to_vec())
         .collect();
     let logits = model.classify_pixels(&pixels, 1000).unwrap();
 
@@ -190,9 +184,9 @@ fn runtime_matches_the_training_side_on_text() {
     let mut learner = trained(&config);
     kill_channels(&learner, 2, 16); // the value rows of both heads of block 1: one head stays
     kill_channels(&learner, 4, 10); // 10 MLP units of block 1
-    let test = load_test_split(&config.data, &config.model.input, &common::data_dirs()).unwrap();
+    let test = load_test(&config.data, &config.model.input, &common::data_dirs()).unwrap();
     let positions: Vec<usize> = (0..40).collect();
-    let (inputs, _) = test.batch(&positions, &Default::default(), None).unwrap();
+    let (inputs, _) = test.tensors(&positions, &Default::default(), None).unwrap();
     sgsc::pack::prepare_for_storage(&learner.network).unwrap();
     let before = floats(&tch::no_grad(|| learner.network.forward(&inputs, false, true)).unwrap());
     let removed = remove_dead_channels(&mut learner.network).unwrap();

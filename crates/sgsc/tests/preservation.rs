@@ -2,7 +2,7 @@
 
 mod common;
 
-use sgsc::data::mnist::load_train_validation;
+use sgsc::data::load_train_validation;
 use sgsc::models::Network;
 use sgsc::preserve::{score, select, Candidates, PreservationOptions};
 use std::collections::HashSet;
@@ -11,15 +11,15 @@ use tch::Device;
 #[test]
 fn preservation_set_draws_on_training_images_only() {
     let config = common::mnist_config();
-    let data = load_train_validation(
-        &common::data_dirs(),
-        config.data.validation_size,
-        config.data.split_seed,
-    )
-    .unwrap();
+    let data =
+        load_train_validation(&config.data, &config.model.input, &common::data_dirs()).unwrap();
     // An untrained reference on the first 3,000 training images keeps the test quick; what is
     // checked is where the members come from, not how good the reference is.
-    let subset = data.train.subset(&(0..3000).collect::<Vec<_>>());
+    let subset = data
+        .train
+        .images()
+        .unwrap()
+        .subset(&(0..3000).collect::<Vec<_>>());
     tch::manual_seed(0);
     let reference = Network::new(&config.model, 8.0, Device::Cpu).unwrap();
     let scores = score(&reference, &subset, &config.data.input, 500, Device::Cpu).unwrap();
@@ -39,7 +39,7 @@ fn preservation_set_draws_on_training_images_only() {
     assert_eq!(members.len(), 200);
 
     let training: HashSet<u32> = subset.source_indices.iter().copied().collect();
-    let validation: HashSet<u32> = data.validation.source_indices.iter().copied().collect();
+    let validation: HashSet<u32> = data.validation.source_indices().iter().copied().collect();
     for member in &members {
         assert!(
             training.contains(&member.index),

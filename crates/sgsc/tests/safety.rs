@@ -3,7 +3,7 @@
 
 mod common;
 
-use sgsc::data::mnist::load_train_validation;
+use sgsc::data::load_train_validation;
 use sgsc::preserve::{
     score, select, Candidates, PreservationOptions, PreservationSet, SplitInfo, FORMAT,
 };
@@ -36,13 +36,13 @@ fn extreme_gamma_collapses_unsafe_but_safe_keeps_its_budget() {
     .unwrap();
     let reference_path = checkpoint_path(&reference_dir);
     let reference = load_reference(&reference_path, &config, Device::Cpu).unwrap();
-    let data = load_train_validation(
-        &common::data_dirs(),
-        config.data.validation_size,
-        config.data.split_seed,
-    )
-    .unwrap();
-    let subset = data.train.subset(&(0..2000).collect::<Vec<_>>());
+    let data =
+        load_train_validation(&config.data, &config.model.input, &common::data_dirs()).unwrap();
+    let subset = data
+        .train
+        .images()
+        .unwrap()
+        .subset(&(0..2000).collect::<Vec<_>>());
     let scores = score(&reference, &subset, &config.data.input, 500, Device::Cpu).unwrap();
     let preservation_options = PreservationOptions {
         size: 200,
@@ -97,13 +97,13 @@ fn extreme_gamma_collapses_unsafe_but_safe_keeps_its_budget() {
         .iter()
         .map(|m| {
             data.train
-                .source_indices
+                .source_indices()
                 .iter()
                 .position(|&i| i == m.index)
                 .unwrap()
         })
         .collect();
-    let preservation = sgsc::data::Split::Images(data.train.subset(&positions));
+    let preservation = data.train.subset(&positions);
     let preservation_accuracy = |network: &sgsc::models::Network, quantize: bool| {
         evaluate(
             network,

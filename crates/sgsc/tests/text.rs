@@ -33,7 +33,7 @@ fn names_transformer_learns_and_compare_guards_its_loss() {
         device: Device::Cpu,
         preservation: PreservationOptions {
             size: 60,
-            ..PreservationOptions::for_dataset("names")
+            ..PreservationOptions::for_dataset(sgsc::data::DatasetKind::Names)
         },
         progress: false,
         safe_gamma: Some(0.5),
@@ -83,6 +83,7 @@ fn names_transformer_learns_and_compare_guards_its_loss() {
     let (info, tensors) =
         checkpoint::load(&dir.path().join("safe-seed0/checkpoint.safetensors")).unwrap();
     let vocabulary = info
+        .data
         .vocabulary
         .clone()
         .expect("a text checkpoint has its vocabulary");

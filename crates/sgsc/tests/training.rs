@@ -3,7 +3,7 @@
 
 mod common;
 
-use sgsc::data::mnist::{load_test, load_train_validation};
+use sgsc::data::{load_test, load_train_validation};
 use sgsc::train::checkpoint;
 use sgsc::train::config::ExperimentConfig;
 use sgsc::train::learner::Learner;
@@ -32,9 +32,16 @@ fn metric_lines(out_dir: &Path) -> Vec<serde_json::Value> {
 
 #[test]
 fn mnist_label_histograms_match_the_published_ones() {
-    let data = load_train_validation(&common::data_dirs(), 5000, 0).unwrap();
+    let config = common::mnist_config();
+    let (data_config, input) = (&config.data, &config.model.input);
+    let data = load_train_validation(data_config, input, &common::data_dirs()).unwrap();
+    assert_eq!(data.classes.as_ref().unwrap()[7], "7");
+    let (train, validation) = (
+        data.train.images().unwrap(),
+        data.validation.images().unwrap(),
+    );
     let mut train_counts = [0usize; 10];
-    for &label in data.train.labels.iter().chain(&data.validation.labels) {
+    for &label in train.labels.iter().chain(&validation.labels) {
         train_counts[label as usize] += 1;
     }
     assert_eq!(
@@ -43,9 +50,11 @@ fn mnist_label_histograms_match_the_published_ones() {
     );
     assert_eq!(data.train.len(), 55_000);
     assert_eq!(data.validation.len(), 5_000);
-    let test = load_test(&common::data_dirs()).unwrap();
+    // MNIST keeps its published normalisation.
+    assert_eq!(train.normalization.mean, vec![0.1307]);
+    let test = load_test(data_config, input, &common::data_dirs()).unwrap();
     let mut test_counts = [0usize; 10];
-    for &label in &test.labels {
+    for &label in &test.images().unwrap().labels {
         test_counts[label as usize] += 1;
     }
     assert_eq!(
@@ -229,7 +238,7 @@ fn pruning_cuts_optimizer_state_and_pruned_checkpoints_load() {
         config: config.to_toml(),
         original_weights: learner.original.weights,
         guard: None,
-        vocabulary: None,
+        data: Default::default(),
     };
     checkpoint::save(&path, &info, &learner.state()).unwrap();
     let (_, tensors) = checkpoint::load(&path).unwrap();

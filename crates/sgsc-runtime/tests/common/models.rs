@@ -82,10 +82,7 @@ pub fn cnn() -> PackedModel {
     PackedModel {
         metadata: Metadata {
             input: vec![1, 8, 8],
-            normalization: Some(sgsc_runtime::model::Normalization {
-                mean: 0.1307,
-                std: 0.3081,
-            }),
+            normalization: Some(sgsc_runtime::model::Normalization::uniform(0.1307, 0.3081)),
             vocabulary: None,
             classes: None,
             data: None,

@@ -3,8 +3,8 @@
 //! or windows) per second, on random inputs so it needs no data set.
 
 use super::{load_run, parse_device, LoadedRun};
-use crate::data::mnist::{ImageSplit, IMAGE_PIXELS};
 use crate::data::sampler::step_rng;
+use crate::data::{ImageShape, ImageSplit, Normalization, Tensors};
 use crate::pack::export::{export, metadata, ExportFormat};
 use crate::pack::onnx::{run_onnxruntime, to_onnx};
 use crate::train::config::ExperimentConfig;
@@ -127,12 +127,25 @@ pub fn run(args: BenchArgs) -> Result<()> {
         }
     }
     let images = 1024;
+    let input = crate::data::input_shape(&config.model.input);
+    let shape = ImageShape::new(
+        input.first().copied().unwrap_or(1),
+        input.get(1).copied().unwrap_or(1),
+        input.get(2).copied().unwrap_or(1),
+    );
+    let classes = config.model.classifier_outputs().unwrap_or(1).max(1);
+    let channels = vec![0.5; shape.channels];
     let pixels = ImageSplit {
-        images: (0..images * IMAGE_PIXELS)
+        shape,
+        images: (0..images * shape.values())
             .map(|i| (i * 7919 % 256) as u8)
             .collect(),
-        labels: (0..images).map(|i| (i % 10) as u8).collect(),
+        labels: (0..images).map(|i| (i % classes) as u8).collect(),
         source_indices: (0..images as u32).collect(),
+        normalization: Normalization {
+            mean: channels.clone(),
+            std: channels,
+        },
     };
     for &batch in args.batch_sizes.iter().filter(|_| !config.data.is_text()) {
         let positions: Vec<usize> = (0..batch as usize).map(|i| i % images).collect();
@@ -140,7 +153,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         let ms = median_ms(args.repeats, || {
             let mut rng = step_rng(0, step);
             step += 1;
-            let _batch = pixels.batch(&positions, &config.data.input, Some(&mut rng))?;
+            let _batch = pixels.tensors(&positions, &config.data.input, Some(&mut rng))?;
             Ok(())
         })?;
         println!("{:<24} {batch:>7} {ms:>9.1} ms", "batch assembly");
@@ -174,7 +187,7 @@ fn bench_runtime(checkpoint: &Path, args: &BenchArgs) -> Result<()> {
         mut learner,
         ..
     } = load_run(checkpoint, tch::Device::Cpu)?;
-    let metadata = metadata(&config, info.vocabulary.as_ref(), None, None)?;
+    let metadata = metadata(&config, &info.data, None, None)?;
     let (bytes, _) = export(&mut learner.network, metadata, ExportFormat::Sgsc)?;
     let model = sgsc_runtime::Model::from_bytes(&bytes)?;
     let per_example: usize = model.metadata().input.iter().product();
@@ -201,13 +214,32 @@ fn bench_runtime(checkpoint: &Path, args: &BenchArgs) -> Result<()> {
             let pixels: Vec<u8> = (0..batch * per_example)
                 .map(|_| rand::Rng::random(&mut rng))
                 .collect();
+            let input = &model.metadata().input;
+            let normalization = match &model.metadata().normalization {
+                Some(n) => Normalization {
+                    mean: n.mean.clone(),
+                    std: n.std.clone(),
+                },
+                None => Normalization {
+                    mean: vec![0.0],
+                    std: vec![1.0],
+                },
+            };
+            let shape = ImageShape::new(input[0], input[1], input[2]);
+            let mut normalization = normalization;
+            if normalization.mean.len() == 1 {
+                normalization.mean = vec![normalization.mean[0]; shape.channels];
+                normalization.std = vec![normalization.std[0]; shape.channels];
+            }
             let images = ImageSplit {
+                shape,
                 images: pixels.clone(),
                 labels: vec![0; batch],
                 source_indices: (0..batch as u32).collect(),
+                normalization,
             };
             let positions: Vec<usize> = (0..batch).collect();
-            let (tensor, _) = images.batch(&positions, &Default::default(), None)?;
+            let (tensor, _) = images.tensors(&positions, &Default::default(), None)?;
             let model = &model;
             (
                 tensor,

@@ -69,7 +69,7 @@ pub fn run(args: CompareArgs) -> Result<()> {
         device,
         preservation: PreservationOptions {
             size: args.preservation_size,
-            ..PreservationOptions::for_dataset(&config.data.dataset)
+            ..PreservationOptions::for_dataset(config.data.dataset)
         },
         progress: std::io::stderr().is_terminal(),
         safe_gamma: args.safe_gamma,

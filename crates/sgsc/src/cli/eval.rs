@@ -65,7 +65,7 @@ fn eval_checkpoint(checkpoint: &std::path::Path, args: &EvalArgs) -> Result<()> 
         pack_run(
             &mut learner.network,
             &config,
-            info.vocabulary.as_ref(),
+            &info.data.clone().or_from_config(&config.data),
             &mut summary,
         )?;
     }

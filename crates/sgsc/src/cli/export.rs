@@ -56,7 +56,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
         }
         None => (None, None),
     };
-    let metadata = metadata(&config, info.vocabulary.as_ref(), certificate, summary)?;
+    let metadata = metadata(&config, &info.data, certificate, summary)?;
     let format = match args.format.as_str() {
         "sgsc" => ExportFormat::Sgsc,
         "safetensors" => ExportFormat::Safetensors,

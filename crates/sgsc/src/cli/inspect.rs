@@ -49,6 +49,20 @@ pub fn run(args: InspectArgs) -> Result<()> {
     );
     let metadata = &model.metadata;
     println!("input {:?}", metadata.input);
+    if let Some(data) = &metadata.data {
+        let field = |key: &str| data.get(key).map(|v| v.to_string());
+        let place = field("dir").or_else(|| field("path")).unwrap_or_default();
+        println!(
+            "data set {} {place}",
+            field("dataset").unwrap_or_else(|| "(unrecorded)".into())
+        );
+    }
+    if let Some(n) = &metadata.normalization {
+        println!("pixel normalisation: mean {:?}, std {:?}", n.mean, n.std);
+    }
+    if let Some(classes) = &metadata.classes {
+        println!("{} classes: {}", classes.len(), classes.join(", "));
+    }
     if let Some(vocabulary) = &metadata.vocabulary {
         println!("vocabulary {:?}", vocabulary);
     }

@@ -1,7 +1,9 @@
 //! `sgsc predict`: a packed model's predictions through the pure-Rust runtime, for images (an
-//! IDX file, gzipped or not, or a grayscale PNG) or for a text prompt.
+//! IDX file, gzipped or not, or a PNG or JPEG image) or for a text prompt. Classes are printed
+//! by the names the file records.
 
-use crate::data::idx::{gunzip, parse_idx};
+use crate::data::idx::{gunzip, is_gzip, parse_idx};
+use crate::data::ImageShape;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use sgsc_runtime::Model;
@@ -12,7 +14,9 @@ use std::path::{Path, PathBuf};
 pub struct PredictArgs {
     /// A packed model file written by `sgsc export`.
     model: PathBuf,
-    /// Images: an IDX file of unsigned bytes (`.gz` or plain), or a PNG of the model's input size.
+    /// Images: an IDX file of unsigned bytes (`.gz` or plain, grey models), or a PNG or JPEG
+    /// image (converted to the model's channels and resized to its input, as image folders are
+    /// read in training).
     #[arg(long, conflicts_with = "prompt")]
     input: Option<PathBuf>,
     /// Text to continue (a language model; escapes such as `\n` are read as characters).
@@ -37,50 +41,55 @@ pub fn run(args: PredictArgs) -> Result<()> {
     }
 }
 
-/// Pixels of every image in `path` (IDX or PNG), checked against the model's input size.
-fn read_images(path: &Path, (height, width): (usize, usize)) -> Result<Vec<u8>> {
+/// Pixels of every image in `path` (IDX, or one PNG or JPEG), in the model's input `shape`.
+fn read_images(path: &Path, shape: ImageShape) -> Result<Vec<u8>> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let name = path.display().to_string();
-    let pixels = if bytes.starts_with(b"\x89PNG") {
-        let image = image::load_from_memory(&bytes)
-            .with_context(|| format!("decoding {name}"))?
-            .to_luma8();
-        if (image.height() as usize, image.width() as usize) != (height, width) {
-            bail!(
-                "{name} is {}x{}; the model reads {height}x{width} images",
-                image.width(),
-                image.height()
-            );
-        }
-        image.into_raw()
+    let is_idx = is_gzip(&bytes) || bytes.starts_with(&[0, 0, 0x08]);
+    if !is_idx {
+        return Ok(crate::data::image_folder::decode(&bytes, shape, path)?);
+    }
+    if shape.channels != 1 {
+        bail!(
+            "{name} is an IDX file of grey images; this model reads {} channels",
+            shape.channels
+        );
+    }
+    let bytes = if is_gzip(&bytes) {
+        gunzip(&bytes, &name)?
     } else {
-        let bytes = if bytes.starts_with(&[0x1f, 0x8b]) {
-            gunzip(&bytes, &name)?
-        } else {
-            bytes
-        };
-        let array = parse_idx(&bytes, 3, &name)?;
-        if array.dims[1..] != [height, width] {
-            bail!(
-                "{name} holds {}x{} images; the model reads {height}x{width}",
-                array.dims[1],
-                array.dims[2]
-            );
-        }
-        array.data
+        bytes
     };
-    Ok(pixels)
+    let array = parse_idx(&bytes, 3, &name)?;
+    if array.dims[1..] != [shape.height, shape.width] {
+        bail!(
+            "{name} holds {}x{} images; the model reads {}x{}",
+            array.dims[1],
+            array.dims[2],
+            shape.height,
+            shape.width
+        );
+    }
+    Ok(array.data)
 }
 
 fn predict_images(model: &Model, path: &Path, show: usize) -> Result<()> {
-    let input = &model.metadata().input;
-    if model.is_language_model() || input[0] != 1 {
-        bail!("this model does not read single-channel images (input {input:?})");
-    }
-    let per_image = input[1] * input[2];
-    let pixels = read_images(path, (input[1], input[2]))?;
-    let count = pixels.len() / per_image;
+    let shape = match *model.metadata().input.as_slice() {
+        [channels, height, width] if !model.is_language_model() => {
+            ImageShape::new(channels, height, width)
+        }
+        ref input => bail!("this model does not read images (input {input:?})"),
+    };
+    let pixels = read_images(path, shape)?;
+    let count = pixels.len() / shape.values();
     let logits = model.classify_pixels(&pixels, count)?;
+    let names = model.metadata().classes.as_deref();
+    let name = |class: usize| -> String {
+        names
+            .and_then(|names| names.get(class))
+            .cloned()
+            .unwrap_or_else(|| class.to_string())
+    };
     let mut counts = vec![0usize; model.outputs()];
     for (index, row) in logits.chunks_exact(model.outputs()).enumerate() {
         let probabilities = softmax(row);
@@ -91,10 +100,18 @@ fn predict_images(model: &Model, path: &Path, show: usize) -> Result<()> {
             );
         counts[class] += 1;
         if index < show {
-            println!("image {index}: class {class} (p = {p:.4})");
+            println!("image {index}: {} (class {class}, p = {p:.4})", name(class));
         }
     }
-    println!("{count} images; predictions per class: {counts:?}");
+    let per_class: Vec<String> = counts
+        .iter()
+        .enumerate()
+        .map(|(class, count)| format!("{} {count}", name(class)))
+        .collect();
+    println!(
+        "{count} images; predictions per class: {}",
+        per_class.join(", ")
+    );
     Ok(())
 }
 

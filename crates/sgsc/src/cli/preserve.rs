@@ -61,7 +61,7 @@ pub fn run(args: PreserveArgs) -> Result<()> {
         &config.model.input,
         &data_dirs(&args.data_dir),
     )?;
-    let defaults = PreservationOptions::for_dataset(&config.data.dataset);
+    let defaults = PreservationOptions::for_dataset(config.data.dataset);
     let shares = args.shares.clone().unwrap_or_else(|| {
         vec![
             defaults.saliency_share,

@@ -53,10 +53,10 @@ pub fn run(args: SampleArgs) -> Result<()> {
         anyhow::bail!(
             "{}: sampling needs a language model, not a {} model",
             args.checkpoint.display(),
-            config.data.dataset
+            config.data.describe()
         );
     }
-    let vocabulary = match info.vocabulary {
+    let vocabulary = match info.data.vocabulary {
         Some(vocabulary) => vocabulary,
         None => load_train_validation(
             &config.data,

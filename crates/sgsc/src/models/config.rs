@@ -82,6 +82,21 @@ pub enum LayerConfig {
     LayerNorm,
 }
 
+impl ModelConfig {
+    /// The number of classes of an image classifier: the outputs of its last layer when that is
+    /// a linear layer (`None` for language models and networks that end otherwise).
+    pub fn classifier_outputs(&self) -> Option<usize> {
+        if self.input.len() != 3 {
+            return None;
+        }
+        self.layers.iter().rev().find_map(|layer| match layer {
+            LayerConfig::Linear { out_features, .. } => Some(Some(*out_features as usize)),
+            LayerConfig::Conv2d { .. } => Some(None),
+            _ => None,
+        })?
+    }
+}
+
 fn one() -> i64 {
     1
 }

@@ -7,8 +7,7 @@
 //! stream, which cost one width byte each.
 
 use super::{live_channels, prepare_for_storage};
-use crate::data::mnist::{PIXEL_MEAN, PIXEL_STD};
-use crate::data::text::Vocabulary;
+use crate::data::DataDescription;
 use crate::error::{Error, Result};
 use crate::models::network::{Layer, Linear, BATCH_NORM_EPS};
 use crate::models::transformer::{self, LAYER_NORM_EPS};
@@ -168,22 +167,36 @@ pub fn to_packed(network: &Network, metadata: Metadata) -> Result<PackedModel> {
     Ok(PackedModel { metadata, layers })
 }
 
-/// The metadata of a model trained with `config`: input shape, pixel normalisation (images) or
-/// vocabulary (text), the data description, and the run's certificate and summary as JSON.
+/// The metadata of a model trained with `config` on data described by `description`: input
+/// shape, pixel normalisation and class names (images) or vocabulary (text), the data set's
+/// config, and the run's certificate and summary as JSON.
 pub fn metadata(
     config: &ExperimentConfig,
-    vocabulary: Option<&Vocabulary>,
+    description: &DataDescription,
     certificate: Option<serde_json::Value>,
     summary: Option<serde_json::Value>,
 ) -> Result<Metadata> {
+    let description = description.clone().or_from_config(&config.data);
+    let normalization = match (&description.normalization, config.data.is_text()) {
+        (_, true) => None,
+        (Some(n), false) => Some(Normalization {
+            mean: n.mean.clone(),
+            std: n.std.clone(),
+        }),
+        (None, false) => {
+            return Err(Error::Model(format!(
+                "the run records no pixel normalisation for its {}; retrain it with this version of sgsc",
+                config.data.describe()
+            )))
+        }
+    };
     Ok(Metadata {
         input: config.model.input.iter().map(|&d| d as usize).collect(),
-        normalization: (!config.data.is_text()).then_some(Normalization {
-            mean: PIXEL_MEAN,
-            std: PIXEL_STD,
-        }),
-        vocabulary: vocabulary.map(|vocabulary| vocabulary.symbols.iter().collect()),
-        classes: None,
+        normalization,
+        vocabulary: description
+            .vocabulary
+            .map(|vocabulary| vocabulary.symbols.iter().collect()),
+        classes: description.classes,
         data: Some(serde_json::to_value(&config.data).map_err(|e| Error::Model(e.to_string()))?),
         certificate,
         summary,

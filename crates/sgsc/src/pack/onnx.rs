@@ -353,11 +353,13 @@ pub fn to_onnx(model: &PackedModel) -> Result<Vec<u8>> {
     onnx.string(3, env!("CARGO_PKG_VERSION"));
     onnx.message(7, graph_message);
     onnx.message(8, opset);
-    if let Some(norm) = model.metadata.normalization {
-        for (key, value) in [("pixel_mean", norm.mean), ("pixel_std", norm.std)] {
+    if let Some(norm) = &model.metadata.normalization {
+        // One number per channel, comma-separated.
+        for (key, values) in [("pixel_mean", &norm.mean), ("pixel_std", &norm.std)] {
+            let text: Vec<String> = values.iter().map(|v| v.to_string()).collect();
             let mut entry = Message::default();
             entry.string(1, key);
-            entry.string(2, &value.to_string());
+            entry.string(2, &text.join(","));
             onnx.message(14, entry);
         }
     }

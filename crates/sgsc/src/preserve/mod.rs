@@ -24,7 +24,7 @@ pub mod kmeans;
 pub mod montage;
 pub mod text;
 
-use crate::data::mnist::{ImageSplit, InputOptions, IMAGE_SIDE};
+use crate::data::{ImageSplit, InputOptions, Tensors};
 use crate::data::{Split, TrainValidation};
 use crate::error::{Error, Result};
 use crate::models::Network;
@@ -73,8 +73,8 @@ impl Default for PreservationOptions {
 impl PreservationOptions {
     /// The defaults for a data set: equal shares of saliency, uncertainty and diversity, and for
     /// names (the paper's corpus) an equal fourth share of the rarest bigrams.
-    pub fn for_dataset(dataset: &str) -> Self {
-        if dataset == "names" {
+    pub fn for_dataset(dataset: crate::data::DatasetKind) -> Self {
+        if dataset == crate::data::DatasetKind::Names {
             PreservationOptions {
                 saliency_share: 0.25,
                 uncertainty_share: 0.25,
@@ -214,7 +214,7 @@ pub fn score(
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let positions: Vec<usize> = (0..split.len()).collect();
     for chunk in positions.chunks(batch_size.max(1)) {
-        let (inputs, labels) = split.batch(chunk, input, None)?;
+        let (inputs, labels) = split.tensors(chunk, input, None)?;
         let (inputs, labels) = (inputs.f_to_device(device)?, labels.f_to_device(device)?);
         let (logits, taps) = reference.forward_with_taps(
             &inputs,
@@ -493,7 +493,7 @@ pub fn build_and_save(
                 .iter()
                 .map(|member| position_of[&member.index])
                 .collect();
-            let (inputs, _) = train.batch(&positions, input, None)?;
+            let (inputs, _) = train.tensors(&positions, input, None)?;
             let (cams, _) = gradcam::grad_cam(reference, &inputs.f_to_device(device)?)?;
             let images: Vec<&[u8]> = positions.iter().map(|&p| train.image(p)).collect();
             montage::write_montage(
@@ -501,7 +501,7 @@ pub fn build_and_save(
                 &set.members,
                 &images,
                 &cams.f_to_device(Device::Cpu)?,
-                IMAGE_SIDE as u32,
+                train.shape,
             )?;
             Ok((set, picture.to_path_buf()))
         }
@@ -573,9 +573,11 @@ mod tests {
 
     fn toy(n: usize) -> (ImageSplit, Scores) {
         let split = ImageSplit {
-            images: vec![0; n * crate::data::mnist::IMAGE_PIXELS],
+            shape: crate::data::ImageShape::new(1, 28, 28),
+            images: vec![0; n * 28 * 28],
             labels: (0..n).map(|i| (i % 2) as u8).collect(),
             source_indices: (0..n as u32).map(|i| 100 + i).collect(),
+            normalization: crate::data::Normalization::mnist(),
         };
         // Embeddings: class 0 at x = position, class 1 at x = -position.
         let embeddings: Vec<f32> = (0..n)

@@ -1,8 +1,9 @@
-//! A PNG picture of a preservation set: every member as a 28x28 tile with its Grad-CAM map laid
-//! over it in red-to-yellow, framed in the colour of the criterion that picked it (saliency red,
+//! A PNG picture of a preservation set: every member as a tile of its image (grey or colour, at
+//! its own size) with its Grad-CAM map laid over it in red-to-yellow, framed in the colour of the criterion that picked it (saliency red,
 //! uncertainty yellow, diversity blue), ordered by criterion and label.
 
 use super::{Criterion, Member};
+use crate::data::ImageShape;
 use crate::error::{Error, Result};
 use image::{Rgb, RgbImage};
 use std::io::Cursor;
@@ -21,16 +22,17 @@ fn frame_colour(criterion: Criterion) -> Rgb<u8> {
     }
 }
 
-/// Draws `members` with their `images` (`side` x `side` grey pixels each) and Grad-CAM maps
-/// `cams` (`[n, h, w]`, any resolution; each is scaled to the tile and to its own maximum), and
-/// writes the PNG to `path` atomically.
+/// Draws `members` with their `images` (of `shape`: grey or RGB planes) and Grad-CAM maps `cams`
+/// (`[n, h, w]`, any resolution; each is scaled to the tile and to its own maximum), and writes
+/// the PNG to `path` atomically.
 pub fn write_montage(
     path: &Path,
     members: &[Member],
     images: &[&[u8]],
     cams: &Tensor,
-    side: u32,
+    shape: ImageShape,
 ) -> Result<()> {
+    let (width, height) = (shape.width as u32, shape.height as u32);
     if members.len() != images.len() || cams.size().first() != Some(&(members.len() as i64)) {
         return Err(Error::Model(
             "montage: members, images and maps differ in number".into(),
@@ -41,7 +43,7 @@ pub fn write_montage(
     } else {
         let resized = cams
             .f_unsqueeze(1)?
-            .f_upsample_bilinear2d([side as i64, side as i64], false, None, None)?
+            .f_upsample_bilinear2d([height as i64, width as i64], false, None, None)?
             .f_squeeze_dim(1)?;
         let peak = resized
             .f_amax([1, 2].as_slice(), true)?
@@ -62,34 +64,42 @@ pub fn write_montage(
             members[i].index,
         )
     });
-    let tile = side + 2;
+    let (tile_width, tile_height) = (width + 2, height + 2);
     let rows = (members.len() as u32).div_ceil(COLUMNS).max(1);
-    let mut picture = RgbImage::from_pixel(COLUMNS * tile, rows * tile, Rgb([255, 255, 255]));
-    let area = (side * side) as usize;
+    let mut picture = RgbImage::from_pixel(
+        COLUMNS * tile_width,
+        rows * tile_height,
+        Rgb([255, 255, 255]),
+    );
+    let area = (width * height) as usize;
     for (slot, &member) in order.iter().enumerate() {
         let (left, top) = (
-            (slot as u32 % COLUMNS) * tile,
-            (slot as u32 / COLUMNS) * tile,
+            (slot as u32 % COLUMNS) * tile_width,
+            (slot as u32 / COLUMNS) * tile_height,
         );
         let frame = frame_colour(members[member].criterion);
-        for offset in 0..tile {
-            for (x, y) in [
-                (left + offset, top),
-                (left + offset, top + tile - 1),
-                (left, top + offset),
-                (left + tile - 1, top + offset),
-            ] {
-                picture.put_pixel(x, y, frame);
-            }
+        for offset in 0..tile_width {
+            picture.put_pixel(left + offset, top, frame);
+            picture.put_pixel(left + offset, top + tile_height - 1, frame);
         }
-        for y in 0..side {
-            for x in 0..side {
-                let pixel = (y * side + x) as usize;
-                let grey = images[member][pixel] as f32;
+        for offset in 0..tile_height {
+            picture.put_pixel(left, top + offset, frame);
+            picture.put_pixel(left + tile_width - 1, top + offset, frame);
+        }
+        for y in 0..height {
+            for x in 0..width {
+                let pixel = (y * width + x) as usize;
+                // Grey images repeat their one plane; colour images take one plane per channel.
+                let base = [0, 1, 2].map(|channel| {
+                    let plane = if shape.channels == 3 { channel } else { 0 };
+                    images[member][plane * area + pixel] as f32
+                });
                 let h = heat[member * area + pixel];
                 let alpha = 0.6 * h;
-                let colour = [255.0, 255.0 * h, 0.0]
-                    .map(|c| ((1.0 - alpha) * grey + alpha * c).round() as u8);
+                let overlay = [255.0, 255.0 * h, 0.0];
+                let colour = [0, 1, 2].map(|channel| {
+                    ((1.0 - alpha) * base[channel] + alpha * overlay[channel]).round() as u8
+                });
                 picture.put_pixel(left + 1 + x, top + 1 + y, Rgb(colour));
             }
         }

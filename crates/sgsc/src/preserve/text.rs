@@ -12,7 +12,7 @@
 //! members share no characters and scoring reads each training character about once.
 
 use super::{Member, Scores};
-use crate::data::text::{TextSplit, Vocabulary};
+use crate::data::{Tensors, TextSplit, Vocabulary};
 use crate::error::{Error, Result};
 use crate::models::network::Layer;
 use crate::models::{Network, Weights};
@@ -42,7 +42,7 @@ pub fn score(
     let (mut saliency, mut margin, mut mean_nll, mut embeddings) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for chunk in positions.chunks(batch_size.max(1)) {
-        let (inputs, targets) = split.batch(chunk)?;
+        let (inputs, targets) = split.tensors(chunk, &Default::default(), None)?;
         let (inputs, targets) = (inputs.f_to_device(device)?, targets.f_to_device(device)?);
         let windows = chunk.len() as i64;
         let (logits, taps) = reference.forward_with_taps(

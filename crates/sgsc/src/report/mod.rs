@@ -213,7 +213,7 @@ pub fn train_and_report(
         let bytes = pack_run(
             &mut outcome.learner.network,
             config,
-            outcome.data.vocabulary.as_ref(),
+            &outcome.data.description(),
             &mut summary,
         )?;
         crate::train::checkpoint::write_atomically(&options.out_dir.join(MODEL_FILE), &bytes)?;
@@ -253,12 +253,12 @@ impl Summary {
 pub fn pack_run(
     network: &mut Network,
     config: &ExperimentConfig,
-    vocabulary: Option<&crate::data::text::Vocabulary>,
+    description: &crate::data::DataDescription,
     summary: &mut Summary,
 ) -> Result<Vec<u8>> {
     let (certificate, packed_summary) = summary.for_packing();
     let metadata =
-        crate::pack::export::metadata(config, vocabulary, certificate, Some(packed_summary))?;
+        crate::pack::export::metadata(config, description, certificate, Some(packed_summary))?;
     let (bytes, _) =
         crate::pack::export::export(network, metadata, crate::pack::export::ExportFormat::Sgsc)?;
     summary.set_file_size(bytes.len());

@@ -1,7 +1,7 @@
 //! Measuring a packed model through the pure-Rust runtime, on a split of the data it was trained
 //! for: the figures a deployed `.sgsc` file really gives.
 
-use crate::data::Split;
+use crate::data::{Split, Tensors};
 use crate::error::{Error, Result};
 use sgsc_runtime::Model;
 use tch::Kind;
@@ -62,7 +62,7 @@ pub fn evaluate_packed(model: &Model, split: &Split) -> Result<PackedEvaluation>
                 (model.classify_pixels(&pixels, chunk.len())?, labels)
             }
             Split::Text(_) => {
-                let (inputs, targets) = split.batch(chunk, &Default::default(), None)?;
+                let (inputs, targets) = split.tensors(chunk, &Default::default(), None)?;
                 let ids: Vec<u32> =
                     Vec::<i64>::try_from(&inputs.f_to_kind(Kind::Int64)?.f_view([-1])?)?
                         .into_iter()

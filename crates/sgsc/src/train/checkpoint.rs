@@ -5,7 +5,7 @@
 //! checkpoint or the new one, never half of one. Loading checks the format, the digest, every
 //! dtype and every shape before any tensor reaches the model.
 
-use crate::data::text::Vocabulary;
+use crate::data::DataDescription;
 use crate::error::{Error, Result};
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
@@ -35,10 +35,9 @@ pub struct CheckpointInfo {
     /// The safety guard's bookkeeping in a `safe` run (JSON; its tensors are named `guard.*`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guard: Option<String>,
-    /// The symbols of a text model, in id order (the ids it reads and writes mean nothing
-    /// without them).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub vocabulary: Option<Vocabulary>,
+    /// The vocabulary, class names and normalisation the model reads its inputs with.
+    #[serde(flatten)]
+    pub data: DataDescription,
 }
 
 /// Writes `tensors` (all converted to f32) and `info` to `path` atomically.
@@ -184,7 +183,14 @@ mod tests {
             config: "x = 1".into(),
             original_weights: 120,
             guard: Some("{}".into()),
-            vocabulary: Some(Vocabulary::from_text("ab\n")),
+            data: DataDescription {
+                vocabulary: Some(crate::data::Vocabulary::from_text("ab\n")),
+                classes: Some(vec!["a".into(), "b".into()]),
+                normalization: Some(crate::data::Normalization {
+                    mean: vec![0.5, 0.25],
+                    std: vec![0.125, 1.0],
+                }),
+            },
         }
     }
 

@@ -286,12 +286,14 @@ impl ExperimentConfig {
     }
 
     /// Checks values that parse but make no sense.
+    /// The data settings are checked against the model first (a model whose input or class
+    /// count the data set cannot feed is a [`crate::data::DataError`]).
     pub fn validate(&self, path: &Path) -> Result<()> {
-        let problem = if let Some(problem) = self.data.problem() {
-            Some(problem)
-        } else if self.data.is_text() != matches!(self.model.input.as_slice(), [_]) {
-            Some("a text data set needs model.input = [context], an image data set [channels, height, width]".into())
-        } else if self.train.steps < 1 {
+        let input = crate::data::input_shape(&self.model.input);
+        if let Some(problem) = self.data.problem(&input, self.model.classifier_outputs()) {
+            return Err(problem.into());
+        }
+        let problem = if self.train.steps < 1 {
             Some("train.steps must be at least 1".into())
         } else if self.train.batch_size == 0 || self.train.eval_batch_size == 0 {
             Some("train.batch_size and train.eval_batch_size must be positive".into())

@@ -1,8 +1,8 @@
 //! Accuracy and loss of a network on a whole split, in evaluation mode (running statistics, no
 //! augmentation, no gradient).
 
-use crate::data::mnist::InputOptions;
 use crate::data::Split;
+use crate::data::{InputOptions, Tensors};
 use crate::error::Result;
 use crate::models::Network;
 use serde::Serialize;
@@ -33,7 +33,7 @@ pub fn evaluate(
     let positions: Vec<usize> = (0..split.len()).collect();
     let (mut loss_sum, mut correct, mut predictions) = (0.0, 0i64, 0i64);
     for chunk in positions.chunks(batch_size.max(1)) {
-        let (inputs, labels) = split.batch(chunk, input, None)?;
+        let (inputs, labels) = split.tensors(chunk, input, None)?;
         let (inputs, labels) = (inputs.f_to_device(device)?, labels.f_to_device(device)?);
         let logits = network.forward(&inputs, false, quantize)?;
         predictions += labels.size()[0];

@@ -27,8 +27,8 @@ use super::controller::{
 use super::evaluate::{evaluate, Evaluation};
 use super::learner::{Guidance, Learner, Snapshot};
 use super::Mode;
-use crate::data::mnist::InputOptions;
 use crate::data::sampler::{preservation_rng, EpochSampler};
+use crate::data::{InputOptions, Tensors};
 use crate::data::{Split, TrainValidation};
 use crate::error::{Error, Result};
 use crate::models::network::BATCH_NORM_EPS;
@@ -373,9 +373,9 @@ impl Guard {
     pub fn guidance(&mut self, step: i64, train_inputs: &Tensor) -> Result<Guidance> {
         let positions = self.sampler.positions(step).to_vec();
         let mut rng = preservation_rng(self.seed, step);
-        let (inputs, labels) = self
-            .preservation
-            .batch(&positions, &self.input, Some(&mut rng))?;
+        let (inputs, labels) =
+            self.preservation
+                .tensors(&positions, &self.input, Some(&mut rng))?;
         let (inputs, labels) = (
             inputs.f_to_device(self.device)?,
             labels.f_to_device(self.device)?,
@@ -670,7 +670,7 @@ impl Guard {
         let positions: Vec<usize> = (0..self.preservation.len()).collect();
         let count = self.preservation.len().max(1) as f64;
         for chunk in positions.chunks(self.eval_batch_size.max(1)) {
-            let (inputs, labels) = self.preservation.batch(chunk, &self.input, None)?;
+            let (inputs, labels) = self.preservation.tensors(chunk, &self.input, None)?;
             let (inputs, labels) = (
                 inputs.f_to_device(self.device)?,
                 labels.f_to_device(self.device)?,

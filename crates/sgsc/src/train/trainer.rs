@@ -9,7 +9,7 @@ use super::metrics::MetricsLog;
 use super::safety::{load_reference, Certificate, Guard};
 use super::Mode;
 use crate::data::sampler::{step_rng, EpochSampler};
-use crate::data::{load_train_validation, TrainValidation};
+use crate::data::{load_train_validation, Tensors, TrainValidation};
 use crate::error::{Error, Result};
 use crate::pack::payload_estimate;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -126,7 +126,7 @@ pub fn train(config: &ExperimentConfig, options: &RunOptions) -> Result<TrainOut
             config: config.to_toml(),
             original_weights: learner.original.weights,
             guard,
-            vocabulary: data.vocabulary.clone(),
+            data: data.description(),
         };
         checkpoint::save(&checkpoint_file, &info, &tensors)
     };
@@ -184,9 +184,9 @@ pub fn train(config: &ExperimentConfig, options: &RunOptions) -> Result<TrainOut
         let step_started = Instant::now();
         let positions = sampler.positions(step).to_vec();
         let mut rng = step_rng(config.train.seed, step);
-        let (inputs, labels) = data
-            .train
-            .batch(&positions, &config.data.input, Some(&mut rng))?;
+        let (inputs, labels) =
+            data.train
+                .tensors(&positions, &config.data.input, Some(&mut rng))?;
         let (inputs, labels) = (
             inputs.f_to_device(options.device)?,
             labels.f_to_device(options.device)?,

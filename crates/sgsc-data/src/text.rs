@@ -6,16 +6,21 @@
 //! validation and test read non-overlapping windows, so each of their characters is scored once
 //! (apart from a block's first character, which has no context before it in the block). No
 //! window crosses a block edge, so no text of one split leaks into another's context.
+//!
+//! A character of the validation or test blocks that the training blocks lack is mapped to one
+//! unknown symbol, [`UNKNOWN`], added to the vocabulary only when it is needed.
 
-use super::locate::{find_or_download, KnownFile};
-use super::DataError;
+use crate::DataError;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::Arc;
-use tch::Tensor;
+
+/// The symbol that stands for every character the training blocks lack (U+FFFD, the Unicode
+/// replacement character).
+pub const UNKNOWN: char = '\u{FFFD}';
 
 /// The symbols of a corpus, sorted; a symbol's id is its position. Saved with every text model,
 /// since the ids mean nothing without it.
@@ -105,9 +110,9 @@ impl TextSplit {
         }
     }
 
-    /// Token ids `[n, context]` and next-character targets `[n * context]` (one per logit row
-    /// of a language model) for the windows at `positions`.
-    pub fn batch(&self, positions: &[usize]) -> Result<(Tensor, Tensor), tch::TchError> {
+    /// Token ids (`positions.len()` rows of `context`) and their next-character targets (one
+    /// per logit row of a language model) for the windows at `positions`.
+    pub fn batch(&self, positions: &[usize]) -> (Vec<i64>, Vec<i64>) {
         let mut inputs = Vec::with_capacity(positions.len() * self.context);
         let mut targets = Vec::with_capacity(positions.len() * self.context);
         for &position in positions {
@@ -116,9 +121,7 @@ impl TextSplit {
             inputs.extend(window[..self.context].iter().map(|&id| id as i64));
             targets.extend(window[1..].iter().map(|&id| id as i64));
         }
-        let inputs =
-            Tensor::f_from_slice(&inputs)?.f_view([positions.len() as i64, self.context as i64])?;
-        Ok((inputs, Tensor::f_from_slice(&targets)?))
+        (inputs, targets)
     }
 }
 
@@ -133,6 +136,8 @@ pub struct TextSplits {
     pub validation: TextSplit,
     /// Non-overlapping windows of the test blocks (final reports only).
     pub test: TextSplit,
+    /// Characters of the validation and test blocks mapped to [`UNKNOWN`].
+    pub unknown_characters: usize,
 }
 
 /// How a corpus is cut.
@@ -148,46 +153,34 @@ pub struct BlockSplit {
     pub seed: u64,
 }
 
-/// The corpora sgsc knows, by the `dataset` name of a config.
-pub fn corpus_file(dataset: &str) -> Option<&'static KnownFile> {
-    super::locate::TEXT_FILES
-        .iter()
-        .find(|(name, _)| *name == dataset)
-        .map(|(_, file)| file)
-}
-
-/// Finds (or downloads) and splits the corpus named `dataset` into windows of `context`.
-pub fn load(
-    dataset: &str,
-    data_dirs: &[PathBuf],
-    context: usize,
-    split: BlockSplit,
-) -> Result<TextSplits, DataError> {
-    let file = corpus_file(dataset).ok_or_else(|| DataError::Malformed {
-        file: dataset.into(),
-        reason: "not a known text corpus".into(),
-    })?;
-    let path = find_or_download(file, data_dirs)?;
-    let bytes = std::fs::read(&path).map_err(|cause| DataError::Io {
-        path: path.clone(),
-        cause,
-    })?;
+/// Reads the UTF-8 corpus at `path` and splits it into windows of `context`; unknown characters
+/// are counted in the log.
+pub fn load(path: &Path, context: usize, split: BlockSplit) -> Result<TextSplits, DataError> {
+    let bytes = crate::locate::read(path)?;
     let text = String::from_utf8(bytes).map_err(|error| DataError::Malformed {
         file: path.display().to_string(),
         reason: format!("not UTF-8 text ({error})"),
     })?;
-    split_corpus(&text, context, split).map_err(|error| match error {
+    let splits = split_corpus(&text, context, split).map_err(|error| match error {
         DataError::Malformed { reason, .. } => DataError::Malformed {
             file: path.display().to_string(),
             reason,
         },
         other => other,
-    })
+    })?;
+    if splits.unknown_characters > 0 {
+        tracing::warn!(
+            "{}: {} characters of the validation and test blocks are not in the training blocks; they are read as the unknown symbol {UNKNOWN:?}",
+            path.display(),
+            splits.unknown_characters
+        );
+    }
+    Ok(splits)
 }
 
 /// Cuts `text` into blocks, deals them to the splits by a seeded shuffle and encodes it with the
 /// vocabulary of the training blocks. A symbol that occurs only outside the training blocks is
-/// an error (the model could not be scored on it): pick another seed.
+/// read as [`UNKNOWN`], which then joins the vocabulary.
 pub fn split_corpus(
     text: &str,
     context: usize,
@@ -229,19 +222,33 @@ pub fn split_corpus(
         .iter()
         .flat_map(|&block| characters[range(block)].iter())
         .collect();
-    let vocabulary = Vocabulary::from_text(&training_text);
+    let mut vocabulary = Vocabulary::from_text(&training_text);
+    let unknown_characters = characters
+        .iter()
+        .filter(|c| vocabulary.symbols.binary_search(c).is_err())
+        .count();
+    if unknown_characters > 0 && vocabulary.symbols.binary_search(&UNKNOWN).is_err() {
+        vocabulary.symbols.push(UNKNOWN);
+        vocabulary.symbols.sort_unstable();
+    }
     if vocabulary.len() > usize::from(u16::MAX) + 1 {
         return Err(malformed(format!(
             "{} distinct characters: at most 65,536 fit the 16-bit token ids",
             vocabulary.len()
         )));
     }
-    let tokens = Arc::new(vocabulary.encode(text).map_err(|error| match error {
-        DataError::UnknownSymbol { symbol, .. } => malformed(format!(
-            "the symbol {symbol:?} occurs only outside the training blocks; choose another data.split_seed"
-        )),
-        other => other,
-    })?);
+    let unknown_id = vocabulary.symbols.binary_search(&UNKNOWN).unwrap_or(0) as u16;
+    let tokens: Arc<Vec<u16>> = Arc::new(
+        characters
+            .iter()
+            .map(|c| {
+                vocabulary
+                    .symbols
+                    .binary_search(c)
+                    .map_or(unknown_id, |id| id as u16)
+            })
+            .collect(),
+    );
     let windows = |blocks: &[usize], stride: usize| -> TextSplit {
         let starts = blocks
             .iter()
@@ -263,6 +270,7 @@ pub fn split_corpus(
         validation: windows(&validation, context),
         test: windows(&test, context),
         vocabulary,
+        unknown_characters,
     })
 }
 
@@ -364,29 +372,41 @@ mod tests {
         .unwrap();
         let position = 0;
         let start = splits.train.starts[position] as usize;
-        let (inputs, targets) = splits.train.batch(&[position]).unwrap();
-        assert_eq!(inputs.size(), vec![1, 3]);
-        let decode = |t: &Tensor| {
-            splits
-                .vocabulary
-                .decode(&Vec::<i64>::try_from(t.flatten(0, -1)).unwrap())
-                .unwrap()
-        };
+        let (inputs, targets) = splits.train.batch(&[position]);
+        assert_eq!(inputs.len(), 3);
+        let decode = |ids: &[i64]| splits.vocabulary.decode(ids).unwrap();
         assert_eq!(decode(&inputs), text[start..start + 3]);
         assert_eq!(decode(&targets), text[start + 1..start + 4]);
     }
 
     #[test]
-    fn symbols_missing_from_training_and_tiny_corpora_are_errors() {
-        // '!' sits in one block only; some seed deals that block away from training.
+    fn symbols_missing_from_training_become_the_unknown_symbol() {
+        // '!' sits in one block only; some seeds deal that block away from training.
         let text = format!("{}!{}", "ab".repeat(25), "ba".repeat(25));
-        let failures = (0..20)
-            .filter(|&seed| split_corpus(&text, 4, cut(seed)).is_err())
-            .count();
+        let mut unknown_seeds = 0;
+        for seed in 0..20 {
+            let splits = split_corpus(&text, 4, cut(seed)).unwrap();
+            if splits.unknown_characters == 0 {
+                assert_eq!(splits.vocabulary.symbols, vec!['!', 'a', 'b']);
+                continue;
+            }
+            unknown_seeds += 1;
+            assert_eq!(splits.unknown_characters, 1);
+            assert_eq!(splits.vocabulary.symbols, vec!['a', 'b', UNKNOWN]);
+            assert_eq!(
+                splits.train.tokens[50], 2,
+                "'!' is read as the unknown symbol"
+            );
+        }
         assert!(
-            failures > 0 && failures < 20,
-            "{failures} of 20 seeds failed"
+            unknown_seeds > 0 && unknown_seeds < 20,
+            "{unknown_seeds} of 20 seeds dealt '!' away from training"
         );
+    }
+
+    #[test]
+    fn tiny_corpora_and_long_contexts_are_errors() {
+        let text = format!("{}!{}", "ab".repeat(25), "ba".repeat(25));
         assert!(matches!(
             split_corpus("abcdefghij", 4, cut(0)),
             Err(DataError::Malformed { .. })

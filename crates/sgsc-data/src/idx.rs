@@ -1,16 +1,17 @@
-//! Reader for the IDX format of MNIST (`train-images-idx3-ubyte.gz` and friends).
+//! Reader for the IDX format of MNIST (`train-images-idx3-ubyte.gz` and friends), which many
+//! drop-in data sets (Fashion-MNIST, KMNIST, EMNIST) share.
 //!
 //! Layout: two zero bytes, a type byte (0x08 = unsigned byte), the number of dimensions, then each
 //! dimension as a big-endian u32, then the data. Every field is checked; nothing is trusted.
 
-use super::DataError;
+use crate::DataError;
 use flate2::read::GzDecoder;
 use std::io::Read;
 use std::path::Path;
 
-/// Largest decoded IDX file accepted (MNIST's largest is 47 MB); stops a corrupt header from
-/// asking for an absurd allocation.
-const MAX_DECODED_BYTES: usize = 256 << 20;
+/// Largest decoded data file accepted (MNIST's largest IDX file is 47 MB, CIFAR-100's training
+/// file 154 MB); stops a corrupt header from asking for an absurd allocation.
+pub const MAX_DECODED_BYTES: usize = 256 << 20;
 
 /// An unsigned-byte IDX array: its dimensions and its values in row-major order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,11 +56,18 @@ pub fn parse_idx(bytes: &[u8], expected_rank: usize, file: &str) -> Result<IdxAr
         .chunks_exact(4)
         .map(|chunk| u32::from_be_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]) as usize)
         .collect();
-    let count = dims
+    let claimed = dims
         .iter()
-        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-        .filter(|&n| n <= MAX_DECODED_BYTES)
-        .ok_or_else(|| bad(format!("dimensions {dims:?} are absurdly large")))?;
+        .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64))
+        .unwrap_or(u64::MAX);
+    if claimed > MAX_DECODED_BYTES as u64 {
+        return Err(DataError::TooLarge {
+            file: file.to_string(),
+            claimed,
+            limit: MAX_DECODED_BYTES as u64,
+        });
+    }
+    let count = claimed as usize;
     let payload = &bytes[header_len..];
     if payload.len() < count {
         return Err(DataError::Truncated {
@@ -99,14 +107,28 @@ pub fn gunzip(bytes: &[u8], file: &str) -> Result<Vec<u8>, DataError> {
     Ok(decoded)
 }
 
-/// Reads and parses a gzip-compressed IDX file.
-pub fn read_idx_gz(path: &Path, expected_rank: usize) -> Result<IdxArray, DataError> {
-    let name = path.display().to_string();
-    let compressed = std::fs::read(path).map_err(|cause| DataError::Io {
-        path: path.to_path_buf(),
-        cause,
-    })?;
-    parse_idx(&gunzip(&compressed, &name)?, expected_rank, &name)
+/// True for bytes that start with the gzip magic number.
+pub fn is_gzip(bytes: &[u8]) -> bool {
+    bytes.starts_with(&[0x1f, 0x8b])
+}
+
+/// The bytes of `path`, decompressed when they are gzip (whatever the file's name says).
+pub fn read_maybe_gzip(path: &Path) -> Result<Vec<u8>, DataError> {
+    let bytes = crate::locate::read(path)?;
+    if is_gzip(&bytes) {
+        gunzip(&bytes, &path.display().to_string())
+    } else {
+        Ok(bytes)
+    }
+}
+
+/// Reads and parses an IDX file, gzip-compressed or plain.
+pub fn read_idx(path: &Path, expected_rank: usize) -> Result<IdxArray, DataError> {
+    parse_idx(
+        &read_maybe_gzip(path)?,
+        expected_rank,
+        &path.display().to_string(),
+    )
 }
 
 #[cfg(test)]
@@ -171,7 +193,19 @@ mod tests {
         let bytes = idx(&[u32::MAX, u32::MAX, 16], &[]);
         assert!(matches!(
             parse_idx(&bytes, 3, "t"),
-            Err(DataError::Malformed { .. })
+            Err(DataError::TooLarge {
+                claimed: u64::MAX,
+                ..
+            })
+        ));
+        // Three billion 28x28 images on a 16-byte file.
+        let bytes = idx(&[3_000_000_000, 28, 28], &[]);
+        assert!(matches!(
+            parse_idx(&bytes, 3, "t"),
+            Err(DataError::TooLarge {
+                claimed: 2_352_000_000_000,
+                ..
+            })
         ));
     }
 

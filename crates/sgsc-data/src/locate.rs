@@ -1,11 +1,12 @@
-//! Finding data files: `--data-dir`, then `SGSC_DATA_DIR`, then `./data`, then a download from
-//! the canonical mirrors. Every file is checked against its published SHA-256, wherever it came
-//! from, so a corrupted file is reported instead of silently training on garbage.
+//! Finding data files: `--data-dir`, then `SGSC_DATA_DIR`, then `./data`, then (for the known
+//! data sets) a download from the canonical mirrors. Every known file is checked against its
+//! published SHA-256, wherever it came from, so a corrupted file is reported instead of silently
+//! training on garbage; a user's own files are checked when the config pins them.
 
-use super::DataError;
+use crate::DataError;
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 /// Environment variable naming the data folder when `--data-dir` is not given.
 pub const DATA_DIR_ENV: &str = "SGSC_DATA_DIR";
@@ -100,12 +101,59 @@ pub fn find_or_download(file: &KnownFile, candidates: &[PathBuf]) -> Result<Path
     download(file, &target_dir.join(file.relative_path), candidates)
 }
 
-/// Checks a file's SHA-256 against the expected lowercase hex digest.
-pub fn verify_sha256(path: &Path, expected: &str) -> Result<(), DataError> {
-    let bytes = std::fs::read(path).map_err(|cause| DataError::Io {
+/// The folder or file `relative` names: itself when absolute, else the first candidate data
+/// folder holding it.
+pub fn resolve(relative: &Path, candidates: &[PathBuf]) -> Result<PathBuf, DataError> {
+    if relative.is_absolute() {
+        return if relative.exists() {
+            Ok(relative.to_path_buf())
+        } else {
+            Err(DataError::Missing {
+                what: relative.display().to_string(),
+                searched: "an absolute path".into(),
+            })
+        };
+    }
+    candidates
+        .iter()
+        .map(|dir| dir.join(relative))
+        .find(|path| path.exists())
+        .ok_or_else(|| DataError::Missing {
+            what: relative.display().to_string(),
+            searched: searched(candidates),
+        })
+}
+
+/// Checks `path` against the digest `pins` gives its file name, if any (a user's own data is
+/// pinned only where the config says so).
+pub fn check_pin(path: &Path, pins: &BTreeMap<String, String>) -> Result<(), DataError> {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    match name.and_then(|name| pins.get(&name)) {
+        Some(expected) => verify_sha256(path, &expected.to_ascii_lowercase()),
+        None => Ok(()),
+    }
+}
+
+/// The folders searched, for messages.
+fn searched(candidates: &[PathBuf]) -> String {
+    candidates
+        .iter()
+        .map(|dir| dir.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The bytes of a file, with the path in the error.
+pub fn read(path: &Path) -> Result<Vec<u8>, DataError> {
+    std::fs::read(path).map_err(|cause| DataError::Io {
         path: path.to_path_buf(),
         cause,
-    })?;
+    })
+}
+
+/// Checks a file's SHA-256 against the expected lowercase hex digest.
+pub fn verify_sha256(path: &Path, expected: &str) -> Result<(), DataError> {
+    let bytes = read(path)?;
     let found = sha256_hex(&bytes);
     if found != expected {
         return Err(DataError::Checksum {
@@ -125,29 +173,45 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
-/// Downloads `file` into `target`, trying each mirror; the bytes are checked before they are
-/// written (to a temporary name, then renamed), so a failed download leaves nothing behind.
-fn download(file: &KnownFile, target: &Path, searched: &[PathBuf]) -> Result<PathBuf, DataError> {
-    let name = file
-        .relative_path
-        .rsplit('/')
-        .next()
-        .unwrap_or(file.relative_path);
+/// The bytes at `url` (at most 512 MiB, within five minutes).
+#[cfg(feature = "download")]
+fn fetch(url: &str) -> Result<Vec<u8>, String> {
     let agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(300)))
+        .timeout_global(Some(std::time::Duration::from_secs(300)))
         .build()
         .new_agent();
-    let mut failures = Vec::new();
-    for mirror in file.mirrors {
-        let url = format!("{mirror}{name}");
-        tracing::info!("downloading {url}");
-        let bytes = match agent.get(&url).call().and_then(|mut response| {
+    agent
+        .get(url)
+        .call()
+        .and_then(|mut response| {
             response
                 .body_mut()
                 .with_config()
                 .limit(512 << 20)
                 .read_to_vec()
-        }) {
+        })
+        .map_err(|error| error.to_string())
+}
+
+/// Without the `download` feature nothing is fetched.
+#[cfg(not(feature = "download"))]
+fn fetch(_url: &str) -> Result<Vec<u8>, String> {
+    Err("this build has no downloads (the `download` feature is off)".into())
+}
+
+/// Downloads `file` into `target`, trying each mirror; the bytes are checked before they are
+/// written (to a temporary name, then renamed), so a failed download leaves nothing behind.
+fn download(file: &KnownFile, target: &Path, candidates: &[PathBuf]) -> Result<PathBuf, DataError> {
+    let name = file
+        .relative_path
+        .rsplit('/')
+        .next()
+        .unwrap_or(file.relative_path);
+    let mut failures = Vec::new();
+    for mirror in file.mirrors {
+        let url = format!("{mirror}{name}");
+        tracing::info!("downloading {url}");
+        let bytes = match fetch(&url) {
             Ok(bytes) => bytes,
             Err(error) => {
                 failures.push(format!("{url}: {error}"));
@@ -173,11 +237,7 @@ fn download(file: &KnownFile, target: &Path, searched: &[PathBuf]) -> Result<Pat
     }
     Err(DataError::Unavailable {
         file: file.relative_path.to_string(),
-        searched: searched
-            .iter()
-            .map(|dir| dir.display().to_string())
-            .collect::<Vec<_>>()
-            .join(", "),
+        searched: searched(candidates),
         reason: failures.join("; "),
     })
 }
