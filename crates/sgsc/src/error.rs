@@ -25,6 +25,22 @@ pub enum Error {
         /// What is wrong with it.
         message: String,
     },
+    /// A float state dict does not hold the network the config describes: every missing,
+    /// unexpected and mis-shaped tensor, at once.
+    #[error(
+        "{path}: the state dict does not fit the model: {}",
+        state_dict_problems(missing, unexpected, misshaped)
+    )]
+    StateDict {
+        /// The safetensors file.
+        path: PathBuf,
+        /// Tensors the model needs that the file lacks.
+        missing: Vec<String>,
+        /// Tensors of the file that the model has no place for.
+        unexpected: Vec<String>,
+        /// Tensors of the wrong shape or type, each with both shapes.
+        misshaped: Vec<String>,
+    },
     /// A model does not fit its input or its saved state (wrong shapes, unknown layers).
     #[error("model: {0}")]
     Model(String),
@@ -48,6 +64,21 @@ pub enum Error {
         /// The underlying error (shown in the message, so not chained again).
         cause: std::io::Error,
     },
+}
+
+/// The problems of a state dict, for [`Error::StateDict`]'s message.
+fn state_dict_problems(missing: &[String], unexpected: &[String], misshaped: &[String]) -> String {
+    let mut parts = Vec::new();
+    for (what, names) in [
+        ("missing", missing),
+        ("unexpected", unexpected),
+        ("mis-shaped", misshaped),
+    ] {
+        if !names.is_empty() {
+            parts.push(format!("{what}: {}", names.join(", ")));
+        }
+    }
+    parts.join("; ")
 }
 
 /// Result with the crate's [`Error`].

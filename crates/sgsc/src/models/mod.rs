@@ -6,6 +6,7 @@
 pub mod config;
 pub mod generate;
 pub mod network;
+pub mod state_dict;
 pub mod transformer;
 
 pub use config::{LayerConfig, ModelConfig};

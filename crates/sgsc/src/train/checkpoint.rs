@@ -86,6 +86,17 @@ pub fn save(path: &Path, info: &CheckpointInfo, tensors: &[(String, Tensor)]) ->
     write_atomically(path, &bytes)
 }
 
+/// True for the bytes of a safetensors file with sgsc's checkpoint metadata (anything else,
+/// such as a PyTorch state dict, is not a checkpoint).
+pub fn is_checkpoint(bytes: &[u8]) -> bool {
+    SafeTensors::read_metadata(bytes).is_ok_and(|(_, header)| {
+        header
+            .metadata()
+            .as_ref()
+            .is_some_and(|metadata| metadata.contains_key("sgsc"))
+    })
+}
+
 /// Loads a checkpoint written by [`save`], verifying its format and data digest.
 pub fn load(path: &Path) -> Result<(CheckpointInfo, HashMap<String, Tensor>)> {
     let fail = |message: String| Error::Checkpoint {

@@ -123,8 +123,17 @@ pub struct Guard {
     pruned_channels: usize,
 }
 
-/// Loads the float reference network of a `baseline` checkpoint, checking it has `config`'s model.
+/// Loads a float network for `config`: the reference network of a `baseline` checkpoint (checked
+/// to have `config`'s model), or a float state dict under PyTorch's names (a model trained
+/// elsewhere; see [`crate::models::state_dict`]).
 pub fn load_reference(path: &Path, config: &ExperimentConfig, device: Device) -> Result<Network> {
+    let bytes = std::fs::read(path).map_err(|source| Error::io(path, source))?;
+    if !checkpoint::is_checkpoint(&bytes) {
+        // A float state dict under PyTorch's names (a model trained elsewhere).
+        let network = Network::new(&config.model, config.quant.initial_bit_depth, device)?;
+        crate::models::state_dict::load_float_state(&network, &bytes, path)?;
+        return Ok(network);
+    }
     let (info, tensors) = checkpoint::load(path)?;
     let fail = |message: String| Error::Config {
         path: path.to_path_buf(),
