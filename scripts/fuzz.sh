@@ -3,8 +3,8 @@
 # data parsers, IDX files and CIFAR batches (target `data`). Builds the libFuzzer targets in fuzz/
 # with the coverage flags that `cargo fuzz build -s none` uses (so neither cargo-fuzz nor a
 # nightly toolchain is needed), plus debug assertions and overflow checks, and runs each from seed
-# files (written by the fuzz_seeds examples of sgsc-runtime and sgsc-data, so that no model or data
-# file is kept in git) and the inputs of earlier failures, fuzz/regressions.
+# files (written by the examples fuzz_seeds of sgsc-runtime and data_fuzz_seeds of sgsc-data, so
+# that no model or data file is kept in git) and the inputs of earlier failures, fuzz/regressions.
 #   bash scripts/fuzz.sh [RUNS]     (default 100000 per target; the tests run it briefly)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -12,7 +12,7 @@ runs="${1:-100000}"
 host="$(rustc -vV | sed -n 's/^host: //p')"
 seeds="$(mktemp -d)"
 cargo run --quiet --release --manifest-path "$root/Cargo.toml" -p sgsc-runtime --example fuzz_seeds -- "$seeds/decode"
-cargo run --quiet --release --manifest-path "$root/Cargo.toml" -p sgsc-data --example fuzz_seeds -- "$seeds/data"
+cargo run --quiet --release --manifest-path "$root/Cargo.toml" -p sgsc-data --example data_fuzz_seeds -- "$seeds/data"
 export RUSTFLAGS="--cfg fuzzing -Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
 -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
 -Cllvm-args=-sanitizer-coverage-trace-compares -Cdebug-assertions -Coverflow-checks"

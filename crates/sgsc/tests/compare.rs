@@ -3,8 +3,9 @@
 
 mod common;
 
+use sgsc::pipeline::compare::{run_comparison, ComparisonOptions};
 use sgsc::preserve::{PreservationOptions, PreservationSet};
-use sgsc::report::compare::{comparison_csv, comparison_table, run_comparison, ComparisonOptions};
+use sgsc::report::compare::{comparison_csv, comparison_table};
 use tch::Device;
 
 #[test]
@@ -85,7 +86,7 @@ fn comparison_runs_every_mode_and_reuses_finished_runs() {
         .iter()
         .map(|run| {
             let path = dir.path().join(run).join("config.toml");
-            sgsc::train::config::ExperimentConfig::load(&path)
+            sgsc::config::ExperimentConfig::load(&path)
                 .unwrap()
                 .train
                 .learning_rate

@@ -3,9 +3,9 @@
 
 mod common;
 
+use sgsc::config::ExperimentConfig;
 use sgsc::models::{LayerConfig, Network};
-use sgsc::pack::float_bytes;
-use sgsc::train::config::ExperimentConfig;
+use sgsc::size::float_bytes;
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;

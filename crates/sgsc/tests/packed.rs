@@ -4,11 +4,11 @@
 
 mod common;
 
+use sgsc::config::ExperimentConfig;
 use sgsc::data::{load_test, Tensors};
 use sgsc::pack::export::{remove_dead_channels, to_packed, to_safetensors};
 use sgsc::pack::onnx::{run_onnxruntime, to_onnx};
 use sgsc::train::checkpoint;
-use sgsc::train::config::ExperimentConfig;
 use sgsc::train::learner::Learner;
 use sgsc::train::trainer::{checkpoint_path, train};
 use sgsc::train::Mode;
@@ -75,7 +75,7 @@ fn runtime_matches_the_training_side_on_a_thousand_test_images() {
     let test = load_test(&config.data, &config.model.input, &common::data_dirs()).unwrap();
     let positions: Vec<usize> = (0..1000).collect();
     let (inputs, labels) = test.tensors(&positions, &Default::default(), None).unwrap();
-    sgsc::pack::prepare_for_storage(&learner.network).unwrap();
+    sgsc::size::prepare_for_storage(&learner.network).unwrap();
     let before = floats(&tch::no_grad(|| learner.network.forward(&inputs, false, true)).unwrap());
 
     let removed = remove_dead_channels(&mut learner.network).unwrap();
@@ -187,7 +187,7 @@ fn runtime_matches_the_training_side_on_text() {
     let test = load_test(&config.data, &config.model.input, &common::data_dirs()).unwrap();
     let positions: Vec<usize> = (0..40).collect();
     let (inputs, _) = test.tensors(&positions, &Default::default(), None).unwrap();
-    sgsc::pack::prepare_for_storage(&learner.network).unwrap();
+    sgsc::size::prepare_for_storage(&learner.network).unwrap();
     let before = floats(&tch::no_grad(|| learner.network.forward(&inputs, false, true)).unwrap());
     let removed = remove_dead_channels(&mut learner.network).unwrap();
     // One head (16 rows each of query, key and value) and 10 MLP units.

@@ -3,12 +3,12 @@
 
 mod common;
 
+use sgsc::config::SafetyConfig;
 use sgsc::data::load_train_validation;
 use sgsc::preserve::{
     score, select, Candidates, PreservationOptions, PreservationSet, SplitInfo, FORMAT,
 };
 use sgsc::train::checkpoint;
-use sgsc::train::config::SafetyConfig;
 use sgsc::train::evaluate::evaluate;
 use sgsc::train::safety::load_reference;
 use sgsc::train::trainer::{checkpoint_path, train};

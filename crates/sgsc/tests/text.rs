@@ -3,12 +3,13 @@
 
 mod common;
 
+use sgsc::config::ExperimentConfig;
 use sgsc::data::text::Vocabulary;
 use sgsc::models::generate::{generate, SamplingOptions};
+use sgsc::pipeline::compare::{run_comparison, ComparisonOptions};
 use sgsc::preserve::{Criterion, PreservationOptions, PreservationSet};
-use sgsc::report::compare::{comparison_table, run_comparison, ComparisonOptions};
+use sgsc::report::compare::comparison_table;
 use sgsc::train::checkpoint;
-use sgsc::train::config::ExperimentConfig;
 use sgsc::train::controller::BudgetMetric;
 use sgsc::train::learner::Learner;
 use sgsc::train::Mode;

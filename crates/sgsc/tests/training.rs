@@ -3,9 +3,9 @@
 
 mod common;
 
+use sgsc::config::ExperimentConfig;
 use sgsc::data::{load_test, load_train_validation};
 use sgsc::train::checkpoint;
-use sgsc::train::config::ExperimentConfig;
 use sgsc::train::learner::Learner;
 use sgsc::train::trainer::{checkpoint_path, train};
 use sgsc::train::Mode;
@@ -212,7 +212,7 @@ fn pruning_cuts_optimizer_state_and_pruned_checkpoints_load() {
     }
 
     // Sizes stay measured against the starting network.
-    let size = sgsc::pack::payload_estimate(&learner.network, &learner.original).unwrap();
+    let size = sgsc::size::payload_estimate(&learner.network, &learner.original).unwrap();
     assert_eq!(size.float_bytes, 350_592);
     assert_eq!(
         (size.layers[0].channels, size.layers[0].original_channels),

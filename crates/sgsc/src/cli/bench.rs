@@ -3,11 +3,11 @@
 //! or windows) per second, on random inputs so it needs no data set.
 
 use super::{load_run, parse_device, LoadedRun};
+use crate::config::ExperimentConfig;
 use crate::data::sampler::step_rng;
 use crate::data::{ImageShape, ImageSplit, Normalization, Tensors};
 use crate::pack::export::{export, metadata, ExportFormat};
 use crate::pack::onnx::{run_onnxruntime, to_onnx};
-use crate::train::config::ExperimentConfig;
 use crate::train::learner::Learner;
 use crate::train::Mode;
 use anyhow::Result;

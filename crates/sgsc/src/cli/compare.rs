@@ -1,11 +1,12 @@
 //! `sgsc compare`: baseline, unsafe and safe over several seeds, one table.
 
 use super::{data_dirs, parse_device};
+use crate::config::ExperimentConfig;
+use crate::files::write_atomically;
+use crate::pipeline::compare::{run_comparison, ComparisonOptions};
 use crate::preserve::PreservationOptions;
-use crate::report::compare::{comparison_csv, comparison_table, run_comparison, ComparisonOptions};
+use crate::report::compare::{comparison_csv, comparison_table};
 use crate::report::plot::accuracy_against_size;
-use crate::train::checkpoint::write_atomically;
-use crate::train::config::ExperimentConfig;
 use anyhow::Result;
 use clap::Args;
 use std::io::IsTerminal;

@@ -3,8 +3,9 @@
 
 use super::{data_dirs, load_run, parse_device, LoadedRun};
 use crate::data::{load_test, load_train_validation, DataConfig};
+use crate::pipeline::pack_run;
 use crate::report::packed::evaluate_packed;
-use crate::report::{layer_table, pack_run, results_table, summarize, RunFacts};
+use crate::report::{layer_table, results_table, summarize, RunFacts};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use std::path::PathBuf;

@@ -3,9 +3,9 @@
 //! as dequantized float weights in safetensors.
 
 use super::{load_run, LoadedRun};
+use crate::files::write_atomically;
 use crate::pack::export::{export, metadata, ExportFormat};
 use crate::report::{read_summary, Summary, SUMMARY_FILE};
-use crate::train::checkpoint::write_atomically;
 use anyhow::{bail, Result};
 use clap::Args;
 use std::path::{Path, PathBuf};

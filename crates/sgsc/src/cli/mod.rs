@@ -123,7 +123,7 @@ struct LoadedRun {
     /// The checkpoint's own record (mode, step, vocabulary).
     info: crate::train::checkpoint::CheckpointInfo,
     /// The experiment config the run was trained with.
-    config: crate::train::config::ExperimentConfig,
+    config: crate::config::ExperimentConfig,
     /// The run's mode.
     mode: crate::train::Mode,
     /// The network (and optimizer) with the checkpoint's state.
@@ -132,7 +132,8 @@ struct LoadedRun {
 
 /// Loads `path` (a checkpoint written by `sgsc train`) onto `device`.
 fn load_run(path: &std::path::Path, device: Device) -> Result<LoadedRun> {
-    use crate::train::{checkpoint, config::ExperimentConfig, learner::Learner, Mode};
+    use crate::config::ExperimentConfig;
+    use crate::train::{checkpoint, learner::Learner, Mode};
     let (info, tensors) = checkpoint::load(path)?;
     let config = ExperimentConfig::parse(&info.config, std::path::Path::new("<checkpoint>"))?;
     let mode: Mode = info.mode.parse().map_err(|e: String| anyhow::anyhow!(e))?;

@@ -2,10 +2,10 @@
 //! run's training split only, and writes it as JSON plus a PNG montage.
 
 use super::{data_dirs, parse_device};
+use crate::config::ExperimentConfig;
 use crate::data::load_train_validation;
 use crate::preserve::{build_and_save, PreservationOptions, SplitInfo};
 use crate::train::checkpoint;
-use crate::train::config::ExperimentConfig;
 use crate::train::learner::Learner;
 use crate::train::Mode;
 use anyhow::{bail, Result};

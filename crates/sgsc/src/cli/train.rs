@@ -1,8 +1,9 @@
 //! `sgsc train`: one run from a config, then the results table and `summary.json`.
 
 use super::{data_dirs, parse_device};
-use crate::report::{layer_table, results_table, train_and_report};
-use crate::train::config::ExperimentConfig;
+use crate::config::ExperimentConfig;
+use crate::pipeline;
+use crate::report::{layer_table, results_table};
 use crate::train::trainer::RunOptions;
 use crate::train::Mode;
 use anyhow::Result;
@@ -83,7 +84,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         config.quant.gamma,
         out_dir.display()
     );
-    let Some((summary, size)) = train_and_report(&config, &options)? else {
+    let Some((summary, size)) = pipeline::run(&config, &options)? else {
         println!(
             "stopped at step {}; continue with the same command and --resume",
             options.stop_at.unwrap_or_default()

@@ -6,7 +6,7 @@
 //! so the file holds live channels only, apart from the rows that write a transformer's residual
 //! stream, which cost one width byte each.
 
-use super::{live_channels, prepare_for_storage};
+use crate::config::ExperimentConfig;
 use crate::data::DataDescription;
 use crate::error::{Error, Result};
 use crate::models::network::{Layer, Linear, BATCH_NORM_EPS};
@@ -14,7 +14,8 @@ use crate::models::transformer::{self, LAYER_NORM_EPS};
 use crate::models::Network;
 use crate::prune;
 use crate::quant::QuantizedWeight;
-use crate::train::config::ExperimentConfig;
+use crate::size::live::live_channels;
+use crate::size::prepare_for_storage;
 use half::f16;
 use sgsc_runtime::model::{
     self as packed, Dense, Metadata, Normalization, PackedModel, QuantizedMatrix,

@@ -529,7 +529,7 @@ impl PreservationSet {
     pub fn save(&self, path: &Path) -> Result<()> {
         let text =
             serde_json::to_string_pretty(self).map_err(|e| Error::Training(e.to_string()))?;
-        crate::train::checkpoint::write_atomically(path, text.as_bytes())
+        crate::files::write_atomically(path, text.as_bytes())
     }
 
     /// Reads and checks a set written by [`PreservationSet::save`].

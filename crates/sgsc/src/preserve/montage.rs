@@ -108,5 +108,5 @@ pub fn write_montage(
     picture
         .write_to(&mut bytes, image::ImageFormat::Png)
         .map_err(|e| Error::Training(format!("encoding {}: {e}", path.display())))?;
-    crate::train::checkpoint::write_atomically(path, bytes.get_ref())
+    crate::files::write_atomically(path, bytes.get_ref())
 }

@@ -160,7 +160,7 @@ pub fn write_listing(
             window
         );
     }
-    crate::train::checkpoint::write_atomically(path, listing.as_bytes())
+    crate::files::write_atomically(path, listing.as_bytes())
 }
 
 #[cfg(test)]

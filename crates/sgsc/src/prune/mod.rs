@@ -17,7 +17,7 @@
 use crate::error::{Error, Result};
 use crate::models::network::{Layer, Network};
 use crate::models::transformer::{MLP_IN_PART, VALUE_PART};
-use tch::{Device, Kind, Tensor};
+use tch::Tensor;
 
 /// One named tensor cut down to `indices` along `dim`.
 #[derive(Debug)]
@@ -235,28 +235,13 @@ pub fn plan(network: &Network, removable: &[Vec<bool>]) -> Result<Vec<(usize, Ve
     Ok(cuts)
 }
 
-/// Output channels of quantized layer `index` whose bit depth is positive (`relu(b) > 0`).
-pub fn channels_with_bits(network: &Network, index: usize) -> Result<Vec<i64>> {
-    let bits = network
-        .quantized_weight(index)
-        .bit_depth
-        .f_gt(0.0)?
-        .f_to_device(Device::Cpu)?
-        .f_to_kind(Kind::Bool)?;
-    Ok(Vec::<bool>::try_from(&bits)?
-        .iter()
-        .enumerate()
-        .filter(|(_, &alive)| alive)
-        .map(|(channel, _)| channel as i64)
-        .collect())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::models::fixtures::set_values;
     use crate::models::fixtures::{tiny_network, tiny_transformer};
-    use crate::pack::prepare_for_storage;
+    use crate::size::prepare_for_storage;
+    use tch::{Device, Kind};
 
     #[test]
     fn removing_dead_channels_leaves_outputs_unchanged() {
@@ -272,7 +257,11 @@ mod tests {
         prepare_for_storage(&network).unwrap();
         let before = network.forward(&input, false, true).unwrap();
 
-        assert_eq!(channels_with_bits(&network, 0).unwrap(), vec![0]);
+        assert_eq!(
+            crate::size::live::channels_with_bits(&network).unwrap()[0],
+            1,
+            "one channel of the first layer has bits"
+        );
         let first = remove_channels(&mut network, 0, &[0]).unwrap();
         let second = remove_channels(&mut network, 1, &[1, 2]).unwrap();
         let after = network.forward(&input, false, true).unwrap();

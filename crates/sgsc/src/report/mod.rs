@@ -1,6 +1,7 @@
 //! Reports stage: the figures of a finished run on the untouched test split, `summary.json`, and
-//! the tables printed at the end of a run; [`compare`] runs and tabulates the three modes and
-//! [`plot`] draws their accuracy against size.
+//! the tables printed at the end of a run; [`compare`] tabulates the three modes, [`plot`] draws
+//! their accuracy against size, and [`page`] writes a report of many runs. Nothing here trains:
+//! runs are the pipeline's ([`crate::pipeline`]).
 
 pub mod compare;
 pub mod figures;
@@ -9,15 +10,14 @@ pub mod page;
 pub mod plot;
 pub mod runs;
 
+use crate::config::ExperimentConfig;
 use crate::data::{load_test, TrainValidation};
 use crate::error::{Error, Result};
 use crate::models::Network;
-use crate::pack::{payload_estimate, prepare_for_storage, OriginalSize, SizeReport};
-use crate::train::config::ExperimentConfig;
+use crate::size::{payload_estimate, prepare_for_storage, OriginalSize, SizeReport};
 use crate::train::controller::Events;
 use crate::train::evaluate::evaluate;
 use crate::train::safety::Certificate;
-use crate::train::trainer::{train, RunOptions};
 use crate::train::Mode;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -52,6 +52,10 @@ pub struct Summary {
     /// nats per character, and the loss is its headline figure.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub language_model: bool,
+    /// The kind of data set (`mnist`, `idx`, `cifar10`, ...; none in summaries written before it
+    /// was recorded, which were MNIST or text).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset: Option<String>,
     /// Size pressure gamma of a quantized run (none for baseline and for older summaries).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gamma: Option<f64>,
@@ -153,6 +157,7 @@ pub fn summarize(
         train_loss: train_eval.loss,
         validation_loss: validation_eval.loss,
         language_model: config.data.is_text(),
+        dataset: Some(config.data.dataset.name().into()),
         gamma: quantize.then_some(config.quant.gamma),
         size_bytes: headline.bytes,
         size_kind: headline.kind.into(),
@@ -183,49 +188,18 @@ pub fn summarize(
     Ok((summary, size))
 }
 
-/// Trains one run and reports on it: the figures of [`summarize`], written to the run folder's
-/// `summary.json`. Returns `None` when `options.stop_at` ended the run early.
-pub fn train_and_report(
-    config: &ExperimentConfig,
-    options: &RunOptions,
-) -> Result<Option<(Summary, SizeReport)>> {
-    let mut outcome = train(config, options)?;
-    if outcome.steps_done < config.train.steps {
-        return Ok(None);
-    }
-    let facts = RunFacts {
-        mode: options.mode,
-        steps: config.train.steps,
-        wall_seconds: outcome.wall_seconds,
-        rollbacks: outcome.rollbacks,
-        certificate: outcome.certificate.clone(),
-    };
-    let (mut summary, size) = summarize(
-        &outcome.learner.network,
-        &outcome.learner.original,
-        config,
-        &outcome.data,
-        &options.data_dirs,
-        options.device,
-        facts,
-    )?;
-    if options.mode.quantizes() {
-        let bytes = pack_run(
-            &mut outcome.learner.network,
-            config,
-            &outcome.data.description(),
-            &mut summary,
-        )?;
-        crate::train::checkpoint::write_atomically(&options.out_dir.join(MODEL_FILE), &bytes)?;
-    }
-    write_summary(&options.out_dir.join(SUMMARY_FILE), &summary)?;
-    Ok(Some((summary, size)))
-}
-
 /// Name of the packed model file in a quantized run's folder.
 pub const MODEL_FILE: &str = "model.sgsc";
 
 impl Summary {
+    /// True for a run on MNIST (older summaries without a data set: every image run).
+    pub fn is_mnist(&self) -> bool {
+        match &self.dataset {
+            Some(dataset) => dataset == "mnist",
+            None => !self.language_model,
+        }
+    }
+
     /// What a packed file records of this run: its safety certificate, and a short summary
     /// (mode, seed, steps, gamma and the test figures).
     pub fn for_packing(&self) -> (Option<serde_json::Value>, serde_json::Value) {
@@ -248,30 +222,13 @@ impl Summary {
     }
 }
 
-/// Packs a quantized run's `network` (cutting its dead channels in place) into the bytes of its
-/// `.sgsc` file, and makes that file's length the summary's size.
-pub fn pack_run(
-    network: &mut Network,
-    config: &ExperimentConfig,
-    description: &crate::data::DataDescription,
-    summary: &mut Summary,
-) -> Result<Vec<u8>> {
-    let (certificate, packed_summary) = summary.for_packing();
-    let metadata =
-        crate::pack::export::metadata(config, description, certificate, Some(packed_summary))?;
-    let (bytes, _) =
-        crate::pack::export::export(network, metadata, crate::pack::export::ExportFormat::Sgsc)?;
-    summary.set_file_size(bytes.len());
-    Ok(bytes)
-}
-
 /// Name of a finished run's summary in its folder.
 pub const SUMMARY_FILE: &str = "summary.json";
 
 /// Writes `summary.json`.
 pub fn write_summary(path: &Path, summary: &Summary) -> Result<()> {
     let text = serde_json::to_string_pretty(summary).map_err(|e| Error::Training(e.to_string()))?;
-    crate::train::checkpoint::write_atomically(path, text.as_bytes())
+    crate::files::write_atomically(path, text.as_bytes())
 }
 
 /// Reads a `summary.json` written by [`write_summary`] (or by an older sgsc: see the field

@@ -7,7 +7,7 @@ use super::plot::accuracy_against_size;
 use super::runs::{collect_runs, group_name, pareto_front, RunRecord};
 use super::Summary;
 use crate::error::{Error, Result};
-use crate::train::checkpoint::write_atomically;
+use crate::files::write_atomically;
 use crate::train::Mode;
 use base64::Engine;
 use std::collections::BTreeMap;

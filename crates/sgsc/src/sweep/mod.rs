@@ -12,8 +12,8 @@
 pub mod runner;
 pub mod slurm;
 
+use crate::config::ExperimentConfig;
 use crate::error::{Error, Result};
-use crate::train::config::ExperimentConfig;
 use crate::train::Mode;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};

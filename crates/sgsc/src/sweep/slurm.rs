@@ -4,7 +4,7 @@
 
 use super::{PlannedRun, SweepConfig};
 use crate::error::{Error, Result};
-use crate::train::checkpoint::write_atomically;
+use crate::files::write_atomically;
 use std::path::{Path, PathBuf};
 
 /// Writes `<out>/slurm/stage-<i>.sbatch` for every stage and `<out>/slurm/submit.sh`, which

@@ -7,12 +7,12 @@
 
 use crate::data::DataDescription;
 use crate::error::{Error, Result};
+use crate::files::write_atomically;
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::Path;
 use tch::{Kind, Tensor};
 
@@ -162,24 +162,6 @@ fn data_digest<'a>(tensors: impl Iterator<Item = (&'a str, &'a [u8])>) -> String
         .iter()
         .map(|byte| format!("{byte:02x}"))
         .collect()
-}
-
-/// Writes `bytes` to a temporary file beside `path`, syncs it, then renames it over `path`.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let temporary = path.with_extension(format!("tmp-{}", std::process::id()));
-    let io = |source| Error::io(path, source);
-    {
-        let mut file = std::fs::File::create(&temporary).map_err(io)?;
-        file.write_all(bytes).map_err(io)?;
-        file.sync_all().map_err(io)?;
-    }
-    std::fs::rename(&temporary, path).map_err(io)?;
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        if let Ok(folder) = std::fs::File::open(parent) {
-            let _ = folder.sync_all();
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -1,13 +1,13 @@
 //! One optimisation step on one batch: forward, loss, backward, Adam. The trainer and the
 //! benchmark both drive this, so what is timed is what trains.
 
-use super::config::{ExperimentConfig, Schedule};
 use super::objective::{distillation_loss, gamma_at, low_bit_l1, size_term};
 use super::optimizer::{Adam, GroupSettings};
 use super::Mode;
+use crate::config::{ExperimentConfig, Schedule};
 use crate::error::Result;
 use crate::models::{Network, ParameterGroup};
-use crate::pack::OriginalSize;
+use crate::size::OriginalSize;
 use std::collections::HashMap;
 use tch::{Device, Kind, Reduction, Tensor};
 

@@ -1,6 +1,5 @@
 //! Training stage: one loop for every mode.
 //!
-//! - [`config`]: the experiment config file.
 //! - [`objective`]: the loss terms (cross-entropy, size term Q).
 //! - [`optimizer`]: Adam with separate groups for weights and for bit depths/exponents.
 //! - [`learner`]: one optimisation step, shared by training and benchmarks.
@@ -8,7 +7,6 @@
 //! - [`checkpoint`], [`metrics`], [`evaluate`]: what the loop writes and measures.
 
 pub mod checkpoint;
-pub mod config;
 pub mod controller;
 pub mod evaluate;
 pub mod learner;

@@ -17,10 +17,7 @@ pub fn size_term(network: &Network, original_weights: f64) -> Result<Tensor> {
     let bits: Vec<Tensor> = (0..network.quantized.len())
         .map(|index| network.quantized_weight(index).bit_depth.f_relu())
         .collect::<Result<_, _>>()?;
-    let live_channels: Vec<i64> = bits
-        .iter()
-        .map(|bits| -> Result<i64> { Ok(bits.f_gt(0.0)?.f_sum(Kind::Int64)?.int64_value(&[])) })
-        .collect::<Result<_>>()?;
+    let live_channels = crate::size::live::channels_with_bits(network)?;
     let mut total: Option<Tensor> = None;
     for (index, info) in network.quantized.iter().enumerate() {
         let live_inputs = info

@@ -20,22 +20,22 @@
 //!   snapshot; the figures become the run's [`Certificate`].
 
 use super::checkpoint;
-use super::config::{ExperimentConfig, SafetyConfig};
 use super::controller::{
     Action, Budget, BudgetMetric, Controller, ControllerState, Events, PressureSettings,
 };
 use super::evaluate::{evaluate, Evaluation};
 use super::learner::{Guidance, Learner, Snapshot};
 use super::Mode;
+use crate::config::{ExperimentConfig, SafetyConfig};
 use crate::data::sampler::{preservation_rng, EpochSampler};
 use crate::data::{InputOptions, Tensors};
 use crate::data::{Split, TrainValidation};
 use crate::error::{Error, Result};
-use crate::models::network::BATCH_NORM_EPS;
 use crate::models::{Network, Weights};
-use crate::pack::prepare_for_storage;
 use crate::preserve::PreservationSet;
 use crate::quant::QuantizedWeight;
+use crate::size::live::{self, Statistics};
+use crate::size::prepare_for_storage;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::Path;
@@ -523,24 +523,18 @@ impl Guard {
     fn prune(&mut self, learner: &mut Learner, step: i64) -> Result<usize> {
         let mut removable = Vec::with_capacity(self.zero_since.len());
         for index in 0..learner.network.quantized.len() {
-            let bits = Vec::<f32>::try_from(
-                &learner
-                    .network
-                    .quantized_weight(index)
-                    .bit_depth
-                    .f_to_device(Device::Cpu)?,
-            )?;
-            let constant = constant_outputs(&learner.network, index)?;
+            let zero_bits = live::zero_bits(&learner.network, index)?;
+            let constant = live::constant_outputs(&learner.network, index, Statistics::Running)?;
             let since = &mut self.zero_since[index];
-            for (channel, &bit_depth) in bits.iter().enumerate() {
-                since[channel] = if bit_depth > 0.0 {
-                    None
-                } else {
+            for (channel, &zero) in zero_bits.iter().enumerate() {
+                since[channel] = if zero {
                     Some(since[channel].unwrap_or(step))
+                } else {
+                    None
                 };
             }
             removable.push(
-                (0..bits.len())
+                (0..zero_bits.len())
                     .map(|c| {
                         !constant[c]
                             && since[c]
@@ -745,37 +739,4 @@ fn copy_row(target: &Tensor, source: Option<&Tensor>, row: i64) -> Result<()> {
         .f_narrow(0, row, 1)?
         .f_copy_(&source.f_narrow(0, row, 1)?)?;
     Ok(())
-}
-
-/// Channels of quantized layer `index` that would still send a non-zero constant onwards at zero
-/// bits: a bias, or a batch norm whose evaluation output for a zero input, `shift - scale * mean /
-/// sqrt(var + eps)`, is not yet zero (its running mean decays only gradually). Removing them
-/// would change the network.
-fn constant_outputs(network: &Network, index: usize) -> Result<Vec<bool>> {
-    let channels = network.quantized_weight(index).weight.size()[0] as usize;
-    let mut constant = vec![false; channels];
-    let mut outputs: Vec<Tensor> = network
-        .bias(index)
-        .map(|bias| bias.f_detach())
-        .transpose()?
-        .into_iter()
-        .collect();
-    if let Some(norm) = network.norm(index) {
-        let mut zero_input = norm
-            .running_mean
-            .f_neg()?
-            .f_div(&norm.running_var.f_add_scalar(BATCH_NORM_EPS)?.f_sqrt()?)?;
-        if let Some((scale, shift)) = &norm.affine {
-            zero_input = zero_input.f_mul(scale)?.f_add(shift)?.f_detach()?;
-        }
-        outputs.push(zero_input);
-    }
-    for tensor in outputs {
-        let nonzero =
-            Vec::<bool>::try_from(&tensor.f_abs()?.f_gt(1e-6)?.f_to_device(Device::Cpu)?)?;
-        for (flag, nonzero) in constant.iter_mut().zip(nonzero) {
-            *flag |= nonzero;
-        }
-    }
-    Ok(constant)
 }

@@ -2,21 +2,22 @@
 //! resume, and roll-back to the last good state when the loss stops being finite.
 
 use super::checkpoint::{self, CheckpointInfo};
-use super::config::ExperimentConfig;
 use super::evaluate::{evaluate, Evaluation};
-use super::learner::{Learner, Snapshot};
+use super::learner::{Learner, Snapshot, StepReport};
 use super::metrics::MetricsLog;
 use super::safety::{load_reference, Certificate, Guard};
 use super::Mode;
+use crate::config::ExperimentConfig;
 use crate::data::sampler::{step_rng, EpochSampler};
 use crate::data::{load_train_validation, Tensors, TrainValidation};
 use crate::error::{Error, Result};
-use crate::pack::payload_estimate;
+use crate::size::payload_estimate;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-use tch::Device;
+use tch::{Device, Tensor};
 
 /// Roll-backs in a row after which a run gives up.
 const MAX_CONSECUTIVE_ROLLBACKS: u32 = 5;
@@ -69,9 +70,338 @@ pub fn checkpoint_path(out_dir: &Path) -> PathBuf {
 /// Trains `config` in `options.mode`, writing everything under `options.out_dir`.
 pub fn train(config: &ExperimentConfig, options: &RunOptions) -> Result<TrainOutcome> {
     let started = Instant::now();
-    std::fs::create_dir_all(&options.out_dir).map_err(|e| Error::io(&options.out_dir, e))?;
-    let data = load_train_validation(&config.data, &config.model.input, &options.data_dirs)?;
-    let mut learner = Learner::new(config, options.mode, options.device)?;
+    let mut run = Run::start(config, options)?;
+    let (steps, last_step) = (config.train.steps, run.last_step());
+    for step in run.start_step..last_step {
+        let Some(report) = run.step(step)? else {
+            continue; // rolled back after a non-finite loss
+        };
+        let done = step + 1;
+        run.show_progress(done, &report);
+        if run.check_due(done) {
+            run.check(done)?;
+        }
+        if done % config.train.eval_every == 0 || done == steps {
+            run.evaluate(done, step, &report)?;
+        }
+        if done % config.train.checkpoint_every == 0 || done == last_step {
+            run.save_checkpoint(done)?;
+        }
+    }
+    run.finish(last_step, started)
+}
+
+/// A run in progress: its data, learner and guard, and the loop's bookkeeping.
+struct Run<'a> {
+    config: &'a ExperimentConfig,
+    options: &'a RunOptions,
+    data: TrainValidation,
+    learner: Learner,
+    guard: Option<Guard>,
+    metrics: MetricsLog,
+    progress: ProgressBar,
+    sampler: EpochSampler,
+    /// The first step this invocation takes (after a resume, the checkpoint's).
+    start_step: i64,
+    /// Where a non-finite loss rolls back to.
+    last_good: Snapshot,
+    rollbacks: u32,
+    consecutive_rollbacks: u32,
+    /// Steps since the last evaluation.
+    window: Window,
+    /// The last validation figures, and the size at that evaluation.
+    validation: Option<Evaluation>,
+    last_size: Option<i64>,
+}
+
+impl<'a> Run<'a> {
+    /// Loads the data, builds the learner at its starting weights (or resumes it from the run
+    /// folder's checkpoint), sets up the guard of a `safe` run, and opens the metrics log.
+    fn start(config: &'a ExperimentConfig, options: &'a RunOptions) -> Result<Self> {
+        std::fs::create_dir_all(&options.out_dir).map_err(|e| Error::io(&options.out_dir, e))?;
+        let data = load_train_validation(&config.data, &config.model.input, &options.data_dirs)?;
+        let mut learner = Learner::new(config, options.mode, options.device)?;
+        data.check_outputs(&config.data, learner.network.output_features as usize)?;
+        load_starting_weights(&learner, config, options)?;
+        let resumed = resume(&mut learner, config, options)?;
+        let start_step = resumed.as_ref().map_or(0, |(info, _)| info.step);
+        crate::files::write_atomically(
+            &options.out_dir.join("config.toml"),
+            config.to_toml().as_bytes(),
+        )?;
+        let metrics = MetricsLog::open(&options.out_dir.join("metrics.jsonl"), start_step)?;
+        let mut guard = match options.mode {
+            Mode::Safe => Some(Guard::new(config, &data, &learner, options.device)?),
+            Mode::Baseline | Mode::Unsafe => None,
+        };
+        if let (Some(guard), Some((info, tensors))) = (guard.as_mut(), &resumed) {
+            match &info.guard {
+                Some(json) => guard.load_state(&learner, tensors, json)?,
+                None => tracing::warn!(
+                    "the checkpoint has no guard state (an older sgsc): the guard starts afresh"
+                ),
+            }
+        }
+        if let Some(guard) = &guard {
+            guard.log_roll_back_rule();
+        }
+        drop(resumed);
+        let sampler =
+            EpochSampler::new(data.train.len(), config.train.batch_size, config.train.seed);
+        let last_good = learner.snapshot()?;
+        Ok(Run {
+            config,
+            options,
+            data,
+            learner,
+            guard,
+            metrics,
+            progress: progress_bar(options.progress, config.train.steps, start_step),
+            sampler,
+            start_step,
+            last_good,
+            rollbacks: 0,
+            consecutive_rollbacks: 0,
+            window: Window::default(),
+            validation: None,
+            last_size: None,
+        })
+    }
+
+    /// The step this invocation stops after: the last of the schedule, or `stop_at`.
+    fn last_step(&self) -> i64 {
+        let steps = self.config.train.steps;
+        self.options
+            .stop_at
+            .map_or(steps, |stop| stop.clamp(self.start_step, steps))
+    }
+
+    /// One optimisation step on the batch of `step`; `None` when its loss was not finite and
+    /// the model rolled back to the last good state (an error after too many in a row).
+    fn step(&mut self, step: i64) -> Result<Option<StepReport>> {
+        let step_started = Instant::now();
+        let positions = self.sampler.positions(step).to_vec();
+        let mut rng = step_rng(self.config.train.seed, step);
+        let (inputs, labels) =
+            self.data
+                .train
+                .tensors(&positions, &self.config.data.input, Some(&mut rng))?;
+        let device = self.options.device;
+        let (inputs, labels) = (inputs.f_to_device(device)?, labels.f_to_device(device)?);
+        let guidance = self
+            .guard
+            .as_mut()
+            .map(|guard| guard.guidance(step, &inputs))
+            .transpose()?;
+        let report = self
+            .learner
+            .step(&inputs, &labels, step, guidance.as_ref())?;
+        if !report.finite {
+            self.roll_back(step, &report)?;
+            return Ok(None);
+        }
+        self.consecutive_rollbacks = 0;
+        if let Some(guard) = self.guard.as_mut() {
+            guard.after_step(&self.learner, step)?;
+        }
+        // One prediction per image, or per character of a language model's windows.
+        let predictions = labels.size()[0] as usize;
+        self.window
+            .add(&report, predictions, step_started.elapsed().as_secs_f64());
+        Ok(Some(report))
+    }
+
+    /// Rolls the model back to the last good state after a non-finite loss at `step`.
+    fn roll_back(&mut self, step: i64, report: &StepReport) -> Result<()> {
+        self.rollbacks += 1;
+        self.consecutive_rollbacks += 1;
+        self.metrics.write(&json!({"step": step + 1, "event": "rollback", "reason": "non-finite loss", "loss": format!("{}", report.loss)}))?;
+        tracing::warn!(
+            "step {}: non-finite loss, rolled back to the last good state",
+            step + 1
+        );
+        if self.consecutive_rollbacks > MAX_CONSECUTIVE_ROLLBACKS {
+            return Err(Error::Training(format!(
+                "the loss was not finite {} times in a row after rolling back; \
+                 lower the learning rates or check the data",
+                self.consecutive_rollbacks
+            )));
+        }
+        self.learner.restore(&self.last_good)
+    }
+
+    /// Moves the progress bar every ten steps (and at the end).
+    fn show_progress(&self, done: i64, report: &StepReport) {
+        if done % 10 == 0 || done == self.config.train.steps {
+            self.progress.set_position(done as u64);
+            let size = self
+                .last_size
+                .map_or("-".to_string(), |bytes| format!("{bytes} B"));
+            self.progress.set_message(format!(
+                "loss {:.3} acc {:.1}% Q {:.2} bits/weight, size at last eval {size}",
+                report.loss,
+                100.0 * self.window.last_accuracy(report),
+                report.size_term
+            ));
+        }
+    }
+
+    /// True when the guard of a `safe` run checks the budget after step `done`.
+    fn check_due(&self, done: i64) -> bool {
+        let check_every = self
+            .config
+            .safety
+            .as_ref()
+            .map_or(i64::MAX, |safety| safety.check_every);
+        self.guard.is_some() && done % check_every == 0
+    }
+
+    /// The guard's budget check after step `done`, logged.
+    fn check(&mut self, done: i64) -> Result<()> {
+        let Some(guard) = self.guard.as_mut() else {
+            return Ok(());
+        };
+        let check = guard.check(&mut self.learner, &self.data, done)?;
+        if check.pruned_channels > 0 {
+            // The roll-back point for non-finite losses must have the network's shapes.
+            self.last_good = self.learner.snapshot()?;
+        }
+        self.metrics.write(&json!({"event": "check", "mode": self.options.mode.name(), "check": check, "step": done}))?;
+        if check.action != "safe" || check.pruned_channels > 0 {
+            let metric = guard.budget().metric;
+            tracing::info!(
+                "step {done}: preservation {}, validation {}: {} ({} channels restored, {} removed)",
+                metric.show(check.preservation_accuracy),
+                metric.show(check.validation_accuracy),
+                check.action,
+                check.restored_channels,
+                check.pruned_channels
+            );
+        }
+        Ok(())
+    }
+
+    /// Validation figures of the model as it is now.
+    fn validate(&self) -> Result<Evaluation> {
+        evaluate(
+            &self.learner.network,
+            &self.data.validation,
+            &self.config.data.input,
+            self.options.mode.quantizes(),
+            self.config.train.eval_batch_size,
+            self.options.device,
+        )
+    }
+
+    /// Evaluates on validation after step `done` (the batch of `step`, which `report`
+    /// describes): writes the metrics line, logs it, and makes a finite state the roll-back point.
+    fn evaluate(&mut self, done: i64, step: i64, report: &StepReport) -> Result<()> {
+        let config = self.config;
+        let evaluation = self.validate()?;
+        let size = payload_estimate(&self.learner.network, &self.learner.original)?;
+        let headline = size.headline(self.options.mode.quantizes());
+        let window = &self.window;
+        self.metrics.write(&json!({
+            "step": done,
+            "mode": self.options.mode.name(),
+            "train_loss": window.mean_loss(),
+            "train_accuracy": window.accuracy(),
+            "size_term": report.size_term,
+            "gamma": self.learner.gamma(step),
+            "learning_rate_factor": self.learner.schedule_factor(config.train.schedule, step),
+            "validation_loss": evaluation.loss,
+            "validation_accuracy": evaluation.accuracy,
+            "size_bytes": headline.bytes,
+            "size_kind": headline.kind,
+            "bits_per_weight": headline.bits_per_weight,
+            "channels_alive": size.layers.iter().map(|layer| layer.alive).collect::<Vec<_>>(),
+            "ms_per_step": window.ms_per_step(),
+            "rollbacks": self.rollbacks,
+        }))?;
+        let line = format!(
+            "step {done:>6}  val acc {:.2}%  val loss {:.4}  {} {} B  {:.2} bits/weight  {:.0} ms/step",
+            100.0 * evaluation.accuracy,
+            evaluation.loss,
+            headline.kind,
+            headline.bytes,
+            headline.bits_per_weight,
+            window.ms_per_step()
+        );
+        if self.progress.is_hidden() {
+            tracing::info!("{line}");
+        } else {
+            self.progress.println(line);
+        }
+        self.window = Window::default();
+        if evaluation.loss.is_finite() {
+            self.last_good = self.learner.snapshot()?;
+        }
+        self.validation = Some(evaluation);
+        self.last_size = Some(headline.bytes);
+        Ok(())
+    }
+
+    /// Writes the checkpoint after step `step` (the guard's state included), atomically.
+    fn save_checkpoint(&self, step: i64) -> Result<()> {
+        let mut tensors = self.learner.state();
+        let guard = match &self.guard {
+            Some(guard) => {
+                let (guard_tensors, json) = guard.state()?;
+                tensors.extend(guard_tensors);
+                Some(json)
+            }
+            None => None,
+        };
+        let info = CheckpointInfo {
+            format: checkpoint::FORMAT.into(),
+            mode: self.options.mode.name().into(),
+            step,
+            config: self.config.to_toml(),
+            original_weights: self.learner.original.weights,
+            guard,
+            data: self.data.description(),
+        };
+        checkpoint::save(&checkpoint_path(&self.options.out_dir), &info, &tensors)
+    }
+
+    /// Ends the run after `last_step`: the guard's final gate (when the schedule is complete),
+    /// the last validation figures, and the outcome.
+    fn finish(mut self, last_step: i64, started: Instant) -> Result<TrainOutcome> {
+        self.progress.finish_and_clear();
+        let certificate = match self.guard.as_mut() {
+            Some(guard) if last_step == self.config.train.steps => {
+                let certificate = guard.final_gate(&mut self.learner, &self.data)?;
+                self.metrics.write(
+                    &json!({"event": "final_gate", "step": last_step, "certificate": certificate}),
+                )?;
+                self.save_checkpoint(last_step)?;
+                Some(certificate)
+            }
+            _ => None,
+        };
+        let validation = match self.validation.take() {
+            Some(evaluation) => evaluation,
+            None => self.validate()?,
+        };
+        Ok(TrainOutcome {
+            learner: self.learner,
+            data: self.data,
+            validation,
+            wall_seconds: started.elapsed().as_secs_f64(),
+            rollbacks: self.rollbacks,
+            steps_done: last_step,
+            certificate,
+        })
+    }
+}
+
+/// Loads the weights a run starts from, where it does not start from scratch: `init_from`, or
+/// a `safe` run's reference; the quantizers start afresh from them.
+fn load_starting_weights(
+    learner: &Learner,
+    config: &ExperimentConfig,
+    options: &RunOptions,
+) -> Result<()> {
     let safety_reference = config
         .safety
         .as_ref()
@@ -87,67 +417,37 @@ pub fn train(config: &ExperimentConfig, options: &RunOptions) -> Result<TrainOut
             .reset_quantizers(config.quant.initial_bit_depth)?;
         tracing::info!("starting from the weights of {}", start.display());
     }
+    Ok(())
+}
+
+/// The checkpoint of `options.out_dir`, loaded into `learner`, when the run resumes and one
+/// exists: its record and tensors (the guard loads its own from them). A checkpoint of another
+/// mode or config is an error.
+fn resume(
+    learner: &mut Learner,
+    config: &ExperimentConfig,
+    options: &RunOptions,
+) -> Result<Option<(CheckpointInfo, HashMap<String, Tensor>)>> {
     let checkpoint_file = checkpoint_path(&options.out_dir);
-    let mut start_step = 0;
-    let mut resumed = None;
-    if options.resume && checkpoint_file.exists() {
-        let (info, tensors) = checkpoint::load(&checkpoint_file)?;
-        let saved_config = ExperimentConfig::parse(&info.config, &checkpoint_file)?;
-        if info.mode != options.mode.name() || &saved_config != config {
-            return Err(Error::Checkpoint {
-                path: checkpoint_file,
-                message: "was written by a different mode or config; resume with the same ones or use a new --out".into(),
-            });
-        }
-        learner.load_state(&tensors, info.step)?;
-        start_step = info.step;
-        tracing::info!("resuming from step {start_step}");
-        resumed = Some((info, tensors));
+    if !(options.resume && checkpoint_file.exists()) {
+        return Ok(None);
     }
-    checkpoint::write_atomically(
-        &options.out_dir.join("config.toml"),
-        config.to_toml().as_bytes(),
-    )?;
-    let mut metrics = MetricsLog::open(&options.out_dir.join("metrics.jsonl"), start_step)?;
-    let save_checkpoint = |learner: &Learner, guard: Option<&Guard>, step: i64| {
-        let mut tensors = learner.state();
-        let guard = match guard {
-            Some(guard) => {
-                let (guard_tensors, json) = guard.state()?;
-                tensors.extend(guard_tensors);
-                Some(json)
-            }
-            None => None,
-        };
-        let info = CheckpointInfo {
-            format: checkpoint::FORMAT.into(),
-            mode: options.mode.name().into(),
-            step,
-            config: config.to_toml(),
-            original_weights: learner.original.weights,
-            guard,
-            data: data.description(),
-        };
-        checkpoint::save(&checkpoint_file, &info, &tensors)
-    };
-    let mut guard = match options.mode {
-        Mode::Safe => Some(Guard::new(config, &data, &learner, options.device)?),
-        Mode::Baseline | Mode::Unsafe => None,
-    };
-    if let (Some(guard), Some((info, tensors))) = (guard.as_mut(), &resumed) {
-        match &info.guard {
-            Some(json) => guard.load_state(&learner, tensors, json)?,
-            None => tracing::warn!(
-                "the checkpoint has no guard state (an older sgsc): the guard starts afresh"
-            ),
-        }
+    let (info, tensors) = checkpoint::load(&checkpoint_file)?;
+    let saved_config = ExperimentConfig::parse(&info.config, &checkpoint_file)?;
+    if info.mode != options.mode.name() || &saved_config != config {
+        return Err(Error::Checkpoint {
+            path: checkpoint_file,
+            message: "was written by a different mode or config; resume with the same ones or use a new --out".into(),
+        });
     }
-    if let Some(guard) = &guard {
-        guard.log_roll_back_rule();
-    }
-    drop(resumed);
-    let steps = config.train.steps;
-    let progress = if options.progress {
+    learner.load_state(&tensors, info.step)?;
+    tracing::info!("resuming from step {}", info.step);
+    Ok(Some((info, tensors)))
+}
+
+/// A progress bar over `steps`, at `start_step` (hidden unless `show`).
+fn progress_bar(show: bool, steps: i64, start_step: i64) -> ProgressBar {
+    let progress = if show {
         ProgressBar::new(steps as u64)
     } else {
         ProgressBar::hidden()
@@ -159,174 +459,7 @@ pub fn train(config: &ExperimentConfig, options: &RunOptions) -> Result<TrainOut
         .expect("static template"),
     );
     progress.set_position(start_step as u64);
-
-    let mut sampler =
-        EpochSampler::new(data.train.len(), config.train.batch_size, config.train.seed);
-    let validate = |learner: &Learner| {
-        evaluate(
-            &learner.network,
-            &data.validation,
-            &config.data.input,
-            options.mode.quantizes(),
-            config.train.eval_batch_size,
-            options.device,
-        )
-    };
-    let mut last_good: Snapshot = learner.snapshot()?;
-    let (mut rollbacks, mut consecutive_rollbacks) = (0u32, 0u32);
-    let mut window = Window::default();
-    let mut validation = None;
-    let mut last_size = None;
-    let last_step = options
-        .stop_at
-        .map_or(steps, |stop| stop.clamp(start_step, steps));
-    for step in start_step..last_step {
-        let step_started = Instant::now();
-        let positions = sampler.positions(step).to_vec();
-        let mut rng = step_rng(config.train.seed, step);
-        let (inputs, labels) =
-            data.train
-                .tensors(&positions, &config.data.input, Some(&mut rng))?;
-        let (inputs, labels) = (
-            inputs.f_to_device(options.device)?,
-            labels.f_to_device(options.device)?,
-        );
-        let guidance = guard
-            .as_mut()
-            .map(|guard| guard.guidance(step, &inputs))
-            .transpose()?;
-        let report = learner.step(&inputs, &labels, step, guidance.as_ref())?;
-        // One prediction per image, or per character of a language model's windows.
-        let predictions = labels.size()[0] as usize;
-        if !report.finite {
-            rollbacks += 1;
-            consecutive_rollbacks += 1;
-            metrics.write(&json!({"step": step + 1, "event": "rollback", "reason": "non-finite loss", "loss": format!("{}", report.loss)}))?;
-            tracing::warn!(
-                "step {}: non-finite loss, rolled back to the last good state",
-                step + 1
-            );
-            if consecutive_rollbacks > MAX_CONSECUTIVE_ROLLBACKS {
-                return Err(Error::Training(format!(
-                    "the loss was not finite {consecutive_rollbacks} times in a row after rolling back; \
-                     lower the learning rates or check the data"
-                )));
-            }
-            learner.restore(&last_good)?;
-            continue;
-        }
-        consecutive_rollbacks = 0;
-        if let Some(guard) = guard.as_mut() {
-            guard.after_step(&learner, step)?;
-        }
-        window.add(&report, predictions, step_started.elapsed().as_secs_f64());
-        let done = step + 1;
-        if done % 10 == 0 || done == steps {
-            progress.set_position(done as u64);
-            let size = last_size.map_or("-".to_string(), |bytes: i64| format!("{bytes} B"));
-            progress.set_message(format!(
-                "loss {:.3} acc {:.1}% Q {:.2} bits/weight, size at last eval {size}",
-                report.loss,
-                100.0 * report.correct as f64 / predictions as f64,
-                report.size_term
-            ));
-        }
-        if let Some(guard) = guard.as_mut() {
-            let check_every = config
-                .safety
-                .as_ref()
-                .map_or(i64::MAX, |safety| safety.check_every);
-            if done % check_every == 0 {
-                let check = guard.check(&mut learner, &data, done)?;
-                if check.pruned_channels > 0 {
-                    // The roll-back point for non-finite losses must have the network's shapes.
-                    last_good = learner.snapshot()?;
-                }
-                metrics.write(&json!({"event": "check", "mode": options.mode.name(), "check": check, "step": done}))?;
-                if check.action != "safe" || check.pruned_channels > 0 {
-                    let metric = guard.budget().metric;
-                    tracing::info!(
-                        "step {done}: preservation {}, validation {}: {} ({} channels restored, {} removed)",
-                        metric.show(check.preservation_accuracy),
-                        metric.show(check.validation_accuracy),
-                        check.action,
-                        check.restored_channels,
-                        check.pruned_channels
-                    );
-                }
-            }
-        }
-        if done % config.train.eval_every == 0 || done == steps {
-            let evaluation = validate(&learner)?;
-            let size = payload_estimate(&learner.network, &learner.original)?;
-            let headline = size.headline(options.mode.quantizes());
-            metrics.write(&json!({
-                "step": done,
-                "mode": options.mode.name(),
-                "train_loss": window.mean_loss(),
-                "train_accuracy": window.accuracy(),
-                "size_term": report.size_term,
-                "gamma": learner.gamma(step),
-                "learning_rate_factor": learner.schedule_factor(config.train.schedule, step),
-                "validation_loss": evaluation.loss,
-                "validation_accuracy": evaluation.accuracy,
-                "size_bytes": headline.bytes,
-                "size_kind": headline.kind,
-                "bits_per_weight": headline.bits_per_weight,
-                "channels_alive": size.layers.iter().map(|layer| layer.alive).collect::<Vec<_>>(),
-                "ms_per_step": window.ms_per_step(),
-                "rollbacks": rollbacks,
-            }))?;
-            let line = format!(
-                "step {done:>6}  val acc {:.2}%  val loss {:.4}  {} {} B  {:.2} bits/weight  {:.0} ms/step",
-                100.0 * evaluation.accuracy,
-                evaluation.loss,
-                headline.kind,
-                headline.bytes,
-                headline.bits_per_weight,
-                window.ms_per_step()
-            );
-            if progress.is_hidden() {
-                tracing::info!("{line}");
-            } else {
-                progress.println(line);
-            }
-            window = Window::default();
-            if evaluation.loss.is_finite() {
-                last_good = learner.snapshot()?;
-            }
-            validation = Some(evaluation);
-            last_size = Some(headline.bytes);
-        }
-        if done % config.train.checkpoint_every == 0 || done == last_step {
-            save_checkpoint(&learner, guard.as_ref(), done)?;
-        }
-    }
-    progress.finish_and_clear();
-    let certificate = match guard.as_mut() {
-        Some(guard) if last_step == steps => {
-            let certificate = guard.final_gate(&mut learner, &data)?;
-            metrics.write(
-                &json!({"event": "final_gate", "step": last_step, "certificate": certificate}),
-            )?;
-            save_checkpoint(&learner, Some(&*guard), last_step)?;
-            Some(certificate)
-        }
-        _ => None,
-    };
-    let validation = match validation {
-        Some(evaluation) => evaluation,
-        None => validate(&learner)?,
-    };
-    Ok(TrainOutcome {
-        learner,
-        data,
-        validation,
-        wall_seconds: started.elapsed().as_secs_f64(),
-        rollbacks,
-        steps_done: last_step,
-        certificate,
-    })
+    progress
 }
 
 /// Running means of the steps since the last evaluation.
@@ -336,16 +469,23 @@ struct Window {
     loss_sum: f64,
     correct: i64,
     examples: usize,
+    last_examples: usize,
     seconds: f64,
 }
 
 impl Window {
-    fn add(&mut self, report: &super::learner::StepReport, examples: usize, seconds: f64) {
+    fn add(&mut self, report: &StepReport, examples: usize, seconds: f64) {
         self.steps += 1;
         self.loss_sum += report.loss;
         self.correct += report.correct;
         self.examples += examples;
+        self.last_examples = examples;
         self.seconds += seconds;
+    }
+
+    /// The accuracy of the last step's batch, which `report` describes.
+    fn last_accuracy(&self, report: &StepReport) -> f64 {
+        report.correct as f64 / self.last_examples.max(1) as f64
     }
 
     fn mean_loss(&self) -> f64 {

@@ -2,7 +2,7 @@
 
 #![allow(dead_code)]
 
-use sgsc::train::config::ExperimentConfig;
+use sgsc::config::ExperimentConfig;
 use sgsc::train::trainer::RunOptions;
 use sgsc::train::Mode;
 use std::path::{Path, PathBuf};

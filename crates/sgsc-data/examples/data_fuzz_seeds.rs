@@ -1,6 +1,6 @@
 //! Writes the data fuzzer's seed files (see `fuzz/fuzz_targets/data.rs`): a small IDX image
 //! file, an IDX label file and a CIFAR-10 and a CIFAR-100 record, each after its selector byte.
-//!   cargo run --release -p sgsc-data --example fuzz_seeds -- <folder>
+//!   cargo run --release -p sgsc-data --example data_fuzz_seeds -- <folder>
 
 use std::path::PathBuf;
 
@@ -18,7 +18,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let folder = PathBuf::from(
         std::env::args()
             .nth(1)
-            .ok_or("usage: fuzz_seeds <folder>")?,
+            .ok_or("usage: data_fuzz_seeds <folder>")?,
     );
     std::fs::create_dir_all(&folder)?;
     let cifar = |labels: &[u8]| -> Vec<u8> {

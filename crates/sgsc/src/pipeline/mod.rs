@@ -1,0 +1,69 @@
+//! The pipeline of one run: train (pruning as it goes), then put the network in its stored form
+//! and measure it on the untouched test split, then pack it into its `.sgsc` file and write the
+//! run's `summary.json`. [`compare`] runs the three modes of METHOD.md §5 side by side.
+
+pub mod compare;
+
+use crate::config::ExperimentConfig;
+use crate::data::DataDescription;
+use crate::error::Result;
+use crate::files::write_atomically;
+use crate::models::Network;
+use crate::pack::export::{export, metadata, ExportFormat};
+use crate::report::{summarize, write_summary, RunFacts, Summary, MODEL_FILE, SUMMARY_FILE};
+use crate::size::SizeReport;
+use crate::train::trainer::{train, RunOptions};
+
+/// Trains one run and reports on it: the figures of [`summarize`], written to the run folder's
+/// `summary.json`. Returns `None` when `options.stop_at` ended the run early.
+pub fn run(
+    config: &ExperimentConfig,
+    options: &RunOptions,
+) -> Result<Option<(Summary, SizeReport)>> {
+    let mut outcome = train(config, options)?;
+    if outcome.steps_done < config.train.steps {
+        return Ok(None);
+    }
+    let facts = RunFacts {
+        mode: options.mode,
+        steps: config.train.steps,
+        wall_seconds: outcome.wall_seconds,
+        rollbacks: outcome.rollbacks,
+        certificate: outcome.certificate.clone(),
+    };
+    let (mut summary, size) = summarize(
+        &outcome.learner.network,
+        &outcome.learner.original,
+        config,
+        &outcome.data,
+        &options.data_dirs,
+        options.device,
+        facts,
+    )?;
+    if options.mode.quantizes() {
+        let bytes = pack_run(
+            &mut outcome.learner.network,
+            config,
+            &outcome.data.description(),
+            &mut summary,
+        )?;
+        write_atomically(&options.out_dir.join(MODEL_FILE), &bytes)?;
+    }
+    write_summary(&options.out_dir.join(SUMMARY_FILE), &summary)?;
+    Ok(Some((summary, size)))
+}
+
+/// Packs a quantized run's `network` (cutting its dead channels in place) into the bytes of its
+/// `.sgsc` file, and makes that file's length the summary's size.
+pub fn pack_run(
+    network: &mut Network,
+    config: &ExperimentConfig,
+    description: &DataDescription,
+    summary: &mut Summary,
+) -> Result<Vec<u8>> {
+    let (certificate, packed_summary) = summary.for_packing();
+    let metadata = metadata(config, description, certificate, Some(packed_summary))?;
+    let (bytes, _) = export(network, metadata, ExportFormat::Sgsc)?;
+    summary.set_file_size(bytes.len());
+    Ok(bytes)
+}

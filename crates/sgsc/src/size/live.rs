@@ -1,0 +1,125 @@
+//! When a channel is live: the one definition that the size term, the safety guard and the
+//! exporter share.
+//!
+//! A quantized layer's output channel reaches the next layer in two ways: through its codes
+//! (weights times inputs) and through a constant that does not depend on its input (its bias,
+//! or the batch norm after it, whose output for a zero input is `shift - scale * mean /
+//! sqrt(var + eps)`). So:
+//!
+//! - a channel has **zero bits** when `relu(b) = 0`: the quantizer maps all its weights to 0,
+//!   whatever they are. Training counts the other channels as the next layer's live inputs (the
+//!   size term Q), and the guard starts a zero-bit channel's grace period before removal;
+//! - a channel sends a **constant** when its bias, or its batch norm's output for a zero input,
+//!   is above [`CONSTANT_TOLERANCE`] in size: under the running statistics while training, and
+//!   under the stored ones (a dead channel's mean 0 and variance 1) when the file is written;
+//! - a channel is **live in the stored form** when its stored integer width is above 0 (some code
+//!   is not 0) or it sends a constant; the file keeps exactly these.
+//!
+//! Removing a channel that is not live leaves the network's outputs as they are (up to the
+//! tolerance).
+
+use crate::error::Result;
+use crate::models::network::BATCH_NORM_EPS;
+use crate::models::Network;
+use tch::{Device, Tensor};
+
+/// A constant output at or below this size counts as zero.
+pub const CONSTANT_TOLERANCE: f64 = 1e-6;
+
+/// Which batch-norm statistics decide a channel's constant output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Statistics {
+    /// The running mean and variance, as training and evaluation use them.
+    Running,
+    /// What the stored form holds for a channel without codes: mean 0, variance 1 (see
+    /// [`super::prepare_for_storage`]), so that only an affine shift remains.
+    Stored,
+}
+
+/// Per channel of quantized layer `index`: true where `relu(b) = 0`.
+pub fn zero_bits(network: &Network, index: usize) -> Result<Vec<bool>> {
+    let bits = network.quantized_weight(index).bit_depth.f_le(0.0)?;
+    Ok(Vec::<bool>::try_from(&bits.f_to_device(Device::Cpu)?)?)
+}
+
+/// How many channels of each quantized layer have bits (`relu(b) > 0`): the live inputs that
+/// the size term counts for the layers they feed.
+pub fn channels_with_bits(network: &Network) -> Result<Vec<i64>> {
+    (0..network.quantized.len())
+        .map(|index| {
+            Ok(zero_bits(network, index)?
+                .iter()
+                .filter(|&&zero| !zero)
+                .count() as i64)
+        })
+        .collect()
+}
+
+/// Per channel of quantized layer `index`: true where it sends a non-zero constant onwards
+/// even at zero codes (its bias, or its batch norm's output for a zero input under
+/// `statistics`).
+pub fn constant_outputs(
+    network: &Network,
+    index: usize,
+    statistics: Statistics,
+) -> Result<Vec<bool>> {
+    let channels = network.quantized_weight(index).weight.size()[0] as usize;
+    let mut constant = vec![false; channels];
+    let mut outputs: Vec<Tensor> = network
+        .bias(index)
+        .map(|bias| bias.f_detach())
+        .transpose()?
+        .into_iter()
+        .collect();
+    if let Some(norm) = network.norm(index) {
+        let zero_input = match statistics {
+            Statistics::Running => norm
+                .running_mean
+                .f_neg()?
+                .f_div(&norm.running_var.f_add_scalar(BATCH_NORM_EPS)?.f_sqrt()?)?,
+            Statistics::Stored => norm.running_mean.f_zeros_like()?,
+        };
+        let output = match &norm.affine {
+            Some((scale, shift)) => zero_input.f_mul(scale)?.f_add(shift)?.f_detach()?,
+            None => zero_input,
+        };
+        outputs.push(output);
+    }
+    for tensor in outputs {
+        let nonzero = Vec::<bool>::try_from(
+            &tensor
+                .f_abs()?
+                .f_gt(CONSTANT_TOLERANCE)?
+                .f_to_device(Device::Cpu)?,
+        )?;
+        for (flag, nonzero) in constant.iter_mut().zip(nonzero) {
+            *flag |= nonzero;
+        }
+    }
+    Ok(constant)
+}
+
+/// Liveness in the stored form and stored integer width of every output channel of every
+/// quantized layer (the widths are needed for both, so they are computed once).
+pub fn stored_liveness(network: &Network) -> Result<Vec<(Vec<bool>, Vec<u32>)>> {
+    (0..network.quantized.len())
+        .map(|index| {
+            let widths = network.quantized_weight(index).channel_widths()?;
+            let constant = constant_outputs(network, index, Statistics::Stored)?;
+            let alive = widths
+                .iter()
+                .zip(constant)
+                .map(|(&width, constant)| width > 0 || constant)
+                .collect();
+            Ok((alive, widths))
+        })
+        .collect()
+}
+
+/// Liveness in the stored form of every output channel of every quantized layer.
+pub fn live_channels(network: &Network) -> Result<Vec<Vec<bool>>> {
+    Ok(stored_liveness(network)?
+        .into_iter()
+        .map(|(alive, _)| alive)
+        .collect())
+}
