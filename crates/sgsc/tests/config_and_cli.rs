@@ -4,6 +4,7 @@
 mod common;
 
 use sgsc::config::ExperimentConfig;
+use sgsc::data::DataError;
 use sgsc::models::{LayerConfig, Network};
 use sgsc::size::float_bytes;
 use std::collections::HashMap;
@@ -197,4 +198,48 @@ fn command_line_reports_bad_input_without_panicking() {
         "tpu",
     ]);
     assert!(!ok && stderr.contains("expected cpu or cuda"), "{stderr}");
+}
+
+#[test]
+fn a_model_the_data_cannot_feed_is_refused_before_training() {
+    let text = std::fs::read_to_string(common::workspace().join("configs/mnist-cnn.toml")).unwrap();
+    let path = Path::new("edited.toml");
+    let colour = text.replace("input = [1, 28, 28]", "input = [3, 28, 28]");
+    assert!(matches!(
+        ExperimentConfig::parse(&colour, path),
+        Err(sgsc::Error::Data(DataError::Channels {
+            found: 1,
+            expected: 3,
+            ..
+        }))
+    ));
+    let seven = text.replace("out_features = 10", "out_features = 7");
+    assert!(matches!(
+        ExperimentConfig::parse(&seven, path),
+        Err(sgsc::Error::Data(DataError::ClassCount {
+            classes: 10,
+            outputs: 7,
+            ..
+        }))
+    ));
+    let cifar = text.replace("dataset = \"mnist\"", "dataset = \"cifar10\"");
+    assert!(matches!(
+        ExperimentConfig::parse(&cifar, path),
+        Err(sgsc::Error::Data(DataError::Channels { found: 3, .. }))
+    ));
+    // Through the command line: refused with the reason, and no run folder is made.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("colour.toml");
+    std::fs::write(&config, &colour).unwrap();
+    let out = dir.path().join("run");
+    let (ok, stderr) = sgsc(&[
+        "train",
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!ok && stderr.contains("model.input has 3"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!out.exists(), "nothing was written");
 }

@@ -214,3 +214,65 @@ fn runtime_matches_the_training_side_on_text() {
     assert!(largest < 1e-4, "largest logit difference {largest}");
     assert_eq!(argmax_rows(&before, 27), argmax_rows(&logits, 27));
 }
+
+#[test]
+fn colour_images_are_normalised_per_channel_alike_in_training_and_the_runtime() {
+    // A random 3-channel CNN on 12x10 images; each channel has its own mean and deviation.
+    let mut config = common::mnist_config();
+    config.model.input = vec![3, 12, 10];
+    config.model.layers = vec![
+        sgsc::models::LayerConfig::Conv2d {
+            out_channels: 4,
+            kernel: 3,
+            stride: 1,
+            padding: 1,
+            bias: true,
+        },
+        sgsc::models::LayerConfig::Relu,
+        sgsc::models::LayerConfig::Flatten,
+        sgsc::models::LayerConfig::Linear {
+            out_features: 5,
+            bias: true,
+        },
+    ];
+    tch::manual_seed(3);
+    let network = sgsc::models::Network::new(&config.model, 8.0, Device::Cpu).unwrap();
+    let normalization = sgsc::data::Normalization {
+        mean: vec![0.2, 0.5, 0.7],
+        std: vec![0.3, 0.1, 0.25],
+    };
+    let shape = sgsc::data::ImageShape::new(3, 12, 10);
+    let images = 6;
+    let split = sgsc::data::ImageSplit {
+        shape,
+        images: (0..images * shape.values())
+            .map(|i| (i * 7919 % 251) as u8)
+            .collect(),
+        labels: vec![0; images],
+        source_indices: (0..images as u32).collect(),
+        normalization: normalization.clone(),
+    };
+    let positions: Vec<usize> = (0..images).collect();
+    let (inputs, _) = split
+        .tensors(&positions, &Default::default(), None)
+        .unwrap();
+    sgsc::size::prepare_for_storage(&network).unwrap();
+    let expected = floats(&tch::no_grad(|| network.forward(&inputs, false, true)).unwrap());
+    let file_normalization = Normalization {
+        mean: normalization.mean.clone(),
+        std: normalization.std.clone(),
+    };
+    let packed = to_packed(
+        &network,
+        metadata(vec![3, 12, 10], Some(file_normalization), None),
+    )
+    .unwrap();
+    let model = Model::from_bytes(&encode(&packed).unwrap()).unwrap();
+    let logits = model.classify_pixels(&split.images, images).unwrap();
+    let largest = expected
+        .iter()
+        .zip(&logits)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(largest < 1e-4, "logits differ by {largest}");
+}

@@ -125,12 +125,19 @@ pub fn run(args: PreserveArgs) -> Result<()> {
         count(crate::preserve::Criterion::Diversity),
         count(crate::preserve::Criterion::RareBigrams)
     );
-    if !config.data.is_text() {
-        let mut per_class = [0usize; 10];
+    if let Some(classes) = &data.classes {
+        let mut per_class = vec![0usize; classes.len()];
         for member in &set.members {
-            per_class[member.label as usize % 10] += 1;
+            if let Some(count) = per_class.get_mut(member.label as usize) {
+                *count += 1;
+            }
         }
-        println!("per class: {per_class:?}");
+        let listed: Vec<String> = classes
+            .iter()
+            .zip(&per_class)
+            .map(|(class, count)| format!("{class} {count}"))
+            .collect();
+        println!("per class: {}", listed.join(", "));
     }
     println!("written to {} and {}", out.display(), picture.display());
     Ok(())

@@ -125,7 +125,15 @@ pub fn write_report(runs_dir: &Path, out: &Path) -> Result<ReportFiles> {
     let path = out.join("accuracy-vs-size.png");
     let title = format!("{}: test accuracy against file size", runs_dir.display());
     accuracy_against_size(&summaries, &title, &path)?;
-    figures.push((path, "Test accuracy against model size (file bytes), every run, with the Pareto front and the published anchors.".into()));
+    let anchors = if summaries.iter().all(Summary::is_mnist) {
+        ", and the published MNIST anchors that fall within its axes"
+    } else {
+        ""
+    };
+    figures.push((
+        path,
+        format!("Test accuracy against model size (file bytes), every run, with the Pareto front{anchors}."),
+    ));
 
     let shown = heat_map_runs(&runs);
     if !shown.is_empty() {
