@@ -127,7 +127,7 @@ pub fn load_split(
     classes: &[String],
     shape: ImageShape,
 ) -> Result<ImageSplit, DataError> {
-    let mut out = ImageSplit::empty(shape, Normalization::mnist());
+    let mut out = ImageSplit::empty(shape, Normalization::identity(shape.channels));
     for (name, folder) in class_folders(&dir.join(split))? {
         let label = classes
             .iter()

@@ -63,6 +63,15 @@ impl Normalization {
         }
     }
 
+    /// No normalisation (mean 0, deviation 1) for each of `channels`: what a split holds until
+    /// its data set's normalisation is known.
+    pub fn identity(channels: usize) -> Self {
+        Normalization {
+            mean: vec![0.0; channels],
+            std: vec![1.0; channels],
+        }
+    }
+
     /// Mean and (population) standard deviation of each channel over every pixel of `split`, in
     /// [0, 1]. A constant channel gets a standard deviation of 1, so that nothing divides by 0.
     pub fn measure(split: &ImageSplit) -> Self {

@@ -220,7 +220,7 @@ fn read_idx_pair(
         images: images.data,
         source_indices: (0..labels.dims[0] as u32).collect(),
         labels: labels.data,
-        normalization: Normalization::mnist(),
+        normalization: Normalization::identity(1),
     })
 }
 
@@ -287,7 +287,7 @@ fn read_images(
             } else {
                 vec![cifar.test_file().to_string()]
             };
-            let mut split = ImageSplit::empty(cifar::SHAPE, Normalization::mnist());
+            let mut split = ImageSplit::empty(cifar::SHAPE, Normalization::identity(3));
             for name in files {
                 let path = dir.join(&name);
                 if !path.is_file() {

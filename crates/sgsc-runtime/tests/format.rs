@@ -304,3 +304,37 @@ fn small_files_that_describe_huge_computations_are_rejected() {
     }
     assert!(invalid(&overflowing).contains("too large"));
 }
+
+#[test]
+fn normalisation_is_one_number_or_one_per_channel() {
+    // A one-channel model writes plain numbers, as files before per-channel values did.
+    let bytes = encode(&cnn()).unwrap();
+    let (meta, _) = layout(&bytes);
+    let json = std::str::from_utf8(&bytes[16..16 + meta])
+        .unwrap()
+        .to_string();
+    assert!(
+        json.contains(r#""normalization":{"mean":0.1307,"std":0.3081}"#),
+        "{json}"
+    );
+    // Lists are read; a list whose length is not the input's channel count is refused.
+    let listed = json.replace(
+        r#""normalization":{"mean":0.1307,"std":0.3081}"#,
+        r#""normalization":{"mean":[0.1307],"std":[0.3081]}"#,
+    );
+    assert_eq!(decode(&with_metadata(&bytes, &listed)).unwrap(), cnn());
+    for bad in [
+        r#""normalization":{"mean":[0.1,0.2,0.3],"std":[1.0,1.0,1.0]}"#,
+        r#""normalization":{"mean":[0.1],"std":[1.0,2.0]}"#,
+        r#""normalization":{"mean":0.1,"std":-1.0}"#,
+    ] {
+        let damaged = json.replace(r#""normalization":{"mean":0.1307,"std":0.3081}"#, bad);
+        assert!(
+            matches!(
+                decode(&with_metadata(&bytes, &damaged)),
+                Err(RuntimeError::Invalid(_))
+            ),
+            "{bad}"
+        );
+    }
+}

@@ -252,18 +252,7 @@ fn a_cifar_format_set_and_an_image_folder_go_through_every_stage() {
     .unwrap();
     let png = dir.path().join("cat.png");
     picture(32, 3, 10, 7).save(&png).unwrap();
-    let cifar_classes = [
-        "airplane",
-        "automobile",
-        "bird",
-        "cat",
-        "deer",
-        "dog",
-        "frog",
-        "horse",
-        "ship",
-        "truck",
-    ];
+    let cifar_classes = sgsc::data::cifar::CIFAR10_CLASSES;
     compare_and_use(
         &cifar_config,
         &data,

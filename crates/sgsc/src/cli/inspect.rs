@@ -50,12 +50,12 @@ pub fn run(args: InspectArgs) -> Result<()> {
     let metadata = &model.metadata;
     println!("input {:?}", metadata.input);
     if let Some(data) = &metadata.data {
-        let field = |key: &str| data.get(key).map(|v| v.to_string());
-        let place = field("dir").or_else(|| field("path")).unwrap_or_default();
-        println!(
-            "data set {} {place}",
-            field("dataset").unwrap_or_else(|| "(unrecorded)".into())
-        );
+        let field = |key: &str| data.get(key).and_then(|v| v.as_str());
+        let kind = field("dataset").unwrap_or("(unrecorded)");
+        match field("dir").or_else(|| field("path")) {
+            Some(place) => println!("data set {kind} ({place})"),
+            None => println!("data set {kind}"),
+        }
     }
     if let Some(n) = &metadata.normalization {
         println!("pixel normalisation: mean {:?}, std {:?}", n.mean, n.std);

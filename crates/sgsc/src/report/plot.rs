@@ -120,6 +120,22 @@ fn anchors_for(summaries: &[Summary]) -> &'static [Anchor] {
     }
 }
 
+/// The anchors of [`anchors_for`] that fall within the axes (sizes in bytes, accuracies in
+/// percent).
+fn anchors_within(
+    summaries: &[Summary],
+    sizes: (f64, f64),
+    accuracies: (f64, f64),
+) -> Vec<&'static Anchor> {
+    anchors_for(summaries)
+        .iter()
+        .filter(|anchor| {
+            (sizes.0..=sizes.1).contains(&anchor.bytes)
+                && (accuracies.0..=accuracies.1).contains(&anchor.accuracy_percent)
+        })
+        .collect()
+}
+
 /// Share of the size axis, on its right, kept free of runs for the legend.
 const LEGEND_BAND: f64 = 0.3;
 
@@ -192,6 +208,7 @@ fn kilobytes(bytes: f64) -> String {
 
 fn draw(summaries: &[Summary], title: &str, root: &Canvas) -> Drawn {
     let ((smallest, largest), (lowest, highest)) = axis_ranges(summaries);
+    let anchors = anchors_within(summaries, (smallest, largest), (lowest, highest));
     // Runs below the accuracy axis (or without a figure) sit on its bottom edge as rings; the
     // axis title counts them.
     let on_axis = |accuracy: f64| accuracy >= lowest;
@@ -294,11 +311,6 @@ fn draw(summaries: &[Summary], title: &str, root: &Canvas) -> Drawn {
                 PathElement::new(vec![(x, y), (x + 16, y)], green.stroke_width(2))
             });
     }
-    let within = |anchor: &&Anchor| {
-        (smallest..=largest).contains(&anchor.bytes)
-            && (lowest..=highest).contains(&anchor.accuracy_percent)
-    };
-    let anchors: Vec<&Anchor> = anchors_for(summaries).iter().filter(within).collect();
     if !anchors.is_empty() {
         chart
             .draw_series(anchors.iter().map(|anchor| {
