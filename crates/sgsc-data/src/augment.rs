@@ -28,8 +28,9 @@ impl Augmentation {
     }
 
     /// Draws a random distortion and applies it to every channel of an image of `shape`
-    /// (channel-major). The draws come in a fixed order (shifts, then a rotation and a flip where
-    /// configured), so a seed gives the same distortions whatever else is configured.
+    /// (channel-major). The draws come in a fixed order: the shifts, then a rotation and a flip
+    /// only where configured, so a config without rotations and flips draws exactly what it did
+    /// before flips existed.
     pub fn apply(&self, image: &[f32], shape: ImageShape, rng: &mut impl Rng) -> Vec<f32> {
         let max_shift = self.max_shift_pixels as i32;
         let shift_x = rng.random_range(-max_shift..=max_shift) as f32;

@@ -11,6 +11,12 @@ use std::path::PathBuf;
 /// Characters per block when a text corpus is cut into train, validation and test.
 pub const DEFAULT_BLOCK_SIZE: usize = 1024;
 
+/// Largest image side accepted (the runtime's largest dimension).
+pub const MAX_SIDE: usize = 1 << 20;
+
+/// Largest number of values in one image (channels x rows x columns).
+pub const MAX_IMAGE_VALUES: usize = 1 << 24;
+
 /// The kinds of data set sgsc reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -181,6 +187,17 @@ impl DataConfig {
                 "data.classes is for IDX data; CIFAR has published names and image folders name their classes".into(),
             );
         }
+        if let Some(problem) = self.pin_problem() {
+            return Some(problem);
+        }
+        let augmentation = &self.input.augmentation;
+        if augmentation.max_shift_pixels > 1024
+            || !(0.0..=180.0).contains(&augmentation.max_rotation_degrees)
+        {
+            return config(
+                "data.augmentation: max_shift_pixels must be at most 1024 and max_rotation_degrees between 0 and 180".into(),
+            );
+        }
         if self.is_text() {
             if self.test_size.is_none() {
                 return config(
@@ -205,6 +222,19 @@ impl DataConfig {
                 "an image data set needs model.input = [channels, height, width], not {input:?}"
             ));
         };
+        let values = channels
+            .checked_mul(height)
+            .and_then(|v| v.checked_mul(width));
+        if height == 0
+            || width == 0
+            || height > MAX_SIDE
+            || width > MAX_SIDE
+            || values.is_none_or(|v| v > MAX_IMAGE_VALUES)
+        {
+            return config(format!(
+                "model.input {input:?}: image sides must be between 1 and {MAX_SIDE}, and an image at most {MAX_IMAGE_VALUES} values"
+            ));
+        }
         if let Some(fixed) = self.fixed_channels() {
             if channels != fixed {
                 return Some(DataError::Channels {
@@ -242,6 +272,65 @@ impl DataConfig {
             }
         }
         None
+    }
+
+    /// The file names a `sha256` pin may name for this kind (the user's own files; the known
+    /// data sets are pinned already, and an image folder's thousands of files are not).
+    fn pinnable(&self) -> Vec<String> {
+        let with_gz = |names: &[&str]| -> Vec<String> {
+            names
+                .iter()
+                .flat_map(|name| [name.to_string(), format!("{name}.gz")])
+                .collect()
+        };
+        match self.dataset {
+            DatasetKind::Idx => with_gz(&[
+                "train-images-idx3-ubyte",
+                "train-labels-idx1-ubyte",
+                "t10k-images-idx3-ubyte",
+                "t10k-labels-idx1-ubyte",
+            ]),
+            DatasetKind::Cifar10 | DatasetKind::Cifar100 => {
+                let Some(cifar) = self.dataset.cifar() else {
+                    return Vec::new();
+                };
+                let mut names = cifar.train_files();
+                names.push(cifar.test_file().to_string());
+                names
+            }
+            DatasetKind::Text => self
+                .path
+                .as_ref()
+                .and_then(|path| path.file_name())
+                .map(|name| vec![name.to_string_lossy().into_owned()])
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// A `sha256` pin that names no file this data set reads (a typo would switch the check
+    /// off), or that is not a SHA-256 in hex.
+    fn pin_problem(&self) -> Option<DataError> {
+        let pinnable = self.pinnable();
+        self.sha256.iter().find_map(|(name, digest)| {
+            if !pinnable.contains(name) {
+                Some(DataError::Config(format!(
+                    "data.sha256 pins {name:?}, which the {} does not read (it reads {})",
+                    self.describe(),
+                    if pinnable.is_empty() {
+                        "no file that can be pinned".to_string()
+                    } else {
+                        pinnable.join(", ")
+                    }
+                )))
+            } else if digest.len() != 64 || !digest.chars().all(|c| c.is_ascii_hexdigit()) {
+                Some(DataError::Config(format!(
+                    "data.sha256 for {name:?} is not 64 hexadecimal digits"
+                )))
+            } else {
+                None
+            }
+        })
     }
 
     /// The shape images are read at: the model's input.

@@ -35,7 +35,8 @@ fn is_image(path: &Path) -> bool {
         .is_some_and(|e| ["png", "jpg", "jpeg"].contains(&e.to_ascii_lowercase().as_str()))
 }
 
-/// The image files of a class folder, sorted by name; an empty folder is an error.
+/// The image files of a class folder, sorted by name (hidden files such as macOS's `._x.png`
+/// are skipped); an empty folder is an error.
 fn image_files(folder: &Path) -> Result<Vec<PathBuf>, DataError> {
     let entries = std::fs::read_dir(folder).map_err(|cause| DataError::Io {
         path: folder.to_path_buf(),
@@ -49,7 +50,10 @@ fn image_files(folder: &Path) -> Result<Vec<PathBuf>, DataError> {
                 cause,
             })?
             .path();
-        if path.is_file() && is_image(&path) {
+        let hidden = path
+            .file_name()
+            .is_some_and(|name| name.to_string_lossy().starts_with('.'));
+        if path.is_file() && is_image(&path) && !hidden {
             files.push(path);
         }
     }

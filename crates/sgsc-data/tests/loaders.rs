@@ -211,6 +211,40 @@ fn bad_idx_files_are_refused_by_kind() {
         load_train_validation(&pinned, &[1, 7, 5], &dirs),
         Err(DataError::Checksum { .. })
     ));
+    // A pin that names no file of the set (a typo would switch the check off), a digest that is
+    // not one, a zero side and an absurd shift are refused before anything is read.
+    let typo = DataConfig {
+        sha256: [("train-images.gz".to_string(), "00".repeat(32))].into(),
+        ..config.clone()
+    };
+    assert!(matches!(
+        typo.problem(&[1, 7, 5], None),
+        Some(DataError::Config(_))
+    ));
+    let short = DataConfig {
+        sha256: [("train-images-idx3-ubyte".to_string(), "abc".into())].into(),
+        ..config.clone()
+    };
+    assert!(matches!(
+        short.problem(&[1, 7, 5], None),
+        Some(DataError::Config(_))
+    ));
+    assert!(matches!(
+        config.problem(&[1, 0, 5], None),
+        Some(DataError::Config(_))
+    ));
+    let mut shaky = config.clone();
+    shaky.input.augmentation.max_shift_pixels = u32::MAX;
+    assert!(matches!(
+        shaky.problem(&[1, 7, 5], None),
+        Some(DataError::Config(_))
+    ));
+    shaky.input.augmentation.max_shift_pixels = 2;
+    shaky.input.augmentation.max_rotation_degrees = f32::INFINITY;
+    assert!(matches!(
+        shaky.problem(&[1, 7, 5], None),
+        Some(DataError::Config(_))
+    ));
     // A folder that is nowhere.
     let missing = idx_config(Path::new("no-such-folder"));
     assert!(matches!(

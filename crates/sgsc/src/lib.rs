@@ -54,11 +54,20 @@ mod tests {
                 .filter(|line| !line.trim_start().starts_with("//"));
             for line in code {
                 for (at, _) in line.match_indices("crate::") {
-                    let name: String = line[at + 7..]
-                        .chars()
-                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                        .collect();
-                    found.push((path.display().to_string(), name));
+                    let rest = &line[at + 7..];
+                    // `crate::{a, b::c}` names a and b.
+                    let names: Vec<&str> = match rest.strip_prefix('{') {
+                        Some(group) => group.split([',', '}']).collect(),
+                        None => vec![rest],
+                    };
+                    for name in names {
+                        let name: String = name
+                            .trim()
+                            .chars()
+                            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                            .collect();
+                        found.push((path.display().to_string(), name));
+                    }
                 }
             }
         }

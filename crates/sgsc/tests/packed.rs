@@ -276,3 +276,24 @@ fn colour_images_are_normalised_per_channel_alike_in_training_and_the_runtime() 
         .fold(0.0f32, f32::max);
     assert!(largest < 1e-4, "logits differ by {largest}");
 }
+
+#[test]
+fn the_file_records_the_normalisation_training_used() {
+    let mut config = common::mnist_config();
+    let recorded = |config: &ExperimentConfig| {
+        sgsc::pack::export::metadata(config, &Default::default(), None, None).unwrap()
+    };
+    let normalised = recorded(&config);
+    assert_eq!(
+        normalised.normalization,
+        Some(Normalization::uniform(0.1307, 0.3081)),
+        "MNIST's published constants"
+    );
+    assert_eq!(normalised.classes.unwrap()[9], "9");
+    config.data.input.normalize = false;
+    assert_eq!(
+        recorded(&config).normalization,
+        Some(Normalization::uniform(0.0, 1.0)),
+        "pixels / 255 as they are"
+    );
+}

@@ -72,6 +72,32 @@ fn a_state_dict_round_trips_exactly_for_cnns_and_transformers() {
 }
 
 #[test]
+fn an_unpruned_safetensors_export_is_a_start_too() {
+    // `sgsc export --format safetensors` writes the dequantized weights under the same names.
+    let config = common::mnist_config();
+    tch::manual_seed(1);
+    let source = Network::new(&config.model, 8.0, Device::Cpu).unwrap();
+    let metadata = sgsc_runtime::model::Metadata {
+        input: vec![1, 28, 28],
+        normalization: None,
+        vocabulary: None,
+        classes: None,
+        data: None,
+        certificate: None,
+        summary: None,
+    };
+    let packed = sgsc::pack::export::to_packed(&source, metadata).unwrap();
+    let bytes = sgsc::pack::export::to_safetensors(&packed).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("export.safetensors");
+    std::fs::write(&path, bytes).unwrap();
+    let loaded = load_reference(&path, &config, Device::Cpu).unwrap();
+    let expected: Vec<f32> = packed.layers[0].dense_parts()[0].1.weight.dequantize();
+    let got = Vec::<f32>::try_from(loaded.quantized_weight(0).weight.flatten(0, -1)).unwrap();
+    assert_eq!(got, expected, "the dequantized weights, exactly");
+}
+
+#[test]
 fn missing_unexpected_and_misshaped_tensors_are_all_named() {
     let config = common::mnist_config();
     tch::manual_seed(1);

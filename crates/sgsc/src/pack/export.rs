@@ -180,6 +180,8 @@ pub fn metadata(
     let description = description.clone().or_from_config(&config.data);
     let normalization = match (&description.normalization, config.data.is_text()) {
         (_, true) => None,
+        // Trained on pixels / 255 as they are: the file says so.
+        (_, false) if !config.data.input.normalize => Some(Normalization::uniform(0.0, 1.0)),
         (Some(n), false) => Some(Normalization {
             mean: n.mean.clone(),
             std: n.std.clone(),

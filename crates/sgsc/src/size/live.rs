@@ -10,8 +10,10 @@
 //!   whatever they are. Training counts the other channels as the next layer's live inputs (the
 //!   size term Q), and the guard starts a zero-bit channel's grace period before removal;
 //! - a channel sends a **constant** when its bias, or its batch norm's output for a zero input,
-//!   is above [`CONSTANT_TOLERANCE`] in size: under the running statistics while training, and
-//!   under the stored ones (a dead channel's mean 0 and variance 1) when the file is written;
+//!   is not zero: while training, under the running statistics and above
+//!   [`CONSTANT_TOLERANCE`] (the guard removes nothing that still sends a noticeable constant);
+//!   in the stored form, under the stored statistics (a dead channel's mean 0 and variance 1),
+//!   exactly (the file keeps any constant it would otherwise lose, NaN included);
 //! - a channel is **live in the stored form** when its stored integer width is above 0 (some code
 //!   is not 0) or it sends a constant; the file keeps exactly these.
 //!
@@ -23,7 +25,7 @@ use crate::models::network::BATCH_NORM_EPS;
 use crate::models::Network;
 use tch::{Device, Tensor};
 
-/// A constant output at or below this size counts as zero.
+/// While training, a constant output at or below this size counts as zero.
 pub const CONSTANT_TOLERANCE: f64 = 1e-6;
 
 /// Which batch-norm statistics decide a channel's constant output.
@@ -36,9 +38,14 @@ pub enum Statistics {
     Stored,
 }
 
-/// Per channel of quantized layer `index`: true where `relu(b) = 0`.
+/// Per channel of quantized layer `index`: true where `relu(b) = 0`, that is where `b > 0` does
+/// not hold (a NaN bit depth counts as zero bits).
 pub fn zero_bits(network: &Network, index: usize) -> Result<Vec<bool>> {
-    let bits = network.quantized_weight(index).bit_depth.f_le(0.0)?;
+    let bits = network
+        .quantized_weight(index)
+        .bit_depth
+        .f_gt(0.0)?
+        .f_logical_not()?;
     Ok(Vec::<bool>::try_from(&bits.f_to_device(Device::Cpu)?)?)
 }
 
@@ -57,7 +64,7 @@ pub fn channels_with_bits(network: &Network) -> Result<Vec<i64>> {
 
 /// Per channel of quantized layer `index`: true where it sends a non-zero constant onwards
 /// even at zero codes (its bias, or its batch norm's output for a zero input under
-/// `statistics`).
+/// `statistics`, with that statistics' test of zero: see the module docs).
 pub fn constant_outputs(
     network: &Network,
     index: usize,
@@ -86,12 +93,11 @@ pub fn constant_outputs(
         outputs.push(output);
     }
     for tensor in outputs {
-        let nonzero = Vec::<bool>::try_from(
-            &tensor
-                .f_abs()?
-                .f_gt(CONSTANT_TOLERANCE)?
-                .f_to_device(Device::Cpu)?,
-        )?;
+        let nonzero = match statistics {
+            Statistics::Running => tensor.f_abs()?.f_gt(CONSTANT_TOLERANCE)?,
+            Statistics::Stored => tensor.f_ne(0.0)?,
+        };
+        let nonzero = Vec::<bool>::try_from(&nonzero.f_to_device(Device::Cpu)?)?;
         for (flag, nonzero) in constant.iter_mut().zip(nonzero) {
             *flag |= nonzero;
         }

@@ -87,13 +87,15 @@ pub fn save(path: &Path, info: &CheckpointInfo, tensors: &[(String, Tensor)]) ->
 }
 
 /// True for the bytes of a safetensors file with sgsc's checkpoint metadata (anything else,
-/// such as a PyTorch state dict, is not a checkpoint).
+/// such as a PyTorch state dict or `sgsc export --format safetensors`, is not a checkpoint).
 pub fn is_checkpoint(bytes: &[u8]) -> bool {
     SafeTensors::read_metadata(bytes).is_ok_and(|(_, header)| {
         header
             .metadata()
             .as_ref()
-            .is_some_and(|metadata| metadata.contains_key("sgsc"))
+            .and_then(|metadata| metadata.get("sgsc"))
+            .and_then(|text| serde_json::from_str::<serde_json::Value>(text).ok())
+            .is_some_and(|info| info.get("format").and_then(|f| f.as_str()) == Some(FORMAT))
     })
 }
 
