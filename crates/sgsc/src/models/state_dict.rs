@@ -1,7 +1,7 @@
 //! Float weights in PyTorch's naming: a safetensors state dict of the network the config
 //! describes, as `torch.save(model.state_dict())` converted with `safetensors.torch.save_file`
 //! would hold it for an `nn.Sequential` named `layers` (and as `sgsc export --format
-//! safetensors` writes it). Names, per layer kind, with `i` the layer's index in `[model]`
+//! safetensors` writes it for a model that still has all its channels). Names, per layer kind, with `i` the layer's index in `[model]`
 //! (every layer counts, ReLU and flatten too):
 //!
 //! - conv2d, linear: `layers.i.weight` (`[out, in, k, k]` or `[out, in]`), `layers.i.bias`;
