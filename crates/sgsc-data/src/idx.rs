@@ -112,14 +112,19 @@ pub fn is_gzip(bytes: &[u8]) -> bool {
     bytes.starts_with(&[0x1f, 0x8b])
 }
 
-/// The bytes of `path`, decompressed when they are gzip (whatever the file's name says).
-pub fn read_maybe_gzip(path: &Path) -> Result<Vec<u8>, DataError> {
-    let bytes = crate::locate::read(path)?;
+/// `bytes`, decompressed when they are gzip (whatever the file's name says); `file` labels
+/// errors.
+pub fn maybe_gunzip(bytes: Vec<u8>, file: &str) -> Result<Vec<u8>, DataError> {
     if is_gzip(&bytes) {
-        gunzip(&bytes, &path.display().to_string())
+        gunzip(&bytes, file)
     } else {
         Ok(bytes)
     }
+}
+
+/// The bytes of `path`, decompressed when they are gzip.
+pub fn read_maybe_gzip(path: &Path) -> Result<Vec<u8>, DataError> {
+    maybe_gunzip(crate::locate::read(path)?, &path.display().to_string())
 }
 
 /// Reads and parses an IDX file, gzip-compressed or plain.

@@ -441,13 +441,14 @@ pub fn load_train_validation(
     })
 }
 
-/// Loads the test split that `config` describes, normalised as training was (which, for data
-/// measured on its training split, reads the training files again). Only final reports call
-/// this.
+/// Loads the test split that `config` describes, normalised by `normalization` (the training
+/// split's, which the caller holds); `None` normalises as training did, which for data measured
+/// on its training split reads the training files again. Only final reports call this.
 pub fn load_test(
     config: &DataConfig,
     input: &[usize],
     data_dirs: &[PathBuf],
+    normalization: Option<&Normalization>,
 ) -> Result<Split, DataError> {
     if let Some(problem) = config.problem(input, None) {
         return Err(problem);
@@ -457,9 +458,10 @@ pub fn load_test(
     }
     let shape = shape_of(config, input)?;
     let (mut test, _) = read_images(config, shape, data_dirs, Part::Test)?;
-    test.normalization = match config.dataset {
-        DatasetKind::Mnist => Normalization::mnist(),
-        _ => image_pair(config, shape, data_dirs)?.0.train.normalization,
+    test.normalization = match (normalization, config.dataset) {
+        (Some(normalization), _) => normalization.clone(),
+        (None, DatasetKind::Mnist) => Normalization::mnist(),
+        (None, _) => image_pair(config, shape, data_dirs)?.0.train.normalization,
     };
     Ok(Split::Images(test))
 }

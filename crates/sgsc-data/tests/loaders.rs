@@ -119,7 +119,7 @@ fn idx_sets_of_any_side_and_class_count_load_with_measured_normalisation() {
         *measured,
         "validation is normalised as training is"
     );
-    let test = load_test(&config, &[1, 7, 5], &dirs).unwrap();
+    let test = load_test(&config, &[1, 7, 5], &dirs, None).unwrap();
     let test = test.images().unwrap();
     assert_eq!(test.labels, vec![0, 1, 2, 0]);
     assert_eq!(test.image(3)[4], idx_pixel(3, 4));
@@ -286,7 +286,7 @@ fn cifar_batches_load_in_order_with_published_class_names() {
         assert_eq!(train.labels[position] as usize, index as usize % 10);
     }
     assert_eq!(data.normalization().unwrap().mean.len(), 3);
-    let test = load_test(&config, &[3, 32, 32], &[]).unwrap();
+    let test = load_test(&config, &[3, 32, 32], &[], None).unwrap();
     assert_eq!(test.images().unwrap().labels, vec![0, 1, 2]);
     assert_eq!(test.images().unwrap().image(1), &cifar_record(101)[1..]);
     // A grey model, a missing batch and a partial record are refused.
@@ -346,7 +346,7 @@ fn image_folders_read_png_and_jpeg_as_grey_or_rgb() {
     let dir = tempfile::tempdir().unwrap();
     write_image_folder(dir.path());
     let config = config(DatasetKind::ImageFolder, Some(dir.path()), 1);
-    let rgb = load_test(&config, &[3, 8, 16], &[]).unwrap();
+    let rgb = load_test(&config, &[3, 8, 16], &[], None).unwrap();
     let Split::Images(rgb) = rgb else {
         panic!("images expected")
     };
@@ -391,7 +391,7 @@ fn bad_image_folders_are_refused_by_kind() {
     )
     .unwrap();
     assert!(matches!(
-        load_test(&config, &[3, 8, 16], &[]),
+        load_test(&config, &[3, 8, 16], &[], None),
         Err(DataError::Decode { file, .. }) if file.ends_with("broken.png")
     ));
     std::fs::create_dir_all(dir.path().join("train/emu")).unwrap();
@@ -409,7 +409,7 @@ fn bad_image_folders_are_refused_by_kind() {
         ..stray
     };
     assert!(matches!(
-        load_test(&stray, &[1, 8, 8], &[]),
+        load_test(&stray, &[1, 8, 8], &[], None),
         Err(DataError::Malformed { .. })
     ));
     assert!(matches!(

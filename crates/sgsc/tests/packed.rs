@@ -72,7 +72,13 @@ fn runtime_matches_the_training_side_on_a_thousand_test_images() {
     let mut learner = trained(&config);
     kill_channels(&learner, 0, 3);
     kill_channels(&learner, 2, 5);
-    let test = load_test(&config.data, &config.model.input, &common::data_dirs()).unwrap();
+    let test = load_test(
+        &config.data,
+        &config.model.input,
+        &common::data_dirs(),
+        None,
+    )
+    .unwrap();
     let positions: Vec<usize> = (0..1000).collect();
     let (inputs, labels) = test.tensors(&positions, &Default::default(), None).unwrap();
     sgsc::size::prepare_for_storage(&learner.network).unwrap();
@@ -184,7 +190,13 @@ fn runtime_matches_the_training_side_on_text() {
     let mut learner = trained(&config);
     kill_channels(&learner, 2, 16); // the value rows of both heads of block 1: one head stays
     kill_channels(&learner, 4, 10); // 10 MLP units of block 1
-    let test = load_test(&config.data, &config.model.input, &common::data_dirs()).unwrap();
+    let test = load_test(
+        &config.data,
+        &config.model.input,
+        &common::data_dirs(),
+        None,
+    )
+    .unwrap();
     let positions: Vec<usize> = (0..40).collect();
     let (inputs, _) = test.tensors(&positions, &Default::default(), None).unwrap();
     sgsc::size::prepare_for_storage(&learner.network).unwrap();

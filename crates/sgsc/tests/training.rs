@@ -52,7 +52,7 @@ fn mnist_label_histograms_match_the_published_ones() {
     assert_eq!(data.validation.len(), 5_000);
     // MNIST keeps its published normalisation.
     assert_eq!(train.normalization.mean, vec![0.1307]);
-    let test = load_test(data_config, input, &common::data_dirs()).unwrap();
+    let test = load_test(data_config, input, &common::data_dirs(), None).unwrap();
     let mut test_counts = [0usize; 10];
     for &label in &test.images().unwrap().labels {
         test_counts[label as usize] += 1;

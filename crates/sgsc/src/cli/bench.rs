@@ -215,22 +215,11 @@ fn bench_runtime(checkpoint: &Path, args: &BenchArgs) -> Result<()> {
                 .map(|_| rand::Rng::random(&mut rng))
                 .collect();
             let input = &model.metadata().input;
-            let normalization = match &model.metadata().normalization {
-                Some(n) => Normalization {
-                    mean: n.mean.clone(),
-                    std: n.std.clone(),
-                },
-                None => Normalization {
-                    mean: vec![0.0],
-                    std: vec![1.0],
-                },
-            };
             let shape = ImageShape::new(input[0], input[1], input[2]);
-            let mut normalization = normalization;
-            if normalization.mean.len() == 1 {
-                normalization.mean = vec![normalization.mean[0]; shape.channels];
-                normalization.std = vec![normalization.std[0]; shape.channels];
-            }
+            let normalization = match &model.metadata().normalization {
+                Some(n) => crate::data::from_file(n, shape.channels),
+                None => Normalization::identity(shape.channels),
+            };
             let images = ImageSplit {
                 shape,
                 images: pixels.clone(),

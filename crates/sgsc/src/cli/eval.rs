@@ -63,12 +63,7 @@ fn eval_checkpoint(checkpoint: &std::path::Path, args: &EvalArgs) -> Result<()> 
     )?;
     if mode.quantizes() {
         println!("{}", layer_table(&size));
-        pack_run(
-            &mut learner.network,
-            &config,
-            &info.data.clone().or_from_config(&config.data),
-            &mut summary,
-        )?;
+        pack_run(&mut learner.network, &config, &info.data, &mut summary)?;
     }
     print!("{}", results_table(&[summary]));
     Ok(())
@@ -87,7 +82,18 @@ fn eval_packed(path: &std::path::Path, args: &EvalArgs) -> Result<()> {
     )
     .context("the file's data description")?;
     let input: Vec<i64> = model.metadata().input.iter().map(|&d| d as i64).collect();
-    let test = load_test(&data, &input, &data_dirs(&args.data_dir))?;
+    // Normalised as the file says, so the training files need not be read again.
+    let normalization = model
+        .metadata()
+        .normalization
+        .as_ref()
+        .map(|n| crate::data::from_file(n, model.metadata().input[0]));
+    let test = load_test(
+        &data,
+        &input,
+        &data_dirs(&args.data_dir),
+        normalization.as_ref(),
+    )?;
     let started = std::time::Instant::now();
     let evaluation = evaluate_packed(&model, &test)?;
     let seconds = started.elapsed().as_secs_f64();

@@ -2,7 +2,7 @@
 //! IDX file, gzipped or not, or a PNG or JPEG image) or for a text prompt. Classes are printed
 //! by the names the file records.
 
-use crate::data::idx::{gunzip, is_gzip, parse_idx};
+use crate::data::idx::{is_gzip, maybe_gunzip, parse_idx};
 use crate::data::ImageShape;
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -55,12 +55,7 @@ fn read_images(path: &Path, shape: ImageShape) -> Result<Vec<u8>> {
             shape.channels
         );
     }
-    let bytes = if is_gzip(&bytes) {
-        gunzip(&bytes, &name)?
-    } else {
-        bytes
-    };
-    let array = parse_idx(&bytes, 3, &name)?;
+    let array = parse_idx(&maybe_gunzip(bytes, &name)?, 3, &name)?;
     if array.dims[1..] != [shape.height, shape.width] {
         bail!(
             "{name} holds {}x{} images; the model reads {}x{}",

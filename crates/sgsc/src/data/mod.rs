@@ -69,6 +69,30 @@ pub fn input_shape(input: &[i64]) -> Vec<usize> {
     input.iter().map(|&d| d.max(0) as usize).collect()
 }
 
+/// A model file's pixel normalisation as the data side's, one mean and deviation for each of
+/// `channels` (a file holds one value for every channel, or one per channel).
+pub fn from_file(
+    normalization: &sgsc_runtime::model::Normalization,
+    channels: usize,
+) -> Normalization {
+    let per_channel = |values: &[f32]| match values {
+        [value] => vec![*value; channels],
+        values => values.to_vec(),
+    };
+    Normalization {
+        mean: per_channel(&normalization.mean),
+        std: per_channel(&normalization.std),
+    }
+}
+
+/// The data side's pixel normalisation as a model file records it.
+pub fn to_file(normalization: &Normalization) -> sgsc_runtime::model::Normalization {
+    sgsc_runtime::model::Normalization {
+        mean: normalization.mean.clone(),
+        std: normalization.std.clone(),
+    }
+}
+
 /// [`sgsc_data::load_train_validation`] for a model config's input shape.
 pub fn load_train_validation(
     config: &DataConfig,
@@ -83,8 +107,9 @@ pub fn load_test(
     config: &DataConfig,
     input: &[i64],
     data_dirs: &[std::path::PathBuf],
+    normalization: Option<&Normalization>,
 ) -> Result<Split, DataError> {
-    sgsc_data::load_test(config, &input_shape(input), data_dirs)
+    sgsc_data::load_test(config, &input_shape(input), data_dirs, normalization)
 }
 
 #[cfg(test)]

@@ -182,10 +182,7 @@ pub fn metadata(
         (_, true) => None,
         // Trained on pixels / 255 as they are: the file says so.
         (_, false) if !config.data.input.normalize => Some(Normalization::uniform(0.0, 1.0)),
-        (Some(n), false) => Some(Normalization {
-            mean: n.mean.clone(),
-            std: n.std.clone(),
-        }),
+        (Some(n), false) => Some(crate::data::to_file(n)),
         (None, false) => {
             return Err(Error::Model(format!(
                 "the run records no pixel normalisation for its {}; retrain it with this version of sgsc",

@@ -132,7 +132,12 @@ pub fn summarize(
     let size = payload_estimate(network, original)?;
     let input = &config.data.input;
     let batch = config.train.eval_batch_size;
-    let test = load_test(&config.data, &config.model.input, data_dirs)?;
+    let test = load_test(
+        &config.data,
+        &config.model.input,
+        data_dirs,
+        data.normalization(),
+    )?;
     let test_eval = evaluate(network, &test, input, quantize, batch, device)?;
     let train_sample = data.train.subset(&evenly_spaced(
         data.train.len(),

@@ -101,14 +101,19 @@ pub fn is_checkpoint(bytes: &[u8]) -> bool {
 
 /// Loads a checkpoint written by [`save`], verifying its format and data digest.
 pub fn load(path: &Path) -> Result<(CheckpointInfo, HashMap<String, Tensor>)> {
+    let bytes = std::fs::read(path).map_err(|source| Error::io(path, source))?;
+    parse(&bytes, path)
+}
+
+/// Parses the bytes of a checkpoint read from `path` (which labels errors), as [`load`] does.
+pub fn parse(bytes: &[u8], path: &Path) -> Result<(CheckpointInfo, HashMap<String, Tensor>)> {
     let fail = |message: String| Error::Checkpoint {
         path: path.to_path_buf(),
         message,
     };
-    let bytes = std::fs::read(path).map_err(|source| Error::io(path, source))?;
-    let file = SafeTensors::deserialize(&bytes)
+    let file = SafeTensors::deserialize(bytes)
         .map_err(|e| fail(format!("not a valid safetensors file: {e}")))?;
-    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| fail(e.to_string()))?;
+    let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| fail(e.to_string()))?;
     let metadata = header.metadata().clone().unwrap_or_default();
     let info: CheckpointInfo = metadata
         .get("sgsc")

@@ -134,7 +134,7 @@ pub fn load_reference(path: &Path, config: &ExperimentConfig, device: Device) ->
         crate::models::state_dict::load_float_state(&network, &bytes, path)?;
         return Ok(network);
     }
-    let (info, tensors) = checkpoint::load(path)?;
+    let (info, tensors) = checkpoint::parse(&bytes, path)?;
     let fail = |message: String| Error::Config {
         path: path.to_path_buf(),
         message,
