@@ -87,6 +87,25 @@ pub struct QuantConfig {
     /// Channels whose `relu(b)` is below this get the L1 pull (default 1 bit).
     #[serde(default = "one_bit")]
     pub l1_bit_threshold: f64,
+    /// The size the model must reach, in bytes of its `.sgsc` file: gamma then follows the
+    /// target law of [`crate::train::pressure`] (starting from `gamma`) instead of staying fixed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_bytes: Option<i64>,
+    /// Measure the stored size every this many steps when steering to a target (default 25).
+    #[serde(default = "default_control_every")]
+    pub control_every: i64,
+    /// The share of the run by which the glide path reaches the target (default 0.5; the rest
+    /// fine-tunes at the target's size).
+    #[serde(default = "default_target_reach")]
+    pub target_reach: f64,
+}
+
+fn default_target_reach() -> f64 {
+    0.5
+}
+
+fn default_control_every() -> i64 {
+    25
 }
 
 fn cosine() -> Schedule {
@@ -135,9 +154,24 @@ pub struct SafetyConfig {
     /// the preservation set.
     #[serde(default = "default_max_preservation_factor")]
     pub max_preservation_factor: f64,
-    /// Each safe check multiplies the gamma factor, and divides the lambda_p factor, by this,
-    /// back to at most 1.
-    pub pressure_recovery: f64,
+    /// Each safe check divides lambda_p's multiplier by this (back to 1) and, in a run without a
+    /// size target, multiplies gamma by it: the search for the smallest model within the budget.
+    /// (Older configs call it `pressure_recovery`.)
+    #[serde(alias = "pressure_recovery")]
+    pub gamma_growth: f64,
+    /// Gamma never falls below this share of its starting value, however many breaches come
+    /// (default 1/16).
+    #[serde(default = "default_min_gamma_factor")]
+    pub min_gamma_factor: f64,
+    /// Share of the preservation set held out as its audit part (default 0.5): never in the loss
+    /// nor in the training batches; the guard and the certificate measure it.
+    #[serde(default = "default_audit_share")]
+    pub audit_share: f64,
+    /// Mid-run checks allow `1 + check_slack * lr(step) / lr(0)` times the drops (default 1):
+    /// twice the final budget while the fine-tune's learning rate is at its peak, the budget
+    /// itself as it decays to 0. The final gate always judges the budget itself.
+    #[serde(default = "one")]
+    pub check_slack: f64,
     /// Share of the channels whose stored width fell since the safe snapshot that a breach
     /// restores, most sensitive first (at least one).
     pub restore_fraction: f64,
@@ -145,6 +179,18 @@ pub struct SafetyConfig {
     pub breaches_before_rollback: u32,
     /// Steps a channel must stay at zero bits, through safe checks, before it is removed.
     pub prune_grace_steps: i64,
+}
+
+fn default_min_gamma_factor() -> f64 {
+    1.0 / 16.0
+}
+
+fn default_audit_share() -> f64 {
+    0.5
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 /// The cap on lambda_p's multiplier when a config does not set one.
@@ -168,8 +214,14 @@ impl SafetyConfig {
             Some("safety weights, drops and factors must be finite and not negative".into())
         } else if !self.max_preservation_factor.is_finite() || self.max_preservation_factor < 1.0 {
             Some("safety.max_preservation_factor must be finite and at least 1".into())
-        } else if !self.pressure_recovery.is_finite() || self.pressure_recovery < 1.0 {
-            Some("safety.pressure_recovery must be finite and at least 1".into())
+        } else if !self.gamma_growth.is_finite() || self.gamma_growth < 1.0 {
+            Some("safety.gamma_growth must be finite and at least 1".into())
+        } else if !(self.min_gamma_factor > 0.0 && self.min_gamma_factor <= 1.0) {
+            Some("safety.min_gamma_factor must be in (0, 1]".into())
+        } else if !(self.audit_share >= 0.0 && self.audit_share < 1.0) {
+            Some("safety.audit_share must be in [0, 1)".into())
+        } else if !(self.check_slack >= 0.0 && self.check_slack.is_finite()) {
+            Some("safety.check_slack must be finite and not negative".into())
         } else if self.temperature.is_nan() || self.temperature <= 0.0 {
             Some("safety.temperature must be positive".into())
         } else if self.preservation_batch_size == 0 || self.check_every < 1 {
@@ -310,6 +362,17 @@ impl ExperimentConfig {
             || self.quant.gamma_warmup_steps < 0
         {
             Some("quant.gamma and quant.gamma_warmup_steps must not be negative".into())
+        } else if !(self.quant.target_reach >= 0.0 && self.quant.target_reach <= 1.0) {
+            Some("quant.target_reach must be in [0, 1]".into())
+        } else if self.quant.target_bytes.is_some_and(|bytes| bytes < 1)
+            || self.quant.control_every < 1
+        {
+            Some("quant.target_bytes and quant.control_every must be at least 1".into())
+        } else if self.quant.target_bytes.is_some() && self.quant.gamma <= 0.0 {
+            Some(
+                "quant.gamma (the target law's starting gamma) must be positive with a target"
+                    .into(),
+            )
         } else if let Some(safety) = &self.safety {
             safety.problem()
         } else {

@@ -1,5 +1,5 @@
-//! `compare` trains baseline, unsafe and safe per seed on one harness, and does not repeat
-//! finished runs.
+//! `compare` trains baseline, unsafe, distill and safe per seed on one harness, at equal bytes,
+//! and does not repeat finished runs.
 
 mod common;
 
@@ -35,20 +35,34 @@ fn comparison_runs_every_mode_and_reuses_finished_runs() {
         progress: false,
         safe_gamma: Some(0.5),
         compress_overrides: vec!["train.learning_rate=2e-4".into()],
+        jobs: 2,
     };
     let summaries = run_comparison(&config, &options).unwrap();
     let modes: Vec<&str> = summaries.iter().map(|s| s.mode.as_str()).collect();
-    assert_eq!(modes, vec!["baseline", "unsafe", "safe"]);
+    assert_eq!(modes, vec!["baseline", "unsafe", "distill", "safe"]);
     assert!(summaries.iter().all(|s| s.seed == 3 && s.steps == 20));
     assert_eq!(summaries[0].size_kind, "float32");
     assert!(
-        summaries[2].safety.is_some(),
+        summaries[3].safety.is_some(),
         "the safe run carries its certificate"
     );
-    assert!(summaries[..2].iter().all(|s| s.safety.is_none()));
+    assert!(summaries[..3].iter().all(|s| s.safety.is_none()));
+    // Without a target, safe found its own size and the other two ran to it.
+    let safe_bytes = summaries[3].size_bytes;
+    assert_eq!(summaries[3].target_bytes, None);
+    for summary in &summaries[1..3] {
+        assert_eq!(summary.target_bytes, Some(safe_bytes), "{}", summary.mode);
+        assert_eq!(
+            summary.shortfall_bytes,
+            Some(summary.size_bytes - safe_bytes).filter(|&over| over > 0)
+        );
+    }
     // A compressed run's size is the length of the model file it wrote, which the runtime reads
     // back with the run's certificate inside.
-    for (summary, run) in summaries[1..].iter().zip(["unsafe-seed3", "safe-seed3"]) {
+    for (summary, run) in summaries[1..]
+        .iter()
+        .zip(["unsafe-seed3", "distill-seed3", "safe-seed3"])
+    {
         let file = dir.path().join(run).join("model.sgsc");
         assert_eq!(summary.size_kind, "sgsc-file");
         assert_eq!(
@@ -65,8 +79,13 @@ fn comparison_runs_every_mode_and_reuses_finished_runs() {
     let gammas: Vec<Option<f64>> = summaries.iter().map(|s| s.gamma).collect();
     assert_eq!(
         gammas,
-        vec![None, Some(config.quant.gamma), Some(0.5)],
-        "unsafe keeps the config's gamma, safe takes its own"
+        vec![
+            None,
+            Some(config.quant.gamma),
+            Some(config.quant.gamma),
+            Some(0.5)
+        ],
+        "unsafe and distill start from the config's gamma, safe from its own"
     );
 
     // The safe run was guarded by the baseline's own preservation set, and both compressing runs
@@ -74,7 +93,7 @@ fn comparison_runs_every_mode_and_reuses_finished_runs() {
     let set = PreservationSet::load(&dir.path().join("baseline-seed3/preservation.json")).unwrap();
     assert_eq!(set.members.len(), 50);
     assert!(dir.path().join("baseline-seed3/preservation.png").exists());
-    for run in ["unsafe-seed3", "safe-seed3"] {
+    for run in ["unsafe-seed3", "distill-seed3", "safe-seed3"] {
         let saved = std::fs::read_to_string(dir.path().join(run).join("config.toml")).unwrap();
         assert!(
             saved.contains("baseline-seed3/checkpoint.safetensors"),
@@ -82,19 +101,24 @@ fn comparison_runs_every_mode_and_reuses_finished_runs() {
         );
     }
 
-    let learning_rates: Vec<f64> = ["baseline-seed3", "unsafe-seed3", "safe-seed3"]
-        .iter()
-        .map(|run| {
-            let path = dir.path().join(run).join("config.toml");
-            sgsc::config::ExperimentConfig::load(&path)
-                .unwrap()
-                .train
-                .learning_rate
-        })
-        .collect();
+    let learning_rates: Vec<f64> = [
+        "baseline-seed3",
+        "unsafe-seed3",
+        "distill-seed3",
+        "safe-seed3",
+    ]
+    .iter()
+    .map(|run| {
+        let path = dir.path().join(run).join("config.toml");
+        sgsc::config::ExperimentConfig::load(&path)
+            .unwrap()
+            .train
+            .learning_rate
+    })
+    .collect();
     assert_eq!(
         learning_rates,
-        vec![config.train.learning_rate, 2e-4, 2e-4],
+        vec![config.train.learning_rate, 2e-4, 2e-4, 2e-4],
         "compress overrides reach the compressing runs only"
     );
 
@@ -103,8 +127,8 @@ fn comparison_runs_every_mode_and_reuses_finished_runs() {
     assert_eq!(again, summaries);
 
     let table = comparison_table(&summaries);
-    assert_eq!(table.lines().count(), 4, "{table}");
+    assert_eq!(table.lines().count(), 5, "{table}");
     let csv = comparison_csv(&summaries);
-    assert_eq!(csv.lines().count(), 4);
-    assert!(csv.lines().nth(3).unwrap().starts_with("safe,3,20,"));
+    assert_eq!(csv.lines().count(), 5);
+    assert!(csv.lines().nth(4).unwrap().starts_with("safe,3,20,"));
 }

@@ -15,10 +15,17 @@ use sgsc::train::trainer::{checkpoint_path, train};
 use sgsc::train::Mode;
 use tch::Device;
 
-#[test]
-fn extreme_gamma_collapses_unsafe_but_safe_keeps_its_budget() {
-    let _one_at_a_time = common::training_lock();
-    let dir = tempfile::tempdir().unwrap();
+/// What the guard's tests share: a small float reference trained in `dir`, its preservation set
+/// (200 of the first 2,000 training images), the data, and a config whose `safe` runs start from
+/// the reference under an extreme size pressure (gamma 20, 150 steps, budget 2 points).
+struct Setup {
+    config: sgsc::config::ExperimentConfig,
+    data: sgsc::data::TrainValidation,
+    set: PreservationSet,
+    reference: sgsc::models::Network,
+}
+
+fn setup(dir: &std::path::Path) -> Setup {
     let mut config = common::mnist_config();
     config.data.validation_size = 1000;
     config.train.batch_size = 64;
@@ -28,7 +35,7 @@ fn extreme_gamma_collapses_unsafe_but_safe_keeps_its_budget() {
     config.safety = None;
 
     // A small float reference and its preservation set (100 of the first 2,000 training images).
-    let reference_dir = dir.path().join("reference");
+    let reference_dir = dir.join("reference");
     train(
         &config,
         &common::run_options(Mode::Baseline, &reference_dir),
@@ -63,7 +70,7 @@ fn extreme_gamma_collapses_unsafe_but_safe_keeps_its_budget() {
         .unwrap(),
         options: preservation_options,
     };
-    let set_path = dir.path().join("preservation.json");
+    let set_path = dir.join("preservation.json");
     set.save(&set_path).unwrap();
 
     // Extreme size pressure, from the reference's weights in both modes.
@@ -87,13 +94,35 @@ fn extreme_gamma_collapses_unsafe_but_safe_keeps_its_budget() {
         breach_gamma_factor: 0.1,
         breach_preservation_factor: 2.0,
         max_preservation_factor: 8.0,
-        pressure_recovery: 1.1,
+        gamma_growth: 1.1,
+        min_gamma_factor: 0.0625,
+        audit_share: 0.5,
+        check_slack: 1.0,
         restore_fraction: 0.5,
         breaches_before_rollback: 2,
         prune_grace_steps: 50,
     });
-    let positions: Vec<usize> = set
-        .members
+    Setup {
+        config,
+        data,
+        set,
+        reference,
+    }
+}
+
+#[test]
+fn extreme_gamma_collapses_unsafe_but_safe_keeps_its_budget() {
+    let _one_at_a_time = common::training_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let Setup {
+        config,
+        data,
+        set,
+        reference,
+    } = setup(dir.path());
+    // The guard measures the audit half of the set.
+    let (_, audit) = sgsc::train::safety::split_members(&set.members, 0.5, set.options.seed);
+    let positions: Vec<usize> = audit
         .iter()
         .map(|m| {
             data.train
@@ -174,6 +203,320 @@ fn extreme_gamma_collapses_unsafe_but_safe_keeps_its_budget() {
         assert!(
             tensor.equal(&in_two_parts[name]),
             "{name} differs after resume"
+        );
+    }
+}
+
+#[test]
+fn the_audit_part_reaches_no_loss() {
+    let _one_at_a_time = common::training_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let Setup { config, data, .. } = setup(dir.path());
+    let learner = sgsc::train::learner::Learner::new(&config, Mode::Safe, Device::Cpu).unwrap();
+    let mut guard = sgsc::train::safety::Guard::new(&config, &data, &learner, Device::Cpu).unwrap();
+    let audit: std::collections::HashSet<u32> = guard.audit_indices().iter().copied().collect();
+    // Half of each criterion's 200 / 3 members, rounded: 33 + 33 + 34 or so.
+    assert!((95..=105).contains(&audit.len()), "{}", audit.len());
+    let mut seen = std::collections::HashSet::new();
+    for step in 0..40 {
+        seen.extend(guard.guidance(step).unwrap().indices);
+    }
+    assert!(seen.len() > 90, "the loss part is served: {}", seen.len());
+    assert!(
+        seen.is_disjoint(&audit),
+        "an audit image reached the preservation loss"
+    );
+
+    // The training batches of a safe run leave the audit part out too.
+    let mut short = config.clone();
+    short.train.steps = 5;
+    short.train.eval_every = 5;
+    short.train.checkpoint_every = 5;
+    let outcome = train(
+        &short,
+        &common::run_options(Mode::Safe, &dir.path().join("safe")),
+    )
+    .unwrap();
+    let trained: std::collections::HashSet<u32> = outcome
+        .data
+        .train
+        .source_indices()
+        .iter()
+        .copied()
+        .collect();
+    assert!(trained.is_disjoint(&audit));
+    assert_eq!(trained.len(), data.train.len() - audit.len());
+    let certificate = outcome.certificate.unwrap();
+    assert_eq!(certificate.parts, (audit.len(), 200 - audit.len()));
+    assert!(certificate.final_loss_part.is_some());
+}
+
+#[test]
+fn a_breach_with_no_fallen_width_restores_drifted_channels_and_holds_their_codes() {
+    let _one_at_a_time = common::training_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let Setup { config, data, .. } = setup(dir.path());
+    let mut learner = sgsc::train::learner::Learner::new(&config, Mode::Safe, Device::Cpu).unwrap();
+    let reference = load_reference(
+        &config.safety.as_ref().unwrap().reference,
+        &config,
+        Device::Cpu,
+    )
+    .unwrap();
+    learner
+        .network
+        .load_state(&reference.state().into_iter().collect())
+        .unwrap();
+    learner.network.reset_quantizers(8.0).unwrap();
+    let mut guard = sgsc::train::safety::Guard::new(&config, &data, &learner, Device::Cpu).unwrap();
+    let first = guard.check(&mut learner, &data, 25, 0.0).unwrap();
+    assert_eq!(first.action, "safe", "{first:?}");
+
+    // Negate the classifier: every width stays (or grows), the codes drift, accuracy collapses.
+    let last = learner.network.quantized.len() - 1;
+    let classifier = learner.network.quantized_weight(last);
+    let widths_before = classifier.channel_widths().unwrap();
+    let codes_before = classifier.codes().unwrap();
+    tch::no_grad(|| {
+        let mut weight = classifier.weight.shallow_clone();
+        let negated = weight.neg();
+        weight.copy_(&negated);
+    });
+    let widths_after = learner
+        .network
+        .quantized_weight(last)
+        .channel_widths()
+        .unwrap();
+    assert!(widths_after
+        .iter()
+        .zip(&widths_before)
+        .all(|(now, then)| now >= then));
+    let breach = guard.check(&mut learner, &data, 50, 0.0).unwrap();
+    assert_eq!(breach.action, "restore", "{breach:?}");
+    // restore_fraction 0.5 of the 10 drifted classifier rows; nothing else changed.
+    assert_eq!(breach.restored_channels, 5);
+    let restored = learner.network.quantized_weight(last).codes().unwrap();
+    let rows_back: Vec<bool> = (0..10)
+        .map(|row| restored.get(row).equal(&codes_before.get(row)))
+        .collect();
+    assert_eq!(rows_back.iter().filter(|&&back| back).count(), 5);
+
+    // During the cool-down, a step under crushing pressure shrinks codes everywhere except in
+    // the held rows.
+    let (inputs, labels) = sgsc::data::Tensors::tensors(
+        &data.train,
+        &(0..32).collect::<Vec<_>>(),
+        &config.data.input,
+        None,
+    )
+    .unwrap();
+    let terms = sgsc::train::learner::StepTerms {
+        gamma: 1e4,
+        ..Default::default()
+    };
+    let first_layer_codes = learner.network.quantized_weight(0).codes().unwrap();
+    for step in 50..55 {
+        learner.step(&inputs, &labels, step, &terms).unwrap();
+        guard.after_step(&learner, step).unwrap();
+    }
+    let held = learner.network.quantized_weight(last).codes().unwrap();
+    for row in 0..10 {
+        if rows_back[row as usize] {
+            assert!(
+                held.get(row).equal(&codes_before.get(row)),
+                "row {row} moved"
+            );
+        }
+    }
+    assert!(
+        !learner
+            .network
+            .quantized_weight(0)
+            .codes()
+            .unwrap()
+            .equal(&first_layer_codes),
+        "the steps moved the codes of unheld channels"
+    );
+    let certificate = guard.final_gate(&mut learner, &data).unwrap();
+    assert_eq!(certificate.events.restored_channels, 5);
+    assert_eq!(certificate.events.breaches, 1);
+}
+
+#[test]
+fn target_runs_end_within_their_target_or_say_by_how_much() {
+    let _one_at_a_time = common::training_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let Setup { mut config, .. } = setup(dir.path());
+    config.quant.gamma = 0.5;
+    config.quant.control_every = 10;
+    config.train.steps = 200;
+    config.train.eval_every = 50;
+    config.train.checkpoint_every = 200;
+
+    // Reachable: the file is at most the target.
+    let mut reachable = config.clone();
+    reachable.quant.target_bytes = Some(30_000);
+    let run_dir = dir.path().join("unsafe-target");
+    let (summary, _) =
+        sgsc::pipeline::run(&reachable, &common::run_options(Mode::Unsafe, &run_dir))
+            .unwrap()
+            .unwrap();
+    let file_length = std::fs::metadata(run_dir.join("model.sgsc")).unwrap().len() as i64;
+    assert_eq!(summary.size_bytes, file_length);
+    assert!(file_length <= 30_000, "{file_length}");
+    assert_eq!(
+        (summary.target_bytes, summary.shortfall_bytes),
+        (Some(30_000), None)
+    );
+    let sizes: Vec<i64> = std::fs::read_to_string(run_dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .filter(|line| line["event"] == "size")
+        .map(|line| line["bytes"].as_i64().unwrap())
+        .collect();
+    assert!(
+        sizes[0] > 30_000 && *sizes.last().unwrap() <= 30_000,
+        "{sizes:?}"
+    );
+
+    // Out of the budget's reach: the smallest safe state, and the shortfall said everywhere.
+    let mut unreachable = config.clone();
+    unreachable.quant.target_bytes = Some(1_000);
+    let safe_dir = dir.path().join("safe-target");
+    let (summary, _) =
+        sgsc::pipeline::run(&unreachable, &common::run_options(Mode::Safe, &safe_dir))
+            .unwrap()
+            .unwrap();
+    let certificate = summary.safety.clone().unwrap();
+    assert!(certificate.met, "the budget stays binding: {certificate:?}");
+    let outcome = certificate.target.unwrap();
+    assert_eq!((outcome.target_bytes, outcome.met), (1_000, false));
+    assert_eq!(summary.shortfall_bytes, Some(summary.size_bytes - 1_000));
+    let model = sgsc_runtime::Model::load(safe_dir.join("model.sgsc")).unwrap();
+    let packed = model.metadata().certificate.clone().unwrap();
+    assert_eq!(packed["target"]["met"], serde_json::json!(false));
+    assert_eq!(packed["target"]["target_bytes"], serde_json::json!(1_000));
+}
+
+#[test]
+fn the_size_the_law_steers_on_is_the_length_of_the_file() {
+    let _one_at_a_time = common::training_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let Setup { config, data, .. } = setup(dir.path());
+    let mut learner =
+        sgsc::train::learner::Learner::new(&config, Mode::Unsafe, Device::Cpu).unwrap();
+    // Some channels dead, some widths fallen, so that the export cuts channels.
+    tch::no_grad(|| {
+        let mut bits = learner
+            .network
+            .quantized_weight(0)
+            .bit_depth
+            .shallow_clone();
+        let values: Vec<f32> = (0..32).map(|c| [0.0, -1.0, 3.0, 5.5][c % 4]).collect();
+        bits.copy_(&tch::Tensor::from_slice(&values));
+    });
+    let before: Vec<tch::Tensor> = learner
+        .network
+        .state()
+        .into_iter()
+        .map(|(_, t)| t.copy())
+        .collect();
+    let metadata = sgsc::pack::export::metadata(
+        &config,
+        &data.description(),
+        None,
+        Some(serde_json::json!({"mode": "unsafe", "test_accuracy": 0.5})),
+    )
+    .unwrap();
+    let steered =
+        sgsc::pack::export::stored_length(&learner.network, &config.model, metadata.clone())
+            .unwrap();
+    for (tensor, (name, now)) in before.iter().zip(learner.network.state()) {
+        assert!(tensor.equal(&now), "{name} changed by measuring");
+    }
+    let (bytes, removed) = sgsc::pack::export::export(
+        &mut learner.network,
+        metadata,
+        sgsc::pack::export::ExportFormat::Sgsc,
+    )
+    .unwrap();
+    assert!(removed >= 8, "dead channels were cut: {removed}");
+    assert_eq!(steered, bytes.len());
+}
+
+#[test]
+fn distill_adds_the_distillation_term_and_no_preservation_term() {
+    let _one_at_a_time = common::training_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let Setup {
+        config,
+        data,
+        reference,
+        ..
+    } = setup(dir.path());
+    let mut learner =
+        sgsc::train::learner::Learner::new(&config, Mode::Distill, Device::Cpu).unwrap();
+    let (inputs, labels) = sgsc::data::Tensors::tensors(
+        &data.train,
+        &(0..16).collect::<Vec<_>>(),
+        &config.data.input,
+        None,
+    )
+    .unwrap();
+    let teacher_logits = reference.forward(&inputs, false, false).unwrap();
+    let temperature = 4.0;
+    // The expected loss, term by term (batch norm in training mode uses the batch's statistics,
+    // so the same forward pass gives the step's logits).
+    let logits = learner.network.forward(&inputs, true, true).unwrap();
+    let cross_entropy = logits.cross_entropy_for_logits(&labels).double_value(&[]);
+    let size = sgsc::train::objective::size_term(&learner.network, learner.original.weights as f64)
+        .unwrap()
+        .double_value(&[]);
+    let distillation =
+        sgsc::train::objective::distillation_loss(&logits, &teacher_logits, temperature)
+            .unwrap()
+            .double_value(&[]);
+    assert!(distillation > 1e-4, "the student differs from its teacher");
+    let terms = sgsc::train::learner::StepTerms {
+        gamma: 0.3,
+        teacher: Some(sgsc::train::learner::Teacher {
+            logits: teacher_logits,
+            weight: 0.7,
+            temperature,
+        }),
+        guidance: None,
+    };
+    let report = learner.step(&inputs, &labels, 0, &terms).unwrap();
+    let expected = cross_entropy + 0.3 * size + 0.7 * distillation;
+    assert!(
+        (report.loss - expected).abs() < 1e-4,
+        "{} vs {expected}",
+        report.loss
+    );
+    assert!((report.distillation_loss - distillation).abs() < 1e-5);
+    assert_eq!(report.preservation_loss, 0.0);
+
+    // The trainer composes exactly these terms for the distill mode (and none for unsafe).
+    let mut short = config.clone();
+    short.train.steps = 4;
+    short.train.eval_every = 4;
+    short.train.checkpoint_every = 4;
+    short.safety.as_mut().unwrap().train_distillation_weight = 1.0;
+    for (mode, distils) in [(Mode::Distill, true), (Mode::Unsafe, false)] {
+        let run_dir = dir.path().join(mode.name());
+        train(&short, &common::run_options(mode, &run_dir)).unwrap();
+        let log = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap();
+        let line: serde_json::Value = log
+            .lines()
+            .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+            .find(|line| line.get("train_loss").is_some())
+            .unwrap();
+        assert_eq!(line["preservation_loss"].as_f64(), Some(0.0), "{mode}");
+        assert_eq!(
+            line["distillation_loss"].as_f64().unwrap() > 0.0,
+            distils,
+            "{mode}"
         );
     }
 }

@@ -156,7 +156,14 @@ fn non_finite_loss_changes_nothing_and_diverging_runs_roll_back() {
     let before = learner.snapshot().unwrap();
     let inputs = Tensor::full([4, 1, 28, 28], f64::NAN, (tch::Kind::Float, Device::Cpu));
     let labels = Tensor::from_slice(&[0i64, 1, 2, 3]);
-    let report = learner.step(&inputs, &labels, 0, None).unwrap();
+    let report = learner
+        .step(
+            &inputs,
+            &labels,
+            0,
+            &sgsc::train::learner::StepTerms::default(),
+        )
+        .unwrap();
     assert!(!report.finite);
     let mut reference = Learner::new(&config, Mode::Unsafe, Device::Cpu).unwrap();
     reference.restore(&before).unwrap();
@@ -185,7 +192,17 @@ fn pruning_cuts_optimizer_state_and_pruned_checkpoints_load() {
     tch::manual_seed(2);
     let inputs = Tensor::randn([8, 1, 28, 28], (tch::Kind::Float, Device::Cpu));
     let labels = Tensor::from_slice(&[0i64, 1, 2, 3, 4, 5, 6, 7]);
-    assert!(learner.step(&inputs, &labels, 0, None).unwrap().finite);
+    assert!(
+        learner
+            .step(
+                &inputs,
+                &labels,
+                0,
+                &sgsc::train::learner::StepTerms::default()
+            )
+            .unwrap()
+            .finite
+    );
     let before: std::collections::HashMap<String, Tensor> = learner
         .state()
         .into_iter()
@@ -221,7 +238,17 @@ fn pruning_cuts_optimizer_state_and_pruned_checkpoints_load() {
 
     // Training goes on with the smaller tensors, and the optimizer moves them.
     let first_weights = after["layers.0.weight"].copy();
-    assert!(learner.step(&inputs, &labels, 1, None).unwrap().finite);
+    assert!(
+        learner
+            .step(
+                &inputs,
+                &labels,
+                1,
+                &sgsc::train::learner::StepTerms::default()
+            )
+            .unwrap()
+            .finite
+    );
     assert!(!learner
         .network
         .quantized_weight(0)
@@ -238,6 +265,7 @@ fn pruning_cuts_optimizer_state_and_pruned_checkpoints_load() {
         config: config.to_toml(),
         original_weights: learner.original.weights,
         guard: None,
+        pressure: None,
         data: Default::default(),
     };
     checkpoint::save(&path, &info, &learner.state()).unwrap();

@@ -113,8 +113,16 @@ pub fn run(args: BenchArgs) -> Result<()> {
             let mut learner = Learner::new(&config, mode, device)?;
             let (inputs, labels) = synthetic(batch, learner.network.output_features)?;
             let mut step = 0;
+            let terms = crate::train::learner::StepTerms {
+                gamma: if mode.quantizes() {
+                    config.quant.gamma
+                } else {
+                    0.0
+                },
+                ..Default::default()
+            };
             let ms = median_ms(args.repeats, || {
-                learner.step(&inputs, &labels, step, None)?;
+                learner.step(&inputs, &labels, step, &terms)?;
                 step += 1;
                 Ok(())
             })?;

@@ -1,4 +1,4 @@
-//! `sgsc compare`: baseline, unsafe and safe over several seeds, one table.
+//! `sgsc compare`: baseline, unsafe, distill and safe over several seeds, one table at equal bytes.
 
 use super::{data_dirs, parse_device};
 use crate::config::ExperimentConfig;
@@ -25,19 +25,27 @@ pub struct CompareArgs {
     /// `--set quant.learning_rate=0.02`.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     overrides: Vec<String>,
-    /// Set a config value for the unsafe and safe runs only (repeatable), for example
+    /// Set a config value for the compressing runs only (repeatable), for example
     /// `--compress-set train.learning_rate=2e-4` to fine-tune the baseline gently.
     #[arg(long = "compress-set", value_name = "KEY=VALUE")]
     compress_overrides: Vec<String>,
     /// Override train.steps.
     #[arg(long)]
     steps: Option<i64>,
-    /// Override quant.gamma (of the unsafe runs, and of the safe runs unless --safe-gamma).
+    /// Override quant.gamma (where the pressure law starts; of every compressing run unless
+    /// --safe-gamma).
     #[arg(long)]
     gamma: Option<f64>,
-    /// Gamma of the safe runs only, to compare the modes at about equal size.
+    /// Starting gamma of the safe runs only.
     #[arg(long)]
     safe_gamma: Option<f64>,
+    /// Every compressing run steers to a file of at most this many bytes (quant.target_bytes).
+    /// Without it, safe finds the smallest model within its budget and the others run to its size.
+    #[arg(long)]
+    target_bytes: Option<i64>,
+    /// Compressing runs trained side by side, each on one libtorch thread.
+    #[arg(long, default_value_t = 1)]
+    jobs: usize,
     /// Folder of the comparison's runs.
     #[arg(long, default_value = "runs/compare")]
     out: PathBuf,
@@ -62,6 +70,9 @@ pub fn run(args: CompareArgs) -> Result<()> {
     if let Some(gamma) = args.gamma {
         config.quant.gamma = gamma;
     }
+    if let Some(target) = args.target_bytes {
+        config.quant.target_bytes = Some(target);
+    }
     config.validate(&args.config)?;
     let options = ComparisonOptions {
         seeds: (0..args.seeds).collect(),
@@ -75,6 +86,7 @@ pub fn run(args: CompareArgs) -> Result<()> {
         progress: std::io::stderr().is_terminal(),
         safe_gamma: args.safe_gamma,
         compress_overrides: args.compress_overrides,
+        jobs: args.jobs.max(1),
     };
     let summaries = run_comparison(&config, &options)?;
     let csv = args.out.join("comparison.csv");
@@ -85,7 +97,10 @@ pub fn run(args: CompareArgs) -> Result<()> {
         return Ok(());
     }
     let plot = args.out.join("comparison.png");
-    let title = format!("{}: baseline, unsafe and safe", args.config.display());
+    let title = format!(
+        "{}: baseline, unsafe, distill and safe",
+        args.config.display()
+    );
     match accuracy_against_size(&summaries, &title, &plot) {
         Ok(()) => println!("(accuracy against size: {})", plot.display()),
         Err(error) => tracing::warn!("no plot: {error}"),

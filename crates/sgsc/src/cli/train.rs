@@ -17,8 +17,9 @@ pub struct TrainArgs {
     /// Experiment config (TOML).
     #[arg(long, default_value = "configs/mnist-cnn.toml")]
     config: PathBuf,
-    /// baseline (float), unsafe (self-compression) or safe (self-compression with the safety
-    /// guard; needs the [safety] section's reference run and preservation set).
+    /// baseline (float), unsafe (self-compression), distill (self-compression distilling from the
+    /// [safety] section's reference) or safe (self-compression with the safety guard; needs the
+    /// [safety] section's reference run and preservation set).
     #[arg(long, default_value = "unsafe")]
     mode: Mode,
     /// Set any config value, as `section.key=value` (TOML syntax; repeatable), for example
@@ -31,9 +32,12 @@ pub struct TrainArgs {
     /// Override train.seed.
     #[arg(long)]
     seed: Option<u64>,
-    /// Override quant.gamma (the size pressure).
+    /// Override quant.gamma (the size pressure; with a target, where its law starts).
     #[arg(long)]
     gamma: Option<f64>,
+    /// Steer the size to a file of at most this many bytes (quant.target_bytes).
+    #[arg(long)]
+    target_bytes: Option<i64>,
     /// Run folder (default: runs/<mode>-seed<seed>).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -62,6 +66,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
     }
     if let Some(gamma) = args.gamma {
         config.quant.gamma = gamma;
+    }
+    if let Some(target) = args.target_bytes {
+        config.quant.target_bytes = Some(target);
     }
     config.validate(&args.config)?;
     let out_dir = args
@@ -105,12 +112,23 @@ pub fn run(args: TrainArgs) -> Result<()> {
             if certificate.met { "met" } else { "NOT met" },
             if certificate.restored_last_safe_snapshot { " (the last safe snapshot)" } else { "" },
             certificate.events.breaches,
-            certificate.events.restores,
+            certificate.events.restored_channels,
             certificate.events.rollbacks,
             certificate.pruned_channels
         );
     }
-    print!("{}", results_table(&[summary]));
+    print!("{}", results_table(std::slice::from_ref(&summary)));
     println!("(run folder: {})", out_dir.display());
+    if let (Some(target), Some(over)) = (summary.target_bytes, summary.shortfall_bytes) {
+        anyhow::bail!(
+            "the target of {target} B was not reached: the file is {} B, {over} B over{}",
+            summary.size_bytes,
+            if summary.safety.is_some() {
+                " (the smallest state within the safety budget)"
+            } else {
+                ""
+            }
+        );
+    }
     Ok(())
 }

@@ -203,6 +203,75 @@ pub fn metadata(
     })
 }
 
+/// Rounds a figure to 6 decimals, as a file's metadata carries it: then its JSON is at most as
+/// long as that of the placeholders of [`LONGEST_ACCURACY`] and [`LONGEST_LOSS`] (for losses
+/// below 100), so the length of a file can be known before its figures are.
+pub fn round_figure(value: f64) -> f64 {
+    if value.is_finite() {
+        (value * 1e6).round() / 1e6
+    } else {
+        value
+    }
+}
+
+/// An accuracy (a fraction) whose rounded JSON is as long as any.
+pub const LONGEST_ACCURACY: f64 = 0.123456;
+/// A loss whose rounded JSON is as long as any below 100 nats.
+pub const LONGEST_LOSS: f64 = 12.345678;
+
+/// What a run's file records of its run (the metadata's `summary`), figures rounded by
+/// [`round_figure`].
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct PackedSummary {
+    /// The run's mode.
+    pub mode: String,
+    /// Its training seed.
+    pub seed: u64,
+    /// Its steps.
+    pub steps: i64,
+    /// The config's gamma (where the target law started, in a run with a target).
+    pub gamma: Option<f64>,
+    /// Accuracy on the test split.
+    pub test_accuracy: f64,
+    /// Mean loss on the test split.
+    pub test_loss: f64,
+    /// The run's size target in bytes, if it had one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_bytes: Option<i64>,
+}
+
+impl PackedSummary {
+    /// The summary as metadata JSON, figures rounded.
+    pub fn to_json(&self) -> serde_json::Value {
+        let rounded = PackedSummary {
+            test_accuracy: round_figure(self.test_accuracy),
+            test_loss: round_figure(self.test_loss),
+            ..self.clone()
+        };
+        serde_json::to_value(rounded).expect("a summary always serialises")
+    }
+}
+
+/// The length of the `.sgsc` file that `network` would make now with `metadata`, without
+/// changing `network`: a copy with its channel counts is exported. What the target law steers on.
+pub fn stored_length(
+    network: &Network,
+    model: &crate::models::ModelConfig,
+    metadata: Metadata,
+) -> Result<usize> {
+    let device = network.quantized_weight(0).weight.device();
+    let mut copy = Network::new(model, 1.0, device)?;
+    for index in 0..copy.quantized.len() {
+        let channels = network.quantized_weight(index).weight.size()[0];
+        if channels < copy.quantized_weight(index).weight.size()[0] {
+            prune::remove_channels(&mut copy, index, &(0..channels).collect::<Vec<i64>>())?;
+        }
+    }
+    copy.load_state(&network.state().into_iter().collect())?;
+    let (bytes, _) = export(&mut copy, metadata, ExportFormat::Sgsc)?;
+    Ok(bytes.len())
+}
+
 /// File formats a model can be exported to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExportFormat {

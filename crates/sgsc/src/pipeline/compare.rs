@@ -1,11 +1,18 @@
-//! `compare`: baseline, unsafe and safe on the same harness, over several seeds (METHOD.md §5);
-//! [`crate::report::compare`] tabulates them.
+//! `compare`: baseline, unsafe, distill and safe on the same harness, over several seeds
+//! (METHOD.md §5); [`crate::report::compare`] tabulates them.
 //!
 //! For each seed: the `baseline` run is trained; its checkpoint is that seed's reference and its
-//! preservation set is built from it; then `unsafe` and `safe` both start from the reference's
-//! weights, so the only difference between them is the safety guard. A run whose folder already
-//! holds a `summary.json` is not trained again, and an interrupted run resumes from its
-//! checkpoint, so a comparison can be stopped and restarted.
+//! preservation set is built from it; then `unsafe`, `distill` and `safe` all start from the
+//! reference's weights. `distill` adds the reference's distillation on every training batch, as
+//! `safe` does, so `unsafe` → `distill` → `safe` adds one thing at a time.
+//!
+//! Every compressing run ends at the same size, so the table compares accuracy at equal bytes:
+//! - with a target (`quant.target_bytes`), all three run to it (side by side with `jobs` > 1);
+//! - without one, `safe` runs first and finds the smallest model within its budget; `unsafe` and
+//!   `distill` then run to `safe`'s file length as their target.
+//!
+//! A run whose folder already holds a `summary.json` is not trained again, and an interrupted
+//! run resumes from its checkpoint, so a comparison can be stopped and restarted.
 
 use super::run;
 use crate::config::ExperimentConfig;
@@ -22,7 +29,7 @@ use tch::Device;
 /// Where and how a comparison runs.
 #[derive(Debug, Clone)]
 pub struct ComparisonOptions {
-    /// Training seeds; each trains all three modes.
+    /// Training seeds; each trains all four modes.
     pub seeds: Vec<u64>,
     /// Folder holding one folder per run (`<mode>-seed<seed>`), plus `comparison.csv`.
     pub out_dir: PathBuf,
@@ -32,18 +39,20 @@ pub struct ComparisonOptions {
     pub device: Device,
     /// How the preservation sets are built.
     pub preservation: PreservationOptions,
-    /// Show progress bars.
+    /// Show progress bars (only when runs go one at a time).
     pub progress: bool,
-    /// Gamma of the safe runs when it differs from the config's (which the unsafe runs use): the
-    /// guard spends bytes on restores, so an equal-size comparison gives safe more pressure.
+    /// Gamma of the safe runs when it differs from the config's (where the law starts).
     pub safe_gamma: Option<f64>,
-    /// Config overrides (`section.key=value`) for the unsafe and safe runs only, for example a
+    /// Config overrides (`section.key=value`) for the compressing runs only, for example a
     /// fine-tuning learning rate, since they start from the trained baseline.
     pub compress_overrides: Vec<String>,
+    /// Compressing runs trained side by side, each on one libtorch thread (1: one at a time,
+    /// on every thread).
+    pub jobs: usize,
 }
 
 /// Trains (or reloads) every run of the comparison and returns their summaries, seed by seed in
-/// the order baseline, unsafe, safe.
+/// the order baseline, unsafe, distill, safe.
 pub fn run_comparison(
     config: &ExperimentConfig,
     options: &ComparisonOptions,
@@ -53,13 +62,8 @@ pub fn run_comparison(
     let mut compressing = config.with_overrides(&options.compress_overrides, overrides_label)?;
     let safety = compressing.safety.take().ok_or_else(|| Error::Config {
         path: "<config>".into(),
-        message: "compare needs a [safety] section for its safe runs".into(),
+        message: "compare needs a [safety] section for its distill and safe runs".into(),
     })?;
-    let mut guarded_base = compressing.clone();
-    if let Some(gamma) = options.safe_gamma {
-        guarded_base.quant.gamma = gamma;
-        guarded_base.validate(Path::new("--safe-gamma"))?;
-    }
     let mut summaries = Vec::new();
     for &seed in &options.seeds {
         let mut seeded = config.clone();
@@ -88,31 +92,104 @@ pub fn run_comparison(
                 &preservation_set.with_extension("png"),
             )?;
         }
-
-        let mut unguarded = compressing.clone();
-        unguarded.train.seed = seed;
-        unguarded.train.init_from = Some(reference.clone());
-        summaries.push(run_once(
-            &unguarded,
-            Mode::Unsafe,
-            &options.out_dir.join(format!("unsafe-seed{seed}")),
-            options,
-        )?);
-
-        let mut guarded = guarded_base.clone();
-        guarded.train.seed = seed;
-        guarded.safety = Some(crate::config::SafetyConfig {
-            preservation_set,
-            reference,
-            ..safety.clone()
-        });
-        summaries.push(run_once(
-            &guarded,
-            Mode::Safe,
-            &options.out_dir.join(format!("safe-seed{seed}")),
-            options,
-        )?);
+        let config_of = |mode: Mode, target: Option<i64>| -> Result<ExperimentConfig> {
+            let mut run = compressing.clone();
+            run.train.seed = seed;
+            run.train.init_from = Some(reference.clone());
+            run.quant.target_bytes = target;
+            if mode.distils() {
+                run.safety = Some(crate::config::SafetyConfig {
+                    preservation_set: preservation_set.clone(),
+                    reference: reference.clone(),
+                    ..safety.clone()
+                });
+            }
+            if let (Mode::Safe, Some(gamma)) = (mode, options.safe_gamma) {
+                run.quant.gamma = gamma;
+            }
+            run.validate(Path::new("<compare>"))?;
+            Ok(run)
+        };
+        let dir = |mode: Mode| options.out_dir.join(format!("{mode}-seed{seed}"));
+        let target = compressing.quant.target_bytes;
+        let (safe_run, others) = match target {
+            Some(target) => {
+                let runs = [Mode::Unsafe, Mode::Distill, Mode::Safe]
+                    .into_iter()
+                    .map(|mode| Ok((config_of(mode, Some(target))?, mode, dir(mode))))
+                    .collect::<Result<Vec<_>>>()?;
+                let mut done = run_side_by_side(&runs, options)?;
+                let safe_run = done.pop().expect("three runs");
+                (safe_run, done)
+            }
+            None => {
+                let safe_run = run_once(
+                    &config_of(Mode::Safe, None)?,
+                    Mode::Safe,
+                    &dir(Mode::Safe),
+                    options,
+                )?;
+                let target = Some(safe_run.size_bytes);
+                tracing::info!(
+                    "safe ended at {} B: unsafe and distill run to that size",
+                    safe_run.size_bytes
+                );
+                let runs = [Mode::Unsafe, Mode::Distill]
+                    .into_iter()
+                    .map(|mode| Ok((config_of(mode, target)?, mode, dir(mode))))
+                    .collect::<Result<Vec<_>>>()?;
+                (safe_run, run_side_by_side(&runs, options)?)
+            }
+        };
+        summaries.extend(others);
+        summaries.push(safe_run);
     }
+    Ok(summaries)
+}
+
+/// Trains `runs` (config, mode, folder), `options.jobs` at a time on one libtorch thread each,
+/// and returns their summaries in order.
+fn run_side_by_side(
+    runs: &[(ExperimentConfig, Mode, PathBuf)],
+    options: &ComparisonOptions,
+) -> Result<Vec<Summary>> {
+    if options.jobs <= 1 {
+        return runs
+            .iter()
+            .map(|(config, mode, dir)| run_once(config, *mode, dir, options))
+            .collect();
+    }
+    let threads = tch::get_num_threads();
+    tch::set_num_threads(1);
+    let quiet = ComparisonOptions {
+        progress: false,
+        ..options.clone()
+    };
+    let mut summaries = Vec::with_capacity(runs.len());
+    let outcome = runs.chunks(options.jobs).try_for_each(|chunk| {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = chunk
+                .iter()
+                .map(|(config, mode, dir)| {
+                    let quiet = &quiet;
+                    scope.spawn(move || {
+                        // OpenMP's thread count is per thread: set it in the run's own.
+                        tch::set_num_threads(1);
+                        run_once(config, *mode, dir, quiet)
+                    })
+                })
+                .collect();
+            for handle in handles {
+                let summary = handle
+                    .join()
+                    .map_err(|_| Error::Training("a comparison run panicked".into()))??;
+                summaries.push(summary);
+            }
+            Ok::<(), Error>(())
+        })
+    });
+    tch::set_num_threads(threads);
+    outcome?;
     Ok(summaries)
 }
 

@@ -12,6 +12,7 @@ use crate::models::Network;
 use crate::pack::export::{export, metadata, ExportFormat};
 use crate::report::{summarize, write_summary, RunFacts, Summary, MODEL_FILE, SUMMARY_FILE};
 use crate::size::SizeReport;
+use crate::train::safety::TargetOutcome;
 use crate::train::trainer::{train, RunOptions};
 
 /// Trains one run and reports on it: the figures of [`summarize`], written to the run folder's
@@ -54,16 +55,33 @@ pub fn run(
 }
 
 /// Packs a quantized run's `network` (cutting its dead channels in place) into the bytes of its
-/// `.sgsc` file, and makes that file's length the summary's size.
+/// `.sgsc` file, and makes that file's length the summary's size. With a size target, the
+/// certificate says whether the file is within it and the summary by how many bytes it is not.
 pub fn pack_run(
     network: &mut Network,
     config: &ExperimentConfig,
     description: &DataDescription,
     summary: &mut Summary,
 ) -> Result<Vec<u8>> {
-    let (certificate, packed_summary) = summary.for_packing();
-    let metadata = metadata(config, description, certificate, Some(packed_summary))?;
-    let (bytes, _) = export(network, metadata, ExportFormat::Sgsc)?;
+    let target = summary.target_bytes;
+    let mut met = true;
+    let bytes = loop {
+        if let (Some(target_bytes), Some(certificate)) = (target, summary.safety.as_mut()) {
+            certificate.target = Some(TargetOutcome { target_bytes, met });
+        }
+        let (certificate, packed_summary) = summary.for_packing();
+        let metadata = metadata(config, description, certificate, Some(packed_summary))?;
+        let (bytes, _) = export(network, metadata, ExportFormat::Sgsc)?;
+        // The certificate's verdict is part of the file: settle on one that agrees with it.
+        let within = target.is_none_or(|target| bytes.len() as i64 <= target);
+        if within == met || summary.safety.is_none() {
+            break bytes;
+        }
+        met = within;
+    };
     summary.set_file_size(bytes.len());
+    summary.shortfall_bytes = target
+        .map(|target| bytes.len() as i64 - target)
+        .filter(|&over| over > 0);
     Ok(bytes)
 }

@@ -69,7 +69,7 @@ pub fn comparison_table(summaries: &[Summary]) -> String {
             let e = s.controller_events;
             [
                 sum[0] + e.breaches,
-                sum[1] + e.restores,
+                sum[1] + e.restored_channels,
                 sum[2] + e.rollbacks,
             ]
         });
@@ -122,7 +122,7 @@ pub fn comparison_csv(summaries: &[Summary]) -> String {
             s.ratio_to_float,
             s.bits_per_weight,
             e.breaches,
-            e.restores,
+            e.restored_channels,
             e.rollbacks,
             s.wall_seconds,
             s.train_loss,

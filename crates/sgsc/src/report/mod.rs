@@ -59,6 +59,12 @@ pub struct Summary {
     /// Size pressure gamma of a quantized run (none for baseline and for older summaries).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gamma: Option<f64>,
+    /// The size target of the run, in bytes of its file, if it had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_bytes: Option<i64>,
+    /// Bytes by which the file exceeds its target (absent when it met it, or had none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shortfall_bytes: Option<i64>,
     /// Bytes of the model: the length of its `.sgsc` file for quantized modes (older runs: the
     /// payload estimate), float32 bytes for baseline.
     pub size_bytes: i64,
@@ -164,6 +170,8 @@ pub fn summarize(
         language_model: config.data.is_text(),
         dataset: Some(config.data.dataset.name().into()),
         gamma: quantize.then_some(config.quant.gamma),
+        target_bytes: config.quant.target_bytes.filter(|_| quantize),
+        shortfall_bytes: None,
         size_bytes: headline.bytes,
         size_kind: headline.kind.into(),
         float_bytes: size.float_bytes,
@@ -212,11 +220,16 @@ impl Summary {
             .safety
             .as_ref()
             .and_then(|certificate| serde_json::to_value(certificate).ok());
-        let summary = serde_json::json!({
-            "mode": self.mode, "seed": self.seed, "steps": self.steps, "gamma": self.gamma,
-            "test_accuracy": self.test_accuracy, "test_loss": self.test_loss,
-        });
-        (certificate, summary)
+        let summary = crate::pack::export::PackedSummary {
+            mode: self.mode.clone(),
+            seed: self.seed,
+            steps: self.steps,
+            gamma: self.gamma,
+            test_accuracy: self.test_accuracy,
+            test_loss: self.test_loss,
+            target_bytes: self.target_bytes,
+        };
+        (certificate, summary.to_json())
     }
 
     /// Takes the size of a quantized model from its packed file of `bytes` bytes.

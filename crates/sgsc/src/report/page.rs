@@ -85,7 +85,7 @@ pub fn group_rows(runs: &[RunRecord]) -> Vec<GroupRow> {
                     let e = run.summary.controller_events;
                     [
                         sum[0] + e.breaches,
-                        sum[1] + e.restores,
+                        sum[1] + e.restored_channels,
                         sum[2] + e.rollbacks,
                     ]
                 }),

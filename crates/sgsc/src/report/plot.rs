@@ -50,6 +50,7 @@ pub(super) fn mode_colour(mode: &str) -> RGBColor {
     match mode {
         "baseline" => RGBColor(90, 90, 90),
         "unsafe" => RGBColor(214, 39, 40),
+        "distill" => RGBColor(44, 160, 44),
         "safe" => RGBColor(31, 119, 180),
         _ => RGBColor(150, 150, 150),
     }
@@ -410,6 +411,8 @@ mod tests {
             language_model: false,
             dataset: None,
             gamma: None,
+            target_bytes: None,
+            shortfall_bytes: None,
             size_bytes,
             size_kind: "payload-estimate".into(),
             float_bytes: 350_592,

@@ -35,6 +35,10 @@ pub struct CheckpointInfo {
     /// The safety guard's bookkeeping in a `safe` run (JSON; its tensors are named `guard.*`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guard: Option<String>,
+    /// The pressure law's state and the best state within the size target so far (JSON; the
+    /// best state's tensors are named `best.*`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pressure: Option<String>,
     /// The vocabulary, class names and normalisation the model reads its inputs with.
     #[serde(flatten)]
     pub data: DataDescription,
@@ -183,6 +187,7 @@ mod tests {
             config: "x = 1".into(),
             original_weights: 120,
             guard: Some("{}".into()),
+            pressure: Some("{\"law\": 1}".into()),
             data: DataDescription {
                 vocabulary: Some(crate::data::Vocabulary::from_text("ab\n")),
                 classes: Some(vec!["a".into(), "b".into()]),

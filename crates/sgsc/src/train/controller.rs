@@ -1,17 +1,19 @@
 //! The feedback controller of METHOD.md §4 (the safety guard), as decisions only: it reads the
-//! preservation and validation figures at each check (accuracy, or loss under a loss budget) and
-//! says what the trainer must do. Keeping it free of tensors makes its behaviour testable with
-//! scripted metrics.
+//! preservation (audit part) and validation figures at each check (accuracy, or loss under a loss
+//! budget) and says what the trainer must do. Keeping it free of tensors makes its behaviour
+//! testable with scripted metrics.
 //!
 //! - Within budget: the state is safe; the trainer takes a snapshot (and may prune).
-//! - A breach: the trainer restores the channels responsible to the snapshot and keeps them from
-//!   shrinking for a cool-down, and the pressure changes: gamma is multiplied by
-//!   `breach_gamma_factor`, lambda_p by `breach_preservation_factor`.
+//! - A breach: the trainer restores the channels responsible to the snapshot and holds them there
+//!   for a cool-down, and lambda_p is multiplied by `breach_preservation_factor` (up to its cap);
+//!   gamma's response belongs to the pressure law ([`super::pressure`]).
 //! - `breaches_before_rollback` breaches in a row: the trainer rolls the model back to the snapshot,
 //!   if that snapshot was measured within budget (a start outside it is no place to return to).
-//! - Each safe check moves both factors back towards 1 by `recovery`. Together this is a
-//!   multiplicative-decrease, gradual-increase loop on the size pressure, which settles where the
-//!   model just stays within its budget instead of returning to the pressure that broke it.
+//! - Each safe check moves lambda_p's factor back towards 1 by `recovery`.
+//!
+//! Mid-run checks may judge a budget widened by a factor (see [`Budget::is_met_scaled`]): the
+//! fine-tune's early high learning rate costs accuracy that has nothing to do with compression,
+//! and passes as the rate decays. The final gate judges the budget itself.
 
 use serde::{Deserialize, Serialize};
 
@@ -57,12 +59,20 @@ pub struct Budget {
 impl Budget {
     /// Whether the figures (in the budget's metric) are within the budget.
     pub fn is_met(&self, preservation: f64, validation: f64) -> bool {
+        self.is_met_scaled(preservation, validation, 1.0)
+    }
+
+    /// Whether the figures are within the budget with both drops multiplied by `scale` (at
+    /// least 1: a mid-run check's allowance for the learning rate's transient).
+    pub fn is_met_scaled(&self, preservation: f64, validation: f64, scale: f64) -> bool {
         let lost = |reference: f64, value: f64| match self.metric {
             BudgetMetric::Accuracy => 100.0 * (reference - value),
             BudgetMetric::Loss => value - reference,
         };
-        lost(self.reference_preservation, preservation) <= self.max_preservation_drop + 1e-9
-            && lost(self.reference_validation, validation) <= self.max_validation_drop + 1e-9
+        let scale = scale.max(1.0);
+        lost(self.reference_preservation, preservation) <= scale * self.max_preservation_drop + 1e-9
+            && lost(self.reference_validation, validation)
+                <= scale * self.max_validation_drop + 1e-9
     }
 }
 
@@ -71,8 +81,8 @@ impl Budget {
 pub enum Action {
     /// Safe: keep this state as the safe snapshot.
     Snapshot,
-    /// Breach: restore the channels whose stored width fell since the snapshot, most sensitive
-    /// first.
+    /// Breach: restore the most sensitive channels that changed since the snapshot (those whose
+    /// stored width fell first; when none fell, those whose codes or exponents drifted).
     RestoreChannels,
     /// Repeated breach: return the whole model to the snapshot.
     RollBack,
@@ -83,23 +93,22 @@ pub enum Action {
 pub struct Events {
     /// Checks that found the model outside the budget.
     pub breaches: u32,
-    /// Targeted channel restores.
-    pub restores: u32,
+    /// Channels restored to the snapshot (summed over breaches; older summaries counted
+    /// restore actions under the name `restores`).
+    #[serde(alias = "restores")]
+    pub restored_channels: u32,
     /// Whole-model roll-backs.
     pub rollbacks: u32,
 }
 
-/// How the pressure reacts to breaches and recovers on safe checks.
+/// How lambda_p reacts to breaches and recovers on safe checks.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PressureSettings {
-    /// Gamma is multiplied by this on each breach (below 1).
-    pub breach_gamma_factor: f64,
     /// Lambda_p is multiplied by this on each breach (above 1).
     pub breach_preservation_factor: f64,
     /// Lambda_p's multiplier stays at or below this (at least 1).
     pub max_preservation_factor: f64,
-    /// On each safe check, the gamma factor is multiplied and the lambda_p factor divided by
-    /// this (above 1), back to at most 1.
+    /// On each safe check, the lambda_p factor is divided by this (at least 1), back to 1.
     pub recovery: f64,
 }
 
@@ -111,8 +120,6 @@ pub struct ControllerState {
     pub consecutive_breaches: u32,
     /// First step after the current cool-down.
     pub cooldown_until: i64,
-    /// Current multiplier of gamma.
-    pub gamma_factor: f64,
     /// Current multiplier of lambda_p.
     pub preservation_factor: f64,
     /// What was decided so far.
@@ -129,7 +136,6 @@ pub struct Controller {
     pressure: PressureSettings,
     consecutive_breaches: u32,
     cooldown_until: i64,
-    gamma_factor: f64,
     preservation_factor: f64,
     /// What was decided so far.
     pub events: Events,
@@ -151,15 +157,9 @@ impl Controller {
             pressure,
             consecutive_breaches: 0,
             cooldown_until: i64::MIN,
-            gamma_factor: 1.0,
             preservation_factor: 1.0,
             events: Events::default(),
         }
-    }
-
-    /// The current multiplier of gamma.
-    pub fn gamma_factor(&self) -> f64 {
-        self.gamma_factor
     }
 
     /// The current multiplier of lambda_p.
@@ -168,7 +168,8 @@ impl Controller {
     }
 
     /// Decides what to do at `step` given the preservation and validation figures measured there
-    /// (accuracy fractions, or losses under a loss budget).
+    /// (accuracy fractions, or losses under a loss budget), judged against the budget with its
+    /// drops multiplied by `scale` (1 at the final gate's strictness).
     /// `may_roll_back` says whether there is a state measured within budget to return to: when
     /// there is none (the starting state was already outside the budget, for example a start at
     /// two bits per weight), repeated breaches keep restoring channels instead, since rolling back
@@ -179,14 +180,13 @@ impl Controller {
         preservation: f64,
         validation: f64,
         may_roll_back: bool,
+        scale: f64,
     ) -> Action {
-        if self.budget.is_met(preservation, validation) {
+        if self.budget.is_met_scaled(preservation, validation, scale) {
             self.consecutive_breaches = 0;
-            self.gamma_factor = (self.gamma_factor * self.pressure.recovery).min(1.0);
             self.preservation_factor = (self.preservation_factor / self.pressure.recovery).max(1.0);
             return Action::Snapshot;
         }
-        self.gamma_factor *= self.pressure.breach_gamma_factor;
         self.preservation_factor = (self.preservation_factor
             * self.pressure.breach_preservation_factor)
             .min(self.pressure.max_preservation_factor);
@@ -198,9 +198,19 @@ impl Controller {
             self.events.rollbacks += 1;
             Action::RollBack
         } else {
-            self.events.restores += 1;
             Action::RestoreChannels
         }
+    }
+
+    /// Counts `channels` restored by a breach's [`Action::RestoreChannels`].
+    pub fn record_restored(&mut self, channels: usize) {
+        self.events.restored_channels += channels as u32;
+    }
+
+    /// Counts a roll-back the trainer made instead of a restore that found nothing to restore.
+    pub fn record_rollback(&mut self) {
+        self.consecutive_breaches = 0;
+        self.events.rollbacks += 1;
     }
 
     /// What the controller has learned so far.
@@ -208,7 +218,6 @@ impl Controller {
         ControllerState {
             consecutive_breaches: self.consecutive_breaches,
             cooldown_until: self.cooldown_until,
-            gamma_factor: self.gamma_factor,
             preservation_factor: self.preservation_factor,
             events: self.events,
         }
@@ -218,7 +227,6 @@ impl Controller {
     pub fn set_state(&mut self, state: ControllerState) {
         self.consecutive_breaches = state.consecutive_breaches;
         self.cooldown_until = state.cooldown_until;
-        self.gamma_factor = state.gamma_factor;
         self.preservation_factor = state.preservation_factor;
         self.events = state.events;
     }
@@ -242,7 +250,6 @@ mod tests {
             max_validation_drop: 1.0,
         };
         let pressure = PressureSettings {
-            breach_gamma_factor: 0.5,
             breach_preservation_factor: 2.0,
             max_preservation_factor: 8.0,
             recovery: 1.25,
@@ -251,28 +258,39 @@ mod tests {
     }
 
     #[test]
-    fn pressure_drops_on_breaches_and_recovers_on_safe_checks() {
+    fn preservation_pressure_rises_on_breaches_and_recovers_on_safe_checks() {
         let mut controller = controller();
-        assert_eq!(
-            (controller.gamma_factor(), controller.preservation_factor()),
-            (1.0, 1.0)
-        );
-        controller.observe(100, 0.90, 0.99, true);
-        controller.observe(200, 0.90, 0.99, true);
-        assert_eq!(
-            (controller.gamma_factor(), controller.preservation_factor()),
-            (0.25, 4.0)
-        );
-        controller.observe(300, 0.98, 0.99, true);
-        assert!((controller.gamma_factor() - 0.3125).abs() < 1e-12);
+        assert_eq!(controller.preservation_factor(), 1.0);
+        controller.observe(100, 0.90, 0.99, true, 1.0);
+        controller.observe(200, 0.90, 0.99, true, 1.0);
+        assert_eq!(controller.preservation_factor(), 4.0);
+        controller.observe(300, 0.98, 0.99, true, 1.0);
         assert!((controller.preservation_factor() - 3.2).abs() < 1e-12);
         for step in 4..20 {
-            controller.observe(100 * step, 0.98, 0.99, true);
+            controller.observe(100 * step, 0.98, 0.99, true, 1.0);
         }
+        assert_eq!(controller.preservation_factor(), 1.0, "back to 1");
+    }
+
+    #[test]
+    fn a_scaled_check_allows_more_and_the_final_budget_does_not() {
+        let mut controller = controller();
+        // 0.8 points lost on the preservation set: over 0.5, within 2 x 0.5.
         assert_eq!(
-            (controller.gamma_factor(), controller.preservation_factor()),
-            (1.0, 1.0),
-            "capped at 1"
+            controller.observe(100, 0.972, 0.99, true, 2.0),
+            Action::Snapshot
+        );
+        assert_eq!(
+            controller.observe(200, 0.972, 0.99, true, 1.0),
+            Action::RestoreChannels
+        );
+        assert!(
+            controller.budget.is_met_scaled(0.972, 0.99, 2.0)
+                && !controller.budget.is_met(0.972, 0.99)
+        );
+        assert!(
+            !controller.budget.is_met_scaled(0.972, 0.99, 0.5),
+            "a scale below 1 is 1"
         );
     }
 
@@ -280,28 +298,33 @@ mod tests {
     fn preservation_pressure_stops_at_its_cap() {
         let mut controller = controller();
         for step in 1..=5 {
-            controller.observe(100 * step, 0.90, 0.99, true);
+            controller.observe(100 * step, 0.90, 0.99, true, 1.0);
         }
         assert_eq!(
             controller.preservation_factor(),
             8.0,
             "2^5 = 32 capped at 8"
         );
-        assert_eq!(controller.gamma_factor(), 0.5f64.powi(5));
     }
 
     #[test]
     fn a_restored_state_decides_as_the_original_would() {
         let mut original = controller();
-        original.observe(100, 0.90, 0.99, true);
-        original.observe(200, 0.90, 0.99, true);
+        original.observe(100, 0.90, 0.99, true, 1.0);
+        original.observe(200, 0.90, 0.99, true, 1.0);
         let mut resumed = controller();
         resumed.set_state(original.state());
         assert_eq!(resumed.state(), original.state());
         assert!(resumed.cooling_down(250));
         // The third breach in a row rolls back in both.
-        assert_eq!(resumed.observe(300, 0.90, 0.99, true), Action::RollBack);
-        assert_eq!(original.observe(300, 0.90, 0.99, true), Action::RollBack);
+        assert_eq!(
+            resumed.observe(300, 0.90, 0.99, true, 1.0),
+            Action::RollBack
+        );
+        assert_eq!(
+            original.observe(300, 0.90, 0.99, true, 1.0),
+            Action::RollBack
+        );
         assert_eq!(resumed.state(), original.state());
     }
 
@@ -343,7 +366,10 @@ mod tests {
     fn safe_checks_only_take_snapshots() {
         let mut controller = controller();
         for step in [100, 200, 300] {
-            assert_eq!(controller.observe(step, 0.98, 0.99, true), Action::Snapshot);
+            assert_eq!(
+                controller.observe(step, 0.98, 0.99, true, 1.0),
+                Action::Snapshot
+            );
             assert!(!controller.cooling_down(step + 1));
         }
         assert_eq!(controller.events, Events::default());
@@ -352,26 +378,35 @@ mod tests {
     #[test]
     fn a_breach_restores_channels_and_cools_down() {
         let mut controller = controller();
-        assert_eq!(controller.observe(100, 0.98, 0.99, true), Action::Snapshot);
         assert_eq!(
-            controller.observe(200, 0.96, 0.99, true),
+            controller.observe(100, 0.98, 0.99, true, 1.0),
+            Action::Snapshot
+        );
+        assert_eq!(
+            controller.observe(200, 0.96, 0.99, true, 1.0),
             Action::RestoreChannels
         );
         assert!(controller.cooling_down(250));
         assert!(!controller.cooling_down(300));
         // A safe check in between resets the count: breaches must come in a row to roll back.
-        assert_eq!(controller.observe(300, 0.98, 0.99, true), Action::Snapshot);
         assert_eq!(
-            controller.observe(400, 0.96, 0.99, true),
+            controller.observe(300, 0.98, 0.99, true, 1.0),
+            Action::Snapshot
+        );
+        assert_eq!(
+            controller.observe(400, 0.96, 0.99, true, 1.0),
             Action::RestoreChannels
         );
+        controller.record_restored(3);
+        controller.record_restored(0);
         assert_eq!(
             controller.events,
             Events {
                 breaches: 2,
-                restores: 2,
+                restored_channels: 3,
                 rollbacks: 0
-            }
+            },
+            "restores count channels, not breaches"
         );
     }
 
@@ -379,7 +414,7 @@ mod tests {
     fn repeated_breaches_roll_back() {
         let mut controller = controller();
         let actions: Vec<Action> = (1..=7)
-            .map(|i| controller.observe(100 * i, 0.90, 0.99, true))
+            .map(|i| controller.observe(100 * i, 0.90, 0.99, true, 1.0))
             .collect();
         use Action::*;
         assert_eq!(
@@ -398,7 +433,7 @@ mod tests {
             controller.events,
             Events {
                 breaches: 7,
-                restores: 5,
+                restored_channels: 0,
                 rollbacks: 2
             }
         );
@@ -408,16 +443,18 @@ mod tests {
     fn without_a_safe_state_repeated_breaches_keep_restoring() {
         let mut controller = controller();
         let actions: Vec<Action> = (1..=4)
-            .map(|i| controller.observe(100 * i, 0.90, 0.99, false))
+            .map(|i| controller.observe(100 * i, 0.90, 0.99, false, 1.0))
             .collect();
         assert_eq!(actions, vec![Action::RestoreChannels; 4]);
         assert_eq!(
             controller.events,
             Events {
                 breaches: 4,
-                restores: 4,
+                restored_channels: 0,
                 rollbacks: 0
             }
         );
+        controller.record_rollback();
+        assert_eq!(controller.events.rollbacks, 1);
     }
 }

@@ -1,7 +1,7 @@
 //! One optimisation step on one batch: forward, loss, backward, Adam. The trainer and the
 //! benchmark both drive this, so what is timed is what trains.
 
-use super::objective::{distillation_loss, gamma_at, low_bit_l1, size_term};
+use super::objective::{distillation_loss, low_bit_l1, size_term};
 use super::optimizer::{Adam, GroupSettings};
 use super::Mode;
 use crate::config::{ExperimentConfig, Schedule};
@@ -24,11 +24,39 @@ pub struct Learner {
     pub config: ExperimentConfig,
     /// Size facts of the starting network (N0 of the size term, float32 bytes, channels).
     pub original: OriginalSize,
+    /// Per quantized layer, the bit depths held while a target run fine-tunes (see
+    /// [`super::pressure`]): they neither rise (the size would grow) nor keep falling on Adam's
+    /// momentum (the size would overshoot the target); saved with the state as `bit_cap.<layer>`.
+    pub bit_caps: Vec<Option<Tensor>>,
 }
 
-/// What the safety guard adds to a step: a preservation batch and the current pressure.
+/// The terms of one step's loss besides cross-entropy.
+#[derive(Debug, Default)]
+pub struct StepTerms {
+    /// Gamma of the size term (0 in baseline mode and while fine-tuning within a target).
+    pub gamma: f64,
+    /// Distillation from the reference on the training batch (`distill` and `safe`).
+    pub teacher: Option<Teacher>,
+    /// The preservation batch of the safety guard (`safe`).
+    pub guidance: Option<Guidance>,
+}
+
+/// The reference's logits on the training batch, and how much distilling from them weighs.
+#[derive(Debug)]
+pub struct Teacher {
+    /// The frozen reference's logits on the step's training batch.
+    pub logits: Tensor,
+    /// Weight of the distillation term.
+    pub weight: f64,
+    /// Distillation temperature.
+    pub temperature: f64,
+}
+
+/// What the safety guard adds to a step: a batch of the preservation set's loss part.
 #[derive(Debug)]
 pub struct Guidance {
+    /// Training-split indices of the batch's members (the loss part only, never the audit part).
+    pub indices: Vec<u32>,
     /// Augmented preservation-set images.
     pub inputs: Tensor,
     /// Their labels.
@@ -39,12 +67,8 @@ pub struct Guidance {
     pub preservation_weight: f64,
     /// Weight of distillation inside the preservation loss.
     pub distillation_weight: f64,
-    /// The reference's logits on the training batch, with the weight of distillation on it.
-    pub train_teacher: Option<(Tensor, f64)>,
     /// Distillation temperature.
     pub temperature: f64,
-    /// Multiplier of gamma (lowered during cool-downs).
-    pub gamma_factor: f64,
 }
 
 /// What one step measured.
@@ -58,6 +82,8 @@ pub struct StepReport {
     pub size_term: f64,
     /// Preservation loss (0 without guidance).
     pub preservation_loss: f64,
+    /// Distillation loss on the training batch, before its weight (0 without a teacher).
+    pub distillation_loss: f64,
     /// Correct predictions in the batch.
     pub correct: i64,
     /// False when the loss was not finite; the step then changed nothing.
@@ -103,6 +129,7 @@ impl Learner {
         let network = Network::new(&config.model, config.quant.initial_bit_depth, device)?;
         let mut learner = Learner {
             original: OriginalSize::of(&network),
+            bit_caps: (0..network.quantized.len()).map(|_| None).collect(),
             optimizer: Adam::new(Vec::new())?,
             network,
             mode,
@@ -123,28 +150,15 @@ impl Learner {
         }
     }
 
-    /// Gamma of the size term at `step` (0 in baseline mode).
-    pub fn gamma(&self, step: i64) -> f64 {
-        if self.mode.quantizes() {
-            gamma_at(
-                self.config.quant.gamma,
-                self.config.quant.gamma_warmup_steps,
-                step,
-            )
-        } else {
-            0.0
-        }
-    }
-
-    /// One step of training on `inputs`/`labels` (already on the network's device), with the
-    /// safety guard's `guidance` in the `safe` mode. A step whose loss is not finite changes
-    /// nothing, the batch norms' running statistics included.
+    /// One step of training on `inputs`/`labels` (already on the network's device) with the
+    /// loss terms of `terms`. A step whose loss is not finite changes nothing, the batch norms'
+    /// running statistics included.
     pub fn step(
         &mut self,
         inputs: &Tensor,
         labels: &Tensor,
         step: i64,
-        guidance: Option<&Guidance>,
+        terms: &StepTerms,
     ) -> Result<StepReport> {
         let running_statistics = self.network.buffers();
         let saved_statistics = running_statistics
@@ -158,7 +172,7 @@ impl Learner {
         let mut loss = cross_entropy.shallow_clone();
         let mut size = 0.0;
         if quantizes {
-            let gamma = self.gamma(step) * guidance.map_or(1.0, |g| g.gamma_factor);
+            let gamma = terms.gamma;
             let size_term = size_term(&self.network, self.original.weights as f64)?;
             size = size_term.double_value(&[]);
             loss = loss.f_add(&size_term.f_mul_scalar(gamma)?)?;
@@ -171,13 +185,14 @@ impl Learner {
                 loss = loss.f_add(&l1.f_mul_scalar(self.config.quant.l1_weight)?)?;
             }
         }
+        let mut distillation_value = 0.0;
+        if let Some(teacher) = &terms.teacher {
+            let distillation = distillation_loss(&logits, &teacher.logits, teacher.temperature)?;
+            distillation_value = distillation.double_value(&[]);
+            loss = loss.f_add(&distillation.f_mul_scalar(teacher.weight)?)?;
+        }
         let mut preservation_loss = 0.0;
-        if let Some(guidance) = guidance {
-            if let Some((teacher_logits, weight)) = &guidance.train_teacher {
-                let distillation =
-                    distillation_loss(&logits, teacher_logits, guidance.temperature)?;
-                loss = loss.f_add(&distillation.f_mul_scalar(*weight)?)?;
-            }
+        if let Some(guidance) = &terms.guidance {
             let logits = self.network.forward(&guidance.inputs, true, quantizes)?;
             let mut preservation = logits.f_cross_entropy_loss::<Tensor>(
                 &guidance.labels,
@@ -208,6 +223,7 @@ impl Learner {
             cross_entropy: cross_entropy.double_value(&[]),
             size_term: size,
             preservation_loss,
+            distillation_loss: distillation_value,
             correct,
             finite: loss_value.is_finite(),
         };
@@ -235,13 +251,51 @@ impl Learner {
             ParameterGroup::Weights => weights,
             ParameterGroup::Quantizer => quantizer,
         })?;
+        self.hold_bit_caps()?;
         Ok(report)
     }
 
-    /// Every tensor of the model and the optimizer, by name (what a checkpoint holds).
+    /// Holds every bit depth where it is now (a target run starts fine-tuning).
+    pub fn cap_bits(&mut self) -> Result<()> {
+        for index in 0..self.network.quantized.len() {
+            let bits = &self.network.quantized_weight(index).bit_depth;
+            self.bit_caps[index] = Some(bits.f_detach_copy()?);
+        }
+        Ok(())
+    }
+
+    /// Puts held bit depths back where they are held.
+    fn hold_bit_caps(&self) -> Result<()> {
+        tch::no_grad(|| -> Result<()> {
+            for (index, cap) in self.bit_caps.iter().enumerate() {
+                if let Some(cap) = cap {
+                    let mut bits = self
+                        .network
+                        .quantized_weight(index)
+                        .bit_depth
+                        .shallow_clone();
+                    bits.f_copy_(cap)?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Checkpoint name of quantized layer `index`'s bit cap.
+    fn cap_name(&self, index: usize) -> String {
+        format!("bit_cap.{}", self.network.quantized[index].name)
+    }
+
+    /// Every tensor of the model and the optimizer, by name (what a checkpoint holds), with the
+    /// bit caps of a fine-tuning target run.
     pub fn state(&self) -> Vec<(String, Tensor)> {
         let mut state = self.network.state();
         state.extend(self.optimizer.state());
+        for (index, cap) in self.bit_caps.iter().enumerate() {
+            if let Some(cap) = cap {
+                state.push((self.cap_name(index), cap.shallow_clone()));
+            }
+        }
         state
     }
 
@@ -249,6 +303,10 @@ impl Learner {
     /// network and from the optimizer's moments.
     pub fn prune(&mut self, index: usize, keep: &[i64]) -> Result<()> {
         let slices = crate::prune::remove_channels(&mut self.network, index, keep)?;
+        if let Some(cap) = &self.bit_caps[index] {
+            let kept = Tensor::f_from_slice(keep)?.f_to_device(cap.device())?;
+            self.bit_caps[index] = Some(cap.f_index_select(0, &kept)?);
+        }
         let trained = self.trained_parameters();
         self.optimizer.apply_pruning(&slices, trained)
     }
@@ -281,13 +339,27 @@ impl Learner {
             }
         }
         let device = self.network.quantized_weight(0).weight.device();
-        // `guard.*` tensors belong to the safety guard, which loads its own.
+        // `guard.*` tensors belong to the safety guard, `best.*` to the target's best state.
         let on_device = tensors
             .iter()
-            .filter(|(name, _)| !name.starts_with("guard."))
+            .filter(|(name, _)| !name.starts_with("guard.") && !name.starts_with("best."))
             .map(|(name, tensor)| Ok((name.clone(), tensor.f_to_device(device)?)))
             .collect::<Result<HashMap<_, _>>>()?;
         self.network.load_state(&on_device)?;
+        for index in 0..self.network.quantized.len() {
+            let channels = self.network.quantized_weight(index).bit_depth.size();
+            self.bit_caps[index] = match on_device.get(&self.cap_name(index)) {
+                Some(cap) if cap.size() != channels => {
+                    return Err(crate::error::Error::Model(format!(
+                        "{} has shape {:?}, its layer {channels:?}",
+                        self.cap_name(index),
+                        cap.size()
+                    )))
+                }
+                Some(cap) => Some(cap.f_detach_copy()?),
+                None => None,
+            };
+        }
         self.optimizer.load_state(&on_device, steps_taken)
     }
 

@@ -86,12 +86,12 @@ pub fn low_bit_l1(network: &Network, threshold: f64, original_weights: f64) -> R
     Ok(total.f_div_scalar(original_weights)?)
 }
 
-/// Gamma at `step`: a linear ramp from 0 over `warmup_steps`, then constant.
-pub fn gamma_at(gamma: f64, warmup_steps: i64, step: i64) -> f64 {
+/// The share of gamma in force at `step`: a linear ramp from 0 over `warmup_steps`, then 1.
+pub fn warmup_fraction(warmup_steps: i64, step: i64) -> f64 {
     if warmup_steps <= 0 || step >= warmup_steps {
-        gamma
+        1.0
     } else {
-        gamma * step as f64 / warmup_steps as f64
+        step as f64 / warmup_steps as f64
     }
 }
 
@@ -172,9 +172,9 @@ mod tests {
 
     #[test]
     fn gamma_ramps_then_holds() {
-        assert_eq!(gamma_at(0.2, 100, 0), 0.0);
-        assert!((gamma_at(0.2, 100, 25) - 0.05).abs() < 1e-12);
-        assert_eq!(gamma_at(0.2, 100, 100), 0.2);
-        assert_eq!(gamma_at(0.2, 0, 0), 0.2);
+        assert_eq!(warmup_fraction(100, 0), 0.0);
+        assert!((warmup_fraction(100, 25) - 0.25).abs() < 1e-12);
+        assert_eq!(warmup_fraction(100, 100), 1.0);
+        assert_eq!(warmup_fraction(0, 0), 1.0);
     }
 }

@@ -1,23 +1,33 @@
-//! The safety guard of the `safe` mode (METHOD.md §3-4), around the [`Controller`]'s decisions:
+//! The safety guard of the `safe` mode (METHOD.md §3-4, as built: docs/guard.md), around the
+//! [`Controller`]'s decisions:
 //!
-//! - before training, the reference's accuracy on the preservation set and on validation fixes
-//!   the [`Budget`];
-//! - every step gets a preservation batch (augmented), the reference's logits for distillation,
-//!   and the current pressure ([`Guidance`]);
-//! - every `check_every` steps the whole preservation set and validation are evaluated. When
-//!   safe, channels that stayed at zero bits through `prune_grace_steps` of safe checks are removed
-//!   and the state becomes the safe snapshot. On a breach, the channels whose stored integer width
-//!   fell since the snapshot (a drift of `b` that changes no code costs nothing) are ranked by the
-//!   first-order change of the preservation loss that restoring them would bring, `|sum g * (q_snapshot - q_now)|` with `g` the gradient with respect to the
-//!   quantized weights; the top `restore_fraction` go back to their snapshot weights, bits and
-//!   exponents (and Adam moments) and may not fall below their snapshot bits during the cool-down;
-//!   the controller lowers gamma and raises lambda_p, and lets them recover on safe checks.
-//!   Repeated breaches roll the model back to the snapshot if it was measured within budget (its
-//!   tensors, not Adam's moments: a roll-back to the starting snapshot would otherwise restart
-//!   Adam from zero moments, whose first bias-corrected steps move every weight by about one
-//!   learning rate); a start outside the budget is never returned to;
-//! - at the end, the final gate keeps the model only if it meets the budget, else the last safe
-//!   snapshot; the figures become the run's [`Certificate`].
+//! - the preservation set is split in two, by a seeded draw within each criterion: the *loss
+//!   part* feeds the preservation loss (as in the paper), the *audit part* (`audit_share`) never
+//!   reaches any loss (the trainer leaves its images out of the training batches too) and is what
+//!   the budget, the checks and the certificate measure;
+//! - before training, the reference's figures on the audit part and on validation fix the
+//!   [`Budget`];
+//! - every step gets a batch of the loss part (augmented) and the reference's logits on it;
+//! - every `check_every` steps the audit part and validation are evaluated against the budget
+//!   widened by `1 + check_slack * lr(step) / lr(0)`, since the fine-tune's early high learning
+//!   rate costs accuracy by itself. When within it, channels that stayed at zero bits through
+//!   `prune_grace_steps` of safe checks are removed and the state becomes the safe snapshot. On a
+//!   breach, the channels that changed since the snapshot are ranked by the first-order change of
+//!   the preservation loss that restoring them would bring, `|sum g * (q_snapshot - q_now)|` with
+//!   `g` the gradient with respect to the quantized weights: those whose stored width fell, or,
+//!   when none fell (the breach came from drifting weights or exponents), those whose codes or
+//!   exponents changed. The top `restore_fraction` go back to their snapshot weights, bits and
+//!   exponents (and Adam moments) and are held there through the cool-down, so their codes cannot
+//!   shrink by any route; the count of restored channels is the restore count. A breach with
+//!   nothing to restore rolls back. Lambda_p rises (the controller), gamma falls (the pressure
+//!   law, [`super::pressure`]). Repeated breaches roll the model back to the snapshot if it was
+//!   measured within budget (its tensors, not Adam's moments: a roll-back to the starting
+//!   snapshot would otherwise restart Adam from zero moments, whose first bias-corrected steps
+//!   move every weight by about one learning rate); a start outside the budget is never returned
+//!   to;
+//! - at the end, the final gate keeps the model only if it meets the budget itself, else the last
+//!   safe snapshot; the figures (audit part, loss part, validation) become the run's
+//!   [`Certificate`].
 
 use super::checkpoint;
 use super::controller::{
@@ -25,6 +35,7 @@ use super::controller::{
 };
 use super::evaluate::{evaluate, Evaluation};
 use super::learner::{Guidance, Learner, Snapshot};
+use super::pressure::BreachResponse;
 use super::Mode;
 use crate::config::{ExperimentConfig, SafetyConfig};
 use crate::data::sampler::{preservation_rng, EpochSampler};
@@ -32,12 +43,16 @@ use crate::data::{InputOptions, Tensors};
 use crate::data::{Split, TrainValidation};
 use crate::error::{Error, Result};
 use crate::models::{Network, Weights};
+use crate::pack::export::{round_figure, LONGEST_ACCURACY, LONGEST_LOSS};
+use crate::preserve::Member;
 use crate::preserve::PreservationSet;
 use crate::quant::QuantizedWeight;
 use crate::size::live::{self, Statistics};
 use crate::size::prepare_for_storage;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use tch::{Device, Kind, Reduction, Tensor};
 
@@ -46,11 +61,15 @@ use tch::{Device, Kind, Reduction, Tensor};
 pub struct CheckReport {
     /// Step of the check.
     pub step: i64,
-    /// Figure on the whole preservation set (no augmentation) in the budget's metric: accuracy,
-    /// or loss for a language model (the field keeps its name for older logs).
+    /// Figure on the preservation set's audit part (no augmentation) in the budget's metric:
+    /// accuracy, or loss for a language model (the field keeps its name for older logs).
     pub preservation_accuracy: f64,
     /// Figure on validation, in the budget's metric.
     pub validation_accuracy: f64,
+    /// The factor the budget's drops were widened by at this check.
+    pub budget_scale: f64,
+    /// Whether the check found the model within the (widened) budget.
+    pub within: bool,
     /// `safe`, `restore` or `rollback`.
     pub action: &'static str,
     /// Channels restored to the snapshot.
@@ -64,11 +83,18 @@ pub struct CheckReport {
 pub struct Certificate {
     /// The budget, with the reference's accuracies.
     pub budget: Budget,
-    /// Final figure on the preservation set, in the budget's metric (accuracy, or loss for a
-    /// language model). Summaries written before the rename call it
-    /// `final_preservation_accuracy`.
+    /// Final figure on the preservation set's audit part (the whole set before the split), in
+    /// the budget's metric (accuracy, or loss for a language model). Summaries written before the
+    /// rename call it `final_preservation_accuracy`.
     #[serde(alias = "final_preservation_accuracy")]
     pub final_preservation: f64,
+    /// Final figure on the loss part, which the preservation loss trained on (absent in older
+    /// summaries).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_loss_part: Option<f64>,
+    /// Members in the audit part and in the loss part.
+    #[serde(default)]
+    pub parts: (usize, usize),
     /// Final figure on validation, in the budget's metric.
     #[serde(alias = "final_validation_accuracy")]
     pub final_validation: f64,
@@ -84,6 +110,18 @@ pub struct Certificate {
     pub preservation_set: String,
     /// The reference checkpoint.
     pub reference: String,
+    /// The size target of the run, if it had one, and whether its file is within it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<TargetOutcome>,
+}
+
+/// How a run with a size target ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetOutcome {
+    /// The target, in bytes of the `.sgsc` file.
+    pub target_bytes: i64,
+    /// Whether the file is at most that long.
+    pub met: bool,
 }
 
 /// The guard's bookkeeping besides tensors, saved in checkpoints (as JSON) so that a resumed
@@ -94,12 +132,12 @@ struct GuardState {
     snapshot_safe: bool,
     snapshot_steps_taken: i64,
     zero_since: Vec<Vec<Option<i64>>>,
+    held: Vec<Vec<bool>>,
     pruned_channels: usize,
 }
 
-/// Checkpoint names of the safe snapshot's tensors and of the cool-down floors.
+/// Checkpoint names of the safe snapshot's tensors.
 const SNAPSHOT_PREFIX: &str = "guard.snapshot.";
-const FLOOR_PREFIX: &str = "guard.floor.";
 
 /// State of the safety guard during a run.
 #[derive(Debug)]
@@ -109,7 +147,13 @@ pub struct Guard {
     eval_batch_size: usize,
     device: Device,
     seed: u64,
-    preservation: Split,
+    /// The part of the preservation set in the loss.
+    loss_part: Split,
+    /// The held-out part that the checks and the certificate measure (the loss part when the
+    /// audit share is 0).
+    audit: Split,
+    /// Training-split indices of the audit part's members.
+    audit_indices: Vec<u32>,
     reference: Network,
     controller: Controller,
     snapshot: Snapshot,
@@ -117,7 +161,8 @@ pub struct Guard {
     snapshot_safe: bool,
     /// Preservation and validation figures of the model the guard was built on (for the log).
     start_figures: (f64, f64),
-    floors: Vec<Option<Tensor>>,
+    /// Channels restored by a breach and held at their snapshot state during the cool-down.
+    held: Vec<Vec<bool>>,
     zero_since: Vec<Vec<Option<i64>>>,
     sampler: EpochSampler,
     pruned_channels: usize,
@@ -183,35 +228,46 @@ impl Guard {
             )));
         }
         let position_of = data.train.positions_by_index();
-        let positions = set
-            .members
-            .iter()
-            .map(|member| {
-                position_of
-                    .get(&member.index)
-                    .copied()
-                    .filter(|&position| {
-                        data.train
-                            .label(position)
-                            .is_none_or(|label| label == member.label)
-                    })
-                    .ok_or_else(|| {
-                        fail(format!(
-                            "member {} is not a training image with label {}",
-                            member.index, member.label
-                        ))
-                    })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let preservation = data.train.subset(&positions);
-        if preservation.is_empty() {
+        let positions_of = |members: &[Member]| {
+            members
+                .iter()
+                .map(|member| {
+                    position_of
+                        .get(&member.index)
+                        .copied()
+                        .filter(|&position| {
+                            data.train
+                                .label(position)
+                                .is_none_or(|label| label == member.label)
+                        })
+                        .ok_or_else(|| {
+                            fail(format!(
+                                "member {} is not a training image with label {}",
+                                member.index, member.label
+                            ))
+                        })
+                })
+                .collect::<Result<Vec<_>>>()
+        };
+        let (loss_members, audit_members) =
+            split_members(&set.members, safety.audit_share, set.options.seed);
+        if loss_members.is_empty() {
             return Err(fail("the preservation set is empty".into()));
         }
+        let loss_part = data.train.subset(&positions_of(&loss_members)?);
+        let audit_indices: Vec<u32> = audit_members.iter().map(|member| member.index).collect();
+        let audit = if audit_members.is_empty() {
+            tracing::warn!("safety.audit_share = 0: the checks measure the loss part itself");
+            loss_part.subset(&(0..loss_part.len()).collect::<Vec<_>>())
+        } else {
+            data.train.subset(&positions_of(&audit_members)?)
+        };
+        let preservation = &audit;
         let reference = load_reference(&safety.reference, config, device)?;
         let batch = config.train.eval_batch_size;
         let reference_preservation = evaluate(
             &reference,
-            &preservation,
+            preservation,
             &config.data.input,
             false,
             batch,
@@ -239,17 +295,19 @@ impl Guard {
         };
         match metric {
             BudgetMetric::Accuracy => tracing::info!(
-                "safety budget: reference {:.2}% on the {} preservation images, {:.2}% on validation; at most {} and {} points lost",
+                "safety budget: reference {:.2}% on the {} audit images of the preservation set ({} more in the loss), {:.2}% on validation; at most {} and {} points lost",
                 100.0 * budget.reference_preservation,
                 preservation.len(),
+                loss_part.len(),
                 100.0 * budget.reference_validation,
                 budget.max_preservation_drop,
                 budget.max_validation_drop
             ),
             BudgetMetric::Loss => tracing::info!(
-                "safety budget: reference loss {:.4} nats on the {} preservation windows, {:.4} on validation; at most {} and {} nats more",
+                "safety budget: reference loss {:.4} nats on the {} audit windows of the preservation set ({} more in the loss), {:.4} on validation; at most {} and {} nats more",
                 budget.reference_preservation,
                 preservation.len(),
+                loss_part.len(),
                 budget.reference_validation,
                 budget.max_preservation_drop,
                 budget.max_validation_drop
@@ -262,14 +320,13 @@ impl Guard {
                 safety.breaches_before_rollback,
                 safety.cooldown_steps,
                 PressureSettings {
-                    breach_gamma_factor: safety.breach_gamma_factor,
                     breach_preservation_factor: safety.breach_preservation_factor,
                     max_preservation_factor: safety.max_preservation_factor,
-                    recovery: safety.pressure_recovery,
+                    recovery: safety.gamma_growth,
                 },
             ),
             sampler: EpochSampler::new(
-                preservation.len(),
+                loss_part.len(),
                 safety.preservation_batch_size,
                 config.train.seed,
             ),
@@ -278,7 +335,11 @@ impl Guard {
                     vec![None; learner.network.quantized_weight(index).weight.size()[0] as usize]
                 })
                 .collect(),
-            floors: (0..layers).map(|_| None).collect(),
+            held: (0..layers)
+                .map(|index| {
+                    vec![false; learner.network.quantized_weight(index).weight.size()[0] as usize]
+                })
+                .collect(),
             snapshot: learner.snapshot()?,
             snapshot_safe: false,
             start_figures: (f64::NAN, f64::NAN),
@@ -286,7 +347,9 @@ impl Guard {
             eval_batch_size: batch,
             seed: config.train.seed,
             device,
-            preservation,
+            loss_part,
+            audit,
+            audit_indices,
             reference,
             safety,
             pruned_channels: 0,
@@ -297,25 +360,21 @@ impl Guard {
         Ok(guard)
     }
 
-    /// What a checkpoint must carry to resume the guard: the safe snapshot and the cool-down
-    /// floors as tensors (named `guard.*`), the rest as JSON.
+    /// What a checkpoint must carry to resume the guard: the safe snapshot as tensors (named
+    /// `guard.*`), the rest as JSON.
     pub fn state(&self) -> Result<(Vec<(String, Tensor)>, String)> {
-        let mut tensors: Vec<(String, Tensor)> = self
+        let tensors: Vec<(String, Tensor)> = self
             .snapshot
             .tensors()
             .iter()
             .map(|(name, tensor)| (format!("{SNAPSHOT_PREFIX}{name}"), tensor.shallow_clone()))
             .collect();
-        tensors.extend(self.floors.iter().enumerate().filter_map(|(index, floor)| {
-            floor
-                .as_ref()
-                .map(|floor| (format!("{FLOOR_PREFIX}{index}"), floor.shallow_clone()))
-        }));
         let state = GuardState {
             controller: self.controller.state(),
             snapshot_safe: self.snapshot_safe,
             snapshot_steps_taken: self.snapshot.steps_taken(),
             zero_since: self.zero_since.clone(),
+            held: self.held.clone(),
             pruned_channels: self.pruned_channels,
         };
         let json = serde_json::to_string(&state)
@@ -337,7 +396,8 @@ impl Guard {
             .map(|index| learner.network.quantized_weight(index).weight.size()[0])
             .collect();
         let timers: Vec<i64> = state.zero_since.iter().map(|l| l.len() as i64).collect();
-        if timers != channels {
+        let held: Vec<i64> = state.held.iter().map(|l| l.len() as i64).collect();
+        if timers != channels || held != channels {
             return Err(bad(format!(
                 "zero-bit timers for {timers:?} channels, the network has {channels:?}"
             )));
@@ -350,21 +410,8 @@ impl Guard {
                 .ok_or_else(|| bad(format!("no snapshot of {name} in its shape")))?;
             snapshot.insert(name, saved.f_to_device(self.device)?);
         }
-        let floors = channels
-            .iter()
-            .enumerate()
-            .map(
-                |(index, &count)| match tensors.get(&format!("{FLOOR_PREFIX}{index}")) {
-                    Some(floor) if floor.size() != [count] => Err(bad(format!(
-                        "the floors of layer {index} have the wrong shape"
-                    ))),
-                    Some(floor) => Ok(Some(floor.f_to_device(self.device)?)),
-                    None => Ok(None),
-                },
-            )
-            .collect::<Result<Vec<_>>>()?;
         self.snapshot = Snapshot::from_tensors(snapshot, state.snapshot_steps_taken);
-        self.floors = floors;
+        self.held = state.held;
         self.controller.set_state(state.controller);
         self.snapshot_safe = state.snapshot_safe;
         self.zero_since = state.zero_since;
@@ -377,36 +424,37 @@ impl Guard {
         self.controller.budget
     }
 
-    /// The preservation batch and pressure for `step`; `train_inputs` is the step's training
-    /// batch, which gets the reference's logits when distillation on it is on.
-    pub fn guidance(&mut self, step: i64, train_inputs: &Tensor) -> Result<Guidance> {
+    /// Training-split indices of the audit part's members, which must stay out of every loss
+    /// (the trainer leaves them out of its batches).
+    pub fn audit_indices(&self) -> &[u32] {
+        &self.audit_indices
+    }
+
+    /// The batch of the preservation set's loss part for `step`, with lambda_p now.
+    pub fn guidance(&mut self, step: i64) -> Result<Guidance> {
         let positions = self.sampler.positions(step).to_vec();
+        let indices = positions
+            .iter()
+            .map(|&position| self.loss_part.source_indices()[position])
+            .collect();
         let mut rng = preservation_rng(self.seed, step);
-        let (inputs, labels) =
-            self.preservation
-                .tensors(&positions, &self.input, Some(&mut rng))?;
+        let (inputs, labels) = self
+            .loss_part
+            .tensors(&positions, &self.input, Some(&mut rng))?;
         let (inputs, labels) = (
             inputs.f_to_device(self.device)?,
             labels.f_to_device(self.device)?,
         );
         let teacher_logits = tch::no_grad(|| self.reference.forward(&inputs, false, false))?;
-        let train_teacher = match self.safety.train_distillation_weight {
-            weight if weight > 0.0 => Some((
-                tch::no_grad(|| self.reference.forward(train_inputs, false, false))?,
-                weight,
-            )),
-            _ => None,
-        };
         Ok(Guidance {
+            indices,
             inputs,
             labels,
             teacher_logits,
             preservation_weight: self.safety.preservation_weight
                 * self.controller.preservation_factor(),
             distillation_weight: self.safety.distillation_weight,
-            train_teacher,
             temperature: self.safety.temperature,
-            gamma_factor: self.controller.gamma_factor(),
         })
     }
 
@@ -424,44 +472,63 @@ impl Guard {
         }
     }
 
-    /// After an optimizer step: during a cool-down, restored channels may not fall below their
-    /// snapshot bits; after it, the floors are lifted.
+    /// How the pressure law answers this guard's checks.
+    pub fn breach_response(&self) -> BreachResponse {
+        BreachResponse {
+            breach_factor: self.safety.breach_gamma_factor,
+            min_factor: self.safety.min_gamma_factor,
+            growth: self.safety.gamma_growth,
+        }
+    }
+
+    /// After an optimizer step: during a cool-down, restored channels are put back to their
+    /// snapshot weights, bits and exponents (so their codes cannot shrink by any route); after
+    /// it, they are released.
     pub fn after_step(&mut self, learner: &Learner, step: i64) -> Result<()> {
         if !self.controller.cooling_down(step) {
-            self.floors.iter_mut().for_each(|floor| *floor = None);
+            self.held
+                .iter_mut()
+                .flatten()
+                .for_each(|held| *held = false);
             return Ok(());
         }
+        let current: HashMap<String, Tensor> = learner.network.state().into_iter().collect();
         tch::no_grad(|| -> Result<()> {
-            for (index, floor) in self.floors.iter().enumerate() {
-                if let Some(floor) = floor {
-                    let mut bits = learner
-                        .network
-                        .quantized_weight(index)
-                        .bit_depth
-                        .shallow_clone();
-                    let raised = bits.f_maximum(floor)?;
-                    bits.f_copy_(&raised)?;
+            for (index, held) in self.held.iter().enumerate() {
+                let info = &learner.network.quantized[index];
+                for (channel, _) in held.iter().enumerate().filter(|(_, &held)| held) {
+                    for suffix in ["weight", "bit_depth", "exponent", "bias"] {
+                        let name = format!("{}.{suffix}", info.name);
+                        if let Some(target) = current.get(&name) {
+                            copy_row(target, self.snapshot.tensor(&name), channel as i64)?;
+                        }
+                    }
                 }
             }
             Ok(())
         })
     }
 
-    /// Evaluates the budget at `step` and acts on the controller's decision.
+    /// Evaluates the budget at `step`, widened by `1 + check_slack * lr_factor` (`lr_factor`: the
+    /// weights' learning rate now over its start), and acts on the controller's decision.
     pub fn check(
         &mut self,
         learner: &mut Learner,
         data: &TrainValidation,
         step: i64,
+        lr_factor: f64,
     ) -> Result<CheckReport> {
         let (preservation, validation) = self.measure(learner, data)?;
-        let action = self
-            .controller
-            .observe(step, preservation, validation, self.snapshot_safe);
+        let scale = 1.0 + self.safety.check_slack * lr_factor.clamp(0.0, 1.0);
+        let action =
+            self.controller
+                .observe(step, preservation, validation, self.snapshot_safe, scale);
         let mut report = CheckReport {
             step,
             preservation_accuracy: preservation,
             validation_accuracy: validation,
+            budget_scale: scale,
+            within: action == Action::Snapshot,
             action: "safe",
             restored_channels: 0,
             pruned_channels: 0,
@@ -472,13 +539,22 @@ impl Guard {
                 self.snapshot = learner.snapshot()?;
             }
             Action::RestoreChannels => {
-                report.action = "restore";
                 report.restored_channels = self.restore_channels(learner)?;
+                self.controller.record_restored(report.restored_channels);
+                if report.restored_channels > 0 {
+                    report.action = "restore";
+                } else if self.snapshot_safe {
+                    // Nothing changed that a restore could undo: return to the snapshot.
+                    self.controller.record_rollback();
+                    report.action = "rollback";
+                    self.roll_back(learner)?;
+                } else {
+                    report.action = "restore";
+                }
             }
             Action::RollBack => {
                 report.action = "rollback";
-                learner.restore_network(&self.snapshot)?;
-                self.floors.iter_mut().for_each(|floor| *floor = None);
+                self.roll_back(learner)?;
             }
         }
         if action == Action::Snapshot {
@@ -493,12 +569,22 @@ impl Guard {
         Ok(report)
     }
 
-    /// Figures on the whole preservation set and on validation, in the budget's metric.
+    /// Returns the network to the safe snapshot and releases held channels.
+    fn roll_back(&mut self, learner: &mut Learner) -> Result<()> {
+        learner.restore_network(&self.snapshot)?;
+        self.held
+            .iter_mut()
+            .flatten()
+            .for_each(|held| *held = false);
+        Ok(())
+    }
+
+    /// Figures on the audit part and on validation, in the budget's metric.
     fn measure(&self, learner: &Learner, data: &TrainValidation) -> Result<(f64, f64)> {
         let quantize = learner.mode.quantizes();
         let preservation = evaluate(
             &learner.network,
-            &self.preservation,
+            &self.audit,
             &self.input,
             quantize,
             self.eval_batch_size,
@@ -551,17 +637,14 @@ impl Guard {
                 .iter()
                 .map(|&c| self.zero_since[index][c as usize])
                 .collect();
-            if let Some(floor) = &self.floors[index] {
-                let kept = Tensor::f_from_slice(&keep)?.f_to_device(self.device)?;
-                self.floors[index] = Some(floor.f_index_select(0, &kept)?);
-            }
+            self.held[index] = keep.iter().map(|&c| self.held[index][c as usize]).collect();
         }
         self.pruned_channels += removed;
         Ok(removed)
     }
 
-    /// Restores the most sensitive channels whose stored width fell since the snapshot. Returns how
-    /// many.
+    /// Restores the most sensitive channels that changed since the snapshot: those whose stored
+    /// width fell, or, when none fell, those whose codes or exponents drifted. Returns how many.
     fn restore_channels(&mut self, learner: &mut Learner) -> Result<usize> {
         let network = &learner.network;
         let layers = network.quantized.len();
@@ -580,7 +663,8 @@ impl Guard {
             .map(|index| Ok(network.quantized_weight(index).quantized()?.f_detach()?))
             .collect::<Result<_>>()?;
         let gradients = self.preservation_gradients(network, &current)?;
-        let mut candidates: Vec<(f64, usize, i64)> = Vec::new();
+        let mut fallen: Vec<(f64, usize, i64)> = Vec::new();
+        let mut drifted: Vec<(f64, usize, i64)> = Vec::new();
         for index in 0..layers {
             let (weight, bits, exponent) = saved[index];
             if weight.size() != network.quantized_weight(index).weight.size() {
@@ -604,13 +688,22 @@ impl Guard {
                 .zip(&snapshot.channel_widths()?)
                 .map(|(now, then)| now < then)
                 .collect();
+            let moved = changed_rows(
+                &network.quantized_weight(index).codes()?,
+                &snapshot.codes()?,
+            )?;
+            let exponent_moved = changed_rows(&network.quantized_weight(index).exponent, exponent)?;
             let change = Vec::<f32>::try_from(&change.f_to_device(Device::Cpu)?)?;
-            candidates.extend(
-                (0..fell.len())
-                    .filter(|&c| fell[c])
-                    .map(|c| (change[c] as f64, index, c as i64)),
-            );
+            for c in 0..fell.len() {
+                let entry = (change[c] as f64, index, c as i64);
+                if fell[c] {
+                    fallen.push(entry);
+                } else if moved[c] || exponent_moved[c] {
+                    drifted.push(entry);
+                }
+            }
         }
+        let mut candidates = if fallen.is_empty() { drifted } else { fallen };
         candidates.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
         let count = ((candidates.len() as f64 * self.safety.restore_fraction).ceil() as usize)
             .min(candidates.len());
@@ -640,22 +733,14 @@ impl Guard {
                         }
                     }
                 }
-                let quantized = learner.network.quantized_weight(index);
-                let floor = match self.floors[index].take() {
-                    Some(floor) => floor,
-                    None => quantized.bit_depth.f_full_like(f64::NEG_INFINITY)?,
-                };
-                floor
-                    .f_narrow(0, channel, 1)?
-                    .f_copy_(&saved[index].1.f_narrow(0, channel, 1)?)?;
-                self.floors[index] = Some(floor);
+                self.held[index][channel as usize] = true;
             }
             Ok(())
         })?;
         Ok(count)
     }
 
-    /// Gradients of the preservation loss (mean cross-entropy over the whole set, evaluation
+    /// Gradients of the preservation loss (mean cross-entropy over the loss part, evaluation
     /// mode) with respect to the given quantized weights of each layer.
     fn preservation_gradients(
         &self,
@@ -670,10 +755,10 @@ impl Guard {
             .iter()
             .map(|leaf| leaf.f_zeros_like())
             .collect::<Result<_, _>>()?;
-        let positions: Vec<usize> = (0..self.preservation.len()).collect();
-        let count = self.preservation.len().max(1) as f64;
+        let positions: Vec<usize> = (0..self.loss_part.len()).collect();
+        let count = self.loss_part.len().max(1) as f64;
         for chunk in positions.chunks(self.eval_batch_size.max(1)) {
-            let (inputs, labels) = self.preservation.tensors(chunk, &self.input, None)?;
+            let (inputs, labels) = self.loss_part.tensors(chunk, &self.input, None)?;
             let (inputs, labels) = (
                 inputs.f_to_device(self.device)?,
                 labels.f_to_device(self.device)?,
@@ -709,17 +794,67 @@ impl Guard {
             prepare_for_storage(&learner.network)?;
             (preservation, validation) = self.measure(learner, data)?;
         }
+        let loss_part = evaluate(
+            &learner.network,
+            &self.loss_part,
+            &self.input,
+            true,
+            self.eval_batch_size,
+            self.device,
+        )?;
         Ok(Certificate {
             budget,
-            final_preservation: preservation,
-            final_validation: validation,
+            final_preservation: round_figure(preservation),
+            final_loss_part: Some(round_figure(figure(budget.metric, &loss_part))),
+            parts: (self.audit_indices.len(), self.loss_part.len()),
+            final_validation: round_figure(validation),
             met: budget.is_met(preservation, validation),
             restored_last_safe_snapshot: restored,
             events: self.controller.events,
             pruned_channels: self.pruned_channels,
             preservation_set: self.safety.preservation_set.display().to_string(),
             reference: self.safety.reference.display().to_string(),
+            target: None,
         })
+    }
+
+    /// A certificate of the run so far with every figure at the longest it can print as
+    /// (6 decimals: see [`crate::pack::export::round_figure`]), for the size the target law steers on: the final
+    /// certificate's JSON is at most as long, and differs from this one only in those digits.
+    pub fn certificate_draft(&self, target: Option<i64>) -> Certificate {
+        let longest = match self.controller.budget.metric {
+            BudgetMetric::Accuracy => LONGEST_ACCURACY,
+            BudgetMetric::Loss => LONGEST_LOSS,
+        };
+        Certificate {
+            budget: self.controller.budget,
+            final_preservation: longest,
+            final_loss_part: Some(longest),
+            parts: (self.audit_indices.len(), self.loss_part.len()),
+            final_validation: longest,
+            met: false,
+            restored_last_safe_snapshot: false,
+            events: self.controller.events,
+            pruned_channels: self.pruned_channels,
+            preservation_set: self.safety.preservation_set.display().to_string(),
+            reference: self.safety.reference.display().to_string(),
+            target: target.map(|target_bytes| TargetOutcome {
+                target_bytes,
+                met: false,
+            }),
+        }
+    }
+
+    /// Whether the model as it is now meets the budget itself (the final gate's judgement,
+    /// without changing anything).
+    pub fn final_figures_met(&self, learner: &Learner, data: &TrainValidation) -> Result<bool> {
+        let (preservation, validation) = self.measure(learner, data)?;
+        Ok(self.controller.budget.is_met(preservation, validation))
+    }
+
+    /// The snapshot the final gate would fall back to, if one was measured within budget.
+    pub fn safe_snapshot(&self) -> Option<&Snapshot> {
+        self.snapshot_safe.then_some(&self.snapshot)
     }
 }
 
@@ -729,6 +864,45 @@ fn figure(metric: BudgetMetric, evaluation: &Evaluation) -> f64 {
         BudgetMetric::Accuracy => evaluation.accuracy,
         BudgetMetric::Loss => evaluation.loss,
     }
+}
+
+/// Splits a preservation set's members into its loss part and its audit part: within each
+/// criterion, in index order shuffled by `seed`, the first `round(audit_share * count)` go to the
+/// audit part. The split depends on the set alone, so every run on the set audits the same images.
+pub fn split_members(
+    members: &[Member],
+    audit_share: f64,
+    seed: u64,
+) -> (Vec<Member>, Vec<Member>) {
+    let mut by_criterion: BTreeMap<String, Vec<&Member>> = BTreeMap::new();
+    for member in members {
+        by_criterion
+            .entry(format!("{:?}", member.criterion))
+            .or_default()
+            .push(member);
+    }
+    let mut audit = HashSet::new();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    for group in by_criterion.values_mut() {
+        group.sort_by_key(|member| member.index);
+        group.shuffle(&mut rng);
+        let count = (audit_share * group.len() as f64).round() as usize;
+        audit.extend(group.iter().take(count).map(|member| member.index));
+    }
+    members
+        .iter()
+        .cloned()
+        .partition(|member| !audit.contains(&member.index))
+}
+
+/// For each row (first dimension), whether `a` and `b` differ anywhere in it.
+fn changed_rows(a: &Tensor, b: &Tensor) -> Result<Vec<bool>> {
+    let differs = a
+        .f_ne_tensor(b)?
+        .f_reshape([a.size()[0], -1])?
+        .f_any_dim(1, false)?
+        .f_to_device(Device::Cpu)?;
+    Ok(Vec::<bool>::try_from(&differs)?)
 }
 
 /// Copies row `row` of `source` into `target` (in place).

@@ -1,18 +1,25 @@
 //! The training loop, the same for every mode: batches, steps, validation, metrics, checkpoints,
-//! resume, and roll-back to the last good state when the loss stops being finite.
+//! resume, and roll-back to the last good state when the loss stops being finite. Gamma comes
+//! from the run's [`PressureLaw`]; with a size target the loop measures the stored size every
+//! `quant.control_every` steps and keeps the best state within the target.
 
 use super::checkpoint::{self, CheckpointInfo};
 use super::evaluate::{evaluate, Evaluation};
-use super::learner::{Learner, Snapshot, StepReport};
+use super::learner::{Learner, Snapshot, StepReport, StepTerms, Teacher};
 use super::metrics::MetricsLog;
+use super::objective::warmup_fraction;
+use super::pressure::{LawState, PressureLaw, SizeDecision};
 use super::safety::{load_reference, Certificate, Guard};
 use super::Mode;
 use crate::config::ExperimentConfig;
 use crate::data::sampler::{step_rng, EpochSampler};
 use crate::data::{load_train_validation, Tensors, TrainValidation};
 use crate::error::{Error, Result};
+use crate::models::Network;
+use crate::pack::export::{metadata, stored_length, PackedSummary, LONGEST_ACCURACY, LONGEST_LOSS};
 use crate::size::payload_estimate;
 use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -78,6 +85,9 @@ pub fn train(config: &ExperimentConfig, options: &RunOptions) -> Result<TrainOut
         };
         let done = step + 1;
         run.show_progress(done, &report);
+        if run.control_due(done) {
+            run.control(done)?;
+        }
         if run.check_due(done) {
             run.check(done)?;
         }
@@ -91,6 +101,40 @@ pub fn train(config: &ExperimentConfig, options: &RunOptions) -> Result<TrainOut
     run.finish(last_step, started)
 }
 
+/// The frozen reference of distillation on the training batches.
+#[derive(Debug)]
+struct Distiller {
+    reference: Network,
+    weight: f64,
+    temperature: f64,
+}
+
+/// The best state within the size target so far: its validation figure (higher is better:
+/// accuracy, or minus a language model's loss), its file length, and its tensors.
+#[derive(Debug)]
+struct Best {
+    record: BestRecord,
+    snapshot: Snapshot,
+}
+
+/// What a checkpoint records of the best state besides its tensors.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+struct BestRecord {
+    step: i64,
+    score: f64,
+    bytes: i64,
+}
+
+/// What a checkpoint records of the pressure law and the target's best state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct PressureRecord {
+    law: LawState,
+    best: Option<(BestRecord, i64)>,
+}
+
+/// Checkpoint prefix of the best state's tensors.
+const BEST_PREFIX: &str = "best.";
+
 /// A run in progress: its data, learner and guard, and the loop's bookkeeping.
 struct Run<'a> {
     config: &'a ExperimentConfig,
@@ -98,6 +142,12 @@ struct Run<'a> {
     data: TrainValidation,
     learner: Learner,
     guard: Option<Guard>,
+    /// Sets gamma.
+    law: PressureLaw,
+    /// The reference that `distill` and `safe` distil from on every training batch.
+    teacher: Option<Distiller>,
+    /// With a target: the best state within it so far.
+    best: Option<Best>,
     metrics: MetricsLog,
     progress: ProgressBar,
     sampler: EpochSampler,
@@ -130,10 +180,32 @@ impl<'a> Run<'a> {
             config.to_toml().as_bytes(),
         )?;
         let metrics = MetricsLog::open(&options.out_dir.join("metrics.jsonl"), start_step)?;
+        let mut data = data;
         let mut guard = match options.mode {
             Mode::Safe => Some(Guard::new(config, &data, &learner, options.device)?),
-            Mode::Baseline | Mode::Unsafe => None,
+            Mode::Baseline | Mode::Unsafe | Mode::Distill => None,
         };
+        if let Some(guard) = &guard {
+            // The audit part of the preservation set reaches no loss: out of the batches too.
+            let audit: std::collections::HashSet<u32> =
+                guard.audit_indices().iter().copied().collect();
+            let kept: Vec<usize> = (0..data.train.len())
+                .filter(|&position| !audit.contains(&data.train.source_indices()[position]))
+                .collect();
+            data.train = data.train.subset(&kept);
+        }
+        let target = config
+            .quant
+            .target_bytes
+            .filter(|_| options.mode.quantizes());
+        let reach_step = (config.quant.target_reach * config.train.steps as f64).round() as i64;
+        let mut law = PressureLaw::new(
+            config.quant.gamma,
+            target,
+            reach_step,
+            guard.as_ref().map(Guard::breach_response),
+        );
+        let teacher = teacher(config, options)?;
         if let (Some(guard), Some((info, tensors))) = (guard.as_mut(), &resumed) {
             match &info.guard {
                 Some(json) => guard.load_state(&learner, tensors, json)?,
@@ -145,6 +217,12 @@ impl<'a> Run<'a> {
         if let Some(guard) = &guard {
             guard.log_roll_back_rule();
         }
+        let mut best = None;
+        if let Some((info, tensors)) = &resumed {
+            if let Some(json) = &info.pressure {
+                best = resume_pressure(&mut law, json, tensors, options.device)?;
+            }
+        }
         drop(resumed);
         let sampler =
             EpochSampler::new(data.train.len(), config.train.batch_size, config.train.seed);
@@ -155,6 +233,9 @@ impl<'a> Run<'a> {
             data,
             learner,
             guard,
+            law,
+            teacher,
+            best,
             metrics,
             progress: progress_bar(options.progress, config.train.steps, start_step),
             sampler,
@@ -191,11 +272,22 @@ impl<'a> Run<'a> {
         let guidance = self
             .guard
             .as_mut()
-            .map(|guard| guard.guidance(step, &inputs))
+            .map(|guard| guard.guidance(step))
             .transpose()?;
-        let report = self
-            .learner
-            .step(&inputs, &labels, step, guidance.as_ref())?;
+        let teacher = match &self.teacher {
+            Some(distiller) => Some(Teacher {
+                logits: tch::no_grad(|| distiller.reference.forward(&inputs, false, false))?,
+                weight: distiller.weight,
+                temperature: distiller.temperature,
+            }),
+            None => None,
+        };
+        let terms = StepTerms {
+            gamma: self.gamma(step),
+            teacher,
+            guidance,
+        };
+        let report = self.learner.step(&inputs, &labels, step, &terms)?;
         if !report.finite {
             self.roll_back(step, &report)?;
             return Ok(None);
@@ -246,6 +338,98 @@ impl<'a> Run<'a> {
         }
     }
 
+    /// Gamma of the size term at `step`: the law's, through the config's warm-up ramp (0 in
+    /// baseline mode).
+    fn gamma(&self, step: i64) -> f64 {
+        if !self.options.mode.quantizes() {
+            return 0.0;
+        }
+        self.law.gamma() * warmup_fraction(self.config.quant.gamma_warmup_steps, step)
+    }
+
+    /// True when a run with a size target measures its stored size after step `done`: at its
+    /// control points, and after every step while approaching the target.
+    fn control_due(&self, done: i64) -> bool {
+        self.law.target().is_some() && (self.is_control_point(done) || self.law.approaching())
+    }
+
+    /// True at the steps where the law may change gamma.
+    fn is_control_point(&self, done: i64) -> bool {
+        done % self.config.quant.control_every == 0
+    }
+
+    /// The length of the file the current state would make, with every figure of its metadata
+    /// at its longest (so the file, once its figures are known, is at most this long).
+    fn stored_bytes(&self) -> Result<i64> {
+        let certificate = match &self.guard {
+            Some(guard) => Some(
+                serde_json::to_value(guard.certificate_draft(self.law.target()))
+                    .map_err(|e| Error::Training(e.to_string()))?,
+            ),
+            None => None,
+        };
+        let summary = PackedSummary {
+            mode: self.options.mode.name().into(),
+            seed: self.config.train.seed,
+            steps: self.config.train.steps,
+            gamma: Some(self.config.quant.gamma),
+            test_accuracy: LONGEST_ACCURACY,
+            test_loss: LONGEST_LOSS,
+            target_bytes: self.law.target(),
+        };
+        let metadata = metadata(
+            self.config,
+            &self.data.description(),
+            certificate,
+            Some(summary.to_json()),
+        )?;
+        Ok(stored_length(&self.learner.network, &self.config.model, metadata)? as i64)
+    }
+
+    /// Measures the stored size after step `done` and lets the law act on it.
+    fn control(&mut self, done: i64) -> Result<()> {
+        let bytes = self.stored_bytes()?;
+        let control_point = self.is_control_point(done);
+        match self.law.observe_size(bytes, done, control_point) {
+            SizeDecision::StartFineTune => {
+                self.learner.cap_bits()?;
+                tracing::info!(
+                    "step {done}: {bytes} B, within the target of {} B: fine-tuning with the bit depths held",
+                    self.law.target().unwrap_or_default()
+                );
+            }
+            SizeDecision::ResumeCompress => {
+                self.learner.bit_caps.iter_mut().for_each(|cap| *cap = None);
+                tracing::info!("step {done}: {bytes} B, past the target again: compressing");
+            }
+            SizeDecision::Continue => {}
+        }
+        if control_point || self.law.phase() == super::pressure::Phase::FineTune {
+            self.metrics.write(&json!({"event": "size", "step": done, "bytes": bytes, "gamma": self.law.gamma(), "phase": self.law.phase()}))?;
+        }
+        Ok(())
+    }
+
+    /// Offers the current state, measured at `score` (higher is better), as the best within
+    /// the target: kept when within it and better than (or as good as) the best so far.
+    fn offer_best(&mut self, step: i64, score: f64) -> Result<()> {
+        let Some(target) = self.law.target() else {
+            return Ok(());
+        };
+        let bytes = self.stored_bytes()?;
+        let better = self
+            .best
+            .as_ref()
+            .is_none_or(|best| score >= best.record.score);
+        if bytes <= target && better {
+            self.best = Some(Best {
+                record: BestRecord { step, score, bytes },
+                snapshot: self.learner.snapshot()?,
+            });
+        }
+        Ok(())
+    }
+
     /// True when the guard of a `safe` run checks the budget after step `done`.
     fn check_due(&self, done: i64) -> bool {
         let check_every = self
@@ -261,11 +445,28 @@ impl<'a> Run<'a> {
         let Some(guard) = self.guard.as_mut() else {
             return Ok(());
         };
-        let check = guard.check(&mut self.learner, &self.data, done)?;
+        let lr_factor = self
+            .learner
+            .schedule_factor(self.config.train.schedule, done);
+        let check = guard.check(&mut self.learner, &self.data, done, lr_factor)?;
+        self.law.observe_check(check.within);
+        let budget = guard.budget();
         if check.pruned_channels > 0 {
-            // The roll-back point for non-finite losses must have the network's shapes.
+            // The roll-back point for non-finite losses must have the network's shapes, and
+            // the best state within the target cannot be returned to across a pruning.
             self.last_good = self.learner.snapshot()?;
+            self.best = None;
         }
+        if check.action == "safe"
+            && budget.is_met(check.preservation_accuracy, check.validation_accuracy)
+        {
+            let score = match budget.metric {
+                super::controller::BudgetMetric::Accuracy => check.validation_accuracy,
+                super::controller::BudgetMetric::Loss => -check.validation_accuracy,
+            };
+            self.offer_best(done, score)?;
+        }
+        let guard = self.guard.as_ref().expect("checked above");
         self.metrics.write(&json!({"event": "check", "mode": self.options.mode.name(), "check": check, "step": done}))?;
         if check.action != "safe" || check.pruned_channels > 0 {
             let metric = guard.budget().metric;
@@ -306,8 +507,10 @@ impl<'a> Run<'a> {
             "mode": self.options.mode.name(),
             "train_loss": window.mean_loss(),
             "train_accuracy": window.accuracy(),
+            "distillation_loss": window.mean(window.distillation_sum),
+            "preservation_loss": window.mean(window.preservation_sum),
             "size_term": report.size_term,
-            "gamma": self.learner.gamma(step),
+            "gamma": self.gamma(step),
             "learning_rate_factor": self.learner.schedule_factor(config.train.schedule, step),
             "validation_loss": evaluation.loss,
             "validation_accuracy": evaluation.accuracy,
@@ -336,6 +539,15 @@ impl<'a> Run<'a> {
         if evaluation.loss.is_finite() {
             self.last_good = self.learner.snapshot()?;
         }
+        if self.guard.is_none() && evaluation.loss.is_finite() {
+            // A guarded run offers its states at checks within budget instead.
+            let score = if config.data.is_text() {
+                -evaluation.loss
+            } else {
+                evaluation.accuracy
+            };
+            self.offer_best(done, score)?;
+        }
         self.validation = Some(evaluation);
         self.last_size = Some(headline.bytes);
         Ok(())
@@ -352,6 +564,21 @@ impl<'a> Run<'a> {
             }
             None => None,
         };
+        if let Some(best) = &self.best {
+            tensors.extend(
+                best.snapshot
+                    .tensors()
+                    .iter()
+                    .map(|(name, tensor)| (format!("{BEST_PREFIX}{name}"), tensor.shallow_clone())),
+            );
+        }
+        let pressure = PressureRecord {
+            law: self.law.state(),
+            best: self
+                .best
+                .as_ref()
+                .map(|best| (best.record, best.snapshot.steps_taken())),
+        };
         let info = CheckpointInfo {
             format: checkpoint::FORMAT.into(),
             mode: self.options.mode.name().into(),
@@ -359,6 +586,9 @@ impl<'a> Run<'a> {
             config: self.config.to_toml(),
             original_weights: self.learner.original.weights,
             guard,
+            pressure: Some(
+                serde_json::to_string(&pressure).map_err(|e| Error::Training(e.to_string()))?,
+            ),
             data: self.data.description(),
         };
         checkpoint::save(&checkpoint_path(&self.options.out_dir), &info, &tensors)
@@ -368,6 +598,9 @@ impl<'a> Run<'a> {
     /// the last validation figures, and the outcome.
     fn finish(mut self, last_step: i64, started: Instant) -> Result<TrainOutcome> {
         self.progress.finish_and_clear();
+        if last_step == self.config.train.steps {
+            self.settle_on_target(last_step)?;
+        }
         let certificate = match self.guard.as_mut() {
             Some(guard) if last_step == self.config.train.steps => {
                 let certificate = guard.final_gate(&mut self.learner, &self.data)?;
@@ -395,8 +628,95 @@ impl<'a> Run<'a> {
     }
 }
 
+impl Run<'_> {
+    /// At the end of a run with a target: the final state, if within the target (and, guarded,
+    /// within budget), competes with the best state kept so far; the better one stays. When no
+    /// state was within the target, the final one stays (for `safe`, the final gate then keeps
+    /// the last safe snapshot if the final state is outside the budget).
+    fn settle_on_target(&mut self, step: i64) -> Result<()> {
+        if self.law.target().is_none() {
+            return Ok(());
+        }
+        let evaluation = self.validate()?;
+        let within_budget = match &self.guard {
+            Some(guard) => guard.final_figures_met(&self.learner, &self.data)?,
+            None => true,
+        };
+        let score = if self.config.data.is_text() {
+            -evaluation.loss
+        } else {
+            evaluation.accuracy
+        };
+        if within_budget && evaluation.loss.is_finite() {
+            self.offer_best(step, score)?;
+        }
+        if let Some(best) = self.best.take() {
+            if best.record.step != step {
+                tracing::info!(
+                    "keeping the best state within the target: step {} ({} B)",
+                    best.record.step,
+                    best.record.bytes
+                );
+                self.learner.restore(&best.snapshot)?;
+                self.validation = Some(self.validate()?);
+            }
+            self.best = Some(best);
+        }
+        Ok(())
+    }
+}
+
+/// The reference that `distill` and `safe` runs distil from on every training batch (none when
+/// `safety.train_distillation_weight` is 0).
+fn teacher(config: &ExperimentConfig, options: &RunOptions) -> Result<Option<Distiller>> {
+    if !options.mode.distils() {
+        return Ok(None);
+    }
+    let safety = config.safety.as_ref().ok_or_else(|| Error::Config {
+        path: "<config>".into(),
+        message: format!(
+            "the {} mode needs a [safety] section (its reference)",
+            options.mode
+        ),
+    })?;
+    if safety.train_distillation_weight <= 0.0 {
+        return Ok(None);
+    }
+    Ok(Some(Distiller {
+        reference: load_reference(&safety.reference, config, options.device)?,
+        weight: safety.train_distillation_weight,
+        temperature: safety.temperature,
+    }))
+}
+
+/// Continues the pressure law and the target's best state from a checkpoint's record.
+fn resume_pressure(
+    law: &mut PressureLaw,
+    json: &str,
+    tensors: &HashMap<String, Tensor>,
+    device: Device,
+) -> Result<Option<Best>> {
+    let record: PressureRecord = serde_json::from_str(json)
+        .map_err(|e| Error::Training(format!("saved pressure state: {e}")))?;
+    law.set_state(record.law);
+    let Some((best, steps_taken)) = record.best else {
+        return Ok(None);
+    };
+    let saved = tensors
+        .iter()
+        .filter_map(|(name, tensor)| {
+            name.strip_prefix(BEST_PREFIX)
+                .map(|name| Ok((name.to_string(), tensor.f_to_device(device)?)))
+        })
+        .collect::<Result<HashMap<_, _>>>()?;
+    Ok(Some(Best {
+        record: best,
+        snapshot: Snapshot::from_tensors(saved, steps_taken),
+    }))
+}
+
 /// Loads the weights a run starts from, where it does not start from scratch: `init_from`, or
-/// a `safe` run's reference; the quantizers start afresh from them.
+/// a `distill` or `safe` run's reference; the quantizers start afresh from them.
 fn load_starting_weights(
     learner: &Learner,
     config: &ExperimentConfig,
@@ -405,7 +725,7 @@ fn load_starting_weights(
     let safety_reference = config
         .safety
         .as_ref()
-        .filter(|_| options.mode == Mode::Safe)
+        .filter(|_| options.mode.distils())
         .map(|safety| &safety.reference);
     if let Some(start) = config.train.init_from.as_ref().or(safety_reference) {
         let trained = load_reference(start, config, options.device)?;
@@ -467,6 +787,8 @@ fn progress_bar(show: bool, steps: i64, start_step: i64) -> ProgressBar {
 struct Window {
     steps: usize,
     loss_sum: f64,
+    distillation_sum: f64,
+    preservation_sum: f64,
     correct: i64,
     examples: usize,
     last_examples: usize,
@@ -477,6 +799,8 @@ impl Window {
     fn add(&mut self, report: &StepReport, examples: usize, seconds: f64) {
         self.steps += 1;
         self.loss_sum += report.loss;
+        self.distillation_sum += report.distillation_loss;
+        self.preservation_sum += report.preservation_loss;
         self.correct += report.correct;
         self.examples += examples;
         self.last_examples = examples;
@@ -489,7 +813,12 @@ impl Window {
     }
 
     fn mean_loss(&self) -> f64 {
-        self.loss_sum / self.steps.max(1) as f64
+        self.mean(self.loss_sum)
+    }
+
+    /// `sum` over the window's steps, per step.
+    fn mean(&self, sum: f64) -> f64 {
+        sum / self.steps.max(1) as f64
     }
 
     fn accuracy(&self) -> f64 {

@@ -1,0 +1,362 @@
+//! The pressure law: the one component that sets gamma in a compressing run (docs/guard.md).
+//!
+//! - **Fixed** (no target, `unsafe` or `distill`): gamma is the config's `quant.gamma`.
+//! - **Target** (`quant.target_bytes = N`): every `control_every` steps the trainer measures the
+//!   length of the `.sgsc` file the current state would make, and gamma steers it along a
+//!   glide path: from the first measurement `S0` at step `t0` to N at `reach_step`
+//!   (`quant.target_reach` of the run), geometrically, `aim(t) = S0 (N / S0)^((t - t0) /
+//!   (reach_step - t0))`, then N. Above the aim, gamma is multiplied by the ratio `bytes / aim`,
+//!   clamped to [[`MIN_STEP`], [`MAX_STEP`]] (twice the aim doubles it at once, 1% above still
+//!   raises it by 10%); below it, by the ratio, down to `1 / MAX_STEP`. A gradual path leaves the
+//!   weights time to follow the bits down. Within [`APPROACH`] times N the size is also measured
+//!   after every step in between (gamma unchanged), to stop on the step it gets there. At or below N the run fine-tunes: gamma is 0
+//!   and the bit depths are held where they are, so the size neither grows back through them nor
+//!   overshoots on Adam's momentum (if it grows anyway, through weights or exponents widening
+//!   codes up to the held depth, the next measurement above N resumes compressing, and the next
+//!   one within N holds the depths anew).
+//! - **Search** (`safe`, no target): each check within the budget multiplies gamma by
+//!   `safety.gamma_growth`, so the run keeps compressing until the budget stops it: the smallest
+//!   model within the budget, with no gamma to choose.
+//!
+//! In `safe` runs the guard's breaches feed the same law: a breach multiplies gamma by
+//! `safety.breach_gamma_factor`, never below `safety.min_gamma_factor` times its start, and
+//! holds it there (neither the size error nor growth may raise it) until a check is within budget
+//! again. So the target pushes, the budget pulls back, and the budget wins.
+//!
+//! The law only decides; it holds no tensors, so its behaviour is tested with scripted sizes.
+
+use serde::{Deserialize, Serialize};
+
+/// The smallest factor by which gamma rises at a measurement above the target.
+pub const MIN_STEP: f64 = 1.1;
+/// The largest factor by which gamma rises at one measurement.
+pub const MAX_STEP: f64 = 2.0;
+/// Within this factor of the target, the size is measured after every step (without changing
+/// gamma in between), so that the run stops compressing on the step it gets there instead of
+/// up to `control_every` steps later.
+pub const APPROACH: f64 = 1.5;
+
+/// How the law reacts to checks of the safety guard (the `safe` mode only).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BreachResponse {
+    /// Gamma is multiplied by this on each breach (below 1).
+    pub breach_factor: f64,
+    /// Gamma never falls below this share of its starting value.
+    pub min_factor: f64,
+    /// Without a target, each safe check multiplies gamma by this (1: gamma stays).
+    pub growth: f64,
+}
+
+/// Where a target run is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Gamma is on: the model is larger than its target (or there is no target).
+    Compress,
+    /// The model is within its target: gamma is 0 and the bit depths are held.
+    FineTune,
+}
+
+/// What a size measurement changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SizeDecision {
+    /// The model just reached its target: hold the bit depths where they are now.
+    StartFineTune,
+    /// The model grew past its target while fine-tuning: release the held bit depths.
+    ResumeCompress,
+    /// Nothing to do (still within the target, or still compressing).
+    Continue,
+}
+
+/// What the law has learned in a run (saved in checkpoints).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LawState {
+    /// Gamma while compressing.
+    pub gamma: f64,
+    /// Compressing or fine-tuning.
+    pub phase: Phase,
+    /// After a breach: gamma may not rise until a check is within budget.
+    pub held: bool,
+    /// The last measured file length.
+    pub last_bytes: Option<i64>,
+    /// The first measurement (step, bytes): where the glide path starts.
+    #[serde(default)]
+    pub start: Option<(i64, i64)>,
+}
+
+/// The pressure law of one run.
+#[derive(Debug, Clone)]
+pub struct PressureLaw {
+    start: f64,
+    target: Option<i64>,
+    reach_step: i64,
+    response: Option<BreachResponse>,
+    state: LawState,
+}
+
+impl PressureLaw {
+    /// A law starting at `gamma`, steering to `target` bytes if given, along a glide path that
+    /// gets there at `reach_step`; `response` is the guard's (safe runs only).
+    pub fn new(
+        gamma: f64,
+        target: Option<i64>,
+        reach_step: i64,
+        response: Option<BreachResponse>,
+    ) -> Self {
+        PressureLaw {
+            start: gamma,
+            target,
+            reach_step,
+            response,
+            state: LawState {
+                gamma,
+                phase: Phase::Compress,
+                held: false,
+                last_bytes: None,
+                start: None,
+            },
+        }
+    }
+
+    /// The target, if any.
+    pub fn target(&self) -> Option<i64> {
+        self.target
+    }
+
+    /// Gamma now: 0 while fine-tuning within the target.
+    pub fn gamma(&self) -> f64 {
+        match self.state.phase {
+            Phase::Compress => self.state.gamma,
+            Phase::FineTune => 0.0,
+        }
+    }
+
+    /// The phase now.
+    pub fn phase(&self) -> Phase {
+        self.state.phase
+    }
+
+    /// The size the glide path aims at after `step` (the target once `reach_step` is passed).
+    pub fn aim(&self, step: i64) -> Option<f64> {
+        let target = self.target? as f64;
+        let Some((first_step, first_bytes)) = self.state.start else {
+            return Some(target);
+        };
+        let span = (self.reach_step - first_step) as f64;
+        let progress = if span <= 0.0 {
+            1.0
+        } else {
+            ((step - first_step) as f64 / span).clamp(0.0, 1.0)
+        };
+        let first = (first_bytes as f64).max(target);
+        Some(first * (target / first).powf(progress))
+    }
+
+    /// Whether the size should be measured after this step although no control point is due:
+    /// compressing, and within [`APPROACH`] times the target at the last measurement.
+    pub fn approaching(&self) -> bool {
+        match (self.target, self.state.last_bytes) {
+            (Some(target), Some(bytes)) => {
+                self.state.phase == Phase::Compress && (bytes as f64) <= APPROACH * target as f64
+            }
+            _ => false,
+        }
+    }
+
+    /// Takes a measurement of the stored size after `step` (`bytes`, the file's length for the
+    /// current state); `control_point` says whether gamma may change at it (an approach
+    /// measurement only switches phases). Without a target it is only recorded.
+    pub fn observe_size(&mut self, bytes: i64, step: i64, control_point: bool) -> SizeDecision {
+        self.state.last_bytes = Some(bytes);
+        self.state.start.get_or_insert((step, bytes));
+        let Some(target) = self.target else {
+            return SizeDecision::Continue;
+        };
+        if bytes <= target {
+            let entered = self.state.phase == Phase::Compress;
+            self.state.phase = Phase::FineTune;
+            return if entered {
+                SizeDecision::StartFineTune
+            } else {
+                SizeDecision::Continue
+            };
+        }
+        let resumed = self.state.phase == Phase::FineTune;
+        self.state.phase = Phase::Compress;
+        if control_point {
+            let ratio = bytes as f64 / self.aim(step).unwrap_or(target as f64);
+            let factor = if ratio > 1.0 {
+                // After a breach, nothing may raise gamma until a check is within budget.
+                if self.state.held {
+                    1.0
+                } else {
+                    ratio.clamp(MIN_STEP, MAX_STEP)
+                }
+            } else {
+                ratio.max(1.0 / MAX_STEP)
+            };
+            self.state.gamma *= factor;
+        }
+        if resumed {
+            SizeDecision::ResumeCompress
+        } else {
+            SizeDecision::Continue
+        }
+    }
+
+    /// Takes the outcome of a guard check: `within` the (check-time) budget or not.
+    pub fn observe_check(&mut self, within: bool) {
+        let Some(response) = self.response else {
+            return;
+        };
+        if within {
+            self.state.held = false;
+            if self.target.is_none() {
+                self.state.gamma *= response.growth;
+            }
+        } else {
+            self.state.held = true;
+            self.state.gamma =
+                (self.state.gamma * response.breach_factor).max(self.start * response.min_factor);
+        }
+    }
+
+    /// What the law has learned so far.
+    pub fn state(&self) -> LawState {
+        self.state
+    }
+
+    /// Continues from a saved [`LawState`].
+    pub fn set_state(&mut self, state: LawState) {
+        self.state = state;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RESPONSE: BreachResponse = BreachResponse {
+        breach_factor: 0.5,
+        min_factor: 0.125,
+        growth: 1.5,
+    };
+
+    #[test]
+    fn a_fixed_law_keeps_gamma() {
+        let mut law = PressureLaw::new(0.07, None, 0, None);
+        law.observe_size(1_000_000, 0, true);
+        law.observe_check(false);
+        assert_eq!(law.gamma(), 0.07);
+        assert_eq!(law.state().last_bytes, Some(1_000_000));
+    }
+
+    #[test]
+    fn above_the_target_gamma_rises_by_the_size_ratio_within_its_clamp() {
+        let mut law = PressureLaw::new(0.1, Some(1000), 0, None);
+        law.observe_size(1500, 0, true);
+        assert!((law.gamma() - 0.15).abs() < 1e-12, "x 1.5");
+        law.observe_size(5000, 0, true);
+        assert!((law.gamma() - 0.30).abs() < 1e-12, "x 2 at most");
+        law.observe_size(1001, 0, true);
+        assert!((law.gamma() - 0.33).abs() < 1e-12, "x 1.1 at least");
+    }
+
+    #[test]
+    fn the_glide_path_aims_geometrically_from_the_first_measurement_to_the_target() {
+        let mut law = PressureLaw::new(0.1, Some(1000), 200, None);
+        assert_eq!(law.aim(0), Some(1000.0), "no measurement yet");
+        law.observe_size(16_000, 0, true);
+        assert!((law.gamma() - 0.1).abs() < 1e-12, "on the path");
+        assert!(
+            (law.aim(100).unwrap() - 4000.0).abs() < 1e-6,
+            "halfway: 16000 x (1/16)^0.5"
+        );
+        assert!((law.aim(500).unwrap() - 1000.0).abs() < 1e-6);
+        // Behind the path, gamma rises by the ratio; ahead of it, it falls by the ratio.
+        law.observe_size(6000, 100, true);
+        assert!((law.gamma() - 0.15).abs() < 1e-12);
+        law.observe_size(3000, 100, true);
+        assert!((law.gamma() - 0.1125).abs() < 1e-12);
+        law.observe_size(100_000, 150, true);
+        law.observe_size(10, 150, false);
+        assert_eq!(law.phase(), Phase::FineTune);
+    }
+
+    #[test]
+    fn near_the_target_every_step_is_measured_without_raising_gamma() {
+        let mut law = PressureLaw::new(0.1, Some(1000), 0, None);
+        law.observe_size(2000, 0, true);
+        assert!(!law.approaching(), "twice the target is still far");
+        law.observe_size(1400, 0, true);
+        assert!(law.approaching());
+        let gamma = law.gamma();
+        assert_eq!(law.observe_size(1200, 0, false), SizeDecision::Continue);
+        assert_eq!(law.gamma(), gamma, "only control points move gamma");
+        assert_eq!(law.observe_size(990, 0, false), SizeDecision::StartFineTune);
+        assert!(
+            !law.approaching(),
+            "fine-tuning: back to the control points"
+        );
+    }
+
+    #[test]
+    fn at_the_target_the_run_fine_tunes_until_it_grows_past_it() {
+        let mut law = PressureLaw::new(0.1, Some(1000), 0, None);
+        assert_eq!(law.observe_size(2000, 0, true), SizeDecision::Continue);
+        assert_eq!(law.observe_size(1000, 0, true), SizeDecision::StartFineTune);
+        assert_eq!((law.phase(), law.gamma()), (Phase::FineTune, 0.0));
+        assert_eq!(law.observe_size(990, 0, true), SizeDecision::Continue);
+        assert_eq!(law.phase(), Phase::FineTune);
+        // Grown past the target: compressing again, from the gamma it had, raised once.
+        assert_eq!(
+            law.observe_size(1050, 0, true),
+            SizeDecision::ResumeCompress
+        );
+        assert_eq!(law.phase(), Phase::Compress);
+        assert!((law.gamma() - 0.2 * 1.1).abs() < 1e-12);
+        assert_eq!(law.observe_size(900, 0, true), SizeDecision::StartFineTune);
+    }
+
+    #[test]
+    fn without_a_target_safe_checks_grow_gamma_and_breaches_cut_it_to_a_floor() {
+        let mut law = PressureLaw::new(0.08, None, 0, Some(RESPONSE));
+        law.observe_check(true);
+        law.observe_check(true);
+        assert!((law.gamma() - 0.18).abs() < 1e-12, "0.08 x 1.5 x 1.5");
+        for _ in 0..10 {
+            law.observe_check(false);
+        }
+        assert!((law.gamma() - 0.01).abs() < 1e-12, "floor: 0.08 / 8");
+        law.observe_check(true);
+        assert!((law.gamma() - 0.015).abs() < 1e-12);
+    }
+
+    #[test]
+    fn after_a_breach_the_size_error_may_not_raise_gamma_until_a_safe_check() {
+        let mut law = PressureLaw::new(0.4, Some(1000), 0, Some(RESPONSE));
+        law.observe_check(false);
+        assert!((law.gamma() - 0.2).abs() < 1e-12);
+        law.observe_size(3000, 0, true);
+        law.observe_size(3000, 0, true);
+        assert!((law.gamma() - 0.2).abs() < 1e-12, "held");
+        law.observe_check(true);
+        assert!((law.gamma() - 0.2).abs() < 1e-12, "no growth with a target");
+        law.observe_size(3000, 0, true);
+        assert!((law.gamma() - 0.4).abs() < 1e-12, "released: x 2");
+    }
+
+    #[test]
+    fn a_restored_state_decides_as_the_original_would() {
+        let mut original = PressureLaw::new(0.1, Some(1000), 0, Some(RESPONSE));
+        original.observe_size(1800, 0, true);
+        original.observe_check(false);
+        let mut resumed = PressureLaw::new(0.1, Some(1000), 0, Some(RESPONSE));
+        resumed.set_state(original.state());
+        for law in [&mut original, &mut resumed] {
+            law.observe_check(true);
+            law.observe_size(1400, 0, true);
+        }
+        assert_eq!(original.state(), resumed.state());
+    }
+}
