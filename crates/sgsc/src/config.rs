@@ -175,6 +175,10 @@ pub struct SafetyConfig {
     /// Share of the channels whose stored width fell since the safe snapshot that a breach
     /// restores, most sensitive first (at least one).
     pub restore_fraction: f64,
+    /// The breach in a row from which breaches restore channels (default 2: a first breach only
+    /// eases the pressure, since a model often recovers by itself from a dip).
+    #[serde(default = "two")]
+    pub breaches_before_restore: u32,
     /// Breaches in a row after which the whole model rolls back to the safe snapshot.
     pub breaches_before_rollback: u32,
     /// Steps a channel must stay at zero bits, through safe checks, before it is removed.
@@ -191,6 +195,10 @@ fn default_audit_share() -> f64 {
 
 fn one() -> f64 {
     1.0
+}
+
+fn two() -> u32 {
+    2
 }
 
 /// The cap on lambda_p's multiplier when a config does not set one.

@@ -99,6 +99,7 @@ fn setup(dir: &std::path::Path) -> Setup {
         audit_share: 0.5,
         check_slack: 1.0,
         restore_fraction: 0.5,
+        breaches_before_restore: 1,
         breaches_before_rollback: 2,
         prune_grace_steps: 50,
     });

@@ -6,10 +6,11 @@
 //! reference's weights. `distill` adds the reference's distillation on every training batch, as
 //! `safe` does, so `unsafe` → `distill` → `safe` adds one thing at a time.
 //!
-//! Every compressing run ends at the same size, so the table compares accuracy at equal bytes:
-//! - with a target (`quant.target_bytes`), all three run to it (side by side with `jobs` > 1);
-//! - without one, `safe` runs first and finds the smallest model within its budget; `unsafe` and
-//!   `distill` then run to `safe`'s file length as their target.
+//! Every compressing run ends at the same size, so the table compares accuracy at equal bytes.
+//! `safe` runs first, on every thread: with a target (`quant.target_bytes`) it steers to it,
+//! without one it finds the smallest model within its budget. `unsafe` and `distill` then run to
+//! the same target, or to `safe`'s file length, side by side when `jobs` > 1 (on 2 cores, one run
+//! on both threads and then two on one thread each finish sooner than three sharing two).
 //!
 //! A run whose folder already holds a `summary.json` is not trained again, and an interrupted
 //! run resumes from its checkpoint, so a comparison can be stopped and restarted.
@@ -111,36 +112,27 @@ pub fn run_comparison(
             Ok(run)
         };
         let dir = |mode: Mode| options.out_dir.join(format!("{mode}-seed{seed}"));
+        // safe first, on every thread; then the other two side by side, to the same target, or
+        // without one to safe's size.
         let target = compressing.quant.target_bytes;
-        let (safe_run, others) = match target {
-            Some(target) => {
-                let runs = [Mode::Unsafe, Mode::Distill, Mode::Safe]
-                    .into_iter()
-                    .map(|mode| Ok((config_of(mode, Some(target))?, mode, dir(mode))))
-                    .collect::<Result<Vec<_>>>()?;
-                let mut done = run_side_by_side(&runs, options)?;
-                let safe_run = done.pop().expect("three runs");
-                (safe_run, done)
-            }
-            None => {
-                let safe_run = run_once(
-                    &config_of(Mode::Safe, None)?,
-                    Mode::Safe,
-                    &dir(Mode::Safe),
-                    options,
-                )?;
-                let target = Some(safe_run.size_bytes);
-                tracing::info!(
-                    "safe ended at {} B: unsafe and distill run to that size",
-                    safe_run.size_bytes
-                );
-                let runs = [Mode::Unsafe, Mode::Distill]
-                    .into_iter()
-                    .map(|mode| Ok((config_of(mode, target)?, mode, dir(mode))))
-                    .collect::<Result<Vec<_>>>()?;
-                (safe_run, run_side_by_side(&runs, options)?)
-            }
-        };
+        let safe_run = run_once(
+            &config_of(Mode::Safe, target)?,
+            Mode::Safe,
+            &dir(Mode::Safe),
+            options,
+        )?;
+        let target = target.or(Some(safe_run.size_bytes));
+        if compressing.quant.target_bytes.is_none() {
+            tracing::info!(
+                "safe ended at {} B: unsafe and distill run to that size",
+                safe_run.size_bytes
+            );
+        }
+        let runs = [Mode::Unsafe, Mode::Distill]
+            .into_iter()
+            .map(|mode| Ok((config_of(mode, target)?, mode, dir(mode))))
+            .collect::<Result<Vec<_>>>()?;
+        let others = run_side_by_side(&runs, options)?;
         summaries.extend(others);
         summaries.push(safe_run);
     }

@@ -4,9 +4,11 @@
 //! testable with scripted metrics.
 //!
 //! - Within budget: the state is safe; the trainer takes a snapshot (and may prune).
-//! - A breach: the trainer restores the channels responsible to the snapshot and holds them there
-//!   for a cool-down, and lambda_p is multiplied by `breach_preservation_factor` (up to its cap);
-//!   gamma's response belongs to the pressure law ([`super::pressure`]).
+//! - A breach: lambda_p is multiplied by `breach_preservation_factor` (up to its cap), and gamma's
+//!   response belongs to the pressure law ([`super::pressure`]). The first `breaches_before_restore
+//!   - 1` breaches in a row stop there (the pressure eases, the model may recover by itself); from
+//!   the `breaches_before_restore`-th, the trainer also restores the channels responsible to the
+//!   snapshot and holds them there for a cool-down.
 //! - `breaches_before_rollback` breaches in a row: the trainer rolls the model back to the snapshot,
 //!   if that snapshot was measured within budget (a start outside it is no place to return to).
 //! - Each safe check moves lambda_p's factor back towards 1 by `recovery`.
@@ -81,6 +83,8 @@ impl Budget {
 pub enum Action {
     /// Safe: keep this state as the safe snapshot.
     Snapshot,
+    /// A breach answered by the pressure alone (gamma down, lambda_p up).
+    Ease,
     /// Breach: restore the most sensitive channels that changed since the snapshot (those whose
     /// stored width fell first; when none fell, those whose codes or exponents drifted).
     RestoreChannels,
@@ -131,6 +135,7 @@ pub struct ControllerState {
 pub struct Controller {
     /// The budget checked.
     pub budget: Budget,
+    breaches_before_restore: u32,
     breaches_before_rollback: u32,
     cooldown_steps: i64,
     pressure: PressureSettings,
@@ -142,16 +147,19 @@ pub struct Controller {
 }
 
 impl Controller {
-    /// A controller for `budget` that rolls back after `breaches_before_rollback` breaches in a row,
-    /// holds restored channels for `cooldown_steps` after each breach and adapts the pressure.
+    /// A controller for `budget` that restores channels from the `breaches_before_restore`-th
+    /// breach in a row and rolls back at the `breaches_before_rollback`-th, holds restored channels
+    /// for `cooldown_steps` after each breach and adapts the pressure.
     pub fn new(
         budget: Budget,
+        breaches_before_restore: u32,
         breaches_before_rollback: u32,
         cooldown_steps: i64,
         pressure: PressureSettings,
     ) -> Self {
         Controller {
             budget,
+            breaches_before_restore: breaches_before_restore.max(1),
             breaches_before_rollback: breaches_before_rollback.max(1),
             cooldown_steps,
             pressure,
@@ -197,6 +205,8 @@ impl Controller {
             self.consecutive_breaches = 0;
             self.events.rollbacks += 1;
             Action::RollBack
+        } else if self.consecutive_breaches < self.breaches_before_restore {
+            Action::Ease
         } else {
             Action::RestoreChannels
         }
@@ -254,7 +264,7 @@ mod tests {
             max_preservation_factor: 8.0,
             recovery: 1.25,
         };
-        Controller::new(budget, 3, 100, pressure)
+        Controller::new(budget, 1, 3, 100, pressure)
     }
 
     #[test]
@@ -408,6 +418,28 @@ mod tests {
             },
             "restores count channels, not breaches"
         );
+    }
+
+    #[test]
+    fn a_graded_response_eases_first_then_restores_then_rolls_back() {
+        let budget = controller().budget;
+        let pressure = PressureSettings {
+            breach_preservation_factor: 2.0,
+            max_preservation_factor: 8.0,
+            recovery: 1.25,
+        };
+        let mut controller = Controller::new(budget, 2, 3, 100, pressure);
+        let actions: Vec<Action> = (1..=4)
+            .map(|i| controller.observe(100 * i, 0.90, 0.99, true, 1.0))
+            .collect();
+        use Action::*;
+        assert_eq!(actions, vec![Ease, RestoreChannels, RollBack, Ease]);
+        assert_eq!(
+            controller.observe(500, 0.98, 0.99, true, 1.0),
+            Snapshot,
+            "a safe check starts the count again"
+        );
+        assert_eq!(controller.observe(600, 0.90, 0.99, true, 1.0), Ease);
     }
 
     #[test]

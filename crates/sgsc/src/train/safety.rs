@@ -70,7 +70,7 @@ pub struct CheckReport {
     pub budget_scale: f64,
     /// Whether the check found the model within the (widened) budget.
     pub within: bool,
-    /// `safe`, `restore` or `rollback`.
+    /// `safe`, `ease` (the pressure alone answered a breach), `restore` or `rollback`.
     pub action: &'static str,
     /// Channels restored to the snapshot.
     pub restored_channels: usize,
@@ -317,6 +317,7 @@ impl Guard {
         let mut guard = Guard {
             controller: Controller::new(
                 budget,
+                safety.breaches_before_restore,
                 safety.breaches_before_rollback,
                 safety.cooldown_steps,
                 PressureSettings {
@@ -552,6 +553,7 @@ impl Guard {
                     report.action = "restore";
                 }
             }
+            Action::Ease => report.action = "ease",
             Action::RollBack => {
                 report.action = "rollback";
                 self.roll_back(learner)?;
