@@ -6,7 +6,7 @@ mod common;
 use sgsc::config::ExperimentConfig;
 use sgsc::data::{load_test, load_train_validation};
 use sgsc::train::checkpoint;
-use sgsc::train::learner::Learner;
+use sgsc::train::learner::{Learner, StepTerms};
 use sgsc::train::trainer::{checkpoint_path, train};
 use sgsc::train::Mode;
 use std::path::Path;
@@ -157,12 +157,7 @@ fn non_finite_loss_changes_nothing_and_diverging_runs_roll_back() {
     let inputs = Tensor::full([4, 1, 28, 28], f64::NAN, (tch::Kind::Float, Device::Cpu));
     let labels = Tensor::from_slice(&[0i64, 1, 2, 3]);
     let report = learner
-        .step(
-            &inputs,
-            &labels,
-            0,
-            &sgsc::train::learner::StepTerms::default(),
-        )
+        .step(&inputs, &labels, 0, &StepTerms::default())
         .unwrap();
     assert!(!report.finite);
     let mut reference = Learner::new(&config, Mode::Unsafe, Device::Cpu).unwrap();
@@ -194,12 +189,7 @@ fn pruning_cuts_optimizer_state_and_pruned_checkpoints_load() {
     let labels = Tensor::from_slice(&[0i64, 1, 2, 3, 4, 5, 6, 7]);
     assert!(
         learner
-            .step(
-                &inputs,
-                &labels,
-                0,
-                &sgsc::train::learner::StepTerms::default()
-            )
+            .step(&inputs, &labels, 0, &StepTerms::default())
             .unwrap()
             .finite
     );
@@ -240,12 +230,7 @@ fn pruning_cuts_optimizer_state_and_pruned_checkpoints_load() {
     let first_weights = after["layers.0.weight"].copy();
     assert!(
         learner
-            .step(
-                &inputs,
-                &labels,
-                1,
-                &sgsc::train::learner::StepTerms::default()
-            )
+            .step(&inputs, &labels, 1, &StepTerms::default())
             .unwrap()
             .finite
     );

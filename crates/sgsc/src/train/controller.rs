@@ -251,6 +251,14 @@ impl Controller {
 mod tests {
     use super::*;
 
+    fn pressure() -> PressureSettings {
+        PressureSettings {
+            breach_preservation_factor: 2.0,
+            max_preservation_factor: 8.0,
+            recovery: 1.25,
+        }
+    }
+
     fn controller() -> Controller {
         let budget = Budget {
             metric: BudgetMetric::Accuracy,
@@ -259,12 +267,7 @@ mod tests {
             max_preservation_drop: 0.5,
             max_validation_drop: 1.0,
         };
-        let pressure = PressureSettings {
-            breach_preservation_factor: 2.0,
-            max_preservation_factor: 8.0,
-            recovery: 1.25,
-        };
-        Controller::new(budget, 1, 3, 100, pressure)
+        Controller::new(budget, 1, 3, 100, pressure())
     }
 
     #[test]
@@ -422,13 +425,7 @@ mod tests {
 
     #[test]
     fn a_graded_response_eases_first_then_restores_then_rolls_back() {
-        let budget = controller().budget;
-        let pressure = PressureSettings {
-            breach_preservation_factor: 2.0,
-            max_preservation_factor: 8.0,
-            recovery: 1.25,
-        };
-        let mut controller = Controller::new(budget, 2, 3, 100, pressure);
+        let mut controller = Controller::new(controller().budget, 2, 3, 100, pressure());
         let actions: Vec<Action> = (1..=4)
             .map(|i| controller.observe(100 * i, 0.90, 0.99, true, 1.0))
             .collect();
