@@ -152,7 +152,7 @@ fn command_line_reports_bad_input_without_panicking() {
     let typo = dir.path().join("typo.toml");
     let text = std::fs::read_to_string(common::workspace().join("configs/mnist-cnn.toml"))
         .unwrap()
-        .replace("steps = 4800", "step = 4800");
+        .replacen("\nsteps = ", "\nstep = ", 1);
     std::fs::write(&typo, text).unwrap();
     let (ok, stderr) = sgsc(&["train", "--config", typo.to_str().unwrap()]);
     assert!(!ok);

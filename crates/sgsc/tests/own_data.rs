@@ -290,7 +290,7 @@ fn a_cifar_format_set_and_an_image_folder_go_through_every_stage() {
         "--out",
         report.to_str().unwrap(),
     ]);
-    assert!(written.starts_with("3 runs"), "{written}");
+    assert!(written.starts_with("4 runs"), "{written}");
     let markdown = std::fs::read_to_string(report.join("report.md")).unwrap();
     assert!(!markdown.contains("MNIST"), "no MNIST wording: {markdown}");
     let bench = sgsc(&[

@@ -5,9 +5,9 @@
 //!
 //! - Within budget: the state is safe; the trainer takes a snapshot (and may prune).
 //! - A breach: lambda_p is multiplied by `breach_preservation_factor` (up to its cap), and gamma's
-//!   response belongs to the pressure law ([`super::pressure`]). The first `breaches_before_restore
-//!   - 1` breaches in a row stop there (the pressure eases, the model may recover by itself); from
-//!   the `breaches_before_restore`-th, the trainer also restores the channels responsible to the
+//!   response belongs to the pressure law ([`super::pressure`]). Breaches in a row before the
+//!   `breaches_before_restore`-th stop there (the pressure eases, the model may recover by
+//!   itself); from that one on, the trainer also restores the channels responsible to the
 //!   snapshot and holds them there for a cool-down.
 //! - `breaches_before_rollback` breaches in a row: the trainer rolls the model back to the snapshot,
 //!   if that snapshot was measured within budget (a start outside it is no place to return to).

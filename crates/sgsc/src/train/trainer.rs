@@ -4,6 +4,7 @@
 //! `quant.control_every` steps and keeps the best state within the target.
 
 use super::checkpoint::{self, CheckpointInfo};
+use super::controller::BudgetMetric;
 use super::evaluate::{evaluate, Evaluation};
 use super::learner::{Learner, Snapshot, StepReport, StepTerms, Teacher};
 use super::metrics::MetricsLog;
@@ -460,16 +461,11 @@ impl<'a> Run<'a> {
         if check.action == "safe"
             && budget.is_met(check.preservation_accuracy, check.validation_accuracy)
         {
-            let score = match budget.metric {
-                super::controller::BudgetMetric::Accuracy => check.validation_accuracy,
-                super::controller::BudgetMetric::Loss => -check.validation_accuracy,
-            };
-            self.offer_best(done, score)?;
+            self.offer_best(done, score(budget.metric, check.validation_accuracy))?;
         }
-        let guard = self.guard.as_ref().expect("checked above");
         self.metrics.write(&json!({"event": "check", "mode": self.options.mode.name(), "check": check, "step": done}))?;
         if check.action != "safe" || check.pruned_channels > 0 {
-            let metric = guard.budget().metric;
+            let metric = budget.metric;
             tracing::info!(
                 "step {done}: preservation {}, validation {}: {} ({} channels restored, {} removed)",
                 metric.show(check.preservation_accuracy),
@@ -541,12 +537,7 @@ impl<'a> Run<'a> {
         }
         if self.guard.is_none() && evaluation.loss.is_finite() {
             // A guarded run offers its states at checks within budget instead.
-            let score = if config.data.is_text() {
-                -evaluation.loss
-            } else {
-                evaluation.accuracy
-            };
-            self.offer_best(done, score)?;
+            self.offer_best(done, validation_score(config, &evaluation))?;
         }
         self.validation = Some(evaluation);
         self.last_size = Some(headline.bytes);
@@ -642,13 +633,8 @@ impl Run<'_> {
             Some(guard) => guard.final_figures_met(&self.learner, &self.data)?,
             None => true,
         };
-        let score = if self.config.data.is_text() {
-            -evaluation.loss
-        } else {
-            evaluation.accuracy
-        };
         if within_budget && evaluation.loss.is_finite() {
-            self.offer_best(step, score)?;
+            self.offer_best(step, validation_score(self.config, &evaluation))?;
         }
         if let Some(best) = self.best.take() {
             if best.record.step != step {
@@ -663,6 +649,23 @@ impl Run<'_> {
             self.best = Some(best);
         }
         Ok(())
+    }
+}
+
+/// A figure in `metric` as a score where higher is better (a loss counts negatively).
+fn score(metric: BudgetMetric, figure: f64) -> f64 {
+    match metric {
+        BudgetMetric::Accuracy => figure,
+        BudgetMetric::Loss => -figure,
+    }
+}
+
+/// The score of a validation `evaluation`: accuracy, or for a language model minus its loss.
+fn validation_score(config: &ExperimentConfig, evaluation: &Evaluation) -> f64 {
+    if config.data.is_text() {
+        score(BudgetMetric::Loss, evaluation.loss)
+    } else {
+        score(BudgetMetric::Accuracy, evaluation.accuracy)
     }
 }
 
