@@ -3,9 +3,9 @@
 # (configs/mnist-cnn.toml) trains the float baseline (2,000 steps), builds its preservation set,
 # and compresses it three ways to one target, a 16,000-byte file: `unsafe` (self-compression),
 # `distill` (plus distillation from the baseline) and `safe` (plus the safety guard), each an
-# 800-step fine-tune of the baseline, the three side by side on one libtorch thread each. It
-# prints the table at equal bytes (`sgsc compare --seeds 1`; about 9 minutes on 2 cores after the
-# build); runs/main/comparison.png plots it.
+# 800-step fine-tune of the baseline: `safe` first on both threads, then the other two side by
+# side on one libtorch thread each. It prints the table at equal bytes (`sgsc compare --seeds 1`;
+# 10 minutes on 2 cores after the install and build); runs/main/comparison.png plots it.
 # Extra arguments go to `sgsc compare` and override these (for example --seeds 3, --out DIR,
 # --target-bytes N, or another data set: --set data.dataset=idx --set data.dir=fashion-mnist).
 set -euo pipefail
@@ -14,7 +14,7 @@ cd "$root"
 bash scripts/setup-libtorch.sh
 cargo build --release --quiet
 exec ./target/release/sgsc compare --config configs/mnist-cnn.toml --seeds 1 \
-    --target-bytes 16000 --jobs 3 \
+    --target-bytes 16000 --jobs 2 \
     --compress-set train.steps=800 --compress-set train.learning_rate=3e-4 \
     --compress-set train.eval_every=200 --compress-set train.checkpoint_every=400 \
     --out runs/main "$@"
