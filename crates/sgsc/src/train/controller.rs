@@ -202,8 +202,7 @@ impl Controller {
         self.consecutive_breaches += 1;
         self.cooldown_until = step.saturating_add(self.cooldown_steps);
         if may_roll_back && self.consecutive_breaches >= self.breaches_before_rollback {
-            self.consecutive_breaches = 0;
-            self.events.rollbacks += 1;
+            self.record_rollback();
             Action::RollBack
         } else if self.consecutive_breaches < self.breaches_before_restore {
             Action::Ease
@@ -217,7 +216,8 @@ impl Controller {
         self.events.restored_channels += channels as u32;
     }
 
-    /// Counts a roll-back the trainer made instead of a restore that found nothing to restore.
+    /// Counts a roll-back: one the controller decided, or one the trainer made instead of a
+    /// restore that found nothing to restore.
     pub fn record_rollback(&mut self) {
         self.consecutive_breaches = 0;
         self.events.rollbacks += 1;

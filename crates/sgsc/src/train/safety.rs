@@ -258,7 +258,7 @@ impl Guard {
         let audit_indices: Vec<u32> = audit_members.iter().map(|member| member.index).collect();
         let audit = if audit_members.is_empty() {
             tracing::warn!("safety.audit_share = 0: the checks measure the loss part itself");
-            loss_part.subset(&(0..loss_part.len()).collect::<Vec<_>>())
+            loss_part.clone()
         } else {
             data.train.subset(&positions_of(&audit_members)?)
         };
