@@ -128,6 +128,13 @@ fn comparison_runs_every_mode_and_reuses_finished_runs() {
 
     let table = comparison_table(&summaries);
     assert_eq!(table.lines().count(), 5, "{table}");
+    let safe_row = table.lines().nth(4).unwrap();
+    let met = summaries[3].safety.as_ref().unwrap().met;
+    assert!(
+        safe_row.ends_with(if met { " 1/1" } else { " 0/1" }),
+        "{table}"
+    );
+    assert!(table.lines().nth(2).unwrap().ends_with(" -"), "{table}");
     let csv = comparison_csv(&summaries);
     assert_eq!(csv.lines().count(), 5);
     assert!(csv.lines().nth(4).unwrap().starts_with("safe,3,20,"));

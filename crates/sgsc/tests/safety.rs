@@ -270,7 +270,15 @@ fn a_breach_with_no_fallen_width_restores_drifted_channels_and_holds_their_codes
         .unwrap();
     learner.network.reset_quantizers(8.0).unwrap();
     let mut guard = sgsc::train::safety::Guard::new(&config, &data, &learner, Device::Cpu).unwrap();
-    let first = guard.check(&mut learner, &data, 25, 0.0).unwrap();
+    let first = guard
+        .check(
+            &mut learner,
+            &data,
+            25,
+            0.0,
+            sgsc::train::safety::CheckStage::Compressing,
+        )
+        .unwrap();
     assert_eq!(first.action, "safe", "{first:?}");
 
     // Negate the classifier: every width stays (or grows), the codes drift, accuracy collapses.
@@ -292,7 +300,15 @@ fn a_breach_with_no_fallen_width_restores_drifted_channels_and_holds_their_codes
         .iter()
         .zip(&widths_before)
         .all(|(now, then)| now >= then));
-    let breach = guard.check(&mut learner, &data, 50, 0.0).unwrap();
+    let breach = guard
+        .check(
+            &mut learner,
+            &data,
+            50,
+            0.0,
+            sgsc::train::safety::CheckStage::Compressing,
+        )
+        .unwrap();
     assert_eq!(breach.action, "restore", "{breach:?}");
     // restore_fraction 0.5 of the 10 drifted classifier rows; nothing else changed.
     assert_eq!(breach.restored_channels, 5);
@@ -520,4 +536,57 @@ fn distill_adds_the_distillation_term_and_no_preservation_term() {
             "{mode}"
         );
     }
+}
+
+#[test]
+fn the_preservation_batch_moves_the_weights_but_not_the_running_statistics() {
+    use sgsc::data::Tensors;
+    use sgsc::train::learner::{Learner, StepTerms};
+    let _one_at_a_time = common::training_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let Setup { config, data, .. } = setup(dir.path());
+    let guided = Learner::new(&config, Mode::Safe, Device::Cpu).unwrap();
+    let mut guard = sgsc::train::safety::Guard::new(&config, &data, &guided, Device::Cpu).unwrap();
+    let mut learners = [
+        guided,
+        Learner::new(&config, Mode::Safe, Device::Cpu).unwrap(),
+    ];
+    let state: std::collections::HashMap<_, _> = learners[0].network.state().into_iter().collect();
+    learners[1].network.load_state(&state).unwrap();
+    let positions: Vec<usize> = (0..64).collect();
+    let (inputs, labels) = data
+        .train
+        .tensors(&positions, &config.data.input, None)
+        .unwrap();
+    let guidance = guard.guidance(0).unwrap();
+    for (learner, guidance) in learners.iter_mut().zip([Some(guidance), None]) {
+        let terms = StepTerms {
+            gamma: 0.1,
+            teacher: None,
+            guidance,
+        };
+        assert!(learner.step(&inputs, &labels, 0, &terms).unwrap().finite);
+    }
+    let [with, without] = &learners;
+    let buffers = |learner: &Learner| -> Vec<Vec<f32>> {
+        learner
+            .network
+            .buffers()
+            .iter()
+            .map(|tensor| Vec::<f32>::try_from(&tensor.flatten(0, -1)).unwrap())
+            .collect()
+    };
+    assert!(
+        !buffers(with).is_empty(),
+        "the test network has batch norms"
+    );
+    assert_eq!(
+        buffers(with),
+        buffers(without),
+        "running statistics of the training batch alone"
+    );
+    let first = |learner: &Learner| {
+        Vec::<f32>::try_from(&learner.network.quantized_weight(0).weight.flatten(0, -1)).unwrap()
+    };
+    assert_ne!(first(with), first(without), "the preservation loss trained");
 }

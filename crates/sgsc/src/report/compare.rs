@@ -20,11 +20,12 @@ pub fn mean_and_std(values: &[f64]) -> (f64, f64) {
 }
 
 /// One row per mode: test accuracy (a language model's test loss, nats per character) mean ±
-/// std, size, ratio to float, train-test gap, controller events and wall time, over the seeds.
+/// std, size, ratio to float, train-test gap, controller events, wall time, and for guarded
+/// runs how many met their budget, over the seeds.
 pub fn comparison_table(summaries: &[Summary]) -> String {
     let language_model = summaries.iter().any(|s| s.language_model);
     let mut table = format!(
-        "{:<9} {:>5} {:>6} {:>17} {:>19} {:>8} {:>15} {:>22} {:>8}\n",
+        "{:<9} {:>5} {:>6} {:>17} {:>19} {:>8} {:>15} {:>22} {:>8} {:>10}\n",
         "mode",
         "runs",
         "gamma",
@@ -37,7 +38,8 @@ pub fn comparison_table(summaries: &[Summary]) -> String {
         "ratio",
         "train-test gap",
         "breach/restore/rollback",
-        "wall"
+        "wall",
+        "budget met"
     );
     for mode in Mode::ALL.map(Mode::name) {
         let runs: Vec<&Summary> = summaries.iter().filter(|s| s.mode == mode).collect();
@@ -81,8 +83,22 @@ pub fn comparison_table(summaries: &[Summary]) -> String {
             Some(_) => "mixed".into(),
             None => "-".into(),
         };
+        // Guarded runs: how many met their budget in the end (their certificates say so).
+        let certified: Vec<bool> = runs
+            .iter()
+            .filter_map(|s| s.safety.as_ref().map(|certificate| certificate.met))
+            .collect();
+        let budget_met = if certified.is_empty() {
+            "-".to_string()
+        } else {
+            format!(
+                "{}/{}",
+                certified.iter().filter(|met| **met).count(),
+                certified.len()
+            )
+        };
         table.push_str(&format!(
-            "{:<9} {:>5} {:>6} {:>17} {:>10.0} ± {:<6.0} {:>8.4} {:>15} {:>22} {:>7.0}s\n",
+            "{:<9} {:>5} {:>6} {:>17} {:>10.0} ± {:<6.0} {:>8.4} {:>15} {:>22} {:>7.0}s {:>10}\n",
             mode,
             runs.len(),
             gamma,
@@ -92,7 +108,8 @@ pub fn comparison_table(summaries: &[Summary]) -> String {
             ratio,
             gap,
             format!("{}/{}/{}", events[0], events[1], events[2]),
-            wall
+            wall,
+            budget_met
         ));
     }
     table

@@ -5,7 +5,9 @@
 //!
 //! - Within budget: the state is safe; the trainer takes a snapshot (and may prune).
 //! - A breach: lambda_p is multiplied by `breach_preservation_factor` (up to its cap), and gamma's
-//!   response belongs to the pressure law ([`super::pressure`]). Breaches in a row before the
+//!   response belongs to the pressure law ([`super::pressure`]). A breach whose breached figures
+//!   rose since the last check is recovering: the pressure alone answers it, and the count of
+//!   breaches in a row starts over. Breaches in a row before the
 //!   `breaches_before_restore`-th stop there (the pressure eases, the model may recover by
 //!   itself); from that one on, the trainer also restores the channels responsible to the
 //!   snapshot and holds them there for a cool-down.
@@ -67,14 +69,31 @@ impl Budget {
     /// Whether the figures are within the budget with both drops multiplied by `scale` (at
     /// least 1: a mid-run check's allowance for the learning rate's transient).
     pub fn is_met_scaled(&self, preservation: f64, validation: f64, scale: f64) -> bool {
+        let (preservation_breached, validation_breached) =
+            self.breaches(preservation, validation, scale);
+        !preservation_breached && !validation_breached
+    }
+
+    /// Which parts (preservation, validation) are outside the budget widened by `scale`.
+    pub fn breaches(&self, preservation: f64, validation: f64, scale: f64) -> (bool, bool) {
         let lost = |reference: f64, value: f64| match self.metric {
             BudgetMetric::Accuracy => 100.0 * (reference - value),
             BudgetMetric::Loss => value - reference,
         };
         let scale = scale.max(1.0);
-        lost(self.reference_preservation, preservation) <= scale * self.max_preservation_drop + 1e-9
-            && lost(self.reference_validation, validation)
-                <= scale * self.max_validation_drop + 1e-9
+        (
+            lost(self.reference_preservation, preservation)
+                > scale * self.max_preservation_drop + 1e-9,
+            lost(self.reference_validation, validation) > scale * self.max_validation_drop + 1e-9,
+        )
+    }
+
+    /// Whether `now` is better than `before` in the budget's metric.
+    fn improved(&self, now: f64, before: f64) -> bool {
+        match self.metric {
+            BudgetMetric::Accuracy => now > before,
+            BudgetMetric::Loss => now < before,
+        }
     }
 }
 
@@ -85,6 +104,9 @@ pub enum Action {
     Snapshot,
     /// A breach answered by the pressure alone (gamma down, lambda_p up).
     Ease,
+    /// A breach whose breached figures rose since the last check: the model is on its way
+    /// back, and only the pressure answers (as [`Action::Ease`], also where there is none).
+    Recovering,
     /// Breach: restore the most sensitive channels that changed since the snapshot (those whose
     /// stored width fell first; when none fell, those whose codes or exponents drifted).
     RestoreChannels,
@@ -128,6 +150,9 @@ pub struct ControllerState {
     pub preservation_factor: f64,
     /// What was decided so far.
     pub events: Events,
+    /// The figures (preservation, validation) of the last check, judged or not.
+    #[serde(default)]
+    pub last_figures: Option<(f64, f64)>,
 }
 
 /// Decides on each check, keeps the cool-down and the current pressure.
@@ -142,6 +167,7 @@ pub struct Controller {
     consecutive_breaches: u32,
     cooldown_until: i64,
     preservation_factor: f64,
+    last_figures: Option<(f64, f64)>,
     /// What was decided so far.
     pub events: Events,
 }
@@ -166,6 +192,7 @@ impl Controller {
             consecutive_breaches: 0,
             cooldown_until: i64::MIN,
             preservation_factor: 1.0,
+            last_figures: None,
             events: Events::default(),
         }
     }
@@ -190,7 +217,10 @@ impl Controller {
         may_roll_back: bool,
         scale: f64,
     ) -> Action {
-        if self.budget.is_met_scaled(preservation, validation, scale) {
+        let before = self.last_figures.replace((preservation, validation));
+        let (preservation_breached, validation_breached) =
+            self.budget.breaches(preservation, validation, scale);
+        if !preservation_breached && !validation_breached {
             self.consecutive_breaches = 0;
             self.preservation_factor = (self.preservation_factor / self.pressure.recovery).max(1.0);
             return Action::Snapshot;
@@ -199,8 +229,19 @@ impl Controller {
             * self.pressure.breach_preservation_factor)
             .min(self.pressure.max_preservation_factor);
         self.events.breaches += 1;
-        self.consecutive_breaches += 1;
         self.cooldown_until = step.saturating_add(self.cooldown_steps);
+        // Judged against the run's own trajectory: a breach whose breached figures all rose
+        // since the last check is a model on its way back; the pressure alone answers it, and
+        // the count of breaches in a row starts over.
+        let recovering = before.is_some_and(|(last_preservation, last_validation)| {
+            (!preservation_breached || self.budget.improved(preservation, last_preservation))
+                && (!validation_breached || self.budget.improved(validation, last_validation))
+        });
+        if recovering {
+            self.consecutive_breaches = 0;
+            return Action::Recovering;
+        }
+        self.consecutive_breaches += 1;
         if may_roll_back && self.consecutive_breaches >= self.breaches_before_rollback {
             self.record_rollback();
             Action::RollBack
@@ -209,6 +250,12 @@ impl Controller {
         } else {
             Action::RestoreChannels
         }
+    }
+
+    /// Records the figures of a check that was not judged (a target's glide path), so that the
+    /// first judged check compares with them.
+    pub fn record_figures(&mut self, preservation: f64, validation: f64) {
+        self.last_figures = Some((preservation, validation));
     }
 
     /// Counts `channels` restored by a breach's [`Action::RestoreChannels`].
@@ -230,6 +277,7 @@ impl Controller {
             cooldown_until: self.cooldown_until,
             preservation_factor: self.preservation_factor,
             events: self.events,
+            last_figures: self.last_figures,
         }
     }
 
@@ -239,6 +287,7 @@ impl Controller {
         self.cooldown_until = state.cooldown_until;
         self.preservation_factor = state.preservation_factor;
         self.events = state.events;
+        self.last_figures = state.last_figures;
     }
 
     /// Whether `step` is inside a cool-down (restored channels held at their snapshot bits).
@@ -485,5 +534,39 @@ mod tests {
         );
         controller.record_rollback();
         assert_eq!(controller.events.rollbacks, 1);
+    }
+
+    #[test]
+    fn a_breach_on_its_way_back_only_eases() {
+        use Action::*;
+        let mut controller = controller();
+        // Validation breaches (reference 0.99, 1 point allowed) at every check below.
+        controller.record_figures(0.98, 0.95);
+        let checks = [
+            (100, 0.98, 0.96, Recovering, "rising"),
+            (
+                200,
+                0.978,
+                0.97,
+                Recovering,
+                "the breached figure rose; the other is within",
+            ),
+            (300, 0.98, 0.97, RestoreChannels, "no longer rising: acts"),
+            (
+                400,
+                0.90,
+                0.975,
+                RestoreChannels,
+                "the preservation figure fell outside",
+            ),
+        ];
+        for (step, preservation, validation, expected, why) in checks {
+            let action = controller.observe(step, preservation, validation, true, 1.0);
+            assert_eq!(action, expected, "step {step}: {why}");
+            if step == 200 {
+                assert_eq!(controller.state().consecutive_breaches, 0);
+                assert_eq!(controller.state().events.breaches, 2, "still breaches");
+            }
+        }
     }
 }

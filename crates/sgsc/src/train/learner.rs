@@ -192,7 +192,17 @@ impl Learner {
             loss = loss.f_add(&distillation.f_mul_scalar(teacher.weight)?)?;
         }
         let mut preservation_loss = 0.0;
+        // The running statistics follow the training batches only: the preservation set's hard
+        // images are not the data the model will see. (They are put back after the backward
+        // pass, which needs the versions the forward passes left.)
+        let mut after_training_batch = None;
         if let Some(guidance) = &terms.guidance {
+            after_training_batch = Some(
+                running_statistics
+                    .iter()
+                    .map(|tensor| tensor.f_detach_copy())
+                    .collect::<Result<Vec<_>, _>>()?,
+            );
             let logits = self.network.forward(&guidance.inputs, true, quantizes)?;
             let mut preservation = logits.f_cross_entropy_loss::<Tensor>(
                 &guidance.labels,
@@ -228,16 +238,14 @@ impl Learner {
             finite: loss_value.is_finite(),
         };
         if !report.finite {
-            tch::no_grad(|| -> Result<()> {
-                for (mut tensor, saved) in running_statistics.into_iter().zip(&saved_statistics) {
-                    tensor.f_copy_(saved)?;
-                }
-                Ok(())
-            })?;
+            restore_statistics(&running_statistics, &saved_statistics)?;
             return Ok(report);
         }
         self.optimizer.zero_grad();
         loss.f_backward()?;
+        if let Some(saved) = &after_training_batch {
+            restore_statistics(&running_statistics, saved)?;
+        }
         let (train, quant) = (&self.config.train, &self.config.quant);
         let weights = GroupSettings {
             learning_rate: train.learning_rate * self.schedule_factor(train.schedule, step),
@@ -385,4 +393,14 @@ impl Learner {
     pub fn restore(&mut self, snapshot: &Snapshot) -> Result<()> {
         self.load_state(&snapshot.tensors, snapshot.steps_taken)
     }
+}
+
+/// Copies `saved` back into the running statistics `tensors`.
+fn restore_statistics(tensors: &[Tensor], saved: &[Tensor]) -> Result<()> {
+    tch::no_grad(|| -> Result<()> {
+        for (tensor, saved) in tensors.iter().zip(saved) {
+            tensor.shallow_clone().f_copy_(saved)?;
+        }
+        Ok(())
+    })
 }

@@ -21,7 +21,10 @@
 //! In `safe` runs the guard's breaches feed the same law: a breach multiplies gamma by
 //! `safety.breach_gamma_factor`, never below `safety.min_gamma_factor` times its start, and
 //! holds it there (neither the size error nor growth may raise it) until a check is within budget
-//! again. So the target pushes, the budget pulls back, and the budget wins.
+//! again. So the target pushes, the budget pulls back, and the budget wins. With a target, the
+//! guard judges checks only once the model has been within it ([`PressureLaw::judges_checks`]:
+//! the dip on the way down is the law's own doing), and when it then restores channels or rolls
+//! back, the law yields ([`PressureLaw::yield_target`]): the run fine-tunes at the size it has.
 //!
 //! The law only decides; it holds no tensors, so its behaviour is tested with scripted sizes.
 
@@ -82,6 +85,13 @@ pub struct LawState {
     /// The first measurement (step, bytes): where the glide path starts.
     #[serde(default)]
     pub start: Option<(i64, i64)>,
+    /// Whether the model has been within its target once: the glide path is over.
+    #[serde(default)]
+    pub reached: bool,
+    /// The guard undid compression at the target (a restore or a roll-back): the target is out
+    /// of the budget's reach, and the run fine-tunes at the size it is now, gamma 0.
+    #[serde(default)]
+    pub yielded: bool,
 }
 
 /// The pressure law of one run.
@@ -114,6 +124,8 @@ impl PressureLaw {
                 held: false,
                 last_bytes: None,
                 start: None,
+                reached: false,
+                yielded: false,
             },
         }
     }
@@ -172,9 +184,13 @@ impl PressureLaw {
         let Some(target) = self.target else {
             return SizeDecision::Continue;
         };
+        if self.state.yielded {
+            return SizeDecision::Continue;
+        }
         if bytes <= target {
             let entered = self.state.phase == Phase::Compress;
             self.state.phase = Phase::FineTune;
+            self.state.reached = true;
             return if entered {
                 SizeDecision::StartFineTune
             } else {
@@ -204,7 +220,24 @@ impl PressureLaw {
         }
     }
 
-    /// Takes the outcome of a guard check: `within` the (check-time) budget or not.
+    /// Whether the guard judges a check: always without a target; with one, once the model has
+    /// been within it. On the way down, a dip below the budget is the law's own doing and
+    /// passes when the pressure stops; a target never reached leaves the run to the final
+    /// gate.
+    pub fn judges_checks(&self) -> bool {
+        self.target.is_none() || self.state.reached
+    }
+
+    /// The guard undid compression at the target: stop steering, fine-tune at the size the
+    /// model has now (gamma 0, the trainer holds the bit depths anew).
+    pub fn yield_target(&mut self) {
+        if self.target.is_some() {
+            self.state.yielded = true;
+            self.state.phase = Phase::FineTune;
+        }
+    }
+
+    /// Takes the outcome of a judged guard check: `within` the (check-time) budget or not.
     pub fn observe_check(&mut self, within: bool) {
         let Some(response) = self.response else {
             return;
@@ -358,5 +391,38 @@ mod tests {
             law.observe_size(1400, 0, true);
         }
         assert_eq!(original.state(), resumed.state());
+    }
+
+    #[test]
+    fn checks_are_judged_after_the_glide_path_only() {
+        let mut law = PressureLaw::new(0.1, Some(1000), 400, Some(RESPONSE));
+        assert!(PressureLaw::new(0.1, None, 400, Some(RESPONSE)).judges_checks());
+        law.observe_size(4000, 0, true);
+        assert!(!law.judges_checks(), "on the way down");
+        law.observe_size(1100, 500, true);
+        assert!(!law.judges_checks(), "past the reach step, not yet there");
+        law.observe_size(990, 510, false);
+        assert!(law.judges_checks(), "reached");
+        law.observe_size(1500, 520, true);
+        assert_eq!(law.phase(), Phase::Compress);
+        assert!(law.judges_checks(), "once reached, always judged");
+    }
+
+    #[test]
+    fn a_yielded_target_fine_tunes_at_any_size() {
+        let mut law = PressureLaw::new(0.1, Some(1000), 0, Some(RESPONSE));
+        law.observe_size(990, 0, true);
+        law.yield_target();
+        assert_eq!(
+            law.observe_size(2500, 10, true),
+            SizeDecision::Continue,
+            "no resumption"
+        );
+        assert_eq!(law.phase(), Phase::FineTune);
+        assert_eq!(law.gamma(), 0.0);
+        assert!(law.state().yielded);
+        let mut fixed = PressureLaw::new(0.1, None, 0, None);
+        fixed.yield_target();
+        assert_eq!(fixed.gamma(), 0.1, "no target: nothing to yield");
     }
 }

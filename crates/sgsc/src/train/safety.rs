@@ -70,12 +70,27 @@ pub struct CheckReport {
     pub budget_scale: f64,
     /// Whether the check found the model within the (widened) budget.
     pub within: bool,
-    /// `safe`, `ease` (the pressure alone answered a breach), `restore` or `rollback`.
+    /// `safe`, `slack` (at the target, within the widened budget only: no snapshot), `ease`
+    /// (the pressure alone answered a breach), `recovering` (a breach on its way back),
+    /// `restore`, `rollback`, or `dip` (outside the budget on a target's glide path, where
+    /// checks are not judged).
     pub action: &'static str,
     /// Channels restored to the snapshot.
     pub restored_channels: usize,
     /// Channels removed.
     pub pruned_channels: usize,
+}
+
+/// Where a run is when the guard checks it, which decides what a breach may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckStage {
+    /// On a target's glide path: checks are not judged (a breach is a dip, and undoes nothing).
+    Descent,
+    /// Judged, with a size pressure on that a breach can ease.
+    Compressing,
+    /// Judged, with no pressure on (fine-tuning within the target): every breach returns to the
+    /// safe snapshot at once (the trainer then fine-tunes there).
+    Holding,
 }
 
 /// The safety figures a model carries (its certificate).
@@ -511,19 +526,61 @@ impl Guard {
     }
 
     /// Evaluates the budget at `step`, widened by `1 + check_slack * lr_factor` (`lr_factor`: the
-    /// weights' learning rate now over its start), and acts on the controller's decision.
+    /// weights' learning rate now over its start), and acts on the controller's decision as
+    /// `stage` allows.
     pub fn check(
         &mut self,
         learner: &mut Learner,
         data: &TrainValidation,
         step: i64,
         lr_factor: f64,
+        stage: CheckStage,
     ) -> Result<CheckReport> {
+        let judged = stage != CheckStage::Descent;
         let (preservation, validation) = self.measure(learner, data)?;
         let scale = 1.0 + self.safety.check_slack * lr_factor.clamp(0.0, 1.0);
+        let within = self
+            .controller
+            .budget
+            .is_met_scaled(preservation, validation, scale);
+        if !judged {
+            self.controller.record_figures(preservation, validation);
+        }
+        if !judged && !within {
+            // On a target's glide path the dip is the law's doing and passes once the pressure
+            // stops: nothing is undone, nothing counted; the grace periods count safe time only.
+            self.zero_since
+                .iter_mut()
+                .flatten()
+                .for_each(|since| *since = None);
+            return Ok(CheckReport {
+                step,
+                preservation_accuracy: preservation,
+                validation_accuracy: validation,
+                budget_scale: scale,
+                within,
+                action: "dip",
+                restored_channels: 0,
+                pruned_channels: 0,
+            });
+        }
         let action =
-            self.controller
-                .observe(step, preservation, validation, self.snapshot_safe, scale);
+            match self
+                .controller
+                .observe(step, preservation, validation, self.snapshot_safe, scale)
+            {
+                // At the target there is no pressure to ease, the learning rate that could still
+                // recover the model is running out, and channels restored to an older state no
+                // longer fit a network that adapted around them: every breach returns to the
+                // last safe state, to fine-tune there.
+                Action::Ease | Action::Recovering | Action::RestoreChannels
+                    if stage == CheckStage::Holding && self.snapshot_safe =>
+                {
+                    self.controller.record_rollback();
+                    Action::RollBack
+                }
+                action => action,
+            };
         let mut report = CheckReport {
             step,
             preservation_accuracy: preservation,
@@ -535,9 +592,18 @@ impl Guard {
             pruned_channels: 0,
         };
         match action {
+            Action::Snapshot
+                if stage == CheckStage::Holding
+                    && !self.controller.budget.is_met(preservation, validation) =>
+            {
+                // At the target, the learning rate has decayed and a state becomes the snapshot
+                // (what a breach and the final gate return to) only within the budget itself.
+                report.action = "slack";
+            }
             Action::Snapshot => {
                 report.pruned_channels = self.prune(learner, step)?;
                 self.snapshot = learner.snapshot()?;
+                self.snapshot_safe = true;
             }
             Action::RestoreChannels => {
                 report.restored_channels = self.restore_channels(learner)?;
@@ -554,14 +620,13 @@ impl Guard {
                 }
             }
             Action::Ease => report.action = "ease",
+            Action::Recovering => report.action = "recovering",
             Action::RollBack => {
                 report.action = "rollback";
                 self.roll_back(learner)?;
             }
         }
-        if action == Action::Snapshot {
-            self.snapshot_safe = true;
-        } else {
+        if action != Action::Snapshot {
             // A channel's grace period counts safe time only.
             self.zero_since
                 .iter_mut()

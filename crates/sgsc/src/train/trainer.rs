@@ -10,7 +10,7 @@ use super::learner::{Learner, Snapshot, StepReport, StepTerms, Teacher};
 use super::metrics::MetricsLog;
 use super::objective::warmup_fraction;
 use super::pressure::{LawState, PressureLaw, SizeDecision};
-use super::safety::{load_reference, Certificate, Guard};
+use super::safety::{load_reference, Certificate, CheckStage, Guard};
 use super::Mode;
 use crate::config::ExperimentConfig;
 use crate::data::sampler::{step_rng, EpochSampler};
@@ -449,8 +449,27 @@ impl<'a> Run<'a> {
         let lr_factor = self
             .learner
             .schedule_factor(self.config.train.schedule, done);
-        let check = guard.check(&mut self.learner, &self.data, done, lr_factor)?;
-        self.law.observe_check(check.within);
+        let stage = if !self.law.judges_checks() {
+            CheckStage::Descent
+        } else if self.law.gamma() == 0.0 && !self.law.state().yielded {
+            // At the target. Once the law has yielded, the run fine-tunes the state it returned
+            // to, and its checks are judged as any others.
+            CheckStage::Holding
+        } else {
+            CheckStage::Compressing
+        };
+        let check = guard.check(&mut self.learner, &self.data, done, lr_factor, stage)?;
+        if stage != CheckStage::Descent {
+            self.law.observe_check(check.within);
+        }
+        if self.law.target().is_some() && matches!(check.action, "restore" | "rollback") {
+            // The budget undid compression at the target: fine-tune at this size from here.
+            self.law.yield_target();
+            self.learner.cap_bits()?;
+            tracing::info!(
+                "step {done}: the target is out of the budget's reach; fine-tuning at this size"
+            );
+        }
         let budget = guard.budget();
         if check.pruned_channels > 0 {
             // The roll-back point for non-finite losses must have the network's shapes, and
