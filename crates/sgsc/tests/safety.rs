@@ -300,6 +300,25 @@ fn a_breach_with_no_fallen_width_restores_drifted_channels_and_holds_their_codes
         .iter()
         .zip(&widths_before)
         .all(|(now, then)| now >= then));
+    // On a target's way down, the same breach is a dip: nothing is restored or counted.
+    let negated_codes = learner.network.quantized_weight(last).codes().unwrap();
+    let dip = guard
+        .check(
+            &mut learner,
+            &data,
+            40,
+            0.0,
+            sgsc::train::safety::CheckStage::Descent,
+        )
+        .unwrap();
+    assert_eq!((dip.action, dip.restored_channels), ("dip", 0), "{dip:?}");
+    assert!(!dip.within);
+    assert!(learner
+        .network
+        .quantized_weight(last)
+        .codes()
+        .unwrap()
+        .equal(&negated_codes));
     let breach = guard
         .check(
             &mut learner,
