@@ -609,3 +609,55 @@ fn the_preservation_batch_moves_the_weights_but_not_the_running_statistics() {
     };
     assert_ne!(first(with), first(without), "the preservation loss trained");
 }
+
+#[test]
+fn a_breach_at_the_target_returns_to_the_safe_snapshot() {
+    use sgsc::train::safety::CheckStage;
+    let _one_at_a_time = common::training_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let Setup { config, data, .. } = setup(dir.path());
+    let mut learner = sgsc::train::learner::Learner::new(&config, Mode::Safe, Device::Cpu).unwrap();
+    let reference = load_reference(
+        &config.safety.as_ref().unwrap().reference,
+        &config,
+        Device::Cpu,
+    )
+    .unwrap();
+    learner
+        .network
+        .load_state(&reference.state().into_iter().collect())
+        .unwrap();
+    learner.network.reset_quantizers(8.0).unwrap();
+    let mut guard = sgsc::train::safety::Guard::new(&config, &data, &learner, Device::Cpu).unwrap();
+    let safe = guard
+        .check(&mut learner, &data, 25, 0.0, CheckStage::Compressing)
+        .unwrap();
+    assert_eq!(safe.action, "safe", "{safe:?}");
+    let last = learner.network.quantized.len() - 1;
+    let snapshot_codes = learner.network.quantized_weight(last).codes().unwrap();
+    tch::no_grad(|| {
+        let mut weight = learner
+            .network
+            .quantized_weight(last)
+            .weight
+            .shallow_clone();
+        let negated = weight.neg();
+        weight.copy_(&negated);
+    });
+    let breach = guard
+        .check(&mut learner, &data, 50, 0.0, CheckStage::Holding)
+        .unwrap();
+    assert_eq!(
+        (breach.action, breach.restored_channels),
+        ("rollback", 0),
+        "{breach:?}"
+    );
+    assert!(learner
+        .network
+        .quantized_weight(last)
+        .codes()
+        .unwrap()
+        .equal(&snapshot_codes));
+    let events = guard.certificate_draft(None).events;
+    assert_eq!((events.breaches, events.rollbacks), (1, 1));
+}
