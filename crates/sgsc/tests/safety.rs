@@ -111,6 +111,20 @@ fn setup(dir: &std::path::Path) -> Setup {
     }
 }
 
+/// A `safe` learner at the reference's weights (quantizers reset to 8 bits) and its guard.
+fn at_reference(setup: &Setup) -> (sgsc::train::learner::Learner, sgsc::train::safety::Guard) {
+    let learner =
+        sgsc::train::learner::Learner::new(&setup.config, Mode::Safe, Device::Cpu).unwrap();
+    learner
+        .network
+        .load_state(&setup.reference.state().into_iter().collect())
+        .unwrap();
+    learner.network.reset_quantizers(8.0).unwrap();
+    let guard =
+        sgsc::train::safety::Guard::new(&setup.config, &setup.data, &learner, Device::Cpu).unwrap();
+    (learner, guard)
+}
+
 #[test]
 fn extreme_gamma_collapses_unsafe_but_safe_keeps_its_budget() {
     let _one_at_a_time = common::training_lock();
@@ -256,20 +270,9 @@ fn the_audit_part_reaches_no_loss() {
 fn a_breach_with_no_fallen_width_restores_drifted_channels_and_holds_their_codes() {
     let _one_at_a_time = common::training_lock();
     let dir = tempfile::tempdir().unwrap();
-    let Setup { config, data, .. } = setup(dir.path());
-    let mut learner = sgsc::train::learner::Learner::new(&config, Mode::Safe, Device::Cpu).unwrap();
-    let reference = load_reference(
-        &config.safety.as_ref().unwrap().reference,
-        &config,
-        Device::Cpu,
-    )
-    .unwrap();
-    learner
-        .network
-        .load_state(&reference.state().into_iter().collect())
-        .unwrap();
-    learner.network.reset_quantizers(8.0).unwrap();
-    let mut guard = sgsc::train::safety::Guard::new(&config, &data, &learner, Device::Cpu).unwrap();
+    let setup = setup(dir.path());
+    let (mut learner, mut guard) = at_reference(&setup);
+    let Setup { config, data, .. } = setup;
     let first = guard
         .check(
             &mut learner,
@@ -615,20 +618,9 @@ fn a_breach_at_the_target_returns_to_the_safe_snapshot() {
     use sgsc::train::safety::CheckStage;
     let _one_at_a_time = common::training_lock();
     let dir = tempfile::tempdir().unwrap();
-    let Setup { config, data, .. } = setup(dir.path());
-    let mut learner = sgsc::train::learner::Learner::new(&config, Mode::Safe, Device::Cpu).unwrap();
-    let reference = load_reference(
-        &config.safety.as_ref().unwrap().reference,
-        &config,
-        Device::Cpu,
-    )
-    .unwrap();
-    learner
-        .network
-        .load_state(&reference.state().into_iter().collect())
-        .unwrap();
-    learner.network.reset_quantizers(8.0).unwrap();
-    let mut guard = sgsc::train::safety::Guard::new(&config, &data, &learner, Device::Cpu).unwrap();
+    let setup = setup(dir.path());
+    let (mut learner, mut guard) = at_reference(&setup);
+    let Setup { data, .. } = setup;
     let safe = guard
         .check(&mut learner, &data, 25, 0.0, CheckStage::Compressing)
         .unwrap();
