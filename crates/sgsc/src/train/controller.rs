@@ -252,8 +252,8 @@ impl Controller {
         }
     }
 
-    /// Records the figures of a check that was not judged (a target's glide path), so that the
-    /// first judged check compares with them.
+    /// Records the figures of a check that was not judged (a dip on a target's glide path), so
+    /// that the first judged check compares with them.
     pub fn record_figures(&mut self, preservation: f64, validation: f64) {
         self.last_figures = Some((preservation, validation));
     }

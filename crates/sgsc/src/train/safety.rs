@@ -543,16 +543,12 @@ impl Guard {
             .controller
             .budget
             .is_met_scaled(preservation, validation, scale);
-        if !judged {
-            self.controller.record_figures(preservation, validation);
-        }
         if !judged && !within {
             // On a target's glide path the dip is the law's doing and passes once the pressure
-            // stops: nothing is undone, nothing counted; the grace periods count safe time only.
-            self.zero_since
-                .iter_mut()
-                .flatten()
-                .for_each(|since| *since = None);
+            // stops: nothing is undone, nothing counted. The controller keeps the figures, so
+            // that the first judged check compares with them.
+            self.controller.record_figures(preservation, validation);
+            self.restart_grace_periods();
             return Ok(CheckReport {
                 step,
                 preservation_accuracy: preservation,
@@ -627,13 +623,18 @@ impl Guard {
             }
         }
         if action != Action::Snapshot {
-            // A channel's grace period counts safe time only.
-            self.zero_since
-                .iter_mut()
-                .flatten()
-                .for_each(|since| *since = None);
+            self.restart_grace_periods();
         }
         Ok(report)
+    }
+
+    /// A channel's grace period before removal counts safe time only: after a check outside the
+    /// budget, every zero-bit channel starts its period anew.
+    fn restart_grace_periods(&mut self) {
+        self.zero_since
+            .iter_mut()
+            .flatten()
+            .for_each(|since| *since = None);
     }
 
     /// Returns the network to the safe snapshot and releases held channels.
