@@ -7,10 +7,12 @@
 //! `safe` does, so `unsafe` → `distill` → `safe` adds one thing at a time.
 //!
 //! Every compressing run ends at the same size, so the table compares accuracy at equal bytes.
-//! `safe` runs first, on every thread: with a target (`quant.target_bytes`) it steers to it,
-//! without one it finds the smallest model within its budget. `unsafe` and `distill` then run to
-//! the same target, or to `safe`'s file length, side by side when `jobs` > 1 (on 2 cores, one run
-//! on both threads and then two on one thread each finish sooner than three sharing two).
+//! With a target (`quant.target_bytes`) every compressing run steers to it and none waits for
+//! another: the preservation set and then `safe` form one lane, `unsafe` and `distill` one lane
+//! each, and with `jobs` > 1 the lanes share the threads from the start, one libtorch thread each
+//! (on 2 cores: `safe`'s lane beside `unsafe`, then `distill` where `unsafe` ended). Without a
+//! target, `safe` finds the smallest model within its budget first, on every thread, and
+//! `unsafe` and `distill` then run side by side to its file length.
 //!
 //! A run whose folder already holds a `summary.json` is not trained again, and an interrupted
 //! run resumes from its checkpoint, so a comparison can be stopped and restarted.
@@ -47,8 +49,8 @@ pub struct ComparisonOptions {
     /// Config overrides (`section.key=value`) for the compressing runs only, for example a
     /// fine-tuning learning rate, since they start from the trained baseline.
     pub compress_overrides: Vec<String>,
-    /// Compressing runs trained side by side, each on one libtorch thread (1: one at a time,
-    /// on every thread).
+    /// Lanes of compressing runs trained side by side, each on one libtorch thread (1: one run
+    /// at a time, on every thread).
     pub jobs: usize,
 }
 
@@ -75,24 +77,6 @@ pub fn run_comparison(
 
         let reference = checkpoint_path(&baseline_dir);
         let preservation_set = baseline_dir.join("preservation.json");
-        if !preservation_set.exists() {
-            let network = load_reference(&reference, &seeded, options.device)?;
-            let data =
-                load_train_validation(&seeded.data, &seeded.model.input, &options.data_dirs)?;
-            let split = SplitInfo::train(seeded.data.validation_size, seeded.data.split_seed);
-            build_and_save(
-                &network,
-                &reference,
-                &data,
-                split,
-                &seeded.data.input,
-                options.preservation.clone(),
-                seeded.train.eval_batch_size,
-                options.device,
-                &preservation_set,
-                &preservation_set.with_extension("png"),
-            )?;
-        }
         let config_of = |mode: Mode, target: Option<i64>| -> Result<ExperimentConfig> {
             let mut run = compressing.clone();
             run.train.seed = seed;
@@ -112,77 +96,141 @@ pub fn run_comparison(
             Ok(run)
         };
         let dir = |mode: Mode| options.out_dir.join(format!("{mode}-seed{seed}"));
-        // safe first, on every thread; then the other two side by side, to the same target, or
-        // without one to safe's size.
-        let target = compressing.quant.target_bytes;
-        let safe_run = run_once(
-            &config_of(Mode::Safe, target)?,
-            Mode::Safe,
-            &dir(Mode::Safe),
-            options,
-        )?;
-        let target = target.or(Some(safe_run.size_bytes));
-        if compressing.quant.target_bytes.is_none() {
-            tracing::info!(
-                "safe ended at {} B: unsafe and distill run to that size",
-                safe_run.size_bytes
-            );
+        let safe_config = config_of(Mode::Safe, compressing.quant.target_bytes)?;
+        // The preservation set, then safe: the one lane that needs the set.
+        let preserve_then_safe = |options: &ComparisonOptions| -> Result<Summary> {
+            ensure_preservation_set(&seeded, &reference, &preservation_set, options)?;
+            run_once(&safe_config, Mode::Safe, &dir(Mode::Safe), options)
+        };
+        match compressing.quant.target_bytes {
+            // With a target nobody waits for anybody: safe's lane and the other two runs share
+            // the threads from the start.
+            Some(target) => {
+                let others = [Mode::Unsafe, Mode::Distill]
+                    .into_iter()
+                    .map(|mode| Ok((config_of(mode, Some(target))?, mode)))
+                    .collect::<Result<Vec<_>>>()?;
+                let mut lanes: Vec<Lane<'_>> = vec![Box::new(preserve_then_safe)];
+                for (config, mode) in &others {
+                    let dir = dir(*mode);
+                    lanes.push(Box::new(move |options: &ComparisonOptions| {
+                        run_once(config, *mode, &dir, options)
+                    }));
+                }
+                let mut done = run_in_lanes(lanes, options)?;
+                let safe_run = done.remove(0);
+                summaries.extend(done);
+                summaries.push(safe_run);
+            }
+            // Without one, safe finds its size first, on every thread; the other two then run
+            // to that size.
+            None => {
+                let safe_run = preserve_then_safe(options)?;
+                tracing::info!(
+                    "safe ended at {} B: unsafe and distill run to that size",
+                    safe_run.size_bytes
+                );
+                let others = [Mode::Unsafe, Mode::Distill]
+                    .into_iter()
+                    .map(|mode| Ok((config_of(mode, Some(safe_run.size_bytes))?, mode)))
+                    .collect::<Result<Vec<_>>>()?;
+                let lanes: Vec<Lane<'_>> = others
+                    .iter()
+                    .map(|(config, mode)| {
+                        let dir = dir(*mode);
+                        Box::new(move |options: &ComparisonOptions| {
+                            run_once(config, *mode, &dir, options)
+                        }) as Lane<'_>
+                    })
+                    .collect();
+                summaries.extend(run_in_lanes(lanes, options)?);
+                summaries.push(safe_run);
+            }
         }
-        let runs = [Mode::Unsafe, Mode::Distill]
-            .into_iter()
-            .map(|mode| Ok((config_of(mode, target)?, mode, dir(mode))))
-            .collect::<Result<Vec<_>>>()?;
-        let others = run_side_by_side(&runs, options)?;
-        summaries.extend(others);
-        summaries.push(safe_run);
     }
     Ok(summaries)
 }
 
-/// Trains `runs` (config, mode, folder), `options.jobs` at a time on one libtorch thread each,
-/// and returns their summaries in order.
-fn run_side_by_side(
-    runs: &[(ExperimentConfig, Mode, PathBuf)],
+/// Builds the seed's preservation set from its reference, unless the file is there already.
+fn ensure_preservation_set(
+    seeded: &ExperimentConfig,
+    reference: &Path,
+    preservation_set: &Path,
     options: &ComparisonOptions,
-) -> Result<Vec<Summary>> {
-    if options.jobs <= 1 {
-        return runs
-            .iter()
-            .map(|(config, mode, dir)| run_once(config, *mode, dir, options))
-            .collect();
+) -> Result<()> {
+    if preservation_set.exists() {
+        return Ok(());
     }
-    let threads = tch::get_num_threads();
-    tch::set_num_threads(1);
+    let network = load_reference(reference, seeded, options.device)?;
+    let data = load_train_validation(&seeded.data, &seeded.model.input, &options.data_dirs)?;
+    let split = SplitInfo::train(seeded.data.validation_size, seeded.data.split_seed);
+    build_and_save(
+        &network,
+        reference,
+        &data,
+        split,
+        &seeded.data.input,
+        options.preservation.clone(),
+        seeded.train.eval_batch_size,
+        options.device,
+        preservation_set,
+        &preservation_set.with_extension("png"),
+    )?;
+    Ok(())
+}
+
+/// One lane's work: trains one or more runs, one after the other, and returns the last one's
+/// summary. It takes the options it should run under (quiet ones in a shared lane).
+type Lane<'a, T = Summary> = Box<dyn FnOnce(&ComparisonOptions) -> Result<T> + Send + 'a>;
+
+/// Runs `lanes`, `options.jobs` at a time, each on one libtorch thread, and returns their
+/// summaries in order. The lanes are taken in order as threads come free, so with 2 jobs and
+/// three lanes the third starts when the first of the other two ends. With 1 job they run one
+/// after the other on every thread.
+fn run_in_lanes<T: Send>(lanes: Vec<Lane<'_, T>>, options: &ComparisonOptions) -> Result<Vec<T>> {
+    if options.jobs <= 1 || lanes.len() <= 1 {
+        return lanes.into_iter().map(|lane| lane(options)).collect();
+    }
+    let count = lanes.len();
+    let queue = std::sync::Mutex::new(lanes.into_iter().enumerate());
+    let results = std::sync::Mutex::new(Vec::with_capacity(count));
     let quiet = ComparisonOptions {
         progress: false,
         ..options.clone()
     };
-    let mut summaries = Vec::with_capacity(runs.len());
-    let outcome = runs.chunks(options.jobs).try_for_each(|chunk| {
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = chunk
-                .iter()
-                .map(|(config, mode, dir)| {
-                    let quiet = &quiet;
-                    scope.spawn(move || {
-                        // OpenMP's thread count is per thread: set it in the run's own.
-                        tch::set_num_threads(1);
-                        run_once(config, *mode, dir, quiet)
-                    })
+    let threads = tch::get_num_threads();
+    let panicked = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..options.jobs.min(count))
+            .map(|_| {
+                scope.spawn(|| {
+                    // OpenMP's thread count is per thread: set it in the lane's own.
+                    tch::set_num_threads(1);
+                    loop {
+                        let next = queue.lock().map(|mut queue| queue.next());
+                        let Ok(Some((index, lane))) = next else {
+                            break;
+                        };
+                        let result = lane(&quiet);
+                        if let Ok(mut results) = results.lock() {
+                            results.push((index, result));
+                        }
+                    }
                 })
-                .collect();
-            for handle in handles {
-                let summary = handle
-                    .join()
-                    .map_err(|_| Error::Training("a comparison run panicked".into()))??;
-                summaries.push(summary);
-            }
-            Ok::<(), Error>(())
-        })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .filter_map(|worker| worker.join().err())
+            .count()
+            > 0
     });
     tch::set_num_threads(threads);
-    outcome?;
-    Ok(summaries)
+    let mut results = results.into_inner().unwrap_or_default();
+    if panicked || results.len() != count {
+        return Err(Error::Training("a comparison run panicked".into()));
+    }
+    results.sort_by_key(|(index, _)| *index);
+    results.into_iter().map(|(_, result)| result).collect()
 }
 
 /// One run of the comparison, or its saved summary if it already finished.
@@ -225,4 +273,85 @@ fn run_once(
         ))
     })?;
     Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    use std::time::{Duration, Instant};
+
+    fn options(jobs: usize) -> ComparisonOptions {
+        ComparisonOptions {
+            seeds: vec![0],
+            out_dir: PathBuf::from("unused"),
+            data_dirs: Vec::new(),
+            device: Device::Cpu,
+            preservation: PreservationOptions::default(),
+            progress: true,
+            safe_gamma: None,
+            compress_overrides: Vec::new(),
+            jobs,
+        }
+    }
+
+    /// Two jobs, three lanes: the first two start at once, the third where one of them ended;
+    /// the results come back in the lanes' order, and a lane's error after every lane has run.
+    #[test]
+    fn lanes_share_threads_in_order() {
+        let spans = Mutex::new(vec![None; 3]);
+        let running = AtomicUsize::new(0);
+        let most = AtomicUsize::new(0);
+        let lane = |index: usize, millis: u64| -> Lane<'_, usize> {
+            let (spans, running, most) = (&spans, &running, &most);
+            Box::new(move |options: &ComparisonOptions| {
+                assert!(!options.progress, "a shared lane runs quietly");
+                let start = Instant::now();
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(millis));
+                running.fetch_sub(1, Ordering::SeqCst);
+                spans.lock().unwrap()[index] = Some((start, Instant::now()));
+                Ok(10 * index)
+            })
+        };
+        let results = run_in_lanes(vec![lane(0, 200), lane(1, 50), lane(2, 50)], &options(2));
+        assert_eq!(results.unwrap(), vec![0, 10, 20]);
+        assert_eq!(most.load(Ordering::SeqCst), 2);
+        let spans: Vec<(Instant, Instant)> =
+            spans.into_inner().unwrap().into_iter().flatten().collect();
+        let first_end = spans[0].1.min(spans[1].1);
+        assert!(
+            spans[2].0 >= first_end,
+            "the third lane waits for a free thread"
+        );
+
+        let ran = AtomicUsize::new(0);
+        let failing: Vec<Lane<'_, usize>> = (0..3usize)
+            .map(|index| {
+                let ran = &ran;
+                Box::new(move |_: &ComparisonOptions| {
+                    ran.fetch_add(1, Ordering::SeqCst);
+                    if index == 0 {
+                        Err(Error::Training("lane 0 failed".into()))
+                    } else {
+                        Ok(index)
+                    }
+                }) as Lane<'_, usize>
+            })
+            .collect();
+        let error = run_in_lanes(failing, &options(2)).unwrap_err();
+        assert!(matches!(error, Error::Training(ref message) if message == "lane 0 failed"));
+        assert_eq!(ran.load(Ordering::SeqCst), 3, "the other lanes still ran");
+    }
+
+    /// One job: the lanes run one after the other on the caller's thread, with its options.
+    #[test]
+    fn one_job_runs_lanes_in_turn() {
+        let lanes: Vec<Lane<'_, bool>> = (0..2)
+            .map(|_| Box::new(|options: &ComparisonOptions| Ok(options.progress)) as Lane<'_, bool>)
+            .collect();
+        assert_eq!(run_in_lanes(lanes, &options(1)).unwrap(), vec![true, true]);
+    }
 }

@@ -79,6 +79,10 @@ pub struct CheckReport {
     pub restored_channels: usize,
     /// Channels removed.
     pub pruned_channels: usize,
+    /// Validation figures of the model as the check left it, when the check changed nothing
+    /// (so an evaluation at the same step need not measure validation again).
+    #[serde(skip)]
+    pub validation: Option<Evaluation>,
 }
 
 /// Where a run is when the guard checks it, which decides what a breach may do.
@@ -537,7 +541,7 @@ impl Guard {
         stage: CheckStage,
     ) -> Result<CheckReport> {
         let judged = stage != CheckStage::Descent;
-        let (preservation, validation) = self.measure(learner, data)?;
+        let (preservation, validation, evaluation) = self.measure_with_validation(learner, data)?;
         let scale = 1.0 + self.safety.check_slack * lr_factor.clamp(0.0, 1.0);
         let within = self
             .controller
@@ -558,6 +562,7 @@ impl Guard {
                 action: "dip",
                 restored_channels: 0,
                 pruned_channels: 0,
+                validation: Some(evaluation),
             });
         }
         let action =
@@ -586,6 +591,7 @@ impl Guard {
             action: "safe",
             restored_channels: 0,
             pruned_channels: 0,
+            validation: None,
         };
         match action {
             Action::Snapshot
@@ -625,6 +631,9 @@ impl Guard {
         if action != Action::Snapshot {
             self.restart_grace_periods();
         }
+        let unchanged = matches!(report.action, "safe" | "slack" | "ease" | "recovering")
+            && report.pruned_channels == 0;
+        report.validation = unchanged.then_some(evaluation);
         Ok(report)
     }
 
@@ -649,6 +658,16 @@ impl Guard {
 
     /// Figures on the audit part and on validation, in the budget's metric.
     fn measure(&self, learner: &Learner, data: &TrainValidation) -> Result<(f64, f64)> {
+        let (preservation, validation, _) = self.measure_with_validation(learner, data)?;
+        Ok((preservation, validation))
+    }
+
+    /// As [`Guard::measure`], with the whole validation evaluation besides.
+    fn measure_with_validation(
+        &self,
+        learner: &Learner,
+        data: &TrainValidation,
+    ) -> Result<(f64, f64, Evaluation)> {
         let quantize = learner.mode.quantizes();
         let preservation = evaluate(
             &learner.network,
@@ -667,7 +686,11 @@ impl Guard {
             self.device,
         )?;
         let metric = self.controller.budget.metric;
-        Ok((figure(metric, &preservation), figure(metric, &validation)))
+        Ok((
+            figure(metric, &preservation),
+            figure(metric, &validation),
+            validation,
+        ))
     }
 
     /// Removes channels that have had zero bits since at least `prune_grace_steps` ago (and no

@@ -162,6 +162,9 @@ struct Run<'a> {
     window: Window,
     /// The last validation figures, and the size at that evaluation.
     validation: Option<Evaluation>,
+    /// Validation figures a check measured after a step and left standing (it changed nothing):
+    /// an evaluation after the same step uses them instead of measuring again.
+    checked: Option<(i64, Evaluation)>,
     last_size: Option<i64>,
 }
 
@@ -246,6 +249,7 @@ impl<'a> Run<'a> {
             consecutive_rollbacks: 0,
             window: Window::default(),
             validation: None,
+            checked: None,
             last_size: None,
         })
     }
@@ -459,6 +463,7 @@ impl<'a> Run<'a> {
             CheckStage::Compressing
         };
         let check = guard.check(&mut self.learner, &self.data, done, lr_factor, stage)?;
+        self.checked = check.validation.map(|evaluation| (done, evaluation));
         if stage != CheckStage::Descent {
             self.law.observe_check(check.within);
         }
@@ -513,7 +518,10 @@ impl<'a> Run<'a> {
     /// describes): writes the metrics line, logs it, and makes a finite state the roll-back point.
     fn evaluate(&mut self, done: i64, step: i64, report: &StepReport) -> Result<()> {
         let config = self.config;
-        let evaluation = self.validate()?;
+        let evaluation = match self.checked.take() {
+            Some((checked, evaluation)) if checked == done => evaluation,
+            _ => self.validate()?,
+        };
         let size = payload_estimate(&self.learner.network, &self.learner.original)?;
         let headline = size.headline(self.options.mode.quantizes());
         let window = &self.window;
