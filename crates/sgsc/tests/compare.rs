@@ -126,6 +126,46 @@ fn comparison_runs_every_mode_and_reuses_finished_runs() {
     let again = run_comparison(&config, &options).unwrap();
     assert_eq!(again, summaries);
 
+    // With a target, the three compressing runs go in lanes and all steer to it (the baseline
+    // and its preservation set reused from a copy).
+    let targeted = tempfile::tempdir().unwrap();
+    let baseline = targeted.path().join("baseline-seed3");
+    std::fs::create_dir(&baseline).unwrap();
+    for file in [
+        "checkpoint.safetensors",
+        "config.toml",
+        "summary.json",
+        "preservation.json",
+    ] {
+        std::fs::copy(
+            dir.path().join("baseline-seed3").join(file),
+            baseline.join(file),
+        )
+        .unwrap();
+    }
+    let target = safe_bytes + 2_000;
+    let mut with_target = config.clone();
+    with_target.quant.target_bytes = Some(target);
+    let in_lanes = ComparisonOptions {
+        out_dir: targeted.path().to_path_buf(),
+        ..options.clone()
+    };
+    let lanes = run_comparison(&with_target, &in_lanes).unwrap();
+    let modes: Vec<&str> = lanes.iter().map(|s| s.mode.as_str()).collect();
+    assert_eq!(modes, vec!["baseline", "unsafe", "distill", "safe"]);
+    assert_eq!(lanes[0], summaries[0], "the baseline was reused");
+    for summary in &lanes[1..] {
+        assert_eq!(summary.target_bytes, Some(target), "{}", summary.mode);
+        let file = targeted
+            .path()
+            .join(format!("{}-seed3", summary.mode))
+            .join("model.sgsc");
+        assert_eq!(
+            summary.size_bytes as u64,
+            std::fs::metadata(&file).unwrap().len()
+        );
+    }
+
     let table = comparison_table(&summaries);
     assert_eq!(table.lines().count(), 5, "{table}");
     let safe_row = table.lines().nth(4).unwrap();

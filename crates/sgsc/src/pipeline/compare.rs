@@ -102,21 +102,20 @@ pub fn run_comparison(
             ensure_preservation_set(&seeded, &reference, &preservation_set, options)?;
             run_once(&safe_config, Mode::Safe, &dir(Mode::Safe), options)
         };
+        // unsafe and distill, to `target`.
+        let others = |target: i64| -> Result<Vec<(ExperimentConfig, Mode, PathBuf)>> {
+            [Mode::Unsafe, Mode::Distill]
+                .into_iter()
+                .map(|mode| Ok((config_of(mode, Some(target))?, mode, dir(mode))))
+                .collect()
+        };
         match compressing.quant.target_bytes {
             // With a target nobody waits for anybody: safe's lane and the other two runs share
             // the threads from the start.
             Some(target) => {
-                let others = [Mode::Unsafe, Mode::Distill]
-                    .into_iter()
-                    .map(|mode| Ok((config_of(mode, Some(target))?, mode)))
-                    .collect::<Result<Vec<_>>>()?;
+                let others = others(target)?;
                 let mut lanes: Vec<Lane<'_>> = vec![Box::new(preserve_then_safe)];
-                for (config, mode) in &others {
-                    let dir = dir(*mode);
-                    lanes.push(Box::new(move |options: &ComparisonOptions| {
-                        run_once(config, *mode, &dir, options)
-                    }));
-                }
+                lanes.extend(others.iter().map(lane_of));
                 let mut done = run_in_lanes(lanes, options)?;
                 let safe_run = done.remove(0);
                 summaries.extend(done);
@@ -130,20 +129,8 @@ pub fn run_comparison(
                     "safe ended at {} B: unsafe and distill run to that size",
                     safe_run.size_bytes
                 );
-                let others = [Mode::Unsafe, Mode::Distill]
-                    .into_iter()
-                    .map(|mode| Ok((config_of(mode, Some(safe_run.size_bytes))?, mode)))
-                    .collect::<Result<Vec<_>>>()?;
-                let lanes: Vec<Lane<'_>> = others
-                    .iter()
-                    .map(|(config, mode)| {
-                        let dir = dir(*mode);
-                        Box::new(move |options: &ComparisonOptions| {
-                            run_once(config, *mode, &dir, options)
-                        }) as Lane<'_>
-                    })
-                    .collect();
-                summaries.extend(run_in_lanes(lanes, options)?);
+                let others = others(safe_run.size_bytes)?;
+                summaries.extend(run_in_lanes(others.iter().map(lane_of).collect(), options)?);
                 summaries.push(safe_run);
             }
         }
@@ -182,6 +169,11 @@ fn ensure_preservation_set(
 /// One lane's work: trains one or more runs, one after the other, and returns the last one's
 /// summary. It takes the options it should run under (quiet ones in a shared lane).
 type Lane<'a, T = Summary> = Box<dyn FnOnce(&ComparisonOptions) -> Result<T> + Send + 'a>;
+
+/// The lane of one run (config, mode, folder).
+fn lane_of((config, mode, dir): &(ExperimentConfig, Mode, PathBuf)) -> Lane<'_> {
+    Box::new(move |options: &ComparisonOptions| run_once(config, *mode, dir, options))
+}
 
 /// Runs `lanes`, `options.jobs` at a time, each on one libtorch thread, and returns their
 /// summaries in order. The lanes are taken in order as threads come free, so with 2 jobs and
