@@ -162,6 +162,9 @@ struct Run<'a> {
     window: Window,
     /// The last validation figures, and the size at that evaluation.
     validation: Option<Evaluation>,
+    /// The step after which `validation` was measured in the loop (`None` once the model changed
+    /// without a new evaluation).
+    validated_at: Option<i64>,
     /// Validation figures a check measured after a step and left standing (it changed nothing):
     /// an evaluation after the same step uses them instead of measuring again.
     checked: Option<(i64, Evaluation)>,
@@ -249,6 +252,7 @@ impl<'a> Run<'a> {
             consecutive_rollbacks: 0,
             window: Window::default(),
             validation: None,
+            validated_at: None,
             checked: None,
             last_size: None,
         })
@@ -567,6 +571,7 @@ impl<'a> Run<'a> {
             self.offer_best(done, validation_score(config, &evaluation))?;
         }
         self.validation = Some(evaluation);
+        self.validated_at = Some(done);
         self.last_size = Some(headline.bytes);
         Ok(())
     }
@@ -655,7 +660,11 @@ impl Run<'_> {
         if self.law.target().is_none() {
             return Ok(());
         }
-        let evaluation = self.validate()?;
+        // The evaluation after the last step, unless that step rolled back (no evaluation then).
+        let evaluation = match self.validation {
+            Some(evaluation) if self.validated_at == Some(step) => evaluation,
+            _ => self.validate()?,
+        };
         let within_budget = match &self.guard {
             Some(guard) => guard.final_figures_met(&self.learner, &self.data)?,
             None => true,
@@ -672,6 +681,7 @@ impl Run<'_> {
                 );
                 self.learner.restore(&best.snapshot)?;
                 self.validation = Some(self.validate()?);
+                self.validated_at = None;
             }
             self.best = Some(best);
         }
