@@ -12,7 +12,10 @@ use tch::Device;
 fn comparison_runs_every_mode_and_reuses_finished_runs() {
     let _one_at_a_time = common::training_lock();
     let dir = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
     let mut config = common::mnist_config();
+    config.data.dataset = sgsc::data::DatasetKind::Idx;
+    config.data.dir = Some(common::small_mnist(data.path(), 3000, 1000));
     config.data.validation_size = 1000;
     config.train.steps = 20;
     config.train.batch_size = 32;

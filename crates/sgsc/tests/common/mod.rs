@@ -38,6 +38,46 @@ pub fn data_dirs() -> Vec<PathBuf> {
     dirs
 }
 
+/// Writes a small IDX copy of MNIST into `dir`: its first `train` training images and `test` test
+/// images with their labels, under MNIST's file names (plain). For tests that go through a whole
+/// comparison: the preservation set scores every training image, which on all of MNIST takes a
+/// minute. Returns `dir`, for the config's `data.dir` (data set kind `idx`).
+pub fn small_mnist(dir: &Path, train: usize, test: usize) -> PathBuf {
+    let source = data_dirs()
+        .into_iter()
+        .map(|dir| dir.join("mnist"))
+        .find(|dir| dir.is_dir())
+        .expect("MNIST in a data folder");
+    let files = [
+        ("train-images-idx3-ubyte", train),
+        ("train-labels-idx1-ubyte", train),
+        ("t10k-images-idx3-ubyte", test),
+        ("t10k-labels-idx1-ubyte", test),
+    ];
+    for (stem, count) in files {
+        let path = [source.join(format!("{stem}.gz")), source.join(stem)]
+            .into_iter()
+            .find(|path| path.exists())
+            .expect("every MNIST file");
+        let bytes = sgsc::data::idx::read_maybe_gzip(&path).unwrap();
+        // Magic (two zero bytes, the type, the number of dimensions), then each dimension.
+        let dimensions = bytes[3] as usize;
+        let header = 4 + 4 * dimensions;
+        let dimension =
+            |d: usize| u32::from_be_bytes(bytes[4 + 4 * d..8 + 4 * d].try_into().unwrap());
+        let item: usize = (1..dimensions).map(|d| dimension(d) as usize).product();
+        assert!(
+            count as u32 <= dimension(0),
+            "{stem} has fewer than {count} items"
+        );
+        let mut subset = bytes[..header].to_vec();
+        subset[4..8].copy_from_slice(&(count as u32).to_be_bytes());
+        subset.extend_from_slice(&bytes[header..header + count * item]);
+        std::fs::write(dir.join(stem), subset).unwrap();
+    }
+    dir.to_path_buf()
+}
+
 /// Options of a test run on the CPU, without a progress bar.
 pub fn run_options(mode: Mode, out_dir: &Path) -> RunOptions {
     RunOptions {
