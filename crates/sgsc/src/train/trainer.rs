@@ -162,12 +162,10 @@ struct Run<'a> {
     window: Window,
     /// The last validation figures, and the size at that evaluation.
     validation: Option<Evaluation>,
-    /// The step after which `validation` was measured in the loop (`None` once the model changed
-    /// without a new evaluation).
-    validated_at: Option<i64>,
-    /// Validation figures a check measured after a step and left standing (it changed nothing):
-    /// an evaluation after the same step uses them instead of measuring again.
-    checked: Option<(i64, Evaluation)>,
+    /// Validation figures of the model as it is now and the step after which they were measured
+    /// (by an evaluation, or by a check that changed nothing); `None` once the model changed
+    /// without a new measurement. Whatever needs them after the same step takes them from here.
+    measured: Option<(i64, Evaluation)>,
     last_size: Option<i64>,
 }
 
@@ -252,8 +250,7 @@ impl<'a> Run<'a> {
             consecutive_rollbacks: 0,
             window: Window::default(),
             validation: None,
-            validated_at: None,
-            checked: None,
+            measured: None,
             last_size: None,
         })
     }
@@ -467,7 +464,7 @@ impl<'a> Run<'a> {
             CheckStage::Compressing
         };
         let check = guard.check(&mut self.learner, &self.data, done, lr_factor, stage)?;
-        self.checked = check.validation.map(|evaluation| (done, evaluation));
+        self.measured = check.validation.map(|evaluation| (done, evaluation));
         if stage != CheckStage::Descent {
             self.law.observe_check(check.within);
         }
@@ -506,6 +503,15 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
+    /// Validation figures of the model as it is after step `done`: those measured then if the
+    /// model has not changed since, else measured now.
+    fn validation_after(&self, done: i64) -> Result<Evaluation> {
+        match self.measured {
+            Some((step, evaluation)) if step == done => Ok(evaluation),
+            _ => self.validate(),
+        }
+    }
+
     /// Validation figures of the model as it is now.
     fn validate(&self) -> Result<Evaluation> {
         evaluate(
@@ -522,10 +528,7 @@ impl<'a> Run<'a> {
     /// describes): writes the metrics line, logs it, and makes a finite state the roll-back point.
     fn evaluate(&mut self, done: i64, step: i64, report: &StepReport) -> Result<()> {
         let config = self.config;
-        let evaluation = match self.checked.take() {
-            Some((checked, evaluation)) if checked == done => evaluation,
-            _ => self.validate()?,
-        };
+        let evaluation = self.validation_after(done)?;
         let size = payload_estimate(&self.learner.network, &self.learner.original)?;
         let headline = size.headline(self.options.mode.quantizes());
         let window = &self.window;
@@ -571,7 +574,7 @@ impl<'a> Run<'a> {
             self.offer_best(done, validation_score(config, &evaluation))?;
         }
         self.validation = Some(evaluation);
-        self.validated_at = Some(done);
+        self.measured = Some((done, evaluation));
         self.last_size = Some(headline.bytes);
         Ok(())
     }
@@ -660,11 +663,7 @@ impl Run<'_> {
         if self.law.target().is_none() {
             return Ok(());
         }
-        // The evaluation after the last step, unless that step rolled back (no evaluation then).
-        let evaluation = match self.validation {
-            Some(evaluation) if self.validated_at == Some(step) => evaluation,
-            _ => self.validate()?,
-        };
+        let evaluation = self.validation_after(step)?;
         let within_budget = match &self.guard {
             Some(guard) => guard.final_figures_met(&self.learner, &self.data)?,
             None => true,
@@ -681,7 +680,7 @@ impl Run<'_> {
                 );
                 self.learner.restore(&best.snapshot)?;
                 self.validation = Some(self.validate()?);
-                self.validated_at = None;
+                self.measured = None;
             }
             self.best = Some(best);
         }
