@@ -16,6 +16,6 @@ bash scripts/setup-libtorch.sh
 cargo build --release --quiet
 exec ./target/release/sgsc compare --config configs/mnist-cnn.toml --seeds 1 \
     --target-bytes 16000 --jobs 2 \
-    --compress-set train.steps=800 --compress-set train.learning_rate=3e-4 \
+    --compress-set train.steps=800 \
     --compress-set train.eval_every=200 --compress-set train.checkpoint_every=400 \
     --out runs/main "$@"

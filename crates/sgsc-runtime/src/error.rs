@@ -47,7 +47,7 @@ pub enum RuntimeError {
         /// CRC-32 of the bytes read.
         computed: u32,
     },
-    /// The sections are not the ones version 1 defines, in order.
+    /// The sections are not the ones the format version defines, in order.
     #[error("unexpected section layout: {0}")]
     Sections(String),
     /// The metadata section is not valid JSON of the expected shape.

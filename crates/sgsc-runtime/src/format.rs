@@ -1,15 +1,21 @@
-//! The `.sgsc` byte layout (version 1; the spec is `docs/format.md`): a header, then a metadata
-//! section (JSON) and a data section (binary tensors), each with a CRC-32. All integers and
-//! floats are little-endian.
+//! The `.sgsc` byte layout (version 2; the spec is `docs/format.md`): a header, then three
+//! sections, each with a CRC-32 of its stored bytes. All integers and floats are little-endian.
 //!
 //! ```text
-//! "SGSC" | version u16 | section count u16 (= 2)
-//! "META" | length u32 | JSON                      | crc32 u32
-//! "DATA" | length u32 | tensors, in layer order    | crc32 u32
+//! "SGSC" | version u16 | section count u16 (= 3)
+//! "META" | length u32 | raw DEFLATE of the description's JSON | crc32 u32
+//! "DATA" | length u32 | tensors, in layer order              | crc32 u32
+//! "RECD" | length u32 | the run record's JSON (plain)        | crc32 u32
 //! ```
 //!
+//! The description (input, normalisation, classes or vocabulary, data source, layers) is known
+//! before training ends and is compressed; the run record (certificate, summary) holds figures
+//! measured at the very end and stays plain JSON, so that a file written with each figure at its
+//! longest bounds the final file's length exactly (`docs/guard.md`, "The steered size").
+//!
 //! The reader trusts nothing: every length is checked against the bytes that remain before
-//! anything is allocated, dimensions are bounded, and the data section must be consumed exactly.
+//! anything is allocated, the description inflates to a bounded length, dimensions are bounded,
+//! and the data section must be consumed exactly.
 
 use crate::bits::{packed_bytes, BitReader, BitWriter};
 use crate::error::{Result, RuntimeError};
@@ -22,24 +28,32 @@ use serde::{Deserialize, Serialize};
 /// First four bytes of every file.
 pub const MAGIC: [u8; 4] = *b"SGSC";
 /// The format version this crate writes and reads.
-pub const VERSION: u16 = 1;
-/// Tag of the metadata section.
+pub const VERSION: u16 = 2;
+/// Tag of the description section (compressed JSON).
 pub const META_TAG: [u8; 4] = *b"META";
 /// Tag of the data section.
 pub const DATA_TAG: [u8; 4] = *b"DATA";
+/// Tag of the run record section (plain JSON).
+pub const RECORD_TAG: [u8; 4] = *b"RECD";
+/// Sections of a file, in order.
+pub const SECTIONS: usize = 3;
 /// Largest dimension of any tensor (inputs, channels, features, vocabulary, context).
 pub const MAX_DIMENSION: usize = 1 << 20;
 /// Most quantized weights in one model, all matrices together (a row of width 0 takes no code
 /// bytes, so without this bound a few bytes could ask for a huge allocation).
 pub const MAX_ELEMENTS: usize = 1 << 24;
+/// Longest description JSON once inflated (a vocabulary of [`MAX_DIMENSION`] symbols fits).
+pub const MAX_DESCRIPTION_BYTES: usize = 1 << 24;
 /// Largest stored width of a code, in bits.
 pub const MAX_WIDTH: u8 = 32;
 /// Bytes of the file header.
 pub const HEADER_BYTES: usize = 8;
 /// Bytes a section adds around its payload: tag, length and checksum.
 pub const SECTION_OVERHEAD: usize = 12;
+/// DEFLATE level of the description (miniz's highest; the output is deterministic).
+const DEFLATE_LEVEL: u8 = 10;
 
-/// The metadata section's JSON: the model's metadata plus the layer descriptions.
+/// The description section's JSON: the metadata known before training ends, plus the layers.
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct MetaSection {
@@ -48,24 +62,57 @@ struct MetaSection {
     layers: Vec<LayerSpec>,
 }
 
+/// The run record section's JSON: the figures measured at the end of the run.
+#[derive(Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecordSection {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    certificate: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    summary: Option<serde_json::Value>,
+}
+
+/// The stored length of each part of a file, as [`section_lengths`] reads it from the header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SectionLengths {
+    /// The compressed description.
+    pub description: usize,
+    /// The tensors.
+    pub data: usize,
+    /// The run record.
+    pub record: usize,
+}
+
 /// Serialises a model to the bytes of a `.sgsc` file (after checking that its layers fit).
 pub fn encode(model: &PackedModel) -> Result<Vec<u8>> {
     model.validate()?;
+    let mut description = model.metadata.clone();
+    let record = RecordSection {
+        certificate: description.certificate.take(),
+        summary: description.summary.take(),
+    };
     let meta = MetaSection {
-        metadata: model.metadata.clone(),
+        metadata: description,
         layers: model.layers.iter().map(Layer::spec).collect(),
     };
     let json = serde_json::to_vec(&meta).map_err(|e| RuntimeError::Metadata(e.to_string()))?;
+    let compressed = miniz_oxide::deflate::compress_to_vec(&json, DEFLATE_LEVEL);
+    let record = serde_json::to_vec(&record).map_err(|e| RuntimeError::Metadata(e.to_string()))?;
     let mut data = Vec::new();
     for layer in &model.layers {
         write_layer(&mut data, layer)?;
     }
-    let mut bytes =
-        Vec::with_capacity(HEADER_BYTES + 2 * SECTION_OVERHEAD + json.len() + data.len());
+    let mut bytes = Vec::with_capacity(
+        HEADER_BYTES + SECTIONS * SECTION_OVERHEAD + compressed.len() + data.len() + record.len(),
+    );
     bytes.extend_from_slice(&MAGIC);
     bytes.extend_from_slice(&VERSION.to_le_bytes());
-    bytes.extend_from_slice(&2u16.to_le_bytes());
-    for (tag, payload) in [(META_TAG, &json), (DATA_TAG, &data)] {
+    bytes.extend_from_slice(&(SECTIONS as u16).to_le_bytes());
+    for (tag, payload) in [
+        (META_TAG, &compressed),
+        (DATA_TAG, &data),
+        (RECORD_TAG, &record),
+    ] {
         let length = u32::try_from(payload.len())
             .map_err(|_| RuntimeError::Invalid("a section exceeds 4 GiB".into()))?;
         bytes.extend_from_slice(&tag);
@@ -79,32 +126,30 @@ pub fn encode(model: &PackedModel) -> Result<Vec<u8>> {
 /// Reads a model from the bytes of a `.sgsc` file, validating everything.
 pub fn decode(bytes: &[u8]) -> Result<PackedModel> {
     let mut cursor = Cursor::new(bytes);
-    if cursor.take(4, "magic")? != MAGIC {
-        return Err(RuntimeError::BadMagic);
-    }
-    let version = cursor.u16("version")?;
-    if version != VERSION {
-        return Err(RuntimeError::UnsupportedVersion {
-            found: version,
-            supported: VERSION,
-        });
-    }
-    let count = cursor.u16("section count")?;
-    if count != 2 {
-        return Err(RuntimeError::Sections(format!(
-            "{count} sections; version 1 has exactly 2 (META, DATA)"
-        )));
-    }
-    let json = section(&mut cursor, META_TAG)?;
+    header(&mut cursor)?;
+    let compressed = section(&mut cursor, META_TAG)?;
     let data = section(&mut cursor, DATA_TAG)?;
+    let record = section(&mut cursor, RECORD_TAG)?;
     if cursor.remaining() > 0 {
         return Err(RuntimeError::Sections(format!(
             "{} bytes after the last section",
             cursor.remaining()
         )));
     }
+    let json =
+        miniz_oxide::inflate::decompress_to_vec_with_limit(compressed, MAX_DESCRIPTION_BYTES)
+            .map_err(|e| {
+                RuntimeError::Metadata(format!("the description does not inflate: {e}"))
+            })?;
     let meta: MetaSection =
-        serde_json::from_slice(json).map_err(|e| RuntimeError::Metadata(e.to_string()))?;
+        serde_json::from_slice(&json).map_err(|e| RuntimeError::Metadata(e.to_string()))?;
+    if meta.metadata.certificate.is_some() || meta.metadata.summary.is_some() {
+        return Err(RuntimeError::Metadata(
+            "the certificate and the summary belong to the run record, not the description".into(),
+        ));
+    }
+    let record: RecordSection =
+        serde_json::from_slice(record).map_err(|e| RuntimeError::Metadata(e.to_string()))?;
     let mut data = Cursor::new(data);
     let layers = meta
         .layers
@@ -118,11 +163,48 @@ pub fn decode(bytes: &[u8]) -> Result<PackedModel> {
         )));
     }
     let model = PackedModel {
-        metadata: meta.metadata,
+        metadata: Metadata {
+            certificate: record.certificate,
+            summary: record.summary,
+            ..meta.metadata
+        },
         layers,
     };
     model.validate()?;
     Ok(model)
+}
+
+/// The stored length of each section of a file, read from its framing (checksums checked, the
+/// contents not parsed).
+pub fn section_lengths(bytes: &[u8]) -> Result<SectionLengths> {
+    let mut cursor = Cursor::new(bytes);
+    header(&mut cursor)?;
+    Ok(SectionLengths {
+        description: section(&mut cursor, META_TAG)?.len(),
+        data: section(&mut cursor, DATA_TAG)?.len(),
+        record: section(&mut cursor, RECORD_TAG)?.len(),
+    })
+}
+
+/// Reads and checks the magic bytes, the version and the section count.
+fn header(cursor: &mut Cursor) -> Result<()> {
+    if cursor.take(4, "magic")? != MAGIC {
+        return Err(RuntimeError::BadMagic);
+    }
+    let version = cursor.u16("version")?;
+    if version != VERSION {
+        return Err(RuntimeError::UnsupportedVersion {
+            found: version,
+            supported: VERSION,
+        });
+    }
+    let count = cursor.u16("section count")?;
+    if count as usize != SECTIONS {
+        return Err(RuntimeError::Sections(format!(
+            "{count} sections; version {VERSION} has exactly {SECTIONS} (META, DATA, RECD)"
+        )));
+    }
+    Ok(())
 }
 
 /// Reads one section with the expected tag and checks its checksum.

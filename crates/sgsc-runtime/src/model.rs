@@ -150,7 +150,7 @@ pub enum Layer {
     LayerNorm(Norm),
 }
 
-/// The shape-only description of a layer, as the metadata section stores it.
+/// The shape-only description of a layer, as the description section stores it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum LayerSpec {
@@ -279,7 +279,8 @@ mod number_or_list {
     }
 }
 
-/// Everything the metadata section holds besides the layers.
+/// Everything a file says about its model besides the layers: the description section holds
+/// all but the certificate and the summary, which are the run record section.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Metadata {

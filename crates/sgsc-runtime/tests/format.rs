@@ -14,22 +14,53 @@ fn fix_checksum(bytes: &mut [u8], start: usize, length: usize) {
     bytes[start + length..start + length + 4].copy_from_slice(&crc.to_le_bytes());
 }
 
-/// Metadata length, and the offset where the data payload starts.
-fn layout(bytes: &[u8]) -> (usize, usize) {
-    let meta = u32::from_le_bytes(bytes[12..16].try_into().unwrap()) as usize;
-    (meta, 16 + meta + 4 + 8)
+/// Where each section's payload starts and how long it is (description, data, run record).
+fn layout(bytes: &[u8]) -> [(usize, usize); 3] {
+    let mut at = 8;
+    [0; 3].map(|_| {
+        let length = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize;
+        let start = at + 8;
+        at = start + length + 4;
+        (start, length)
+    })
 }
 
-/// A file whose metadata JSON is replaced by `json` (checksum fixed, data kept).
+/// The description JSON of a file.
+fn description(bytes: &[u8]) -> String {
+    let [(start, length), ..] = layout(bytes);
+    let json = miniz_oxide::inflate::decompress_to_vec(&bytes[start..start + length]).unwrap();
+    String::from_utf8(json).unwrap()
+}
+
+/// A whole version-2 file from stored section payloads.
+fn framed(description: &[u8], data: &[u8], record: &[u8]) -> Vec<u8> {
+    let mut bytes = b"SGSC\x02\x00\x03\x00".to_vec();
+    for (tag, payload) in [(b"META", description), (b"DATA", data), (b"RECD", record)] {
+        bytes.extend_from_slice(tag);
+        bytes.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(payload);
+        bytes.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    }
+    bytes
+}
+
+/// A whole file from a description JSON (compressed here) and data bytes, with an empty record.
+fn file(json: &str, data: &[u8]) -> Vec<u8> {
+    framed(
+        &miniz_oxide::deflate::compress_to_vec(json.as_bytes(), 6),
+        data,
+        b"{}",
+    )
+}
+
+/// A file whose description JSON is replaced by `json` (data and record kept).
 fn with_metadata(bytes: &[u8], json: &str) -> Vec<u8> {
-    let (meta, data_start) = layout(bytes);
-    let mut out = bytes[..12].to_vec();
-    out.extend_from_slice(&(json.len() as u32).to_le_bytes());
-    out.extend_from_slice(json.as_bytes());
-    out.extend_from_slice(&crc32fast::hash(json.as_bytes()).to_le_bytes());
-    out.extend_from_slice(&bytes[16 + meta + 4..data_start]);
-    out.extend_from_slice(&bytes[data_start..]);
-    out
+    let [_, (data, data_length), (record, record_length)] = layout(bytes);
+    framed(
+        &miniz_oxide::deflate::compress_to_vec(json.as_bytes(), 6),
+        &bytes[data..data + data_length],
+        &bytes[record..record + record_length],
+    )
 }
 
 #[test]
@@ -46,12 +77,17 @@ fn models_round_trip_exactly() {
 fn the_file_is_as_long_as_its_parts() {
     let model = cnn();
     let bytes = encode(&model).unwrap();
-    let (meta, data_start) = layout(&bytes);
+    let [(_, meta), (data_start, _), (_, record)] = layout(&bytes);
     // Conv: 5 widths (0..4), exponents for 4 rows, codes (1+2+3+4) * 9 bits = 90 bits -> 12 B,
     // bias 20 B. Batch norm: 4 x 5 floats = 80 B. Linear: 3 widths, 2 exponents, (1+2)*80 bits
     // = 30 B. Data = 5 + 8 + 12 + 20 + 80 + 3 + 4 + 30 = 162.
-    assert_eq!(bytes.len() - data_start - 4, 162);
-    assert_eq!(bytes.len(), 8 + 12 + meta + 12 + 162);
+    assert_eq!(bytes.len() - data_start - 4 - 12 - record, 162);
+    assert_eq!(bytes.len(), 8 + 12 + meta + 12 + 162 + 12 + record);
+    // The run record is the plain JSON of the certificate and the summary.
+    assert_eq!(
+        &bytes[bytes.len() - 4 - record..bytes.len() - 4],
+        br#"{"certificate":{"met":true}}"#
+    );
 }
 
 #[test]
@@ -68,13 +104,14 @@ fn every_truncation_is_rejected_as_truncated() {
 #[test]
 fn every_flipped_byte_is_rejected() {
     let bytes = encode(&cnn()).unwrap();
-    let (meta, data_start) = layout(&bytes);
+    let sections = layout(&bytes);
     for position in 0..bytes.len() {
         let mut damaged = bytes.clone();
         damaged[position] ^= 0x5a;
         let result = decode(&damaged);
-        let in_payload = (16..16 + meta).contains(&position)
-            || (data_start..bytes.len() - 4).contains(&position);
+        let in_payload = sections
+            .iter()
+            .any(|&(start, length)| (start..start + length).contains(&position));
         match result {
             Err(RuntimeError::BadMagic) if position < 4 => {}
             Err(RuntimeError::UnsupportedVersion { .. }) if (4..6).contains(&position) => {}
@@ -89,20 +126,19 @@ fn every_flipped_byte_is_rejected() {
 #[test]
 fn wrong_versions_and_extra_bytes_are_rejected() {
     let bytes = encode(&cnn()).unwrap();
-    let mut newer = bytes.clone();
-    newer[4] = 2;
-    assert!(matches!(
-        decode(&newer),
-        Err(RuntimeError::UnsupportedVersion {
-            found: 2,
-            supported: 1
-        })
-    ));
+    for (found, version) in [(1, b"\x01"), (3, b"\x03")] {
+        let mut other = bytes.clone();
+        other[4] = version[0];
+        assert!(matches!(
+            decode(&other),
+            Err(RuntimeError::UnsupportedVersion { found: f, supported: 2 }) if f == found
+        ));
+    }
     let mut longer = bytes.clone();
     longer.push(0);
     assert!(matches!(decode(&longer), Err(RuntimeError::Sections(_))));
     assert!(matches!(
-        decode(b"GGUF\x01\x00\x02\x00"),
+        decode(b"GGUF\x02\x00\x03\x00"),
         Err(RuntimeError::BadMagic)
     ));
 }
@@ -132,18 +168,6 @@ fn absurd_sizes_are_rejected_before_allocating() {
         decode(&with_metadata(&bytes, json)),
         Err(RuntimeError::Invalid(_))
     ));
-}
-
-/// A whole file from a metadata JSON and data bytes.
-fn file(json: &str, data: &[u8]) -> Vec<u8> {
-    let mut bytes = b"SGSC\x01\x00\x02\x00".to_vec();
-    for (tag, payload) in [(b"META", json.as_bytes()), (b"DATA", data)] {
-        bytes.extend_from_slice(tag);
-        bytes.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        bytes.extend_from_slice(payload);
-        bytes.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
-    }
-    bytes
 }
 
 #[test]
@@ -183,12 +207,42 @@ fn bad_metadata_and_widths_are_typed_errors() {
         Err(RuntimeError::Invalid(_))
     ));
     // A width of 33 bits in the first matrix (checksum fixed so the reader gets that far).
-    let (_, data_start) = layout(&bytes);
+    let [_, (data_start, data_length), _] = layout(&bytes);
     let mut wide = bytes.clone();
     wide[data_start] = 33;
-    let data_length = bytes.len() - data_start - 4;
     fix_checksum(&mut wide, data_start, data_length);
     assert!(matches!(decode(&wide), Err(RuntimeError::Invalid(_))));
+}
+
+#[test]
+fn the_description_and_the_record_are_checked_by_kind() {
+    let bytes = encode(&cnn()).unwrap();
+    let [(meta, meta_length), (data, data_length), (record, record_length)] = layout(&bytes);
+    let data = &bytes[data..data + data_length];
+    let record = &bytes[record..record + record_length];
+    let metadata_error = |file: Vec<u8>| match decode(&file) {
+        Err(RuntimeError::Metadata(message)) => message,
+        other => panic!("{other:?}"),
+    };
+    // Stored bytes that are not DEFLATE (the plain JSON of a version-1 description).
+    let plain = description(&bytes);
+    assert!(metadata_error(framed(plain.as_bytes(), data, record)).contains("inflate"));
+    // A description that inflates past its limit (16 MiB and one byte of spaces).
+    let spaces = vec![b' '; sgsc_runtime::format::MAX_DESCRIPTION_BYTES + 1];
+    let bomb = miniz_oxide::deflate::compress_to_vec(&spaces, 6);
+    assert!(bomb.len() < 100_000, "{} bytes", bomb.len());
+    assert!(metadata_error(framed(&bomb, data, record)).contains("inflate"));
+    // The certificate belongs to the record, not the description.
+    let misplaced = plain.replacen('{', r#"{"certificate":{"met":true},"#, 1);
+    assert!(metadata_error(with_metadata(&bytes, &misplaced)).contains("run record"));
+    // A record with an unknown key, or that is not JSON.
+    let compressed = &bytes[meta..meta + meta_length];
+    metadata_error(framed(compressed, data, br#"{"colour":"blue"}"#));
+    metadata_error(framed(compressed, data, b"{"));
+    // The same model without a record decodes without certificate or summary.
+    let mut bare = cnn();
+    bare.metadata.certificate = None;
+    assert_eq!(decode(&framed(compressed, data, b"{}")).unwrap(), bare);
 }
 
 #[test]
@@ -229,23 +283,21 @@ fn a_loaded_model_runs_and_checks_its_inputs() {
     ));
 }
 
-/// Re-computes both section checksums, so mutations reach the parsers behind them.
+/// Re-computes every section checksum that the framing still reaches, so mutations reach the
+/// parsers behind them.
 fn refresh_checksums(bytes: &mut [u8]) {
-    if bytes.len() < 16 {
-        return;
-    }
-    let meta = u32::from_le_bytes(bytes[12..16].try_into().unwrap()) as usize;
-    if 16 + meta + 4 > bytes.len() {
-        return;
-    }
-    fix_checksum(bytes, 16, meta);
-    let data_start = 16 + meta + 12;
-    if data_start > bytes.len() {
-        return;
-    }
-    let data = u32::from_le_bytes(bytes[data_start - 4..data_start].try_into().unwrap()) as usize;
-    if data_start + data + 4 <= bytes.len() {
-        fix_checksum(bytes, data_start, data);
+    let mut at = 8;
+    for _ in 0..3 {
+        if at + 8 > bytes.len() {
+            return;
+        }
+        let length = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize;
+        let start = at + 8;
+        if start + length + 4 > bytes.len() {
+            return;
+        }
+        fix_checksum(bytes, start, length);
+        at = start + length + 4;
     }
 }
 
@@ -309,10 +361,7 @@ fn small_files_that_describe_huge_computations_are_rejected() {
 fn normalisation_is_one_number_or_one_per_channel() {
     // A one-channel model writes plain numbers, as files before per-channel values did.
     let bytes = encode(&cnn()).unwrap();
-    let (meta, _) = layout(&bytes);
-    let json = std::str::from_utf8(&bytes[16..16 + meta])
-        .unwrap()
-        .to_string();
+    let json = description(&bytes);
     assert!(
         json.contains(r#""normalization":{"mean":0.1307,"std":0.3081}"#),
         "{json}"

@@ -179,7 +179,7 @@ fn command_line_reports_bad_input_without_panicking() {
             "{command}: {stderr}"
         );
     }
-    std::fs::write(&not_a_model, b"SGSC\x01\x00\x02\x00META\xff\xff").unwrap();
+    std::fs::write(&not_a_model, b"SGSC\x02\x00\x03\x00META\xff\xff").unwrap();
     let (ok, stderr) = sgsc(&["predict", not_a_model.to_str().unwrap(), "--prompt", "a"]);
     assert!(
         !ok && stderr.contains("truncated") && !stderr.contains("panicked"),

@@ -187,6 +187,16 @@ fn extreme_gamma_collapses_unsafe_but_safe_keeps_its_budget() {
         "the pressure must have caused breaches: {certificate:?}"
     );
     assert!((certificate.budget.reference_preservation - reference_accuracy).abs() < 1e-9);
+    // The certificate names its sources by the digests of their bytes, not by their paths.
+    let safety = config.safety.as_ref().unwrap();
+    let digest = |path: &std::path::Path| {
+        sgsc_data::locate::sha256_hex(&std::fs::read(path).unwrap())[..16].to_string()
+    };
+    assert_eq!(certificate.reference_sha256, digest(&safety.reference));
+    assert_eq!(
+        certificate.preservation_set_sha256,
+        digest(&safety.preservation_set)
+    );
     let guarded_accuracy = preservation_accuracy(&guarded.learner.network, true);
     assert!(
         100.0 * (reference_accuracy - guarded_accuracy) <= 2.0 + 1e-9,
@@ -614,7 +624,7 @@ fn the_preservation_batch_moves_the_weights_but_not_the_running_statistics() {
 }
 
 #[test]
-fn a_breach_at_the_target_returns_to_the_safe_snapshot() {
+fn a_breach_at_the_target_returns_to_the_safe_snapshot_unless_it_is_recovering() {
     use sgsc::train::safety::CheckStage;
     let _one_at_a_time = common::training_lock();
     let dir = tempfile::tempdir().unwrap();
@@ -636,6 +646,55 @@ fn a_breach_at_the_target_returns_to_the_safe_snapshot() {
         let negated = weight.neg();
         weight.copy_(&negated);
     });
+    // Just arrived at the target, the model is settling: the same breach is a dip.
+    let negated_codes = learner.network.quantized_weight(last).codes().unwrap();
+    let settling = guard
+        .check(&mut learner, &data, 40, 0.0, CheckStage::Settling)
+        .unwrap();
+    assert_eq!(
+        (settling.action, settling.within),
+        ("dip", false),
+        "{settling:?}"
+    );
+    assert!(learner
+        .network
+        .quantized_weight(last)
+        .codes()
+        .unwrap()
+        .equal(&negated_codes));
+    let events = guard.certificate_draft(None).events;
+    assert_eq!((events.breaches, events.rollbacks), (0, 0));
+    // Half the rows back: still outside the budget, but every figure rose since the last
+    // check, so the model is on its way back and nothing is undone.
+    let negate_rows = |learner: &sgsc::train::learner::Learner, rows: i64| {
+        tch::no_grad(|| {
+            let mut part = learner
+                .network
+                .quantized_weight(last)
+                .weight
+                .narrow(0, 0, rows);
+            let negated = part.neg();
+            part.copy_(&negated);
+        })
+    };
+    negate_rows(&learner, 5);
+    let half_codes = learner.network.quantized_weight(last).codes().unwrap();
+    let rising = guard
+        .check(&mut learner, &data, 45, 0.0, CheckStage::Holding)
+        .unwrap();
+    assert_eq!(
+        (rising.action, rising.within),
+        ("recovering", false),
+        "{rising:?}"
+    );
+    assert!(learner
+        .network
+        .quantized_weight(last)
+        .codes()
+        .unwrap()
+        .equal(&half_codes));
+    // Falling again: back to the snapshot.
+    negate_rows(&learner, 5);
     let breach = guard
         .check(&mut learner, &data, 50, 0.0, CheckStage::Holding)
         .unwrap();
@@ -651,5 +710,5 @@ fn a_breach_at_the_target_returns_to_the_safe_snapshot() {
         .unwrap()
         .equal(&snapshot_codes));
     let events = guard.certificate_draft(None).events;
-    assert_eq!((events.breaches, events.rollbacks), (1, 1));
+    assert_eq!((events.breaches, events.rollbacks), (2, 1));
 }

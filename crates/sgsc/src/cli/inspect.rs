@@ -2,7 +2,9 @@
 
 use anyhow::{Context, Result};
 use clap::Args;
-use sgsc_runtime::format::{quantized_bytes, HEADER_BYTES, SECTION_OVERHEAD};
+use sgsc_runtime::format::{
+    quantized_bytes, section_lengths, HEADER_BYTES, SECTIONS, SECTION_OVERHEAD,
+};
 use std::path::PathBuf;
 
 /// Arguments of `sgsc inspect`.
@@ -39,13 +41,15 @@ pub fn run(args: InspectArgs) -> Result<()> {
         );
     }
     let quantized: usize = sizes.iter().map(|s| s.bytes).sum();
-    let meta_bytes = u32::from_le_bytes(bytes[12..16].try_into()?) as usize;
-    let data_bytes = bytes.len() - HEADER_BYTES - 2 * SECTION_OVERHEAD - meta_bytes;
+    let lengths = section_lengths(&bytes)?;
     println!(
-        "file {} B = header {HEADER_BYTES} + metadata {meta_bytes} + data {data_bytes} (quantized layers {quantized}, floats {}) + section framing {}",
+        "file {} B = header {HEADER_BYTES} + description {} (compressed) + data {} (quantized layers {quantized}, floats {}) + run record {} + section framing {}",
         bytes.len(),
-        data_bytes - quantized,
-        2 * SECTION_OVERHEAD
+        lengths.description,
+        lengths.data,
+        lengths.data - quantized,
+        lengths.record,
+        SECTIONS * SECTION_OVERHEAD
     );
     let metadata = &model.metadata;
     println!("input {:?}", metadata.input);

@@ -48,6 +48,9 @@ pub struct BreachResponse {
     pub min_factor: f64,
     /// Without a target, each safe check multiplies gamma by this (1: gamma stays).
     pub growth: f64,
+    /// Steps the model fine-tunes at its target before the guard judges it there (one check
+    /// interval): until then it is still recovering from the glide.
+    pub settle_steps: i64,
 }
 
 /// Where a target run is.
@@ -88,6 +91,9 @@ pub struct LawState {
     /// Whether the model has been within its target once: the glide path is over.
     #[serde(default)]
     pub reached: bool,
+    /// The step after which it first was (absent in checkpoints of older versions).
+    #[serde(default)]
+    pub reached_at: Option<i64>,
     /// The guard undid compression at the target (a restore or a roll-back): the target is out
     /// of the budget's reach, and the run fine-tunes at the size it is now, gamma 0.
     #[serde(default)]
@@ -125,6 +131,7 @@ impl PressureLaw {
                 last_bytes: None,
                 start: None,
                 reached: false,
+                reached_at: None,
                 yielded: false,
             },
         }
@@ -190,7 +197,10 @@ impl PressureLaw {
         if bytes <= target {
             let entered = self.state.phase == Phase::Compress;
             self.state.phase = Phase::FineTune;
-            self.state.reached = true;
+            if !self.state.reached {
+                self.state.reached = true;
+                self.state.reached_at = Some(step);
+            }
             return if entered {
                 SizeDecision::StartFineTune
             } else {
@@ -226,6 +236,22 @@ impl PressureLaw {
     /// gate.
     pub fn judges_checks(&self) -> bool {
         self.target.is_none() || self.state.reached
+    }
+
+    /// Whether a check after `step` comes while the model is still settling at its target: it
+    /// got there less than `settle_steps` before, fine-tunes there (the law has not yielded),
+    /// and is recovering from the glide. Such a check is not judged ([`judges_checks`] stays
+    /// true from the first arrival on; the trainer tells the stages apart).
+    ///
+    /// [`judges_checks`]: PressureLaw::judges_checks
+    pub fn settling(&self, step: i64) -> bool {
+        let settle = self.response.map_or(0, |response| response.settle_steps);
+        match self.state.reached_at {
+            Some(at) => {
+                self.state.phase == Phase::FineTune && !self.state.yielded && step - at < settle
+            }
+            None => false,
+        }
     }
 
     /// The guard undid compression at the target: stop steering, fine-tune at the size the
@@ -273,6 +299,7 @@ mod tests {
         breach_factor: 0.5,
         min_factor: 0.125,
         growth: 1.5,
+        settle_steps: 100,
     };
 
     #[test]
@@ -406,6 +433,32 @@ mod tests {
         law.observe_size(1500, 520, true);
         assert_eq!(law.phase(), Phase::Compress);
         assert!(law.judges_checks(), "once reached, always judged");
+    }
+
+    #[test]
+    fn a_model_settles_for_one_check_interval_after_it_first_reaches_the_target() {
+        let mut law = PressureLaw::new(0.1, Some(1000), 400, Some(RESPONSE));
+        law.observe_size(4000, 0, true);
+        assert!(!law.settling(100), "not there yet");
+        law.observe_size(990, 282, false);
+        assert_eq!(law.state().reached_at, Some(282));
+        assert!(law.settling(300), "18 steps after arriving");
+        assert!(law.settling(381));
+        assert!(!law.settling(382), "100 steps after arriving");
+        // Arriving again later does not restart the period.
+        law.observe_size(1200, 390, true);
+        law.observe_size(995, 395, false);
+        assert_eq!(law.state().reached_at, Some(282));
+        // Compressing again, or yielded, the model is not settling.
+        let mut again = law.clone();
+        again.observe_size(1200, 300, true);
+        assert!(!again.settling(300), "compressing");
+        law.yield_target();
+        assert!(!law.settling(300), "yielded");
+        // Without a guard there is nothing to settle for.
+        let mut plain = PressureLaw::new(0.1, Some(1000), 400, None);
+        plain.observe_size(990, 282, false);
+        assert!(!plain.settling(300));
     }
 
     #[test]

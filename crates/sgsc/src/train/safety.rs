@@ -95,6 +95,10 @@ pub enum CheckStage {
     /// Judged, with no pressure on (fine-tuning within the target): every breach returns to the
     /// safe snapshot at once (the trainer then fine-tunes there).
     Holding,
+    /// Within the target for less than one check interval, still recovering from the glide: a
+    /// breach is a dip, as on the way down, and only a state within the budget itself becomes
+    /// the snapshot, as when holding.
+    Settling,
 }
 
 /// The safety figures a model carries (its certificate).
@@ -125,10 +129,14 @@ pub struct Certificate {
     pub events: Events,
     /// Channels removed during training.
     pub pruned_channels: usize,
-    /// The preservation set file.
-    pub preservation_set: String,
-    /// The reference checkpoint.
-    pub reference: String,
+    /// The preservation set file it was measured on: the first 16 hex digits of the SHA-256 of
+    /// its bytes (a digest, not a path, so that the same run writes the same file wherever its
+    /// folder is). Empty in summaries written before digests.
+    #[serde(default)]
+    pub preservation_set_sha256: String,
+    /// The reference checkpoint, likewise.
+    #[serde(default)]
+    pub reference_sha256: String,
     /// The size target of the run, if it had one, and whether its file is within it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<TargetOutcome>,
@@ -185,6 +193,15 @@ pub struct Guard {
     zero_since: Vec<Vec<Option<i64>>>,
     sampler: EpochSampler,
     pruned_channels: usize,
+    /// Digests of the preservation set and reference files, for the certificate.
+    sources: (String, String),
+}
+
+/// The first 16 hex digits of the SHA-256 of a file's bytes: what a certificate names its
+/// sources by.
+fn file_digest(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).map_err(|source| Error::io(path, source))?;
+    Ok(sgsc_data::locate::sha256_hex(&bytes)[..16].to_string())
 }
 
 /// Loads a float network for `config`: the reference network of a `baseline` checkpoint (checked
@@ -371,6 +388,10 @@ impl Guard {
             audit,
             audit_indices,
             reference,
+            sources: (
+                file_digest(&safety.preservation_set)?,
+                file_digest(&safety.reference)?,
+            ),
             safety,
             pruned_channels: 0,
         };
@@ -498,6 +519,7 @@ impl Guard {
             breach_factor: self.safety.breach_gamma_factor,
             min_factor: self.safety.min_gamma_factor,
             growth: self.safety.gamma_growth,
+            settle_steps: self.safety.check_every,
         }
     }
 
@@ -540,7 +562,7 @@ impl Guard {
         lr_factor: f64,
         stage: CheckStage,
     ) -> Result<CheckReport> {
-        let judged = stage != CheckStage::Descent;
+        let judged = !matches!(stage, CheckStage::Descent | CheckStage::Settling);
         let (preservation, validation, evaluation) = self.measure_with_validation(learner, data)?;
         let scale = 1.0 + self.safety.check_slack * lr_factor.clamp(0.0, 1.0);
         let within = self
@@ -548,8 +570,8 @@ impl Guard {
             .budget
             .is_met_scaled(preservation, validation, scale);
         if !judged && !within {
-            // On a target's glide path the dip is the law's doing and passes once the pressure
-            // stops: nothing is undone, nothing counted. The controller keeps the figures, so
+            // On a target's glide path, and for one check interval after it, the dip is the
+            // law's doing and passes once the pressure stops: nothing is undone, nothing counted. The controller keeps the figures, so
             // that the first judged check compares with them.
             self.controller.record_figures(preservation, validation);
             self.restart_grace_periods();
@@ -570,11 +592,11 @@ impl Guard {
                 .controller
                 .observe(step, preservation, validation, self.snapshot_safe, scale)
             {
-                // At the target there is no pressure to ease, the learning rate that could still
-                // recover the model is running out, and channels restored to an older state no
-                // longer fit a network that adapted around them: every breach returns to the
-                // last safe state, to fine-tune there.
-                Action::Ease | Action::Recovering | Action::RestoreChannels
+                // At the target there is no pressure to ease, and channels restored to an older
+                // state no longer fit a network that adapted around them: a breach returns to the
+                // last safe state, to fine-tune there, unless its figures are rising (a model
+                // still on its way back from the glide; the final gate judges where it ends).
+                Action::Ease | Action::RestoreChannels
                     if stage == CheckStage::Holding && self.snapshot_safe =>
                 {
                     self.controller.record_rollback();
@@ -595,7 +617,7 @@ impl Guard {
         };
         match action {
             Action::Snapshot
-                if stage == CheckStage::Holding
+                if matches!(stage, CheckStage::Holding | CheckStage::Settling)
                     && !self.controller.budget.is_met(preservation, validation) =>
             {
                 // At the target, the learning rate has decayed and a state becomes the snapshot
@@ -903,8 +925,8 @@ impl Guard {
             restored_last_safe_snapshot: restored,
             events: self.controller.events,
             pruned_channels: self.pruned_channels,
-            preservation_set: self.safety.preservation_set.display().to_string(),
-            reference: self.safety.reference.display().to_string(),
+            preservation_set_sha256: self.sources.0.clone(),
+            reference_sha256: self.sources.1.clone(),
             target: None,
         })
     }
@@ -927,8 +949,8 @@ impl Guard {
             restored_last_safe_snapshot: false,
             events: self.controller.events,
             pruned_channels: self.pruned_channels,
-            preservation_set: self.safety.preservation_set.display().to_string(),
-            reference: self.safety.reference.display().to_string(),
+            preservation_set_sha256: self.sources.0.clone(),
+            reference_sha256: self.sources.1.clone(),
             target: target.map(|target_bytes| TargetOutcome {
                 target_bytes,
                 met: false,

@@ -456,6 +456,8 @@ impl<'a> Run<'a> {
             .schedule_factor(self.config.train.schedule, done);
         let stage = if !self.law.judges_checks() {
             CheckStage::Descent
+        } else if self.law.settling(done) {
+            CheckStage::Settling
         } else if self.law.gamma() == 0.0 && !self.law.state().yielded {
             // At the target. Once the law has yielded, the run fine-tunes the state it returned
             // to, and its checks are judged as any others.
@@ -465,7 +467,7 @@ impl<'a> Run<'a> {
         };
         let check = guard.check(&mut self.learner, &self.data, done, lr_factor, stage)?;
         self.measured = check.validation.map(|evaluation| (done, evaluation));
-        if stage != CheckStage::Descent {
+        if !matches!(stage, CheckStage::Descent | CheckStage::Settling) {
             self.law.observe_check(check.within);
         }
         if self.law.target().is_some() && matches!(check.action, "restore" | "rollback") {
