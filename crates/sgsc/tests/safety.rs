@@ -625,6 +625,7 @@ fn the_preservation_batch_moves_the_weights_but_not_the_running_statistics() {
 
 #[test]
 fn a_breach_at_the_target_returns_to_the_safe_snapshot_unless_it_is_recovering() {
+    use sgsc::train::learner::Learner;
     use sgsc::train::safety::CheckStage;
     let _one_at_a_time = common::training_lock();
     let dir = tempfile::tempdir().unwrap();
@@ -636,37 +637,9 @@ fn a_breach_at_the_target_returns_to_the_safe_snapshot_unless_it_is_recovering()
         .unwrap();
     assert_eq!(safe.action, "safe", "{safe:?}");
     let last = learner.network.quantized.len() - 1;
-    let snapshot_codes = learner.network.quantized_weight(last).codes().unwrap();
-    tch::no_grad(|| {
-        let mut weight = learner
-            .network
-            .quantized_weight(last)
-            .weight
-            .shallow_clone();
-        let negated = weight.neg();
-        weight.copy_(&negated);
-    });
-    // Just arrived at the target, the model is settling: the same breach is a dip.
-    let negated_codes = learner.network.quantized_weight(last).codes().unwrap();
-    let settling = guard
-        .check(&mut learner, &data, 40, 0.0, CheckStage::Settling)
-        .unwrap();
-    assert_eq!(
-        (settling.action, settling.within),
-        ("dip", false),
-        "{settling:?}"
-    );
-    assert!(learner
-        .network
-        .quantized_weight(last)
-        .codes()
-        .unwrap()
-        .equal(&negated_codes));
-    let events = guard.certificate_draft(None).events;
-    assert_eq!((events.breaches, events.rollbacks), (0, 0));
-    // Half the rows back: still outside the budget, but every figure rose since the last
-    // check, so the model is on its way back and nothing is undone.
-    let negate_rows = |learner: &sgsc::train::learner::Learner, rows: i64| {
+    let codes = |learner: &Learner| learner.network.quantized_weight(last).codes().unwrap();
+    // Negates the first `rows` rows of the classifier: accuracy collapses, no width falls.
+    let negate_rows = |learner: &Learner, rows: i64| {
         tch::no_grad(|| {
             let mut part = learner
                 .network
@@ -677,8 +650,25 @@ fn a_breach_at_the_target_returns_to_the_safe_snapshot_unless_it_is_recovering()
             part.copy_(&negated);
         })
     };
+    let snapshot_codes = codes(&learner);
+    negate_rows(&learner, 10);
+    // Just arrived at the target, the model is settling: the breach is a dip.
+    let negated_codes = codes(&learner);
+    let settling = guard
+        .check(&mut learner, &data, 40, 0.0, CheckStage::Settling)
+        .unwrap();
+    assert_eq!(
+        (settling.action, settling.within),
+        ("dip", false),
+        "{settling:?}"
+    );
+    assert!(codes(&learner).equal(&negated_codes));
+    let events = guard.certificate_draft(None).events;
+    assert_eq!((events.breaches, events.rollbacks), (0, 0));
+    // Half the rows back: still outside the budget, but every figure rose since the last
+    // check, so the model is on its way back and nothing is undone.
     negate_rows(&learner, 5);
-    let half_codes = learner.network.quantized_weight(last).codes().unwrap();
+    let half_codes = codes(&learner);
     let rising = guard
         .check(&mut learner, &data, 45, 0.0, CheckStage::Holding)
         .unwrap();
@@ -687,12 +677,7 @@ fn a_breach_at_the_target_returns_to_the_safe_snapshot_unless_it_is_recovering()
         ("recovering", false),
         "{rising:?}"
     );
-    assert!(learner
-        .network
-        .quantized_weight(last)
-        .codes()
-        .unwrap()
-        .equal(&half_codes));
+    assert!(codes(&learner).equal(&half_codes));
     // Falling again: back to the snapshot.
     negate_rows(&learner, 5);
     let breach = guard
@@ -703,12 +688,7 @@ fn a_breach_at_the_target_returns_to_the_safe_snapshot_unless_it_is_recovering()
         ("rollback", 0),
         "{breach:?}"
     );
-    assert!(learner
-        .network
-        .quantized_weight(last)
-        .codes()
-        .unwrap()
-        .equal(&snapshot_codes));
+    assert!(codes(&learner).equal(&snapshot_codes));
     let events = guard.certificate_draft(None).events;
     assert_eq!((events.breaches, events.rollbacks), (2, 1));
 }
