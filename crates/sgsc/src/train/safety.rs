@@ -592,11 +592,11 @@ impl Guard {
                 .controller
                 .observe(step, preservation, validation, self.snapshot_safe, scale)
             {
-                // At the target there is no pressure to ease, and channels restored to an older
-                // state no longer fit a network that adapted around them: a breach returns to the
-                // last safe state, to fine-tune there, unless its figures are rising (a model
-                // still on its way back from the glide; the final gate judges where it ends).
-                Action::Ease | Action::RestoreChannels
+                // At the target there is no pressure to ease, the learning rate that could still
+                // recover the model is running out, and channels restored to an older state no
+                // longer fit a network that adapted around them: every breach returns to the
+                // last safe state, to fine-tune there.
+                Action::Ease | Action::Recovering | Action::RestoreChannels
                     if stage == CheckStage::Holding && self.snapshot_safe =>
                 {
                     self.controller.record_rollback();
