@@ -101,6 +101,14 @@ pub enum CheckStage {
     Settling,
 }
 
+impl CheckStage {
+    /// Whether a check at this stage is judged: a breach counts, feeds the pressure law and may
+    /// undo something. On the way down and while settling, one outside the budget is a dip.
+    pub fn judged(self) -> bool {
+        !matches!(self, CheckStage::Descent | CheckStage::Settling)
+    }
+}
+
 /// The safety figures a model carries (its certificate).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Certificate {
@@ -562,7 +570,7 @@ impl Guard {
         lr_factor: f64,
         stage: CheckStage,
     ) -> Result<CheckReport> {
-        let judged = !matches!(stage, CheckStage::Descent | CheckStage::Settling);
+        let judged = stage.judged();
         let (preservation, validation, evaluation) = self.measure_with_validation(learner, data)?;
         let scale = 1.0 + self.safety.check_slack * lr_factor.clamp(0.0, 1.0);
         let within = self
@@ -571,8 +579,9 @@ impl Guard {
             .is_met_scaled(preservation, validation, scale);
         if !judged && !within {
             // On a target's glide path, and for one check interval after it, the dip is the
-            // law's doing and passes once the pressure stops: nothing is undone, nothing counted. The controller keeps the figures, so
-            // that the first judged check compares with them.
+            // law's doing and passes once the pressure stops: nothing is undone, nothing
+            // counted. The controller keeps the figures, so that the first judged check compares
+            // with them.
             self.controller.record_figures(preservation, validation);
             self.restart_grace_periods();
             return Ok(CheckReport {

@@ -467,7 +467,7 @@ impl<'a> Run<'a> {
         };
         let check = guard.check(&mut self.learner, &self.data, done, lr_factor, stage)?;
         self.measured = check.validation.map(|evaluation| (done, evaluation));
-        if !matches!(stage, CheckStage::Descent | CheckStage::Settling) {
+        if stage.judged() {
             self.law.observe_check(check.within);
         }
         if self.law.target().is_some() && matches!(check.action, "restore" | "rollback") {
