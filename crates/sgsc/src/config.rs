@@ -181,6 +181,11 @@ pub struct SafetyConfig {
     pub breaches_before_restore: u32,
     /// Breaches in a row after which the whole model rolls back to the safe snapshot.
     pub breaches_before_rollback: u32,
+    /// At the target, a breach whose breached figures all rose since the last check waits
+    /// instead of rolling back, at most this many checks in a row (default 2): a model still on
+    /// its way back from the glide gets that long to come within the budget.
+    #[serde(default = "two")]
+    pub recovery_checks: u32,
     /// Steps a channel must stay at zero bits, through safe checks, before it is removed.
     pub prune_grace_steps: i64,
 }

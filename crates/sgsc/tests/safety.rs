@@ -101,6 +101,7 @@ fn setup(dir: &std::path::Path) -> Setup {
         restore_fraction: 0.5,
         breaches_before_restore: 1,
         breaches_before_rollback: 2,
+        recovery_checks: 1,
         prune_grace_steps: 50,
     });
     Setup {
@@ -624,7 +625,7 @@ fn the_preservation_batch_moves_the_weights_but_not_the_running_statistics() {
 }
 
 #[test]
-fn a_breach_at_the_target_returns_to_the_safe_snapshot_once_settled() {
+fn a_breach_at_the_target_waits_while_rising_then_returns_to_the_safe_snapshot() {
     use sgsc::train::learner::Learner;
     use sgsc::train::safety::CheckStage;
     let _one_at_a_time = common::training_lock();
@@ -638,20 +639,20 @@ fn a_breach_at_the_target_returns_to_the_safe_snapshot_once_settled() {
     assert_eq!(safe.action, "safe", "{safe:?}");
     let last = learner.network.quantized.len() - 1;
     let codes = |learner: &Learner| learner.network.quantized_weight(last).codes().unwrap();
-    // Negates the first `rows` rows of the classifier: accuracy collapses, no width falls.
-    let negate_rows = |learner: &Learner, rows: i64| {
+    // Negates `rows` rows of the classifier from `first`: accuracy collapses, no width falls.
+    let negate_rows = |learner: &Learner, first: i64, rows: i64| {
         tch::no_grad(|| {
             let mut part = learner
                 .network
                 .quantized_weight(last)
                 .weight
-                .narrow(0, 0, rows);
+                .narrow(0, first, rows);
             let negated = part.neg();
             part.copy_(&negated);
         })
     };
     let snapshot_codes = codes(&learner);
-    negate_rows(&learner, 10);
+    negate_rows(&learner, 0, 10);
     // Just arrived at the target, the model is settling: the breach is a dip.
     let negated_codes = codes(&learner);
     let settling = guard
@@ -665,11 +666,24 @@ fn a_breach_at_the_target_returns_to_the_safe_snapshot_once_settled() {
     assert!(codes(&learner).equal(&negated_codes));
     let events = guard.certificate_draft(None).events;
     assert_eq!((events.breaches, events.rollbacks), (0, 0));
-    // Settled: half the rows back, every figure rose since the last check, and the model is
-    // still outside the budget: back to the snapshot at once.
-    negate_rows(&learner, 5);
-    let breach = guard
+    // Settled: half the rows back, every figure rose since the last check: the model is on
+    // its way back and waits (`recovery_checks` is 1 here), nothing undone.
+    negate_rows(&learner, 0, 5);
+    let half_codes = codes(&learner);
+    let rising = guard
         .check(&mut learner, &data, 50, 0.0, CheckStage::Holding)
+        .unwrap();
+    assert_eq!(
+        (rising.action, rising.within),
+        ("recovering", false),
+        "{rising:?}"
+    );
+    assert!(codes(&learner).equal(&half_codes));
+    // Rising again (two more rows back) but out of waits, still outside the budget: back to
+    // the snapshot.
+    negate_rows(&learner, 5, 2);
+    let breach = guard
+        .check(&mut learner, &data, 60, 0.0, CheckStage::Holding)
         .unwrap();
     assert_eq!(
         (breach.action, breach.restored_channels),
@@ -678,5 +692,5 @@ fn a_breach_at_the_target_returns_to_the_safe_snapshot_once_settled() {
     );
     assert!(codes(&learner).equal(&snapshot_codes));
     let events = guard.certificate_draft(None).events;
-    assert_eq!((events.breaches, events.rollbacks), (1, 1));
+    assert_eq!((events.breaches, events.rollbacks), (2, 1));
 }

@@ -169,6 +169,8 @@ struct GuardState {
     zero_since: Vec<Vec<Option<i64>>>,
     held: Vec<Vec<bool>>,
     pruned_channels: usize,
+    #[serde(default)]
+    recovery_waits: u32,
 }
 
 /// Checkpoint names of the safe snapshot's tensors.
@@ -201,6 +203,8 @@ pub struct Guard {
     zero_since: Vec<Vec<Option<i64>>>,
     sampler: EpochSampler,
     pruned_channels: usize,
+    /// Breaches at the target in a row that waited because their figures rose.
+    recovery_waits: u32,
     /// Digests of the preservation set and reference files, for the certificate.
     sources: (String, String),
 }
@@ -402,6 +406,7 @@ impl Guard {
             ),
             safety,
             pruned_channels: 0,
+            recovery_waits: 0,
         };
         // The starting state is the first snapshot, safe only if it meets the budget.
         guard.start_figures = guard.measure(learner, data)?;
@@ -425,6 +430,7 @@ impl Guard {
             zero_since: self.zero_since.clone(),
             held: self.held.clone(),
             pruned_channels: self.pruned_channels,
+            recovery_waits: self.recovery_waits,
         };
         let json = serde_json::to_string(&state)
             .map_err(|e| Error::Training(format!("guard state: {e}")))?;
@@ -465,6 +471,7 @@ impl Guard {
         self.snapshot_safe = state.snapshot_safe;
         self.zero_since = state.zero_since;
         self.pruned_channels = state.pruned_channels;
+        self.recovery_waits = state.recovery_waits;
         Ok(())
     }
 
@@ -601,10 +608,18 @@ impl Guard {
                 .controller
                 .observe(step, preservation, validation, self.snapshot_safe, scale)
             {
-                // At the target there is no pressure to ease, the learning rate that could still
-                // recover the model is running out, and channels restored to an older state no
-                // longer fit a network that adapted around them: every breach returns to the
-                // last safe state, to fine-tune there.
+                // At the target there is no pressure to ease, and channels restored to an older
+                // state no longer fit a network that adapted around them. A model whose figures
+                // all rose is on its way back from the glide and waits, `recovery_checks` times
+                // in a row at most, since the learning rate that could recover it runs out; any
+                // other breach returns to the last safe state, to fine-tune there.
+                Action::Recovering
+                    if stage == CheckStage::Holding
+                        && self.recovery_waits < self.safety.recovery_checks =>
+                {
+                    self.recovery_waits += 1;
+                    Action::Recovering
+                }
                 Action::Ease | Action::Recovering | Action::RestoreChannels
                     if stage == CheckStage::Holding && self.snapshot_safe =>
                 {
@@ -613,6 +628,9 @@ impl Guard {
                 }
                 action => action,
             };
+        if !matches!(action, Action::Recovering) {
+            self.recovery_waits = 0;
+        }
         let mut report = CheckReport {
             step,
             preservation_accuracy: preservation,
