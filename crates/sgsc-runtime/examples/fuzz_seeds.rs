@@ -1,4 +1,4 @@
-//! Writes the fuzzer's seed files: the synthetic CNN and transformer of the format tests as
+//! Writes the fuzzer's seed files: the synthetic models of the format tests as
 //! `.sgsc` files, so that no model file needs to be kept in git.
 //!   cargo run --release -p sgsc-runtime --example fuzz_seeds -- <folder>
 
@@ -16,6 +16,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::create_dir_all(&folder)?;
     for (name, model) in [
         ("cnn", models::cnn()),
+        ("pooled", models::pooled()),
         ("transformer", models::transformer()),
     ] {
         std::fs::write(

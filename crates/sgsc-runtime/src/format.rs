@@ -20,7 +20,7 @@
 use crate::bits::{packed_bytes, BitReader, BitWriter};
 use crate::error::{Result, RuntimeError};
 use crate::model::{
-    BatchNorm, Block, Dense, Layer, LayerSpec, Metadata, Norm, PackedModel, QuantizedMatrix,
+    BatchNorm, Block, Dense, Layer, LayerSpec, Metadata, Norm, PackedModel, Pool, QuantizedMatrix,
 };
 use half::f16;
 use serde::{Deserialize, Serialize};
@@ -452,9 +452,21 @@ fn write_layer(out: &mut Vec<u8>, layer: &Layer) -> Result<()> {
             write_dense(out, &block.mlp_out)?;
         }
         Layer::LayerNorm(norm) => write_norm(out, norm),
-        Layer::Relu | Layer::MaxPool { .. } | Layer::Flatten => {}
+        Layer::Relu
+        | Layer::MaxPool(_)
+        | Layer::AvgPool(_)
+        | Layer::GlobalAvgPool
+        | Layer::Flatten => {}
     }
     Ok(())
+}
+
+/// A pool whose window and stride are dimensions (its padding is checked against the window
+/// where shapes are).
+fn checked_pool(pool: Pool) -> Result<Pool> {
+    dimension(pool.kernel, "pool kernel")?;
+    dimension(pool.stride(), "pool stride")?;
+    Ok(pool)
 }
 
 /// Rejects a dimension outside `1..=MAX_DIMENSION`.
@@ -539,9 +551,9 @@ fn read_layer(cursor: &mut Cursor, spec: &LayerSpec) -> Result<Layer> {
                 eps,
             })
         }
-        LayerSpec::MaxPool { kernel } => Layer::MaxPool {
-            kernel: dimension(kernel, "pool kernel")?,
-        },
+        LayerSpec::MaxPool(pool) => Layer::MaxPool(checked_pool(pool)?),
+        LayerSpec::AvgPool(pool) => Layer::AvgPool(checked_pool(pool)?),
+        LayerSpec::GlobalAvgPool => Layer::GlobalAvgPool,
         LayerSpec::Flatten => Layer::Flatten,
         LayerSpec::Embedding {
             vocab_size,

@@ -4,7 +4,9 @@
 
 use crate::error::{Result, RuntimeError};
 use crate::format;
+use crate::kernels::pool::{self, Reduce};
 use crate::kernels::{self, ConvScratch, ConvShape};
+use crate::layers::{Pool, Shape};
 use crate::model::{Dense, Layer, Metadata, Norm, PackedModel};
 use rayon::prelude::*;
 use std::path::Path;
@@ -43,8 +45,17 @@ enum Step {
     BatchNorm {
         scale: Vec<f32>,
         shift: Vec<f32>,
+        /// Values per channel: a map's plane, 1 for a vector.
+        plane: usize,
     },
-    MaxPool(usize),
+    Pool {
+        input: (usize, usize, usize),
+        pool: Pool,
+        reduce: Reduce,
+    },
+    GlobalAvgPool {
+        plane: usize,
+    },
     Flatten,
     Embedding {
         token: Vec<f32>,
@@ -97,9 +108,17 @@ impl Model {
     /// Prepares a decoded model for inference (dequantizes every weight once).
     pub fn new(packed: PackedModel) -> Result<Model> {
         let outputs = packed.validate()?;
-        let mut shape = packed.metadata.input.clone();
+        let mut shape = Shape::of_input(&packed.metadata.input).map_err(RuntimeError::Invalid)?;
         let mut steps = Vec::with_capacity(packed.layers.len());
         for layer in &packed.layers {
+            let map = match shape {
+                Shape::Map {
+                    channels,
+                    height,
+                    width,
+                } => (channels, height, width),
+                _ => (shape.values().unwrap_or(0), 1, 1),
+            };
             steps.push(match layer {
                 Layer::Conv2d {
                     kernel,
@@ -109,14 +128,12 @@ impl Model {
                     ..
                 } => {
                     let conv = ConvShape {
-                        input: (shape[0], shape[1], shape[2]),
+                        input: map,
                         out_channels: dense.weight.rows,
                         kernel: *kernel,
                         stride: *stride,
                         padding: *padding,
                     };
-                    let (oh, ow) = conv.output();
-                    shape = vec![dense.weight.rows, oh, ow];
                     let mut dense = DenseF32::new(dense);
                     dense.weight = conv.weight_by_kernel_row(&dense.weight);
                     Step::Conv { shape: conv, dense }
@@ -135,12 +152,25 @@ impl Model {
                         scale.push(inverse * gamma);
                         shift.push(beta - norm.mean[c] * inverse * gamma);
                     }
-                    Step::BatchNorm { scale, shift }
+                    Step::BatchNorm {
+                        scale,
+                        shift,
+                        plane: map.1 * map.2,
+                    }
                 }
-                Layer::MaxPool { kernel } => {
-                    shape = vec![shape[0], shape[1] / kernel, shape[2] / kernel];
-                    Step::MaxPool(*kernel)
-                }
+                Layer::MaxPool(pool) => Step::Pool {
+                    input: map,
+                    pool: *pool,
+                    reduce: Reduce::Max,
+                },
+                Layer::AvgPool(pool) => Step::Pool {
+                    input: map,
+                    pool: *pool,
+                    reduce: Reduce::Average,
+                },
+                Layer::GlobalAvgPool => Step::GlobalAvgPool {
+                    plane: map.1 * map.2,
+                },
                 Layer::Flatten => Step::Flatten,
                 Layer::Embedding {
                     token,
@@ -168,6 +198,10 @@ impl Model {
                 })),
                 Layer::LayerNorm(norm) => Step::LayerNorm(norm.clone()),
             });
+            shape = layer
+                .spec()
+                .output_shape(shape)
+                .map_err(RuntimeError::Invalid)?;
         }
         Ok(Model {
             packed,
@@ -246,27 +280,28 @@ impl Model {
 
     fn run_image(&self, image: &[f32], scratch: &mut ConvScratch) -> Vec<f32> {
         let mut x = image.to_vec();
-        let input = &self.packed.metadata.input;
-        let mut shape = (input[0], input[1], input[2]);
         for step in &self.steps {
             match step {
-                Step::Conv { shape: conv, dense } => {
-                    x = kernels::conv2d(&x, conv, &dense.weight, dense.bias.as_deref(), scratch);
-                    let (oh, ow) = conv.output();
-                    shape = (conv.out_channels, oh, ow);
+                Step::Conv { shape, dense } => {
+                    x = kernels::conv2d(&x, shape, &dense.weight, dense.bias.as_deref(), scratch);
                 }
                 Step::Linear(dense) => x = dense.apply(&x, 1),
                 Step::Relu => x.iter_mut().for_each(|v| *v = v.max(0.0)),
-                Step::BatchNorm { scale, shift } => {
-                    let plane = shape.1 * shape.2;
-                    for ((values, s), b) in x.chunks_exact_mut(plane).zip(scale).zip(shift) {
+                Step::BatchNorm {
+                    scale,
+                    shift,
+                    plane,
+                } => {
+                    for ((values, s), b) in x.chunks_exact_mut(*plane).zip(scale).zip(shift) {
                         values.iter_mut().for_each(|v| *v = *v * s + b);
                     }
                 }
-                Step::MaxPool(k) => {
-                    x = kernels::max_pool(&x, shape, *k);
-                    shape = (shape.0, shape.1 / k, shape.2 / k);
-                }
+                Step::Pool {
+                    input,
+                    pool,
+                    reduce,
+                } => x = pool::pool(&x, *input, pool, *reduce),
+                Step::GlobalAvgPool { plane } => x = pool::global_average(&x, *plane),
                 Step::Flatten => {}
                 Step::Embedding { .. } | Step::Block(_) | Step::LayerNorm(_) => {
                     unreachable!("validate() keeps sequence layers out of image models")
@@ -339,7 +374,11 @@ impl Model {
                     features = dense.out;
                 }
                 Step::Relu => x.iter_mut().for_each(|v| *v = v.max(0.0)),
-                Step::Conv { .. } | Step::BatchNorm { .. } | Step::MaxPool(_) | Step::Flatten => {
+                Step::Conv { .. }
+                | Step::BatchNorm { .. }
+                | Step::Pool { .. }
+                | Step::GlobalAvgPool { .. }
+                | Step::Flatten => {
                     unreachable!("validate() keeps image layers out of language models")
                 }
             }

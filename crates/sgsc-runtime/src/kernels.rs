@@ -1,6 +1,8 @@
 //! The arithmetic of inference on dense f32 buffers (row-major): matrix products through
-//! `matrixmultiply`'s SGEMM, channels-last convolution, pooling, normalisation, attention and
-//! GELU.
+//! `matrixmultiply`'s SGEMM, channels-last convolution, normalisation, attention and GELU;
+//! pooling in [`pool`].
+
+pub mod pool;
 
 /// `c[m x n] = a[m x k] * b[k x n]` with explicit row and column strides (so either operand can
 /// be read transposed without a copy); `c` is overwritten, or added to with `accumulate`.
@@ -246,34 +248,6 @@ pub fn conv2d(
     output
 }
 
-/// Max pooling of `[c, h, w]` with window and stride `k` (no padding; the remainder is dropped).
-pub fn max_pool(
-    image: &[f32],
-    (channels, height, width): (usize, usize, usize),
-    k: usize,
-) -> Vec<f32> {
-    let (oh, ow) = (height / k, width / k);
-    let mut output = Vec::with_capacity(channels * oh * ow);
-    for c in 0..channels {
-        let plane = &image[c * height * width..][..height * width];
-        for y in 0..oh {
-            for x in 0..ow {
-                let mut best = f32::NEG_INFINITY;
-                for dy in 0..k {
-                    for dx in 0..k {
-                        let value = plane[(y * k + dy) * width + x * k + dx];
-                        if value > best || value.is_nan() {
-                            best = value;
-                        }
-                    }
-                }
-                output.push(best);
-            }
-        }
-    }
-    output
-}
-
 /// Layer normalisation of each `features`-long row (biased variance, like PyTorch).
 pub fn layer_norm(x: &mut [f32], features: usize, weight: &[f32], bias: &[f32], eps: f32) {
     for row in x.chunks_exact_mut(features) {
@@ -450,12 +424,6 @@ mod tests {
                 "{size}x{width}, kernel {kernel}, stride {stride}, padding {padding}"
             );
         }
-    }
-
-    #[test]
-    fn pooling_takes_window_maxima() {
-        let image = [1.0, 5.0, 2.0, 0.0, 3.0, 4.0, -1.0, 8.0, 0.0];
-        assert_eq!(max_pool(&image, (1, 3, 3), 2), vec![5.0]);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Pure-Rust runtime for packed `.sgsc` model files: no libtorch, no training code.
 //!
 //! - [`format`] reads and writes the bytes (layout in `docs/format.md`), validating everything;
+//! - [`layers`] describes every layer kind once: what a file stores of it and its shape rule;
 //! - [`model`] is what a file holds: layers with integer codes at per-channel widths;
 //! - [`inference`] dequantizes once and runs image classifiers and language models;
 //! - `kernels` is the f32 arithmetic (private), [`bits`] the bit packing.
@@ -16,6 +17,7 @@ pub mod error;
 pub mod format;
 pub mod inference;
 mod kernels;
+pub mod layers;
 pub mod model;
 
 pub use error::{Result, RuntimeError};

@@ -3,6 +3,7 @@
 //! Nothing here runs a model; see [`crate::inference`] for that.
 
 use crate::error::{Result, RuntimeError};
+pub use crate::layers::{LayerSpec, Pool, Shape};
 use half::f16;
 use serde::{Deserialize, Serialize};
 
@@ -124,11 +125,12 @@ pub enum Layer {
     Relu,
     /// Batch normalisation (inference form).
     BatchNorm(BatchNorm),
-    /// Max pooling, window and stride `kernel`, no padding.
-    MaxPool {
-        /// Window side.
-        kernel: usize,
-    },
+    /// Max pooling.
+    MaxPool(Pool),
+    /// Average pooling (the divisor is the whole window, padding included).
+    AvgPool(Pool),
+    /// The mean of each channel's map.
+    GlobalAvgPool,
     /// Channel-major flattening of `[c, h, w]`.
     Flatten,
     /// Token plus position embedding.
@@ -148,85 +150,6 @@ pub enum Layer {
     TransformerBlock(Box<Block>),
     /// Layer normalisation.
     LayerNorm(Norm),
-}
-
-/// The shape-only description of a layer, as the description section stores it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub enum LayerSpec {
-    /// See [`Layer::Conv2d`].
-    Conv2d {
-        /// Input channels.
-        in_channels: usize,
-        /// Output channels.
-        out_channels: usize,
-        /// Kernel side.
-        kernel: usize,
-        /// Stride.
-        stride: usize,
-        /// Padding.
-        padding: usize,
-        /// Has a bias.
-        bias: bool,
-    },
-    /// See [`Layer::Linear`].
-    Linear {
-        /// Input features.
-        in_features: usize,
-        /// Output features.
-        out_features: usize,
-        /// Has a bias.
-        bias: bool,
-    },
-    /// See [`Layer::Relu`].
-    Relu,
-    /// See [`Layer::BatchNorm`].
-    BatchNorm {
-        /// Channels.
-        channels: usize,
-        /// Has scale and shift.
-        affine: bool,
-        /// Epsilon.
-        eps: f32,
-    },
-    /// See [`Layer::MaxPool`].
-    MaxPool {
-        /// Window side.
-        kernel: usize,
-    },
-    /// See [`Layer::Flatten`].
-    Flatten,
-    /// See [`Layer::Embedding`].
-    Embedding {
-        /// Symbols.
-        vocab_size: usize,
-        /// Positions.
-        context: usize,
-        /// Width.
-        d_model: usize,
-    },
-    /// See [`Block`].
-    TransformerBlock {
-        /// Width of the residual stream.
-        d_model: usize,
-        /// Heads.
-        heads: usize,
-        /// Head width.
-        head_dim: usize,
-        /// MLP hidden units.
-        hidden: usize,
-        /// Linear layers have biases.
-        bias: bool,
-        /// Layer-norm epsilon.
-        eps: f32,
-    },
-    /// See [`Layer::LayerNorm`].
-    LayerNorm {
-        /// Features.
-        features: usize,
-        /// Epsilon.
-        eps: f32,
-    },
 }
 
 /// Pixel normalisation applied before the first layer, per input channel:
@@ -345,7 +268,9 @@ impl Layer {
                 affine: norm.affine.is_some(),
                 eps: norm.eps,
             },
-            Layer::MaxPool { kernel } => LayerSpec::MaxPool { kernel: *kernel },
+            Layer::MaxPool(pool) => LayerSpec::MaxPool(*pool),
+            Layer::AvgPool(pool) => LayerSpec::AvgPool(*pool),
+            Layer::GlobalAvgPool => LayerSpec::GlobalAvgPool,
             Layer::Flatten => LayerSpec::Flatten,
             Layer::Embedding {
                 vocab_size,
@@ -522,18 +447,13 @@ impl Layer {
                 Ok(())
             }
             Layer::LayerNorm(norm) => check_norm(norm, norm.weight.len(), "layer norm"),
-            Layer::Relu | Layer::MaxPool { .. } | Layer::Flatten => Ok(()),
+            Layer::Relu
+            | Layer::MaxPool(_)
+            | Layer::AvgPool(_)
+            | Layer::GlobalAvgPool
+            | Layer::Flatten => Ok(()),
         }
     }
-}
-
-/// The activation shape between layers, to check that a file's layers fit together.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Shape {
-    Map(usize, usize, usize),
-    Flat(usize),
-    Tokens(usize),
-    Sequence(usize, usize),
 }
 
 /// Most f32 values one image's or window's activations, or one convolution's work buffers,
@@ -578,134 +498,50 @@ impl PackedModel {
         if input.iter().any(|&d| d > crate::format::MAX_DIMENSION) || bounded(input).is_none() {
             return invalid(format!("input shape {input:?} is too large"));
         }
-        let mut shape = match input.as_slice() {
-            [c, h, w] if *c > 0 && *h > 0 && *w > 0 => Shape::Map(*c, *h, *w),
-            [context] if *context > 0 => Shape::Tokens(*context),
-            other => {
-                return invalid(format!(
-                    "input shape {other:?} is neither [c, h, w] nor [context]"
-                ))
-            }
-        };
+        let mut shape = Shape::of_input(input).map_err(RuntimeError::Invalid)?;
         for (index, layer) in self.layers.iter().enumerate() {
             let at = |message: String| RuntimeError::Invalid(format!("layer {index}: {message}"));
             layer.check_tensors().map_err(|e| at(e.to_string()))?;
-            shape = match (layer, shape) {
-                (
-                    Layer::Conv2d {
-                        in_channels,
-                        kernel,
-                        stride,
-                        padding,
-                        dense,
-                    },
-                    Shape::Map(c, h, w),
-                ) => {
-                    if *in_channels != c || *kernel == 0 || *stride == 0 {
-                        return Err(at(format!("conv of {in_channels} channels, kernel {kernel}, stride {stride} on {c} channels")));
-                    }
-                    let too_large = || {
-                        at(format!(
-                            "conv with padding {padding} on {h}x{w} is too large"
-                        ))
-                    };
-                    let (ph, pw) = padding
-                        .checked_mul(2)
-                        .and_then(|both| Some((h.checked_add(both)?, w.checked_add(both)?)))
-                        .ok_or_else(too_large)?;
-                    if ph < *kernel || pw < *kernel {
-                        return Err(at(format!(
-                            "kernel {kernel} larger than the padded {ph}x{pw} input"
-                        )));
-                    }
-                    let (oh, ow) = ((ph - kernel) / stride + 1, (pw - kernel) / stride + 1);
-                    // The convolution's buffers: padded planes copied per kernel column, the
-                    // product of a row per tap and output channel, and the output.
-                    let rows = dense.weight.rows;
-                    if bounded(&[c, *kernel, ph, pw]).is_none()
-                        || bounded(&[*kernel, *kernel, rows + 16, ph, pw]).is_none()
-                        || bounded(&[rows, oh, ow]).is_none()
-                    {
-                        return Err(too_large());
-                    }
-                    Shape::Map(rows, oh, ow)
-                }
-                (Layer::Linear(dense), Shape::Flat(features)) => {
-                    if dense.weight.columns != features {
-                        return Err(at(format!(
-                            "linear of {} inputs on {features} features",
-                            dense.weight.columns
-                        )));
-                    }
-                    Shape::Flat(dense.weight.rows)
-                }
-                (Layer::Linear(dense), Shape::Sequence(t, features)) => {
-                    if dense.weight.columns != features {
-                        return Err(at(format!(
-                            "linear of {} inputs on {features} features",
-                            dense.weight.columns
-                        )));
-                    }
-                    Shape::Sequence(t, dense.weight.rows)
-                }
-                (Layer::Relu, shape) => shape,
-                (Layer::BatchNorm(norm), Shape::Map(c, h, w)) => {
-                    if norm.mean.len() != c {
-                        return Err(at(format!(
-                            "batch norm of {} channels on {c}",
-                            norm.mean.len()
-                        )));
-                    }
-                    Shape::Map(c, h, w)
-                }
-                (Layer::MaxPool { kernel }, Shape::Map(c, h, w)) => {
-                    if *kernel == 0 || h < *kernel || w < *kernel {
-                        return Err(at(format!("max pool {kernel} on {h}x{w}")));
-                    }
-                    Shape::Map(c, h / kernel, w / kernel)
-                }
-                (Layer::Flatten, Shape::Map(c, h, w)) => Shape::Flat(c * h * w),
-                (
-                    Layer::Embedding {
-                        context, d_model, ..
-                    },
-                    Shape::Tokens(t),
-                ) => {
-                    if t > *context {
-                        return Err(at(format!(
-                            "input of {t} positions, embedding of {context}"
-                        )));
-                    }
-                    Shape::Sequence(t, *d_model)
-                }
-                (Layer::TransformerBlock(block), Shape::Sequence(t, features)) => {
-                    if block.d_model != features {
-                        return Err(at(format!(
-                            "block of width {} on {features} features",
-                            block.d_model
-                        )));
-                    }
-                    Shape::Sequence(t, features)
-                }
-                (Layer::LayerNorm(norm), Shape::Sequence(t, features)) => {
-                    if norm.weight.len() != features {
-                        return Err(at(format!(
-                            "layer norm of {} features on {features}",
-                            norm.weight.len()
-                        )));
-                    }
-                    Shape::Sequence(t, features)
-                }
-                (layer, shape) => {
+            let next = layer.spec().output_shape(shape).map_err(at)?;
+            if next
+                .values()
+                .and_then(|values| bounded(&[values]))
+                .is_none()
+            {
+                return Err(at(format!("an activation of {next:?} is too large")));
+            }
+            if let (
+                Layer::Conv2d {
+                    kernel, padding, ..
+                },
+                Shape::Map {
+                    channels,
+                    height,
+                    width,
+                },
+                Shape::Map {
+                    channels: rows,
+                    height: oh,
+                    width: ow,
+                },
+            ) = (layer, shape, next)
+            {
+                // The convolution's buffers: padded planes copied per kernel column, the
+                // product of a row per tap and output channel, and the output.
+                let (ph, pw) = (height + 2 * padding, width + 2 * padding);
+                if bounded(&[channels, *kernel, ph, pw]).is_none()
+                    || bounded(&[*kernel, *kernel, rows + 16, ph, pw]).is_none()
+                    || bounded(&[rows, oh, ow]).is_none()
+                {
                     return Err(at(format!(
-                        "{:?} cannot follow an activation of shape {shape:?}",
-                        layer.spec()
+                        "conv with padding {padding} on {height}x{width} is too large"
                     )));
                 }
-            };
+            }
+            shape = next;
         }
         let outputs = match shape {
-            Shape::Flat(features) | Shape::Sequence(_, features) => features,
+            Shape::Flat { features } | Shape::Sequence { features, .. } => features,
             other => {
                 return invalid(format!(
                     "the network ends in {other:?}, not in a vector of outputs"

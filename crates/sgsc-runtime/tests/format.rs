@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::models::{cnn, transformer, Numbers};
+use common::models::{cnn, pooled, transformer, Numbers};
 use sgsc_runtime::format::{decode, encode, MAX_ELEMENTS};
 use sgsc_runtime::model::{Layer, PackedModel};
 use sgsc_runtime::{Model, RuntimeError};
@@ -65,11 +65,12 @@ fn with_metadata(bytes: &[u8], json: &str) -> Vec<u8> {
 
 #[test]
 fn models_round_trip_exactly() {
-    for model in [cnn(), transformer()] {
+    for model in [cnn(), pooled(), transformer()] {
         let bytes = encode(&model).unwrap();
         let back = decode(&bytes).unwrap();
         assert_eq!(back, model);
         assert_eq!(encode(&back).unwrap(), bytes, "encoding is deterministic");
+        Model::from_bytes(&bytes).expect("its layers fit together");
     }
 }
 
@@ -304,7 +305,11 @@ fn refresh_checksums(bytes: &mut [u8]) {
 #[test]
 fn random_mutations_never_panic_and_what_loads_round_trips() {
     let mut numbers = Numbers(7);
-    let originals = [encode(&cnn()).unwrap(), encode(&transformer()).unwrap()];
+    let originals = [
+        encode(&cnn()).unwrap(),
+        encode(&pooled()).unwrap(),
+        encode(&transformer()).unwrap(),
+    ];
     let mut loaded = 0;
     for round in 0..20_000 {
         let mut bytes = originals[round % 2].clone();

@@ -7,7 +7,7 @@ mod common;
 use sgsc::config::ExperimentConfig;
 use sgsc::data::{load_test, Tensors};
 use sgsc::pack::export::{remove_dead_channels, to_packed, to_safetensors};
-use sgsc::pack::onnx::{run_onnxruntime, to_onnx};
+use sgsc::pack::onnx::to_onnx;
 use sgsc::train::checkpoint;
 use sgsc::train::learner::Learner;
 use sgsc::train::trainer::{checkpoint_path, train};
@@ -146,7 +146,7 @@ fn runtime_matches_the_training_side_on_a_thousand_test_images() {
     assert!(correct > 800, "{correct}/1000 right after 120 steps");
 
     // The ONNX export, run by onnxruntime, predicts the same.
-    let onnx_logits = run_onnx(
+    let onnx_logits = common::run_onnx(
         &to_onnx(&packed).unwrap(),
         &floats(&inputs),
         [1000, 1, 28, 28],
@@ -165,20 +165,6 @@ fn runtime_matches_the_training_side_on_a_thousand_test_images() {
         got,
         "onnxruntime predicts the same"
     );
-}
-
-/// Logits of an ONNX model from onnxruntime (installed by `scripts/setup-onnxruntime.sh`) for
-/// float32 images of `shape`.
-fn run_onnx(model: &[u8], images: &[f32], shape: [usize; 4]) -> Vec<f32> {
-    let root = common::workspace();
-    let setup = std::process::Command::new("bash")
-        .arg(root.join("scripts/setup-onnxruntime.sh"))
-        .status()
-        .unwrap();
-    assert!(setup.success(), "installing onnxruntime failed");
-    run_onnxruntime(&root, model, images, shape, &[])
-        .expect("onnxruntime runs the export")
-        .logits
 }
 
 #[test]

@@ -76,6 +76,50 @@ pub fn dense(numbers: &mut Numbers, rows: usize, columns: usize, bias: bool) -> 
     }
 }
 
+/// A CNN on 2x7x6 images with the pooling kinds: max pooling with stride and padding, average
+/// pooling, global average pooling, and a batch norm on a vector.
+pub fn pooled() -> PackedModel {
+    let mut n = Numbers(7);
+    let pool = |kernel, stride, padding| sgsc_runtime::model::Pool {
+        kernel,
+        stride,
+        padding,
+    };
+    PackedModel {
+        metadata: Metadata {
+            input: vec![2, 7, 6],
+            normalization: None,
+            vocabulary: None,
+            classes: None,
+            data: None,
+            certificate: None,
+            summary: None,
+        },
+        layers: vec![
+            Layer::Conv2d {
+                in_channels: 2,
+                kernel: 3,
+                stride: 1,
+                padding: 1,
+                dense: dense(&mut n, 4, 18, true),
+            },
+            Layer::Relu,
+            Layer::MaxPool(pool(3, Some(1), 1)),
+            Layer::AvgPool(pool(3, Some(2), 1)),
+            Layer::GlobalAvgPool,
+            Layer::Flatten,
+            Layer::Linear(dense(&mut n, 5, 4, true)),
+            Layer::BatchNorm(BatchNorm {
+                mean: n.floats(5),
+                variance: n.floats(5).iter().map(|v| v.abs() + 0.5).collect(),
+                affine: None,
+                eps: 1e-5,
+            }),
+            Layer::Linear(dense(&mut n, 3, 5, false)),
+        ],
+    }
+}
+
 /// A CNN on 1x8x8 images: every image-model layer kind.
 pub fn cnn() -> PackedModel {
     let mut n = Numbers(1);
@@ -104,7 +148,11 @@ pub fn cnn() -> PackedModel {
                 affine: Some((n.floats(5), n.floats(5))),
                 eps: 1e-5,
             }),
-            Layer::MaxPool { kernel: 2 },
+            Layer::MaxPool(sgsc_runtime::model::Pool {
+                kernel: 2,
+                stride: None,
+                padding: 0,
+            }),
             Layer::Flatten,
             Layer::Linear(dense(&mut n, 3, 80, false)),
         ],

@@ -3,7 +3,10 @@
 //! An image network takes `input = [channels, height, width]`; a language model takes
 //! `input = [context]` (token ids) and starts with an `embedding` layer.
 
+use super::network::BATCH_NORM_EPS;
+use super::transformer::LAYER_NORM_EPS;
 use serde::{Deserialize, Serialize};
+pub use sgsc_runtime::layers::{LayerSpec, Pool, Shape};
 
 /// A network: the shape of one input and its layers in order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -51,11 +54,14 @@ pub enum LayerConfig {
         #[serde(default)]
         affine: bool,
     },
-    /// Max pooling with a square window and stride equal to the window.
-    MaxPool {
-        /// Window side.
-        kernel: i64,
-    },
+    /// Max pooling over square windows: `kernel`, `stride` (default: the window) and `padding`
+    /// (default 0, at most half the window).
+    MaxPool(Pool),
+    /// Average pooling over square windows, like `max_pool`; padding counts as zeros in the
+    /// average.
+    AvgPool(Pool),
+    /// The mean of each channel's map: `[c, h, w]` to `[c, 1, 1]` (a flatten then gives `[c]`).
+    GlobalAvgPool,
     /// Flattens `[c, h, w]` to `[c * h * w]`, channel-major.
     Flatten,
     /// Token embedding plus a learned position embedding (kept in float), on token ids.
@@ -94,6 +100,94 @@ impl ModelConfig {
             LayerConfig::Conv2d { .. } => Some(None),
             _ => None,
         })?
+    }
+}
+
+impl LayerConfig {
+    /// This layer's description on an input of shape `input`, with the sizes it takes from its
+    /// input filled in; the shape rule itself is [`LayerSpec::output_shape`], shared by every
+    /// back end.
+    pub fn spec(&self, input: Shape) -> Result<LayerSpec, String> {
+        let positive = |value: i64, what: &str| {
+            usize::try_from(value)
+                .ok()
+                .filter(|&value| value > 0)
+                .ok_or_else(|| format!("{what} must be positive, not {value}"))
+        };
+        let features = match input {
+            Shape::Map { channels, .. } => channels,
+            Shape::Flat { features } | Shape::Sequence { features, .. } => features,
+            Shape::Tokens { length } => length,
+        };
+        Ok(match *self {
+            LayerConfig::Conv2d {
+                out_channels,
+                kernel,
+                stride,
+                padding,
+                bias,
+            } => LayerSpec::Conv2d {
+                in_channels: features,
+                out_channels: positive(out_channels, "conv2d out_channels")?,
+                kernel: positive(kernel, "conv2d kernel")?,
+                stride: positive(stride, "conv2d stride")?,
+                padding: usize::try_from(padding)
+                    .map_err(|_| format!("conv2d padding must not be negative, not {padding}"))?,
+                bias,
+            },
+            LayerConfig::Linear { out_features, bias } => {
+                if matches!(input, Shape::Map { .. }) {
+                    return Err("linear needs a flat input: add a flatten layer before it".into());
+                }
+                LayerSpec::Linear {
+                    in_features: features,
+                    out_features: positive(out_features, "linear out_features")?,
+                    bias,
+                }
+            }
+            LayerConfig::Relu => LayerSpec::Relu,
+            LayerConfig::BatchNorm { affine } => LayerSpec::BatchNorm {
+                channels: features,
+                affine,
+                eps: BATCH_NORM_EPS as f32,
+            },
+            LayerConfig::MaxPool(pool) => LayerSpec::MaxPool(pool),
+            LayerConfig::AvgPool(pool) => LayerSpec::AvgPool(pool),
+            LayerConfig::GlobalAvgPool => LayerSpec::GlobalAvgPool,
+            LayerConfig::Flatten => LayerSpec::Flatten,
+            LayerConfig::Embedding {
+                vocab_size,
+                d_model,
+            } => LayerSpec::Embedding {
+                vocab_size: positive(vocab_size, "embedding vocab_size")?,
+                context: features,
+                d_model: positive(d_model, "embedding d_model")?,
+            },
+            LayerConfig::TransformerBlock {
+                heads,
+                mlp_ratio,
+                bias,
+            } => {
+                let heads = positive(heads, "transformer_block heads")?;
+                if !features.is_multiple_of(heads) {
+                    return Err(format!(
+                        "transformer_block: d_model {features} must split into {heads} heads"
+                    ));
+                }
+                LayerSpec::TransformerBlock {
+                    d_model: features,
+                    heads,
+                    head_dim: features / heads,
+                    hidden: features * positive(mlp_ratio, "transformer_block mlp_ratio")?,
+                    bias,
+                    eps: LAYER_NORM_EPS as f32,
+                }
+            }
+            LayerConfig::LayerNorm => LayerSpec::LayerNorm {
+                features,
+                eps: LAYER_NORM_EPS as f32,
+            },
+        })
     }
 }
 

@@ -5,7 +5,7 @@
 //! and how many weights each input channel owns. The size term and the size report use this to
 //! count *live* fan-in: inputs coming from dead channels cost nothing.
 
-use super::config::{LayerConfig, ModelConfig};
+use super::config::{LayerSpec, ModelConfig, Pool, Shape};
 use super::transformer::{Embedding, LayerNorm, TransformerBlock, BLOCK_PARTS};
 use crate::error::{Error, Result};
 use crate::quant::QuantizedWeight;
@@ -70,8 +70,12 @@ pub enum Layer {
     Relu,
     /// Batch normalisation.
     BatchNorm(BatchNorm),
-    /// Max pooling with this window (and stride).
-    MaxPool(i64),
+    /// Max pooling.
+    MaxPool(Pool),
+    /// Average pooling (padding counts as zeros).
+    AvgPool(Pool),
+    /// The mean of each channel's map.
+    GlobalAvgPool,
     /// Channel-major flattening.
     Flatten,
     /// Token and position embeddings.
@@ -115,28 +119,6 @@ pub struct Network {
     pub quantized: Vec<QuantizedLayerInfo>,
     /// Size of the output vector.
     pub output_features: i64,
-}
-
-/// Activation shape while walking the config.
-#[derive(Debug, Clone, Copy)]
-enum Shape {
-    Map {
-        channels: i64,
-        height: i64,
-        width: i64,
-    },
-    Flat {
-        features: i64,
-    },
-    /// Token ids, one per position.
-    Tokens {
-        length: i64,
-    },
-    /// A vector per position.
-    Sequence {
-        length: i64,
-        features: i64,
-    },
 }
 
 /// Which weights a forward pass multiplies by.
@@ -189,6 +171,16 @@ struct Entry {
     group: Option<ParameterGroup>,
 }
 
+/// A pool's window, stride and padding on both axes, as libtorch takes them.
+fn pool_window(pool: &Pool) -> ([i64; 2], [i64; 2], [i64; 2]) {
+    let (kernel, stride, padding) = (
+        pool.kernel as i64,
+        pool.stride() as i64,
+        pool.padding as i64,
+    );
+    ([kernel; 2], [stride; 2], [padding; 2])
+}
+
 fn uniform(shape: &[i64], bound: f64, device: Device) -> Result<Tensor> {
     Ok(Tensor::f_rand(shape, (Kind::Float, device))?
         .f_mul_scalar(2.0 * bound)?
@@ -202,63 +194,34 @@ impl Network {
     /// `initial_bit_depth` bits. Tensors live on `device`.
     pub fn new(config: &ModelConfig, initial_bit_depth: f64, device: Device) -> Result<Self> {
         let bad = |index: usize, message: String| Error::Model(format!("layer {index}: {message}"));
-        if config.input.iter().any(|&side| side < 1) {
-            return Err(Error::Model(format!(
-                "input shape {:?} must be positive",
-                config.input
-            )));
-        }
-        let mut shape = match *config.input.as_slice() {
-            [channels, height, width] => Shape::Map {
-                channels,
-                height,
-                width,
-            },
-            [length] => Shape::Tokens { length },
-            _ => {
-                return Err(Error::Model(format!(
-                    "input shape {:?} must be [channels, height, width] (images) or [context] (token ids)",
-                    config.input
-                )))
-            }
-        };
+        let input: Vec<usize> = config
+            .input
+            .iter()
+            .map(|&side| usize::try_from(side).unwrap_or(0))
+            .collect();
+        let mut shape = Shape::of_input(&input).map_err(Error::Model)?;
         let mut source: Option<usize> = None;
         let mut positions_per_channel = 1i64;
         let mut layers = Vec::new();
         let mut quantized: Vec<QuantizedLayerInfo> = Vec::new();
         for (index, layer) in config.layers.iter().enumerate() {
             let name = format!("layers.{index}");
-            let built = match (layer, shape) {
-                (
-                    &LayerConfig::Conv2d {
-                        out_channels,
-                        kernel,
-                        stride,
-                        padding,
-                        bias,
-                    },
-                    Shape::Map {
-                        channels,
-                        height,
-                        width,
-                    },
-                ) => {
-                    if out_channels < 1 || kernel < 1 || stride < 1 || padding < 0 {
-                        return Err(bad(
-                            index,
-                            "conv2d needs positive out_channels, kernel and stride".into(),
-                        ));
-                    }
-                    let out_height = (height + 2 * padding - kernel) / stride + 1;
-                    let out_width = (width + 2 * padding - kernel) / stride + 1;
-                    if height + 2 * padding < kernel || width + 2 * padding < kernel {
-                        return Err(bad(
-                            index,
-                            format!("kernel {kernel} is larger than its {height}x{width} input"),
-                        ));
-                    }
-                    let fan_in = channels * kernel * kernel;
-                    let bound = 1.0 / (fan_in as f64).sqrt();
+            let spec = layer.spec(shape).map_err(|message| bad(index, message))?;
+            let next = spec
+                .output_shape(shape)
+                .map_err(|message| bad(index, message))?;
+            let built = match spec {
+                LayerSpec::Conv2d {
+                    in_channels,
+                    out_channels,
+                    kernel,
+                    stride,
+                    padding,
+                    bias,
+                } => {
+                    let (channels, out_channels, kernel) =
+                        (in_channels as i64, out_channels as i64, kernel as i64);
+                    let bound = 1.0 / ((channels * kernel * kernel) as f64).sqrt();
                     let weight = uniform(&[out_channels, channels, kernel, kernel], bound, device)?;
                     quantized.push(QuantizedLayerInfo {
                         layer: index,
@@ -271,11 +234,6 @@ impl Network {
                     });
                     source = Some(quantized.len() - 1);
                     positions_per_channel = 1;
-                    shape = Shape::Map {
-                        channels: out_channels,
-                        height: out_height,
-                        width: out_width,
-                    };
                     Layer::Conv2d(Conv2d {
                         weight: QuantizedWeight::new(
                             weight.set_requires_grad(true),
@@ -285,17 +243,16 @@ impl Network {
                             .then(|| uniform(&[out_channels], bound, device))
                             .transpose()?
                             .map(|b| b.set_requires_grad(true)),
-                        stride,
-                        padding,
+                        stride: stride as i64,
+                        padding: padding as i64,
                     })
                 }
-                (
-                    &LayerConfig::Linear { out_features, bias },
-                    Shape::Flat { features } | Shape::Sequence { features, .. },
-                ) => {
-                    if out_features < 1 {
-                        return Err(bad(index, "linear needs positive out_features".into()));
-                    }
+                LayerSpec::Linear {
+                    in_features,
+                    out_features,
+                    bias,
+                } => {
+                    let (features, out_features) = (in_features as i64, out_features as i64);
                     let bound = 1.0 / (features as f64).sqrt();
                     let weight = uniform(&[out_features, features], bound, device)?;
                     quantized.push(QuantizedLayerInfo {
@@ -309,15 +266,6 @@ impl Network {
                     });
                     source = Some(quantized.len() - 1);
                     positions_per_channel = 1;
-                    shape = match shape {
-                        Shape::Sequence { length, .. } => Shape::Sequence {
-                            length,
-                            features: out_features,
-                        },
-                        _ => Shape::Flat {
-                            features: out_features,
-                        },
-                    };
                     Layer::Linear(Linear {
                         weight: QuantizedWeight::new(
                             weight.set_requires_grad(true),
@@ -329,27 +277,22 @@ impl Network {
                             .map(|b| b.set_requires_grad(true)),
                     })
                 }
-                (LayerConfig::Relu, _) => Layer::Relu,
-                (&LayerConfig::BatchNorm { affine }, shape) => {
-                    let channels =
-                        match shape {
-                            Shape::Map { channels, .. } => channels,
-                            Shape::Flat { features } if positions_per_channel == 1 => features,
-                            Shape::Flat { .. } => return Err(bad(
-                                index,
-                                "batch_norm right after flatten is not supported; place it before"
-                                    .into(),
-                            )),
-                            Shape::Tokens { .. } | Shape::Sequence { .. } => return Err(bad(
-                                index,
-                                "batch_norm is for images; use layer_norm on sequences".into(),
-                            )),
-                        };
+                LayerSpec::Relu => Layer::Relu,
+                LayerSpec::BatchNorm {
+                    channels, affine, ..
+                } => {
+                    if positions_per_channel != 1 {
+                        return Err(bad(
+                            index,
+                            "batch_norm right after flatten is not supported; place it before"
+                                .into(),
+                        ));
+                    }
                     if let Some(source) = source {
                         quantized[source].norm = Some(index);
                     }
-                    let ones = Tensor::f_ones([channels], (Kind::Float, device))?;
-                    let zeros = Tensor::f_zeros([channels], (Kind::Float, device))?;
+                    let ones = Tensor::f_ones([channels as i64], (Kind::Float, device))?;
+                    let zeros = Tensor::f_zeros([channels as i64], (Kind::Float, device))?;
                     let affine = affine.then(|| {
                         (
                             ones.copy().set_requires_grad(true),
@@ -362,70 +305,39 @@ impl Network {
                         affine,
                     })
                 }
-                (
-                    &LayerConfig::MaxPool { kernel },
-                    Shape::Map {
-                        channels,
-                        height,
-                        width,
-                    },
-                ) => {
-                    if kernel < 1 || kernel > height || kernel > width {
-                        return Err(bad(
-                            index,
-                            format!(
-                                "max_pool kernel {kernel} does not fit its {height}x{width} input"
-                            ),
-                        ));
+                LayerSpec::MaxPool(pool) => Layer::MaxPool(pool),
+                LayerSpec::AvgPool(pool) => Layer::AvgPool(pool),
+                LayerSpec::GlobalAvgPool => Layer::GlobalAvgPool,
+                LayerSpec::Flatten => {
+                    if let Shape::Map { height, width, .. } = shape {
+                        positions_per_channel = (height * width) as i64;
                     }
-                    shape = Shape::Map {
-                        channels,
-                        height: height / kernel,
-                        width: width / kernel,
-                    };
-                    Layer::MaxPool(kernel)
-                }
-                (
-                    LayerConfig::Flatten,
-                    Shape::Map {
-                        channels,
-                        height,
-                        width,
-                    },
-                ) => {
-                    positions_per_channel = height * width;
-                    shape = Shape::Flat {
-                        features: channels * height * width,
-                    };
                     Layer::Flatten
                 }
-                (LayerConfig::Flatten, Shape::Flat { .. }) => Layer::Flatten,
-                (&LayerConfig::Embedding { vocab_size, d_model }, Shape::Tokens { length }) => {
-                    if vocab_size < 1 || d_model < 1 {
-                        return Err(bad(
-                            index,
-                            "embedding needs positive vocab_size and d_model".into(),
-                        ));
-                    }
-                    shape = Shape::Sequence {
-                        length,
-                        features: d_model,
-                    };
+                LayerSpec::Embedding {
+                    vocab_size,
+                    context,
+                    d_model,
+                } => {
                     source = None;
-                    Layer::Embedding(Embedding::new(vocab_size, length, d_model, device)?)
+                    Layer::Embedding(Embedding::new(
+                        vocab_size as i64,
+                        context as i64,
+                        d_model as i64,
+                        device,
+                    )?)
                 }
-                (
-                    &LayerConfig::TransformerBlock {
-                        heads,
-                        mlp_ratio,
-                        bias,
-                    },
-                    Shape::Sequence { features, .. },
-                ) => {
+                LayerSpec::TransformerBlock {
+                    d_model,
+                    heads,
+                    hidden,
+                    bias,
+                    ..
+                } => {
                     let block = TransformerBlock::new(
-                        features,
-                        heads,
-                        mlp_ratio,
+                        d_model as i64,
+                        heads as i64,
+                        (hidden / d_model) as i64,
                         bias,
                         initial_bit_depth,
                         device,
@@ -454,35 +366,16 @@ impl Network {
                     source = None;
                     Layer::TransformerBlock(Box::new(block))
                 }
-                (LayerConfig::LayerNorm, Shape::Sequence { features, .. } | Shape::Flat { features }) => {
+                LayerSpec::LayerNorm { features, .. } => {
                     source = None;
-                    Layer::LayerNorm(LayerNorm::new(features, device)?)
-                }
-                (LayerConfig::Linear { .. }, Shape::Map { .. }) => {
-                    return Err(bad(
-                        index,
-                        "linear needs a flat input: add a flatten layer before it".into(),
-                    ))
-                }
-                (other, Shape::Tokens { .. }) => {
-                    return Err(bad(
-                        index,
-                        format!("{other:?} cannot take token ids: start with an embedding"),
-                    ))
-                }
-                (other, Shape::Flat { .. } | Shape::Sequence { .. } | Shape::Map { .. }) => {
-                    return Err(bad(
-                        index,
-                        format!(
-                            "{other:?} does not fit its input (images need [channels, height, width], token ids an embedding first)"
-                        ),
-                    ))
+                    Layer::LayerNorm(LayerNorm::new(features as i64, device)?)
                 }
             };
             layers.push(built);
+            shape = next;
         }
         let output_features = match shape {
-            Shape::Flat { features } | Shape::Sequence { features, .. } => features,
+            Shape::Flat { features } | Shape::Sequence { features, .. } => features as i64,
             _ => {
                 return Err(Error::Model(
                     "the network must end with a flat output (flatten, then linear) or a sequence (a linear head)".into(),
@@ -568,13 +461,15 @@ impl Network {
                     BATCH_NORM_EPS,
                     false,
                 )?,
-                Layer::MaxPool(kernel) => x.f_max_pool2d(
-                    [*kernel, *kernel],
-                    [*kernel, *kernel],
-                    [0, 0],
-                    [1, 1],
-                    false,
-                )?,
+                Layer::MaxPool(pool) => {
+                    let (kernel, stride, padding) = pool_window(pool);
+                    x.f_max_pool2d(kernel, stride, padding, [1, 1], false)?
+                }
+                Layer::AvgPool(pool) => {
+                    let (kernel, stride, padding) = pool_window(pool);
+                    x.f_avg_pool2d(kernel, stride, padding, false, true, None::<i64>)?
+                }
+                Layer::GlobalAvgPool => x.f_mean_dim([-2, -1].as_slice(), true, None::<Kind>)?,
                 Layer::Flatten => x.f_flatten(1, -1)?,
                 Layer::Embedding(embedding) => embedding.forward(&x)?,
                 Layer::TransformerBlock(block) => block.forward(&x, &mut weight)?,
@@ -753,7 +648,11 @@ impl Network {
                         );
                     }
                 }
-                Layer::Relu | Layer::MaxPool(_) | Layer::Flatten => {}
+                Layer::Relu
+                | Layer::MaxPool(_)
+                | Layer::AvgPool(_)
+                | Layer::GlobalAvgPool
+                | Layer::Flatten => {}
             }
         }
         entries

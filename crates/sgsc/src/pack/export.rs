@@ -131,9 +131,9 @@ pub fn to_packed(network: &Network, metadata: Metadata) -> Result<PackedModel> {
                     .transpose()?,
                 eps: BATCH_NORM_EPS as f32,
             }),
-            Layer::MaxPool(kernel) => packed::Layer::MaxPool {
-                kernel: *kernel as usize,
-            },
+            Layer::MaxPool(pool) => packed::Layer::MaxPool(*pool),
+            Layer::AvgPool(pool) => packed::Layer::AvgPool(*pool),
+            Layer::GlobalAvgPool => packed::Layer::GlobalAvgPool,
             Layer::Flatten => packed::Layer::Flatten,
             Layer::Embedding(embedding) => {
                 let token = embedding.token.size();
@@ -396,7 +396,11 @@ pub fn float_tensors(model: &PackedModel) -> Vec<(String, Vec<usize>, Vec<f32>)>
                 );
                 push(format!("{prefix}.bias"), features, norm.bias.clone());
             }
-            packed::Layer::Relu | packed::Layer::MaxPool { .. } | packed::Layer::Flatten => {}
+            packed::Layer::Relu
+            | packed::Layer::MaxPool(_)
+            | packed::Layer::AvgPool(_)
+            | packed::Layer::GlobalAvgPool
+            | packed::Layer::Flatten => {}
         }
     }
     tensors

@@ -12,7 +12,7 @@
 //! are an error.
 
 use crate::error::{Error, Result};
-use sgsc_runtime::model::{Dense, Layer, PackedModel};
+use sgsc_runtime::model::{Dense, Layer, PackedModel, Pool};
 use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -90,6 +90,7 @@ fn float_tensor(name: &str, dims: &[usize], values: &[f32]) -> Message {
 }
 
 /// AttributeProto of one kind.
+#[derive(Clone)]
 enum Attribute {
     Int(i64),
     Ints(Vec<i64>),
@@ -226,6 +227,22 @@ fn value_info(name: &str, dims: &[Option<usize>]) -> Message {
     info
 }
 
+/// A pool's attributes: its window, stride and padding on both axes, then `extra`.
+fn window(pool: &Pool, extra: &[(&'static str, Attribute)]) -> Vec<(&'static str, Attribute)> {
+    let (k, s, p) = (
+        pool.kernel as i64,
+        pool.stride() as i64,
+        pool.padding as i64,
+    );
+    let mut attributes = vec![
+        ("kernel_shape", Attribute::Ints(vec![k, k])),
+        ("strides", Attribute::Ints(vec![s, s])),
+        ("pads", Attribute::Ints(vec![p, p, p, p])),
+    ];
+    attributes.extend(extra.iter().cloned());
+    attributes
+}
+
 /// The bytes of an ONNX model equivalent to `model` (an image classifier).
 pub fn to_onnx(model: &PackedModel) -> Result<Vec<u8>> {
     let outputs = model.validate()?;
@@ -302,18 +319,14 @@ pub fn to_onnx(model: &PackedModel) -> Result<Vec<u8>> {
                     &[("epsilon", Attribute::Float(norm.eps))],
                 );
             }
-            Layer::MaxPool { kernel } => {
-                let k = *kernel as i64;
-                graph.node(
-                    "MaxPool",
-                    &[&current],
-                    &output,
-                    &[
-                        ("kernel_shape", Attribute::Ints(vec![k, k])),
-                        ("strides", Attribute::Ints(vec![k, k])),
-                    ],
-                );
-            }
+            Layer::MaxPool(pool) => graph.node("MaxPool", &[&current], &output, &window(pool, &[])),
+            Layer::AvgPool(pool) => graph.node(
+                "AveragePool",
+                &[&current],
+                &output,
+                &window(pool, &[("count_include_pad", Attribute::Int(1))]),
+            ),
+            Layer::GlobalAvgPool => graph.node("GlobalAveragePool", &[&current], &output, &[]),
             Layer::Flatten => graph.node(
                 "Flatten",
                 &[&current],

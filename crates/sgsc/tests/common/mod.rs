@@ -118,3 +118,17 @@ pub fn small_names_config() -> ExperimentConfig {
     config.train.batch_size = 32;
     config
 }
+
+/// Logits of an ONNX model from onnxruntime (installed by `scripts/setup-onnxruntime.sh`) for
+/// float32 images of `shape`.
+pub fn run_onnx(model: &[u8], images: &[f32], shape: [usize; 4]) -> Vec<f32> {
+    let root = workspace();
+    let setup = std::process::Command::new("bash")
+        .arg(root.join("scripts/setup-onnxruntime.sh"))
+        .status()
+        .unwrap();
+    assert!(setup.success(), "installing onnxruntime failed");
+    sgsc::pack::onnx::run_onnxruntime(&root, model, images, shape, &[])
+        .expect("onnxruntime runs the export")
+        .logits
+}

@@ -1,0 +1,429 @@
+//! Every layer kind, described once: what the description section stores of it
+//! ([`LayerSpec`]) and which activation shapes it takes and makes ([`LayerSpec::output_shape`]).
+//!
+//! Each back end implements the kinds in its own place: the training network
+//! (`sgsc::models::network`), this crate's f32 inference ([`crate::inference`] and its kernels),
+//! the ONNX writer (`sgsc::pack::onnx`). All of them walk shapes with this one rule, so a network
+//! that trains also exports and runs.
+
+use serde::{Deserialize, Serialize};
+
+/// The activation shape between two layers, for one input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// Feature maps `[channels, height, width]`.
+    Map {
+        /// Channels.
+        channels: usize,
+        /// Rows.
+        height: usize,
+        /// Columns.
+        width: usize,
+    },
+    /// A vector.
+    Flat {
+        /// Its length.
+        features: usize,
+    },
+    /// Token ids, one per position.
+    Tokens {
+        /// Positions.
+        length: usize,
+    },
+    /// A vector per position.
+    Sequence {
+        /// Positions.
+        length: usize,
+        /// Features per position.
+        features: usize,
+    },
+}
+
+impl Shape {
+    /// The shape of a model's input: `[c, h, w]` for images, `[context]` for token ids.
+    pub fn of_input(input: &[usize]) -> Result<Shape, String> {
+        match *input {
+            [channels, height, width] if channels > 0 && height > 0 && width > 0 => Ok(Shape::Map {
+                channels,
+                height,
+                width,
+            }),
+            [length] if length > 0 => Ok(Shape::Tokens { length }),
+            _ => Err(format!(
+                "input shape {input:?} is neither [channels, height, width] nor [context] (all positive)"
+            )),
+        }
+    }
+
+    /// Values of one input's activation (`None` on overflow).
+    pub fn values(&self) -> Option<usize> {
+        match *self {
+            Shape::Map {
+                channels,
+                height,
+                width,
+            } => channels.checked_mul(height)?.checked_mul(width),
+            Shape::Flat { features } => Some(features),
+            Shape::Tokens { length } => Some(length),
+            Shape::Sequence { length, features } => length.checked_mul(features),
+        }
+    }
+}
+
+/// A pooling window: square, with its own stride and zero padding. Files written before
+/// stride and padding existed hold only `kernel` (stride = kernel, no padding), and a pool with
+/// those defaults is still written that way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pool {
+    /// Window side.
+    pub kernel: usize,
+    /// Step between windows (default: the window side).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stride: Option<usize>,
+    /// Padding on each side (default 0). Max pooling pads with minus infinity, average pooling
+    /// with zeros that count in the average (the divisor is always `kernel * kernel`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub padding: usize,
+}
+
+fn is_zero(value: &usize) -> bool {
+    *value == 0
+}
+
+impl Pool {
+    /// The step between windows.
+    pub fn stride(&self) -> usize {
+        self.stride.unwrap_or(self.kernel)
+    }
+
+    /// Output side for an input side, or why the window does not fit. As in PyTorch, the
+    /// padding is at most half the window, and the last partial window is dropped.
+    pub fn output_side(&self, side: usize) -> Result<usize, String> {
+        let (kernel, stride, padding) = (self.kernel, self.stride(), self.padding);
+        if kernel == 0 || stride == 0 || padding > kernel / 2 {
+            return Err(format!(
+                "pool window {kernel}, stride {stride}, padding {padding}: the window and stride must be positive and the padding at most half the window"
+            ));
+        }
+        let padded = side
+            .checked_add(2 * padding)
+            .filter(|&padded| padded >= kernel)
+            .ok_or_else(|| format!("pool window {kernel} larger than its padded input {side}"))?;
+        Ok((padded - kernel) / stride + 1)
+    }
+}
+
+/// The shape-only description of a layer, as the description section stores it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum LayerSpec {
+    /// 2-D convolution, square kernel, weights `[out, in * kernel * kernel]`.
+    Conv2d {
+        /// Input channels.
+        in_channels: usize,
+        /// Output channels.
+        out_channels: usize,
+        /// Kernel side.
+        kernel: usize,
+        /// Stride.
+        stride: usize,
+        /// Padding.
+        padding: usize,
+        /// Has a bias.
+        bias: bool,
+    },
+    /// Fully connected layer, on a vector or on each position of a sequence.
+    Linear {
+        /// Input features.
+        in_features: usize,
+        /// Output features.
+        out_features: usize,
+        /// Has a bias.
+        bias: bool,
+    },
+    /// Rectified linear unit.
+    Relu,
+    /// Batch normalisation per channel of a feature map, or per feature of a vector.
+    BatchNorm {
+        /// Channels.
+        channels: usize,
+        /// Has scale and shift.
+        affine: bool,
+        /// Epsilon.
+        eps: f32,
+    },
+    /// Max pooling over square windows.
+    MaxPool(Pool),
+    /// Average pooling over square windows.
+    AvgPool(Pool),
+    /// The mean of each channel's map: `[c, h, w]` to `[c, 1, 1]`.
+    GlobalAvgPool,
+    /// Channel-major flattening of `[c, h, w]` (nothing on a vector).
+    Flatten,
+    /// Token plus position embedding.
+    Embedding {
+        /// Symbols.
+        vocab_size: usize,
+        /// Positions.
+        context: usize,
+        /// Width.
+        d_model: usize,
+    },
+    /// Pre-LayerNorm transformer block.
+    TransformerBlock {
+        /// Width of the residual stream.
+        d_model: usize,
+        /// Heads.
+        heads: usize,
+        /// Head width.
+        head_dim: usize,
+        /// MLP hidden units.
+        hidden: usize,
+        /// Linear layers have biases.
+        bias: bool,
+        /// Layer-norm epsilon.
+        eps: f32,
+    },
+    /// Layer normalisation over the features of each position.
+    LayerNorm {
+        /// Features.
+        features: usize,
+        /// Epsilon.
+        eps: f32,
+    },
+}
+
+impl LayerSpec {
+    /// The shape this layer makes of `input`, or why it cannot take it.
+    pub fn output_shape(&self, input: Shape) -> Result<Shape, String> {
+        let mismatch = || {
+            Err(format!(
+                "{self:?} cannot take an activation of shape {input:?}"
+            ))
+        };
+        match (self, input) {
+            (
+                &LayerSpec::Conv2d {
+                    in_channels,
+                    out_channels,
+                    kernel,
+                    stride,
+                    padding,
+                    ..
+                },
+                Shape::Map {
+                    channels,
+                    height,
+                    width,
+                },
+            ) => {
+                if in_channels != channels || out_channels == 0 || kernel == 0 || stride == 0 {
+                    return Err(format!(
+                        "conv of {in_channels} to {out_channels} channels, kernel {kernel}, stride {stride} on {channels} channels"
+                    ));
+                }
+                let padded = |side: usize| {
+                    padding
+                        .checked_mul(2)
+                        .and_then(|both| side.checked_add(both))
+                        .ok_or_else(|| format!("conv with padding {padding} is too large"))
+                };
+                let (padded_height, padded_width) = (padded(height)?, padded(width)?);
+                if padded_height < kernel || padded_width < kernel {
+                    return Err(format!(
+                        "kernel {kernel} larger than its {height}x{width} input padded by {padding}"
+                    ));
+                }
+                Ok(Shape::Map {
+                    channels: out_channels,
+                    height: (padded_height - kernel) / stride + 1,
+                    width: (padded_width - kernel) / stride + 1,
+                })
+            }
+            (
+                &LayerSpec::Linear {
+                    in_features,
+                    out_features,
+                    ..
+                },
+                Shape::Flat { features } | Shape::Sequence { features, .. },
+            ) => {
+                if in_features != features || out_features == 0 {
+                    return Err(format!(
+                        "linear of {in_features} to {out_features} features on {features}"
+                    ));
+                }
+                Ok(match input {
+                    Shape::Sequence { length, .. } => Shape::Sequence {
+                        length,
+                        features: out_features,
+                    },
+                    _ => Shape::Flat {
+                        features: out_features,
+                    },
+                })
+            }
+            (LayerSpec::Relu, Shape::Tokens { .. }) => mismatch(),
+            (LayerSpec::Relu, shape) => Ok(shape),
+            (
+                &LayerSpec::BatchNorm { channels, .. },
+                Shape::Map {
+                    channels: features, ..
+                }
+                | Shape::Flat { features },
+            ) => {
+                if channels != features {
+                    return Err(format!("batch norm of {channels} channels on {features}"));
+                }
+                Ok(input)
+            }
+            (
+                LayerSpec::MaxPool(pool) | LayerSpec::AvgPool(pool),
+                Shape::Map {
+                    channels,
+                    height,
+                    width,
+                },
+            ) => Ok(Shape::Map {
+                channels,
+                height: pool.output_side(height)?,
+                width: pool.output_side(width)?,
+            }),
+            (LayerSpec::GlobalAvgPool, Shape::Map { channels, .. }) => Ok(Shape::Map {
+                channels,
+                height: 1,
+                width: 1,
+            }),
+            (LayerSpec::Flatten, Shape::Map { .. } | Shape::Flat { .. }) => Ok(Shape::Flat {
+                features: input.values().ok_or("flattened input too large")?,
+            }),
+            (
+                &LayerSpec::Embedding {
+                    vocab_size,
+                    context,
+                    d_model,
+                },
+                Shape::Tokens { length },
+            ) => {
+                if length > context || vocab_size == 0 || d_model == 0 {
+                    return Err(format!(
+                        "embedding of {vocab_size} symbols, {context} positions and width {d_model} on {length} positions"
+                    ));
+                }
+                Ok(Shape::Sequence {
+                    length,
+                    features: d_model,
+                })
+            }
+            (&LayerSpec::TransformerBlock { d_model, .. }, Shape::Sequence { features, .. })
+            | (
+                &LayerSpec::LayerNorm {
+                    features: d_model, ..
+                },
+                Shape::Sequence { features, .. },
+            ) => {
+                if d_model != features {
+                    return Err(format!("{self:?} on {features} features"));
+                }
+                Ok(input)
+            }
+            _ => mismatch(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(channels: usize, height: usize, width: usize) -> Shape {
+        Shape::Map {
+            channels,
+            height,
+            width,
+        }
+    }
+
+    #[test]
+    fn pools_follow_pytorchs_output_sizes() {
+        let pool = |kernel, stride, padding| Pool {
+            kernel,
+            stride,
+            padding,
+        };
+        // floor((side + 2 padding - kernel) / stride) + 1, by hand.
+        assert_eq!(pool(2, None, 0).output_side(7), Ok(3));
+        assert_eq!(pool(3, Some(2), 1).output_side(7), Ok(4));
+        assert_eq!(pool(3, Some(1), 1).output_side(5), Ok(5));
+        assert!(
+            pool(3, Some(2), 2).output_side(7).is_err(),
+            "padding over half"
+        );
+        assert!(pool(4, None, 0).output_side(3).is_err(), "window too large");
+        assert!(pool(0, None, 0).output_side(3).is_err());
+        let spec = LayerSpec::AvgPool(pool(3, Some(2), 1));
+        assert_eq!(spec.output_shape(map(5, 7, 8)), Ok(map(5, 4, 4)));
+        assert_eq!(
+            LayerSpec::GlobalAvgPool.output_shape(map(5, 7, 8)),
+            Ok(map(5, 1, 1))
+        );
+        assert!(LayerSpec::GlobalAvgPool
+            .output_shape(Shape::Flat { features: 3 })
+            .is_err());
+    }
+
+    #[test]
+    fn a_default_pool_is_written_as_before_and_both_forms_are_read() {
+        let old = LayerSpec::MaxPool(Pool {
+            kernel: 2,
+            stride: None,
+            padding: 0,
+        });
+        let json = serde_json::to_string(&old).unwrap();
+        assert_eq!(json, r#"{"type":"max_pool","kernel":2}"#);
+        let new: LayerSpec =
+            serde_json::from_str(r#"{"type":"avg_pool","kernel":3,"stride":1,"padding":1}"#)
+                .unwrap();
+        assert_eq!(
+            new,
+            LayerSpec::AvgPool(Pool {
+                kernel: 3,
+                stride: Some(1),
+                padding: 1
+            })
+        );
+        assert!(
+            serde_json::from_str::<LayerSpec>(r#"{"type":"max_pool","kernel":2,"size":1}"#)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn shapes_are_checked_where_layers_meet() {
+        let conv = LayerSpec::Conv2d {
+            in_channels: 1,
+            out_channels: 4,
+            kernel: 3,
+            stride: 2,
+            padding: 1,
+            bias: false,
+        };
+        assert_eq!(conv.output_shape(map(1, 28, 28)), Ok(map(4, 14, 14)));
+        assert!(conv.output_shape(map(2, 28, 28)).is_err());
+        let norm = LayerSpec::BatchNorm {
+            channels: 10,
+            affine: true,
+            eps: 1e-5,
+        };
+        let flat = Shape::Flat { features: 10 };
+        assert_eq!(norm.output_shape(flat), Ok(flat), "after a linear layer");
+        assert_eq!(
+            LayerSpec::Flatten.output_shape(map(4, 3, 2)),
+            Ok(Shape::Flat { features: 24 })
+        );
+        assert!(LayerSpec::Relu
+            .output_shape(Shape::Tokens { length: 3 })
+            .is_err());
+    }
+}

@@ -1,0 +1,300 @@
+//! Every layer kind through every back end. For each kind, a small random network that holds it
+//! (random per-channel widths with a dead channel in every quantized layer, random batch-norm
+//! statistics) runs in libtorch (quantized weights, inference mode), in the pure-Rust runtime
+//! from its `.sgsc` file (dead channels removed where nothing constant flows from them), and, for image models, in onnxruntime from its
+//! ONNX export: the logits agree within 1e-4. The length the size law steers on is the file's.
+//!
+//! A new layer kind joins by being declared: [`kind_name`] matches every kind, so the test does
+//! not compile until the new kind has a name, and [`KINDS`] must then list it and a case must
+//! hold it.
+
+mod common;
+
+use sgsc::models::config::{LayerSpec, Pool, Shape};
+use sgsc::models::{LayerConfig, ModelConfig, Network};
+use sgsc::pack::export::{export, stored_length, ExportFormat};
+use sgsc::pack::onnx::to_onnx;
+use sgsc_runtime::format::decode;
+use sgsc_runtime::model::Metadata;
+use sgsc_runtime::Model;
+use std::collections::BTreeSet;
+use tch::{Device, Kind, Tensor};
+
+/// The name of a layer kind.
+fn kind_name(spec: &LayerSpec) -> &'static str {
+    match spec {
+        LayerSpec::Conv2d { .. } => "conv2d",
+        LayerSpec::Linear { .. } => "linear",
+        LayerSpec::Relu => "relu",
+        LayerSpec::BatchNorm { .. } => "batch_norm",
+        LayerSpec::MaxPool(_) => "max_pool",
+        LayerSpec::AvgPool(_) => "avg_pool",
+        LayerSpec::GlobalAvgPool => "global_avg_pool",
+        LayerSpec::Flatten => "flatten",
+        LayerSpec::Embedding { .. } => "embedding",
+        LayerSpec::TransformerBlock { .. } => "transformer_block",
+        LayerSpec::LayerNorm { .. } => "layer_norm",
+    }
+}
+
+/// Every layer kind.
+const KINDS: [&str; 11] = [
+    "conv2d",
+    "linear",
+    "relu",
+    "batch_norm",
+    "max_pool",
+    "avg_pool",
+    "global_avg_pool",
+    "flatten",
+    "embedding",
+    "transformer_block",
+    "layer_norm",
+];
+
+fn conv(out_channels: i64, kernel: i64, stride: i64, padding: i64, bias: bool) -> LayerConfig {
+    LayerConfig::Conv2d {
+        out_channels,
+        kernel,
+        stride,
+        padding,
+        bias,
+    }
+}
+
+fn linear(out_features: i64, bias: bool) -> LayerConfig {
+    LayerConfig::Linear { out_features, bias }
+}
+
+fn pool(kernel: usize, stride: Option<usize>, padding: usize) -> Pool {
+    Pool {
+        kernel,
+        stride,
+        padding,
+    }
+}
+
+/// The networks, each with the kinds it shows.
+fn cases() -> Vec<(&'static str, ModelConfig)> {
+    use LayerConfig::{BatchNorm, Flatten, GlobalAvgPool, Relu};
+    let image = |input: [i64; 3], layers| ModelConfig {
+        input: input.to_vec(),
+        layers,
+    };
+    vec![
+        (
+            "the MNIST stack: conv, relu, batch norm, max pool, flatten, linear",
+            image(
+                [1, 12, 12],
+                vec![
+                    conv(6, 3, 1, 0, false),
+                    Relu,
+                    BatchNorm { affine: false },
+                    LayerConfig::MaxPool(pool(2, None, 0)),
+                    Flatten,
+                    linear(4, false),
+                ],
+            ),
+        ),
+        (
+            "strided padded conv with bias; affine batch norm on maps and on vectors",
+            image(
+                [2, 9, 8],
+                vec![
+                    conv(5, 3, 2, 1, true),
+                    BatchNorm { affine: true },
+                    Relu,
+                    Flatten,
+                    linear(6, true),
+                    BatchNorm { affine: true },
+                    Relu,
+                    linear(3, true),
+                ],
+            ),
+        ),
+        (
+            "max pool with stride and padding, average pool",
+            image(
+                [3, 10, 9],
+                vec![
+                    conv(5, 3, 1, 1, true),
+                    Relu,
+                    LayerConfig::MaxPool(pool(3, Some(1), 1)),
+                    LayerConfig::AvgPool(pool(3, Some(2), 1)),
+                    Flatten,
+                    linear(3, false),
+                ],
+            ),
+        ),
+        (
+            "global average pooling",
+            image(
+                [2, 8, 8],
+                vec![
+                    conv(6, 3, 1, 0, true),
+                    Relu,
+                    LayerConfig::AvgPool(pool(2, None, 0)),
+                    conv(5, 1, 1, 0, false),
+                    GlobalAvgPool,
+                    Flatten,
+                    linear(3, true),
+                ],
+            ),
+        ),
+        (
+            "a language model: embedding, transformer block, layer norm, linear",
+            ModelConfig {
+                input: vec![6],
+                layers: vec![
+                    LayerConfig::Embedding {
+                        vocab_size: 7,
+                        d_model: 8,
+                    },
+                    LayerConfig::TransformerBlock {
+                        heads: 2,
+                        mlp_ratio: 2,
+                        bias: true,
+                    },
+                    LayerConfig::LayerNorm,
+                    linear(7, false),
+                ],
+            },
+        ),
+    ]
+}
+
+/// The kinds of a network's layers.
+fn kinds_of(model: &ModelConfig) -> Vec<&'static str> {
+    let input: Vec<usize> = model.input.iter().map(|&side| side as usize).collect();
+    let mut shape = Shape::of_input(&input).unwrap();
+    model
+        .layers
+        .iter()
+        .map(|layer| {
+            let spec = layer.spec(shape).unwrap();
+            shape = spec.output_shape(shape).unwrap();
+            kind_name(&spec)
+        })
+        .collect()
+}
+
+#[test]
+fn every_kind_is_in_a_case() {
+    let shown: BTreeSet<&str> = cases()
+        .iter()
+        .flat_map(|(_, model)| kinds_of(model))
+        .collect();
+    assert_eq!(shown, KINDS.into_iter().collect::<BTreeSet<_>>());
+}
+
+/// Gives every quantized channel a random width in 0..=8 bits and the first of each layer zero
+/// bits, and every batch norm random statistics, scale and shift.
+fn randomise(network: &Network) {
+    tch::no_grad(|| {
+        for index in 0..network.quantized.len() {
+            let bits = &network.quantized_weight(index).bit_depth;
+            let random = Tensor::rand(bits.size(), (Kind::Float, Device::Cpu)) * 9.0 - 1.0;
+            bits.shallow_clone().copy_(&random);
+            let _ = bits.narrow(0, 0, 1).fill_(-1.0);
+        }
+        for layer in &network.layers {
+            if let sgsc::models::network::Layer::BatchNorm(norm) = layer {
+                let size = norm.running_mean.size();
+                let randn = || Tensor::randn(size.as_slice(), (Kind::Float, Device::Cpu));
+                let rand = || Tensor::rand(size.as_slice(), (Kind::Float, Device::Cpu));
+                norm.running_mean.shallow_clone().copy_(&(randn() * 0.3));
+                norm.running_var
+                    .shallow_clone()
+                    .copy_(&(rand() * 1.5 + 0.5));
+                if let Some((scale, shift)) = &norm.affine {
+                    scale.shallow_clone().copy_(&(randn() * 0.5 + 1.0));
+                    shift.shallow_clone().copy_(&(randn() * 0.2));
+                }
+            }
+        }
+    });
+}
+
+fn floats(tensor: &Tensor) -> Vec<f32> {
+    Vec::<f32>::try_from(&tensor.to_kind(Kind::Float).view([-1])).unwrap()
+}
+
+fn largest_difference(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max)
+}
+
+#[test]
+fn every_kind_gives_the_same_logits_in_every_back_end() {
+    let batch = 4usize;
+    let mut removed_in_all = 0;
+    for (seed, (case, model)) in cases().into_iter().enumerate() {
+        tch::manual_seed(seed as i64);
+        let mut network = Network::new(&model, 8.0, Device::Cpu).unwrap();
+        randomise(&network);
+        sgsc::size::prepare_for_storage(&network).unwrap();
+        let language = model.input.len() == 1;
+        let input = if language {
+            Tensor::randint(
+                7,
+                [batch as i64, model.input[0]],
+                (Kind::Int64, Device::Cpu),
+            )
+        } else {
+            let shape: Vec<i64> = std::iter::once(batch as i64)
+                .chain(model.input.iter().copied())
+                .collect();
+            Tensor::randn(shape.as_slice(), (Kind::Float, Device::Cpu))
+        };
+        let expected = floats(&tch::no_grad(|| network.forward(&input, false, true)).unwrap());
+        let metadata = Metadata {
+            input: model.input.iter().map(|&side| side as usize).collect(),
+            normalization: None,
+            vocabulary: language.then(|| "abcdefg".to_string()),
+            classes: None,
+            data: None,
+            certificate: None,
+            summary: None,
+        };
+        let steered = stored_length(&network, &model, metadata.clone()).unwrap();
+        let (bytes, removed) = export(&mut network, metadata, ExportFormat::Sgsc).unwrap();
+        removed_in_all += removed;
+        assert_eq!(
+            steered,
+            bytes.len(),
+            "{case}: the steered size is the file's"
+        );
+        let runtime = Model::from_bytes(&bytes).unwrap();
+        let logits = if language {
+            let ids: Vec<u32> = Vec::<i64>::try_from(&input.view([-1]))
+                .unwrap()
+                .into_iter()
+                .map(|id| id as u32)
+                .collect();
+            runtime.next_token_logits(&ids, batch).unwrap()
+        } else {
+            runtime.classify(&floats(&input), batch).unwrap()
+        };
+        let difference = largest_difference(&expected, &logits);
+        assert!(difference < 1e-4, "{case}: runtime differs by {difference}");
+        if !language {
+            let packed = decode(&bytes).unwrap();
+            let [c, h, w] = [0, 1, 2].map(|axis| model.input[axis] as usize);
+            let onnx = common::run_onnx(
+                &to_onnx(&packed).unwrap(),
+                &floats(&input),
+                [batch, c, h, w],
+            );
+            let difference = largest_difference(&expected, &onnx);
+            assert!(
+                difference < 1e-4,
+                "{case}: onnxruntime differs by {difference}"
+            );
+        }
+    }
+    // Channels with a bias or an affine shift send a constant and stay; the others go.
+    assert!(removed_in_all > 0, "dead channels are removed at export");
+}
