@@ -494,9 +494,16 @@ fn read_layer(cursor: &mut Cursor, spec: &LayerSpec) -> Result<Layer> {
             stride,
             padding,
             bias,
+            groups,
         } => {
+            let groups = dimension(groups, "groups")?;
+            if dimension(in_channels, "in_channels")? % groups != 0 {
+                return Err(RuntimeError::Invalid(format!(
+                    "{in_channels} input channels do not split into {groups} groups"
+                )));
+            }
             let columns = product(
-                dimension(in_channels, "in_channels")?,
+                in_channels / groups,
                 product(dimension(kernel, "kernel")?, kernel, "kernel area")?,
                 "conv fan-in",
             )?;
@@ -510,6 +517,7 @@ fn read_layer(cursor: &mut Cursor, spec: &LayerSpec) -> Result<Layer> {
                 kernel,
                 stride: dimension(stride, "stride")?,
                 padding,
+                groups,
                 dense: read_dense(
                     cursor,
                     dimension(out_channels, "out_channels")?,

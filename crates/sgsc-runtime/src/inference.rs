@@ -36,9 +36,10 @@ impl DenseF32 {
 /// A layer ready to run.
 #[derive(Debug, Clone)]
 enum Step {
+    /// A convolution: one per channel group, each on its own input channels and output rows.
     Conv {
         shape: ConvShape,
-        dense: DenseF32,
+        groups: Vec<DenseF32>,
     },
     Linear(DenseF32),
     Relu,
@@ -124,19 +125,36 @@ impl Model {
                     kernel,
                     stride,
                     padding,
+                    groups,
                     dense,
                     ..
                 } => {
                     let conv = ConvShape {
-                        input: map,
-                        out_channels: dense.weight.rows,
+                        input: (map.0 / groups, map.1, map.2),
+                        out_channels: dense.weight.rows / groups,
                         kernel: *kernel,
                         stride: *stride,
                         padding: *padding,
                     };
-                    let mut dense = DenseF32::new(dense);
-                    dense.weight = conv.weight_by_kernel_row(&dense.weight);
-                    Step::Conv { shape: conv, dense }
+                    let whole = DenseF32::new(dense);
+                    let rows = conv.out_channels;
+                    let per_group = rows * dense.weight.columns;
+                    let groups = (0..*groups)
+                        .map(|group| DenseF32 {
+                            weight: conv.weight_by_kernel_row(
+                                &whole.weight[group * per_group..][..per_group],
+                            ),
+                            bias: whole
+                                .bias
+                                .as_ref()
+                                .map(|bias| bias[group * rows..][..rows].to_vec()),
+                            out: rows,
+                        })
+                        .collect();
+                    Step::Conv {
+                        shape: conv,
+                        groups,
+                    }
                 }
                 Layer::Linear(dense) => Step::Linear(DenseF32::new(dense)),
                 Layer::Relu => Step::Relu,
@@ -282,8 +300,22 @@ impl Model {
         let mut x = image.to_vec();
         for step in &self.steps {
             match step {
-                Step::Conv { shape, dense } => {
-                    x = kernels::conv2d(&x, shape, &dense.weight, dense.bias.as_deref(), scratch);
+                Step::Conv { shape, groups } => {
+                    let (channels, height, width) = shape.input;
+                    let inputs = x.chunks_exact(channels * height * width);
+                    x = groups
+                        .iter()
+                        .zip(inputs)
+                        .flat_map(|(dense, input)| {
+                            kernels::conv2d(
+                                input,
+                                shape,
+                                &dense.weight,
+                                dense.bias.as_deref(),
+                                scratch,
+                            )
+                        })
+                        .collect();
                 }
                 Step::Linear(dense) => x = dense.apply(&x, 1),
                 Step::Relu => x.iter_mut().for_each(|v| *v = v.max(0.0)),

@@ -91,6 +91,14 @@ fn is_zero(value: &usize) -> bool {
     *value == 0
 }
 
+fn one() -> usize {
+    1
+}
+
+fn is_one(value: &usize) -> bool {
+    *value == 1
+}
+
 impl Pool {
     /// The step between windows.
     pub fn stride(&self) -> usize {
@@ -132,6 +140,10 @@ pub enum LayerSpec {
         padding: usize,
         /// Has a bias.
         bias: bool,
+        /// Channel groups, each convolved on its own: 1 for an ordinary convolution, the input
+        /// channels for a depthwise one (written only when not 1).
+        #[serde(default = "one", skip_serializing_if = "is_one")]
+        groups: usize,
     },
     /// Fully connected layer, on a vector or on each position of a sequence.
     Linear {
@@ -210,6 +222,7 @@ impl LayerSpec {
                     kernel,
                     stride,
                     padding,
+                    groups,
                     ..
                 },
                 Shape::Map {
@@ -221,6 +234,11 @@ impl LayerSpec {
                 if in_channels != channels || out_channels == 0 || kernel == 0 || stride == 0 {
                     return Err(format!(
                         "conv of {in_channels} to {out_channels} channels, kernel {kernel}, stride {stride} on {channels} channels"
+                    ));
+                }
+                if groups == 0 || in_channels % groups != 0 || out_channels % groups != 0 {
+                    return Err(format!(
+                        "conv of {in_channels} to {out_channels} channels in {groups} groups: the groups must divide both"
                     ));
                 }
                 let padded = |side: usize| {
@@ -401,16 +419,27 @@ mod tests {
 
     #[test]
     fn shapes_are_checked_where_layers_meet() {
-        let conv = LayerSpec::Conv2d {
-            in_channels: 1,
+        let conv = |in_channels, groups| LayerSpec::Conv2d {
+            in_channels,
             out_channels: 4,
             kernel: 3,
             stride: 2,
             padding: 1,
             bias: false,
+            groups,
         };
-        assert_eq!(conv.output_shape(map(1, 28, 28)), Ok(map(4, 14, 14)));
-        assert!(conv.output_shape(map(2, 28, 28)).is_err());
+        assert_eq!(conv(1, 1).output_shape(map(1, 28, 28)), Ok(map(4, 14, 14)));
+        assert!(conv(1, 1).output_shape(map(2, 28, 28)).is_err());
+        assert_eq!(conv(4, 4).output_shape(map(4, 8, 8)), Ok(map(4, 4, 4)));
+        assert!(
+            conv(6, 3).output_shape(map(6, 8, 8)).is_err(),
+            "3 groups of 4 outputs"
+        );
+        let json = serde_json::to_string(&conv(1, 1)).unwrap();
+        assert!(
+            !json.contains("groups"),
+            "one group is written as before: {json}"
+        );
         let norm = LayerSpec::BatchNorm {
             channels: 10,
             affine: true,

@@ -106,7 +106,7 @@ pub struct Block {
 /// One layer with its tensors.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Layer {
-    /// 2-D convolution, square kernel, weights `[out, in * kernel * kernel]`.
+    /// 2-D convolution, square kernel, weights `[out, in / groups * kernel * kernel]`.
     Conv2d {
         /// Input channels.
         in_channels: usize,
@@ -116,6 +116,8 @@ pub enum Layer {
         stride: usize,
         /// Zero padding on each side.
         padding: usize,
+        /// Channel groups (1: ordinary; the input channels: depthwise).
+        groups: usize,
         /// Weights and bias.
         dense: Dense,
     },
@@ -248,6 +250,7 @@ impl Layer {
                 kernel,
                 stride,
                 padding,
+                groups,
                 dense,
             } => LayerSpec::Conv2d {
                 in_channels: *in_channels,
@@ -256,6 +259,7 @@ impl Layer {
                 stride: *stride,
                 padding: *padding,
                 bias: dense.bias.is_some(),
+                groups: *groups,
             },
             Layer::Linear(dense) => LayerSpec::Linear {
                 in_features: dense.weight.columns,
@@ -378,10 +382,16 @@ impl Layer {
             Layer::Conv2d {
                 in_channels,
                 kernel,
+                groups,
                 dense,
                 ..
             } => {
-                let columns = in_channels.saturating_mul(kernel.saturating_mul(*kernel));
+                if *groups == 0 || in_channels % groups != 0 {
+                    return Err(RuntimeError::Invalid(format!(
+                        "conv of {in_channels} channels in {groups} groups"
+                    )));
+                }
+                let columns = (in_channels / groups).saturating_mul(kernel.saturating_mul(*kernel));
                 check_dense(dense, dense.weight.rows, columns, "conv")
             }
             Layer::Linear(dense) => {

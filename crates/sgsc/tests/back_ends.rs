@@ -2,7 +2,8 @@
 //! (random per-channel widths with a dead channel in every quantized layer, random batch-norm
 //! statistics) runs in libtorch (quantized weights, inference mode), in the pure-Rust runtime
 //! from its `.sgsc` file (dead channels removed where nothing constant flows from them), and, for image models, in onnxruntime from its
-//! ONNX export: the logits agree within 1e-4. The length the size law steers on is the file's.
+//! ONNX export: the logits agree within 1e-4. The length the size law steers on is the file's,
+//! and the safetensors export imports back exactly.
 //!
 //! A new layer kind joins by being declared: [`kind_name`] matches every kind, so the test does
 //! not compile until the new kind has a name, and [`KINDS`] must then list it and a case must
@@ -11,13 +12,15 @@
 mod common;
 
 use sgsc::models::config::{LayerSpec, Pool, Shape};
+use sgsc::models::state_dict::load_float_state;
 use sgsc::models::{LayerConfig, ModelConfig, Network};
-use sgsc::pack::export::{export, stored_length, ExportFormat};
+use sgsc::pack::export::{export, stored_length, to_packed, to_safetensors, ExportFormat};
 use sgsc::pack::onnx::to_onnx;
 use sgsc_runtime::format::decode;
 use sgsc_runtime::model::Metadata;
 use sgsc_runtime::Model;
 use std::collections::BTreeSet;
+use std::path::Path;
 use tch::{Device, Kind, Tensor};
 
 /// The name of a layer kind.
@@ -53,12 +56,24 @@ const KINDS: [&str; 11] = [
 ];
 
 fn conv(out_channels: i64, kernel: i64, stride: i64, padding: i64, bias: bool) -> LayerConfig {
+    grouped(out_channels, kernel, stride, padding, bias, 1)
+}
+
+fn grouped(
+    out_channels: i64,
+    kernel: i64,
+    stride: i64,
+    padding: i64,
+    bias: bool,
+    groups: i64,
+) -> LayerConfig {
     LayerConfig::Conv2d {
         out_channels,
         kernel,
         stride,
         padding,
         bias,
+        groups,
     }
 }
 
@@ -121,6 +136,22 @@ fn cases() -> Vec<(&'static str, ModelConfig)> {
                     Relu,
                     LayerConfig::MaxPool(pool(3, Some(1), 1)),
                     LayerConfig::AvgPool(pool(3, Some(2), 1)),
+                    Flatten,
+                    linear(3, false),
+                ],
+            ),
+        ),
+        (
+            "depthwise and grouped convolutions",
+            image(
+                [2, 9, 9],
+                vec![
+                    conv(6, 3, 1, 1, false),
+                    Relu,
+                    grouped(6, 3, 2, 1, false, 6),
+                    Relu,
+                    grouped(4, 1, 1, 0, false, 2),
+                    BatchNorm { affine: false },
                     Flatten,
                     linear(3, false),
                 ],
@@ -215,6 +246,19 @@ fn randomise(network: &Network) {
     });
 }
 
+/// A file's metadata for `model`'s input (and a language model's `vocabulary`), nothing else.
+fn metadata_for(model: &ModelConfig, vocabulary: Option<String>) -> Metadata {
+    Metadata {
+        input: model.input.iter().map(|&side| side as usize).collect(),
+        normalization: None,
+        vocabulary,
+        classes: None,
+        data: None,
+        certificate: None,
+        summary: None,
+    }
+}
+
 fn floats(tensor: &Tensor) -> Vec<f32> {
     Vec::<f32>::try_from(&tensor.to_kind(Kind::Float).view([-1])).unwrap()
 }
@@ -250,15 +294,19 @@ fn every_kind_gives_the_same_logits_in_every_back_end() {
             Tensor::randn(shape.as_slice(), (Kind::Float, Device::Cpu))
         };
         let expected = floats(&tch::no_grad(|| network.forward(&input, false, true)).unwrap());
-        let metadata = Metadata {
-            input: model.input.iter().map(|&side| side as usize).collect(),
-            normalization: None,
-            vocabulary: language.then(|| "abcdefg".to_string()),
-            classes: None,
-            data: None,
-            certificate: None,
-            summary: None,
-        };
+        let metadata = metadata_for(&model, language.then(|| "abcdefg".to_string()));
+        // The safetensors export imports back into the same network, weights exact.
+        let tensors = to_safetensors(&to_packed(&network, metadata.clone()).unwrap()).unwrap();
+        let imported = Network::new(&model, 8.0, Device::Cpu).unwrap();
+        load_float_state(&imported, &tensors, Path::new("export.safetensors")).unwrap();
+        for index in 0..network.quantized.len() {
+            let exported = network.quantized_weight(index).quantized().unwrap();
+            let back = &imported.quantized_weight(index).weight;
+            assert!(
+                back.equal(&exported),
+                "{case}: layer {index} after the import"
+            );
+        }
         let steered = stored_length(&network, &model, metadata.clone()).unwrap();
         let (bytes, removed) = export(&mut network, metadata, ExportFormat::Sgsc).unwrap();
         removed_in_all += removed;
@@ -297,4 +345,86 @@ fn every_kind_gives_the_same_logits_in_every_back_end() {
     }
     // Channels with a bias or an affine shift send a constant and stay; the others go.
     assert!(removed_in_all > 0, "dead channels are removed at export");
+}
+
+/// Sets the bit depths of quantized layer `index` (negative: zero bits).
+fn set_bits(network: &Network, index: usize, bits: &[f32]) {
+    tch::no_grad(|| {
+        network
+            .quantized_weight(index)
+            .bit_depth
+            .shallow_clone()
+            .copy_(&Tensor::from_slice(bits))
+    });
+}
+
+#[test]
+fn a_depthwise_channel_goes_with_its_input_channel() {
+    // conv 2 -> 4, then a depthwise conv with two output channels per input channel (rows 2c
+    // and 2c + 1 read channel c), then a pointwise conv and the classifier.
+    let model = |bias| ModelConfig {
+        input: vec![2, 8, 8],
+        layers: vec![
+            conv(4, 3, 1, 1, false),
+            LayerConfig::Relu,
+            grouped(8, 3, 1, 1, bias, 4),
+            LayerConfig::Relu,
+            conv(3, 1, 1, 0, false),
+            LayerConfig::Flatten,
+            linear(3, false),
+        ],
+    };
+    let metadata = metadata_for(&model(false), None);
+    for bias in [false, true] {
+        tch::manual_seed(5);
+        let mut network = Network::new(&model(bias), 8.0, Device::Cpu).unwrap();
+        // Channel 1 of the first conv is dead: the depthwise rows 2 and 3 read nothing. Rows 6
+        // and 7 are dead: channel 3 is read by nobody. Row 0 is dead, but row 1 still reads
+        // channel 0.
+        set_bits(&network, 0, &[8.0, -1.0, 8.0, 8.0]);
+        set_bits(&network, 1, &[-1.0, 8.0, 8.0, 8.0, 8.0, 8.0, -1.0, -1.0]);
+        sgsc::size::prepare_for_storage(&network).unwrap();
+        let input = Tensor::randn([3, 2, 8, 8], (Kind::Float, Device::Cpu));
+        let before = tch::no_grad(|| network.forward(&input, false, true)).unwrap();
+        let steered = stored_length(&network, &model(bias), metadata.clone()).unwrap();
+        let (bytes, _) = export(&mut network, metadata.clone(), ExportFormat::Sgsc).unwrap();
+        assert_eq!(
+            steered,
+            bytes.len(),
+            "bias {bias}: the steered size is the file's"
+        );
+        let after = tch::no_grad(|| network.forward(&input, false, true)).unwrap();
+        let moved = (&after - &before).abs().max().double_value(&[]);
+        assert!(moved < 1e-5, "bias {bias}: outputs moved by {moved}");
+        let packed = decode(&bytes).unwrap();
+        let convs: Vec<(usize, usize, usize)> = packed
+            .layers
+            .iter()
+            .filter_map(|layer| match layer {
+                sgsc_runtime::model::Layer::Conv2d {
+                    in_channels,
+                    groups,
+                    dense,
+                    ..
+                } => Some((*in_channels, dense.weight.rows, *groups)),
+                _ => None,
+            })
+            .collect();
+        if bias {
+            // Every depthwise row sends its bias onwards: nothing goes.
+            assert_eq!(convs, vec![(2, 4, 1), (4, 8, 4), (8, 3, 1)]);
+        } else {
+            // Channels 1 and 3 go, with depthwise rows 2, 3, 6 and 7.
+            assert_eq!(convs, vec![(2, 2, 1), (2, 4, 2), (4, 3, 1)]);
+        }
+        let logits = Model::from_bytes(&bytes)
+            .unwrap()
+            .classify(&floats(&input), 3)
+            .unwrap();
+        let difference = largest_difference(&floats(&before), &logits);
+        assert!(
+            difference < 1e-4,
+            "bias {bias}: runtime differs by {difference}"
+        );
+    }
 }

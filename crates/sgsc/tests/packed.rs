@@ -225,6 +225,7 @@ fn colour_images_are_normalised_per_channel_alike_in_training_and_the_runtime() 
             stride: 1,
             padding: 1,
             bias: true,
+            groups: 1,
         },
         sgsc::models::LayerConfig::Relu,
         sgsc::models::LayerConfig::Flatten,

@@ -76,8 +76,8 @@ pub fn dense(numbers: &mut Numbers, rows: usize, columns: usize, bias: bool) -> 
     }
 }
 
-/// A CNN on 2x7x6 images with the pooling kinds: max pooling with stride and padding, average
-/// pooling, global average pooling, and a batch norm on a vector.
+/// A CNN on 2x7x6 images with a strided depthwise convolution and the pooling kinds: max pooling
+/// with stride and padding, average pooling, global average pooling; and a batch norm on a vector.
 pub fn pooled() -> PackedModel {
     let mut n = Numbers(7);
     let pool = |kernel, stride, padding| sgsc_runtime::model::Pool {
@@ -101,9 +101,18 @@ pub fn pooled() -> PackedModel {
                 kernel: 3,
                 stride: 1,
                 padding: 1,
+                groups: 1,
                 dense: dense(&mut n, 4, 18, true),
             },
             Layer::Relu,
+            Layer::Conv2d {
+                in_channels: 4,
+                kernel: 3,
+                stride: 2,
+                padding: 1,
+                groups: 4,
+                dense: dense(&mut n, 4, 9, false),
+            },
             Layer::MaxPool(pool(3, Some(1), 1)),
             Layer::AvgPool(pool(3, Some(2), 1)),
             Layer::GlobalAvgPool,
@@ -139,6 +148,7 @@ pub fn cnn() -> PackedModel {
                 kernel: 3,
                 stride: 1,
                 padding: 1,
+                groups: 1,
                 dense: dense(&mut n, 5, 9, true),
             },
             Layer::Relu,

@@ -37,6 +37,10 @@ pub enum LayerConfig {
         /// Whether the layer has a bias (default false).
         #[serde(default)]
         bias: bool,
+        /// Channel groups, each convolved on its own (default 1; the input channels for a
+        /// depthwise convolution). Must divide the input and output channels.
+        #[serde(default = "one")]
+        groups: i64,
     },
     /// Fully connected layer on a flattened input.
     Linear {
@@ -126,6 +130,7 @@ impl LayerConfig {
                 stride,
                 padding,
                 bias,
+                groups,
             } => LayerSpec::Conv2d {
                 in_channels: features,
                 out_channels: positive(out_channels, "conv2d out_channels")?,
@@ -134,6 +139,7 @@ impl LayerConfig {
                 padding: usize::try_from(padding)
                     .map_err(|_| format!("conv2d padding must not be negative, not {padding}"))?,
                 bias,
+                groups: positive(groups, "conv2d groups")?,
             },
             LayerConfig::Linear { out_features, bias } => {
                 if matches!(input, Shape::Map { .. }) {

@@ -40,6 +40,7 @@ pub(crate) mod fixtures {
                     stride: 1,
                     padding: 0,
                     bias: false,
+                    groups: 1,
                 },
                 LayerConfig::Relu,
                 LayerConfig::BatchNorm { affine: false },
@@ -49,6 +50,7 @@ pub(crate) mod fixtures {
                     stride: 1,
                     padding: 0,
                     bias: false,
+                    groups: 1,
                 },
                 LayerConfig::Flatten,
                 LayerConfig::Linear {

@@ -29,7 +29,7 @@ pub enum ParameterGroup {
 /// A convolution with quantized weights.
 #[derive(Debug)]
 pub struct Conv2d {
-    /// Weights `[out, in, k, k]` with their quantizer.
+    /// Weights `[out, in / groups, k, k]` with their quantizer.
     pub weight: QuantizedWeight,
     /// Optional bias `[out]` (kept in float).
     pub bias: Option<Tensor>,
@@ -37,6 +37,8 @@ pub struct Conv2d {
     pub stride: i64,
     /// Zero padding.
     pub padding: i64,
+    /// Channel groups, each convolved on its own (1: an ordinary convolution).
+    pub groups: i64,
 }
 
 /// A fully connected layer with quantized weights.
@@ -106,6 +108,28 @@ pub struct QuantizedLayerInfo {
     pub positions_per_input: i64,
     /// Index (into [`Network::layers`]) of the batch norm that normalises this layer's channels.
     pub norm: Option<usize>,
+    /// Channel groups of a convolution (1 otherwise). With more, each output channel reads only
+    /// its group's `input_channels` inputs. A depthwise convolution's channels go with their
+    /// input channels; the channels of any other grouped convolution, and of the layer feeding
+    /// one, are never removed (groups of unequal sizes).
+    pub groups: i64,
+}
+
+impl QuantizedLayerInfo {
+    /// Whether this is a depthwise convolution: every group reads one input channel, so each
+    /// output channel goes with its input channel.
+    pub fn is_depthwise(&self) -> bool {
+        self.groups > 1 && self.input_channels == 1
+    }
+
+    /// The live inputs of each of this layer's channels, given how many channels of the layer
+    /// feeding it are alive (`live_in`, asked only when that layer's dead channels count).
+    pub fn live_inputs(&self, live_in: impl FnOnce(usize) -> i64) -> i64 {
+        match self.source {
+            Some(source) if self.groups == 1 => live_in(source),
+            _ => self.input_channels,
+        }
+    }
 }
 
 /// A network built from a [`ModelConfig`].
@@ -218,9 +242,14 @@ impl Network {
                     stride,
                     padding,
                     bias,
+                    groups,
                 } => {
-                    let (channels, out_channels, kernel) =
-                        (in_channels as i64, out_channels as i64, kernel as i64);
+                    let (channels, out_channels, kernel, groups) = (
+                        (in_channels / groups) as i64,
+                        out_channels as i64,
+                        kernel as i64,
+                        groups as i64,
+                    );
                     let bound = 1.0 / ((channels * kernel * kernel) as f64).sqrt();
                     let weight = uniform(&[out_channels, channels, kernel, kernel], bound, device)?;
                     quantized.push(QuantizedLayerInfo {
@@ -231,6 +260,7 @@ impl Network {
                         input_channels: channels,
                         positions_per_input: kernel * kernel,
                         norm: None,
+                        groups,
                     });
                     source = Some(quantized.len() - 1);
                     positions_per_channel = 1;
@@ -245,6 +275,7 @@ impl Network {
                             .map(|b| b.set_requires_grad(true)),
                         stride: stride as i64,
                         padding: padding as i64,
+                        groups,
                     })
                 }
                 LayerSpec::Linear {
@@ -263,6 +294,7 @@ impl Network {
                         input_channels: features / positions_per_channel,
                         positions_per_input: positions_per_channel,
                         norm: None,
+                        groups: 1,
                     });
                     source = Some(quantized.len() - 1);
                     positions_per_channel = 1;
@@ -361,6 +393,7 @@ impl Network {
                             input_channels: linear.weight.weight.size()[1],
                             positions_per_input: 1,
                             norm: None,
+                            groups: 1,
                         });
                     }
                     source = None;
@@ -445,7 +478,7 @@ impl Network {
                     [conv.stride, conv.stride],
                     [conv.padding, conv.padding],
                     [1, 1],
-                    1,
+                    conv.groups,
                 )?,
                 Layer::Linear(linear) => {
                     x.f_linear(&weight(&linear.weight)?, linear.bias.as_ref())?

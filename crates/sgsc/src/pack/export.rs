@@ -109,10 +109,11 @@ pub fn to_packed(network: &Network, metadata: Metadata) -> Result<PackedModel> {
             Layer::Conv2d(conv) => {
                 let size = conv.weight.weight.size();
                 packed::Layer::Conv2d {
-                    in_channels: size[1] as usize,
+                    in_channels: (size[1] * conv.groups) as usize,
                     kernel: size[2] as usize,
                     stride: conv.stride as usize,
                     padding: conv.padding as usize,
+                    groups: conv.groups as usize,
                     dense: Dense {
                         weight: matrix(&conv.weight, &name)?,
                         bias: conv.bias.as_ref().map(floats).transpose()?,
@@ -324,10 +325,11 @@ pub fn float_tensors(model: &PackedModel) -> Vec<(String, Vec<usize>, Vec<f32>)>
             packed::Layer::Conv2d {
                 in_channels,
                 kernel,
+                groups,
                 dense,
                 ..
             } => {
-                let shape = vec![dense.weight.rows, *in_channels, *kernel, *kernel];
+                let shape = vec![dense.weight.rows, in_channels / groups, *kernel, *kernel];
                 dense_tensors(&mut push, &prefix, dense, shape);
             }
             packed::Layer::Linear(dense) => {

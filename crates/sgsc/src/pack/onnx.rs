@@ -263,9 +263,10 @@ pub fn to_onnx(model: &PackedModel) -> Result<Vec<u8>> {
                 kernel,
                 stride,
                 padding,
+                groups,
                 dense,
             } => {
-                let dims = [dense.weight.rows, *in_channels, *kernel, *kernel];
+                let dims = [dense.weight.rows, in_channels / groups, *kernel, *kernel];
                 let (weight, bias) = graph.dequantized(&name, dense, &dims)?;
                 let mut inputs = vec![current.as_str(), weight.as_str()];
                 if let Some(bias) = &bias {
@@ -280,6 +281,7 @@ pub fn to_onnx(model: &PackedModel) -> Result<Vec<u8>> {
                         ("kernel_shape", Attribute::Ints(vec![k, k])),
                         ("strides", Attribute::Ints(vec![s, s])),
                         ("pads", Attribute::Ints(vec![p, p, p, p])),
+                        ("group", Attribute::Int(*groups as i64)),
                     ],
                 );
             }

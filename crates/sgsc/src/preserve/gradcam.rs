@@ -61,6 +61,7 @@ mod tests {
                     stride: 1,
                     padding: 0,
                     bias: false,
+                    groups: 1,
                 },
                 LayerConfig::Relu,
                 LayerConfig::Flatten,

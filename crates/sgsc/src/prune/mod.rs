@@ -39,7 +39,10 @@ fn cut(tensor: &mut Tensor, dim: i64, indices: &Tensor) -> Result<()> {
 }
 
 /// Removes every output channel of quantized layer `index` (an index into `network.quantized`)
-/// that is not in `keep` (ascending channel positions), with everything that depends on it.
+/// that is not in `keep` (ascending channel positions), with everything that depends on it. A
+/// depthwise convolution fed by these channels must then be cut the same way, by its own call
+/// (its rows of the channels kept, as [`plan`] lists them); a depthwise convolution's own cut
+/// must keep whole groups.
 pub fn remove_channels(network: &mut Network, index: usize, keep: &[i64]) -> Result<Vec<Slice>> {
     let info = network
         .quantized
@@ -61,6 +64,30 @@ pub fn remove_channels(network: &mut Network, index: usize, keep: &[i64]) -> Res
             "{}: channels to keep must be ascending, distinct, within 0..{channels} and not all gone",
             info.name
         )));
+    }
+    let grouped_consumer = network.quantized.iter().find(|consumer| {
+        consumer.source == Some(index) && consumer.groups > 1 && !consumer.is_depthwise()
+    });
+    if let Some(consumer) = grouped_consumer {
+        return Err(Error::Model(format!(
+            "{}: it feeds the grouped convolution {}, whose groups would become unequal",
+            info.name, consumer.name
+        )));
+    }
+    if info.is_depthwise() {
+        let multiplier = channels / info.groups;
+        let whole_groups = keep.len() as i64 % multiplier == 0
+            && keep.chunks(multiplier as usize).all(|group| {
+                group
+                    .iter()
+                    .all(|&c| c / multiplier == group[0] / multiplier)
+            });
+        if !whole_groups {
+            return Err(Error::Model(format!(
+                "{}: a depthwise convolution loses whole groups of {multiplier} channels",
+                info.name
+            )));
+        }
     }
     let device = network.quantized_weight(index).weight.device();
     let kept = Tensor::f_from_slice(keep)?.f_to_device(device)?;
@@ -107,9 +134,22 @@ pub fn remove_channels(network: &mut Network, index: usize, keep: &[i64]) -> Res
         }
     }
 
-    // The inputs of the layers these channels feed.
+    // A depthwise convolution keeps one group per input channel left.
+    if info.is_depthwise() {
+        let multiplier = channels / info.groups;
+        let groups = keep.len() as i64 / multiplier;
+        network.quantized[index].groups = groups;
+        if let Layer::Conv2d(conv) = &mut network.layers[info.layer] {
+            conv.groups = groups;
+        }
+    }
+
+    // The inputs of the layers these channels feed (a depthwise convolution reads one channel
+    // per group: its rows are cut next, in their own call, as `plan` lists them).
     let consumers: Vec<usize> = (0..network.quantized.len())
-        .filter(|&j| network.quantized[j].source == Some(index))
+        .filter(|&j| {
+            network.quantized[j].source == Some(index) && !network.quantized[j].is_depthwise()
+        })
         .collect();
     for consumer in consumers {
         let consumer_info = network.quantized[consumer].clone();
@@ -152,16 +192,45 @@ pub enum Removal {
         /// Index of the block's key layer.
         key: usize,
     },
+    /// A channel together with the `multiplier` channels of the depthwise convolution (this
+    /// quantized-layer index) that read it, when it and all of them may go.
+    WithDepthwise {
+        /// Index of the depthwise convolution.
+        depthwise: usize,
+        /// Its output channels per input channel.
+        multiplier: i64,
+    },
     /// Never on its own: the network's outputs, rows that write a transformer's residual stream,
-    /// and query and key rows (they go with their head).
+    /// query and key rows (they go with their head), depthwise channels (they go with their
+    /// input channel), and the channels of any other grouped convolution and of the layer
+    /// feeding one.
     Never,
 }
 
 /// How quantized layer `index`'s channels may be removed.
 pub fn removal(network: &Network, index: usize) -> Removal {
     let info = &network.quantized[index];
-    if index + 1 == network.quantized.len() {
+    let feeds = |index: usize| {
+        (0..network.quantized.len())
+            .filter(move |&consumer| network.quantized[consumer].source == Some(index))
+    };
+    let grouped_consumer = feeds(index).find(|&consumer| network.quantized[consumer].groups > 1);
+    if index + 1 == network.quantized.len() || info.groups > 1 {
         return Removal::Never;
+    }
+    if let Some(consumer) = grouped_consumer {
+        let depthwise = &network.quantized[consumer];
+        // The depthwise channels must be free to go too: not the outputs, and read by no
+        // grouped convolution themselves.
+        let free = consumer + 1 < network.quantized.len()
+            && feeds(consumer).all(|next| network.quantized[next].groups == 1);
+        if !depthwise.is_depthwise() || !free {
+            return Removal::Never;
+        }
+        return Removal::WithDepthwise {
+            depthwise: consumer,
+            multiplier: network.quantized_weight(consumer).weight.size()[0] / depthwise.groups,
+        };
     }
     match &network.layers[info.layer] {
         Layer::TransformerBlock(block) => match info.part {
@@ -204,6 +273,25 @@ pub fn plan(network: &Network, removable: &[Vec<bool>]) -> Result<Vec<(usize, Ve
                 let keep: Vec<i64> = (0..channels).filter(|&c| !flags[c as usize]).collect();
                 if !keep.is_empty() && keep.len() < flags.len() {
                     cuts.push((index, keep));
+                }
+            }
+            Removal::WithDepthwise {
+                depthwise,
+                multiplier,
+            } => {
+                let rows = |c: i64| c * multiplier..(c + 1) * multiplier;
+                let flags_of_depthwise = removable.get(depthwise).ok_or_else(|| {
+                    Error::Model(format!("no removal flags for layer {depthwise}"))
+                })?;
+                let keep: Vec<i64> = (0..channels)
+                    .filter(|&c| {
+                        !(flags[c as usize] && rows(c).all(|row| flags_of_depthwise[row as usize]))
+                    })
+                    .collect();
+                if !keep.is_empty() && keep.len() < flags.len() {
+                    let depthwise_keep = keep.iter().flat_map(|&c| rows(c)).collect();
+                    cuts.push((index, keep));
+                    cuts.push((depthwise, depthwise_keep));
                 }
             }
             Removal::Heads {

@@ -106,20 +106,45 @@ pub fn constant_outputs(
 }
 
 /// Liveness in the stored form and stored integer width of every output channel of every
-/// quantized layer (the widths are needed for both, so they are computed once).
+/// quantized layer (the widths are needed for both, so they are computed once). A depthwise
+/// convolution reads one channel per group: its channel is live when it sends a constant, or
+/// has codes and its input channel is live; and a channel that feeds one is live only when one
+/// of the depthwise channels reading it has codes and is live.
 pub fn stored_liveness(network: &Network) -> Result<Vec<(Vec<bool>, Vec<u32>)>> {
-    (0..network.quantized.len())
-        .map(|index| {
-            let widths = network.quantized_weight(index).channel_widths()?;
-            let constant = constant_outputs(network, index, Statistics::Stored)?;
-            let alive = widths
-                .iter()
-                .zip(constant)
-                .map(|(&width, constant)| width > 0 || constant)
-                .collect();
-            Ok((alive, widths))
-        })
-        .collect()
+    let mut layers = Vec::with_capacity(network.quantized.len());
+    let mut constants = Vec::with_capacity(network.quantized.len());
+    for index in 0..network.quantized.len() {
+        let widths = network.quantized_weight(index).channel_widths()?;
+        let constant = constant_outputs(network, index, Statistics::Stored)?;
+        let alive: Vec<bool> = widths
+            .iter()
+            .zip(&constant)
+            .map(|(&width, &constant)| width > 0 || constant)
+            .collect();
+        layers.push((alive, widths));
+        constants.push(constant);
+    }
+    for (index, info) in network.quantized.iter().enumerate() {
+        let Some(source) = info.source.filter(|_| info.is_depthwise()) else {
+            continue;
+        };
+        let multiplier = layers[index].1.len() / info.groups as usize;
+        let inputs_alive = layers[source].0.clone();
+        let (alive, widths) = &mut layers[index];
+        for (row, (alive, &width)) in alive.iter_mut().zip(widths.iter()).enumerate() {
+            *alive = constants[index][row] || (width > 0 && inputs_alive[row / multiplier]);
+        }
+        let read: Vec<bool> = (0..inputs_alive.len())
+            .map(|channel| {
+                (channel * multiplier..(channel + 1) * multiplier)
+                    .any(|row| layers[index].0[row] && layers[index].1[row] > 0)
+            })
+            .collect();
+        for (alive, read) in layers[source].0.iter_mut().zip(read) {
+            *alive &= read;
+        }
+    }
+    Ok(layers)
 }
 
 /// Liveness in the stored form of every output channel of every quantized layer.

@@ -135,9 +135,8 @@ pub fn payload_estimate(network: &Network, original: &OriginalSize) -> Result<Si
     let mut total_code_bits = 0;
     for (index, info) in network.quantized.iter().enumerate() {
         let widths = &widths[index];
-        let live_inputs = info.source.map_or(info.input_channels, |source| {
-            alive[source].iter().filter(|&&a| a).count() as i64
-        });
+        let live_inputs =
+            info.live_inputs(|source| alive[source].iter().filter(|&&a| a).count() as i64);
         let live_fan_in = live_inputs * info.positions_per_input;
         let alive_count = alive[index].iter().filter(|&&a| a).count() as i64;
         let code_bits: i64 = widths

@@ -20,9 +20,7 @@ pub fn size_term(network: &Network, original_weights: f64) -> Result<Tensor> {
     let live_channels = crate::size::live::channels_with_bits(network)?;
     let mut total: Option<Tensor> = None;
     for (index, info) in network.quantized.iter().enumerate() {
-        let live_inputs = info
-            .source
-            .map_or(info.input_channels, |source| live_channels[source]);
+        let live_inputs = info.live_inputs(|source| live_channels[source]);
         let live_fan_in = (live_inputs * info.positions_per_input) as f64;
         let layer_bits = bits[index].f_sum(Kind::Float)?.f_mul_scalar(live_fan_in)?;
         total = Some(match total {
