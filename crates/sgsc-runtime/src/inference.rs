@@ -4,6 +4,7 @@
 
 use crate::error::{Result, RuntimeError};
 use crate::format;
+use crate::kernels::depthwise;
 use crate::kernels::pool::{self, Reduce};
 use crate::kernels::{self, ConvScratch, ConvShape};
 use crate::layers::{Pool, Shape};
@@ -40,6 +41,11 @@ enum Step {
     Conv {
         shape: ConvShape,
         groups: Vec<DenseF32>,
+    },
+    /// A depthwise convolution (one input channel per group), whole.
+    Depthwise {
+        shape: ConvShape,
+        dense: DenseF32,
     },
     Linear(DenseF32),
     Relu,
@@ -121,6 +127,23 @@ impl Model {
                 _ => (shape.values().unwrap_or(0), 1, 1),
             };
             steps.push(match layer {
+                Layer::Conv2d {
+                    kernel,
+                    stride,
+                    padding,
+                    groups,
+                    dense,
+                    ..
+                } if *groups > 1 && map.0 == *groups => Step::Depthwise {
+                    shape: ConvShape {
+                        input: map,
+                        out_channels: dense.weight.rows,
+                        kernel: *kernel,
+                        stride: *stride,
+                        padding: *padding,
+                    },
+                    dense: DenseF32::new(dense),
+                },
                 Layer::Conv2d {
                     kernel,
                     stride,
@@ -317,6 +340,14 @@ impl Model {
                         })
                         .collect();
                 }
+                Step::Depthwise { shape, dense } => {
+                    x = depthwise::depthwise_conv2d(
+                        &x,
+                        shape,
+                        &dense.weight,
+                        dense.bias.as_deref(),
+                    );
+                }
                 Step::Linear(dense) => x = dense.apply(&x, 1),
                 Step::Relu => x.iter_mut().for_each(|v| *v = v.max(0.0)),
                 Step::BatchNorm {
@@ -407,6 +438,7 @@ impl Model {
                 }
                 Step::Relu => x.iter_mut().for_each(|v| *v = v.max(0.0)),
                 Step::Conv { .. }
+                | Step::Depthwise { .. }
                 | Step::BatchNorm { .. }
                 | Step::Pool { .. }
                 | Step::GlobalAvgPool { .. }

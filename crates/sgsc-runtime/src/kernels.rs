@@ -1,7 +1,8 @@
 //! The arithmetic of inference on dense f32 buffers (row-major): matrix products through
 //! `matrixmultiply`'s SGEMM, channels-last convolution, normalisation, attention and GELU;
-//! pooling in [`pool`].
+//! depthwise convolution in [`depthwise`], pooling in [`pool`].
 
+pub mod depthwise;
 pub mod pool;
 
 /// `c[m x n] = a[m x k] * b[k x n]` with explicit row and column strides (so either operand can
