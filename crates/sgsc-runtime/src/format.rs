@@ -452,11 +452,16 @@ fn write_layer(out: &mut Vec<u8>, layer: &Layer) -> Result<()> {
             write_dense(out, &block.mlp_out)?;
         }
         Layer::LayerNorm(norm) => write_norm(out, norm),
+        Layer::Add {
+            projection: Some((dense, _)),
+        } => write_dense(out, dense)?,
         Layer::Relu
         | Layer::MaxPool(_)
         | Layer::AvgPool(_)
         | Layer::GlobalAvgPool
-        | Layer::Flatten => {}
+        | Layer::Flatten
+        | Layer::Residual
+        | Layer::Add { projection: None } => {}
     }
     Ok(())
 }
@@ -562,6 +567,21 @@ fn read_layer(cursor: &mut Cursor, spec: &LayerSpec) -> Result<Layer> {
         LayerSpec::MaxPool(pool) => Layer::MaxPool(checked_pool(pool)?),
         LayerSpec::AvgPool(pool) => Layer::AvgPool(checked_pool(pool)?),
         LayerSpec::GlobalAvgPool => Layer::GlobalAvgPool,
+        LayerSpec::Residual => Layer::Residual,
+        LayerSpec::Add { projection } => Layer::Add {
+            projection: projection
+                .map(|projection| -> Result<_> {
+                    let dense = read_dense(
+                        cursor,
+                        dimension(projection.out_channels, "projection out_channels")?,
+                        dimension(projection.in_channels, "projection in_channels")?,
+                        false,
+                        "projection",
+                    )?;
+                    Ok((dense, dimension(projection.stride, "projection stride")?))
+                })
+                .transpose()?,
+        },
         LayerSpec::Flatten => Layer::Flatten,
         LayerSpec::Embedding {
             vocab_size,

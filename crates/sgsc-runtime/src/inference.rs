@@ -72,6 +72,12 @@ enum Step {
     },
     Block(Box<BlockF32>),
     LayerNorm(Norm),
+    /// Keeps the activation for the block's add.
+    Residual,
+    /// Adds the kept activation, through a 1x1 convolution if the block changed its shape.
+    Add {
+        projection: Option<(ConvShape, DenseF32)>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -117,6 +123,7 @@ impl Model {
         let outputs = packed.validate()?;
         let mut shape = Shape::of_input(&packed.metadata.input).map_err(RuntimeError::Invalid)?;
         let mut steps = Vec::with_capacity(packed.layers.len());
+        let mut kept = Vec::new();
         for layer in &packed.layers {
             let map = match shape {
                 Shape::Map {
@@ -238,6 +245,27 @@ impl Model {
                     mlp_out: DenseF32::new(&block.mlp_out),
                 })),
                 Layer::LayerNorm(norm) => Step::LayerNorm(norm.clone()),
+                Layer::Residual => {
+                    kept.push(map);
+                    Step::Residual
+                }
+                Layer::Add { projection } => {
+                    let skip = kept.pop().unwrap_or(map);
+                    Step::Add {
+                        projection: projection.as_ref().map(|(dense, stride)| {
+                            let shape = ConvShape {
+                                input: skip,
+                                out_channels: dense.weight.rows,
+                                kernel: 1,
+                                stride: *stride,
+                                padding: 0,
+                            };
+                            let mut dense = DenseF32::new(dense);
+                            dense.weight = shape.weight_by_kernel_row(&dense.weight);
+                            (shape, dense)
+                        }),
+                    }
+                }
             });
             shape = layer
                 .spec()
@@ -321,8 +349,22 @@ impl Model {
 
     fn run_image(&self, image: &[f32], scratch: &mut ConvScratch) -> Vec<f32> {
         let mut x = image.to_vec();
+        let mut kept = Vec::new();
         for step in &self.steps {
             match step {
+                Step::Residual => kept.push(x.clone()),
+                Step::Add { projection } => {
+                    let skip = kept.pop().unwrap_or_default();
+                    let skip = match projection {
+                        Some((shape, dense)) => {
+                            kernels::conv2d(&skip, shape, &dense.weight, None, scratch)
+                        }
+                        None => skip,
+                    };
+                    x.iter_mut()
+                        .zip(skip)
+                        .for_each(|(value, kept)| *value += kept);
+                }
                 Step::Conv { shape, groups } => {
                     let (channels, height, width) = shape.input;
                     let inputs = x.chunks_exact(channels * height * width);
@@ -406,8 +448,16 @@ impl Model {
         let time = ids.len();
         let mut x = Vec::new();
         let mut features = 0;
+        let mut kept = Vec::new();
         for step in &self.steps {
             match step {
+                Step::Residual => kept.push(x.clone()),
+                Step::Add { .. } => {
+                    let skip: Vec<f32> = kept.pop().unwrap_or_default();
+                    x.iter_mut()
+                        .zip(skip)
+                        .for_each(|(value, kept)| *value += kept);
+                }
                 Step::Embedding {
                     token,
                     position,

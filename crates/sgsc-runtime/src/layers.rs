@@ -204,6 +204,121 @@ pub enum LayerSpec {
         /// Epsilon.
         eps: f32,
     },
+    /// Starts a residual block: the activation here is kept for the `add` that ends the block.
+    Residual,
+    /// Ends the innermost residual block: adds the activation kept at its start, through a
+    /// projection when the block changed its shape.
+    Add {
+        /// The 1x1 convolution of the kept activation, when the shapes differ.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        projection: Option<Projection>,
+    },
+}
+
+/// A residual block's projection: a 1x1 convolution without bias, quantized per output channel,
+/// weights `[out_channels, in_channels]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Projection {
+    /// Channels of the kept activation.
+    pub in_channels: usize,
+    /// Channels of the block's output.
+    pub out_channels: usize,
+    /// Stride.
+    pub stride: usize,
+}
+
+impl Projection {
+    /// The projection that takes a block's kept activation `skip` to its output `output`, if
+    /// one does (`None` when no projection is needed).
+    pub fn between(skip: Shape, output: Shape) -> Result<Option<Projection>, String> {
+        if skip == output {
+            return Ok(None);
+        }
+        let (
+            Shape::Map {
+                channels: in_channels,
+                height,
+                width,
+            },
+            Shape::Map {
+                channels: out_channels,
+                ..
+            },
+        ) = (skip, output)
+        else {
+            return Err(format!(
+                "a residual block takes {skip:?} to {output:?}: only feature maps are projected"
+            ));
+        };
+        (1..=height.max(width))
+            .map(|stride| Projection {
+                in_channels,
+                out_channels,
+                stride,
+            })
+            .find(|projection| projection.output(skip) == Ok(output))
+            .map(Some)
+            .ok_or_else(|| {
+                format!("no 1x1 convolution takes {skip:?} to {output:?} (a {height}x{width} map)")
+            })
+    }
+
+    /// The shape it makes of the kept activation.
+    pub fn output(&self, skip: Shape) -> Result<Shape, String> {
+        match skip {
+            Shape::Map {
+                channels,
+                height,
+                width,
+            } if channels == self.in_channels && self.stride > 0 && self.out_channels > 0 => {
+                Ok(Shape::Map {
+                    channels: self.out_channels,
+                    height: (height - 1) / self.stride + 1,
+                    width: (width - 1) / self.stride + 1,
+                })
+            }
+            _ => Err(format!("{self:?} cannot take {skip:?}")),
+        }
+    }
+}
+
+/// The output shape of every layer of a network on `input`, checking that each layer fits the
+/// one before and that every residual block's `add` fits the activation kept at its start.
+pub fn walk(layers: &[LayerSpec], input: Shape) -> Result<Vec<Shape>, (usize, String)> {
+    let mut kept = Vec::new();
+    let mut shape = input;
+    let mut shapes = Vec::with_capacity(layers.len());
+    for (index, layer) in layers.iter().enumerate() {
+        let at = |message: String| (index, message);
+        shape = layer.output_shape(shape).map_err(at)?;
+        match layer {
+            LayerSpec::Residual => kept.push(shape),
+            LayerSpec::Add { projection } => {
+                let skip = kept
+                    .pop()
+                    .ok_or_else(|| at("an add without a residual block to end".into()))?;
+                let projected = match projection {
+                    Some(projection) => projection.output(skip).map_err(at)?,
+                    None => skip,
+                };
+                if projected != shape {
+                    return Err(at(format!(
+                        "the block's output {shape:?} and its kept activation {projected:?} differ"
+                    )));
+                }
+            }
+            _ => {}
+        }
+        shapes.push(shape);
+    }
+    if !kept.is_empty() {
+        return Err((
+            layers.len(),
+            "a residual block is never ended by an add".into(),
+        ));
+    }
+    Ok(shapes)
 }
 
 impl LayerSpec {
@@ -334,6 +449,8 @@ impl LayerSpec {
                     features: d_model,
                 })
             }
+            (LayerSpec::Residual | LayerSpec::Add { .. }, Shape::Tokens { .. }) => mismatch(),
+            (LayerSpec::Residual | LayerSpec::Add { .. }, shape) => Ok(shape),
             (&LayerSpec::TransformerBlock { d_model, .. }, Shape::Sequence { features, .. })
             | (
                 &LayerSpec::LayerNorm {

@@ -3,7 +3,7 @@
 //! Nothing here runs a model; see [`crate::inference`] for that.
 
 use crate::error::{Result, RuntimeError};
-pub use crate::layers::{LayerSpec, Pool, Shape};
+pub use crate::layers::{LayerSpec, Pool, Projection, Shape};
 use half::f16;
 use serde::{Deserialize, Serialize};
 
@@ -152,6 +152,13 @@ pub enum Layer {
     TransformerBlock(Box<Block>),
     /// Layer normalisation.
     LayerNorm(Norm),
+    /// Starts a residual block (keeps the activation).
+    Residual,
+    /// Ends a residual block: adds the kept activation, through the projection if any.
+    Add {
+        /// A 1x1 convolution `[out, in]` without bias, and its stride.
+        projection: Option<(Dense, usize)>,
+    },
 }
 
 /// Pixel normalisation applied before the first layer, per input channel:
@@ -298,6 +305,14 @@ impl Layer {
                 features: norm.weight.len(),
                 eps: norm.eps,
             },
+            Layer::Residual => LayerSpec::Residual,
+            Layer::Add { projection } => LayerSpec::Add {
+                projection: projection.as_ref().map(|(dense, stride)| Projection {
+                    in_channels: dense.weight.columns,
+                    out_channels: dense.weight.rows,
+                    stride: *stride,
+                }),
+            },
         }
     }
 
@@ -314,6 +329,9 @@ impl Layer {
                 (".mlp_in", &block.mlp_in),
                 (".mlp_out", &block.mlp_out),
             ],
+            Layer::Add {
+                projection: Some((dense, _)),
+            } => vec![(".projection", dense)],
             _ => Vec::new(),
         }
     }
@@ -397,6 +415,16 @@ impl Layer {
             Layer::Linear(dense) => {
                 check_dense(dense, dense.weight.rows, dense.weight.columns, "linear")
             }
+            Layer::Add {
+                projection: Some((dense, _)),
+            } => {
+                if dense.bias.is_some() {
+                    return Err(RuntimeError::Invalid(
+                        "a residual projection has no bias".into(),
+                    ));
+                }
+                check_dense(dense, dense.weight.rows, dense.weight.columns, "projection")
+            }
             Layer::BatchNorm(norm) => {
                 let channels = norm.mean.len();
                 check_length(&norm.variance, channels, "batch norm variance")?;
@@ -461,7 +489,9 @@ impl Layer {
             | Layer::MaxPool(_)
             | Layer::AvgPool(_)
             | Layer::GlobalAvgPool
-            | Layer::Flatten => Ok(()),
+            | Layer::Flatten
+            | Layer::Residual
+            | Layer::Add { projection: None } => Ok(()),
         }
     }
 }
@@ -508,7 +538,8 @@ impl PackedModel {
         if input.iter().any(|&d| d > crate::format::MAX_DIMENSION) || bounded(input).is_none() {
             return invalid(format!("input shape {input:?} is too large"));
         }
-        let mut shape = Shape::of_input(input).map_err(RuntimeError::Invalid)?;
+        let first = Shape::of_input(input).map_err(RuntimeError::Invalid)?;
+        let mut shape = first;
         for (index, layer) in self.layers.iter().enumerate() {
             let at = |message: String| RuntimeError::Invalid(format!("layer {index}: {message}"));
             layer.check_tensors().map_err(|e| at(e.to_string()))?;
@@ -550,6 +581,11 @@ impl PackedModel {
             }
             shape = next;
         }
+        // Each layer fits the one before; every residual block's add fits its kept activation.
+        let specs: Vec<LayerSpec> = self.layers.iter().map(Layer::spec).collect();
+        crate::layers::walk(&specs, first).map_err(|(index, message)| {
+            RuntimeError::Invalid(format!("layer {index}: {message}"))
+        })?;
         let outputs = match shape {
             Shape::Flat { features } | Shape::Sequence { features, .. } => features,
             other => {

@@ -392,3 +392,31 @@ fn normalisation_is_one_number_or_one_per_channel() {
         );
     }
 }
+
+#[test]
+fn residual_blocks_must_pair_up_and_fit() {
+    let invalid = |model: PackedModel| match Model::new(model) {
+        Err(RuntimeError::Invalid(message)) => message,
+        other => panic!("{other:?}"),
+    };
+    let without = |kind: fn(&Layer) -> bool| {
+        let mut model = pooled();
+        model.layers.retain(|layer| !kind(layer));
+        model
+    };
+    let message = invalid(without(|layer| matches!(layer, Layer::Residual)));
+    assert!(message.contains("without a residual block"), "{message}");
+    let message = invalid(without(|layer| matches!(layer, Layer::Add { .. })));
+    assert!(message.contains("never ended"), "{message}");
+    let mut unprojected = pooled();
+    for layer in &mut unprojected.layers {
+        if let Layer::Add {
+            projection: Some((_, stride)),
+        } = layer
+        {
+            *stride = 1;
+        }
+    }
+    let message = invalid(unprojected);
+    assert!(message.contains("differ"), "{message}");
+}

@@ -11,7 +11,7 @@
 
 mod common;
 
-use sgsc::models::config::{LayerSpec, Pool, Shape};
+use sgsc::models::config::{LayerSpec, Pool};
 use sgsc::models::state_dict::load_float_state;
 use sgsc::models::{LayerConfig, ModelConfig, Network};
 use sgsc::pack::export::{export, stored_length, to_packed, to_safetensors, ExportFormat};
@@ -37,11 +37,15 @@ fn kind_name(spec: &LayerSpec) -> &'static str {
         LayerSpec::Embedding { .. } => "embedding",
         LayerSpec::TransformerBlock { .. } => "transformer_block",
         LayerSpec::LayerNorm { .. } => "layer_norm",
+        LayerSpec::Residual => "residual",
+        LayerSpec::Add { .. } => "add",
     }
 }
 
 /// Every layer kind.
-const KINDS: [&str; 11] = [
+const KINDS: [&str; 13] = [
+    "residual",
+    "add",
     "conv2d",
     "linear",
     "relu",
@@ -158,6 +162,34 @@ fn cases() -> Vec<(&'static str, ModelConfig)> {
             ),
         ),
         (
+            "residual blocks, with an identity skip and with a strided projection",
+            image(
+                [3, 8, 8],
+                vec![
+                    conv(4, 3, 1, 1, false),
+                    BatchNorm { affine: false },
+                    Relu,
+                    LayerConfig::Residual,
+                    conv(4, 3, 1, 1, false),
+                    BatchNorm { affine: true },
+                    Relu,
+                    conv(4, 3, 1, 1, false),
+                    BatchNorm { affine: false },
+                    LayerConfig::Add,
+                    Relu,
+                    LayerConfig::Residual,
+                    conv(6, 3, 2, 1, false),
+                    Relu,
+                    conv(6, 3, 1, 1, true),
+                    LayerConfig::Add,
+                    Relu,
+                    GlobalAvgPool,
+                    Flatten,
+                    linear(3, true),
+                ],
+            ),
+        ),
+        (
             "global average pooling",
             image(
                 [2, 8, 8],
@@ -196,16 +228,11 @@ fn cases() -> Vec<(&'static str, ModelConfig)> {
 
 /// The kinds of a network's layers.
 fn kinds_of(model: &ModelConfig) -> Vec<&'static str> {
-    let input: Vec<usize> = model.input.iter().map(|&side| side as usize).collect();
-    let mut shape = Shape::of_input(&input).unwrap();
     model
-        .layers
+        .specs()
+        .unwrap()
         .iter()
-        .map(|layer| {
-            let spec = layer.spec(shape).unwrap();
-            shape = spec.output_shape(shape).unwrap();
-            kind_name(&spec)
-        })
+        .map(|(spec, _)| kind_name(spec))
         .collect()
 }
 
@@ -427,4 +454,53 @@ fn a_depthwise_channel_goes_with_its_input_channel() {
             "bias {bias}: runtime differs by {difference}"
         );
     }
+}
+
+#[test]
+fn a_residual_stream_keeps_its_channels_and_a_block_inside_loses_them() {
+    // stem conv (writes the stream) -> block [conv (inside), relu, conv (adds into the stream)]
+    // -> add -> relu -> flatten -> linear.
+    let model = ModelConfig {
+        input: vec![2, 6, 6],
+        layers: vec![
+            conv(4, 3, 1, 1, false),
+            LayerConfig::Relu,
+            LayerConfig::Residual,
+            conv(5, 3, 1, 1, false),
+            LayerConfig::Relu,
+            conv(4, 3, 1, 1, false),
+            LayerConfig::Add,
+            LayerConfig::Relu,
+            LayerConfig::Flatten,
+            linear(3, false),
+        ],
+    };
+    tch::manual_seed(9);
+    let mut network = Network::new(&model, 8.0, Device::Cpu).unwrap();
+    // Stream channel 1: dead in the block's last conv, alive in the skip (the stem). Stream
+    // channel 2: dead in both. Inside the block, channel 3 of the first conv is dead.
+    set_bits(&network, 0, &[8.0, 8.0, -1.0, 8.0]);
+    set_bits(&network, 1, &[8.0, 8.0, 8.0, -1.0, 8.0]);
+    set_bits(&network, 2, &[8.0, -1.0, -1.0, 8.0]);
+    sgsc::size::prepare_for_storage(&network).unwrap();
+    let input = Tensor::randn([3, 2, 6, 6], (Kind::Float, Device::Cpu));
+    let before = tch::no_grad(|| network.forward(&input, false, true)).unwrap();
+    let metadata = metadata_for(&model, None);
+    let steered = stored_length(&network, &model, metadata.clone()).unwrap();
+    let (bytes, removed) = export(&mut network, metadata, ExportFormat::Sgsc).unwrap();
+    assert_eq!(steered, bytes.len());
+    let after = tch::no_grad(|| network.forward(&input, false, true)).unwrap();
+    let moved = (&after - &before).abs().max().double_value(&[]);
+    assert!(moved < 1e-5, "outputs moved by {moved}");
+    // Only the block's inside lost its dead channel; the stream keeps all four, dead or not.
+    assert_eq!(removed, 1);
+    let rows: Vec<i64> = (0..3)
+        .map(|index| network.quantized_weight(index).weight.size()[0])
+        .collect();
+    assert_eq!(rows, vec![4, 4, 4]);
+    assert_eq!(
+        network.quantized_weight(2).weight.size()[1],
+        4,
+        "columns followed"
+    );
 }

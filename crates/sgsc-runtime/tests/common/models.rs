@@ -76,8 +76,9 @@ pub fn dense(numbers: &mut Numbers, rows: usize, columns: usize, bias: bool) -> 
     }
 }
 
-/// A CNN on 2x7x6 images with a strided depthwise convolution and the pooling kinds: max pooling
-/// with stride and padding, average pooling, global average pooling; and a batch norm on a vector.
+/// A CNN on 2x7x6 images with a residual block (a strided depthwise convolution, and a strided
+/// projection of the skip), the pooling kinds (max pooling with stride and padding, average
+/// pooling, global average pooling) and a batch norm on a vector.
 pub fn pooled() -> PackedModel {
     let mut n = Numbers(7);
     let pool = |kernel, stride, padding| sgsc_runtime::model::Pool {
@@ -105,6 +106,7 @@ pub fn pooled() -> PackedModel {
                 dense: dense(&mut n, 4, 18, true),
             },
             Layer::Relu,
+            Layer::Residual,
             Layer::Conv2d {
                 in_channels: 4,
                 kernel: 3,
@@ -112,6 +114,9 @@ pub fn pooled() -> PackedModel {
                 padding: 1,
                 groups: 4,
                 dense: dense(&mut n, 4, 9, false),
+            },
+            Layer::Add {
+                projection: Some((dense(&mut n, 4, 4, false), 2)),
             },
             Layer::MaxPool(pool(3, Some(1), 1)),
             Layer::AvgPool(pool(3, Some(2), 1)),

@@ -6,7 +6,7 @@
 use super::network::BATCH_NORM_EPS;
 use super::transformer::LAYER_NORM_EPS;
 use serde::{Deserialize, Serialize};
-pub use sgsc_runtime::layers::{LayerSpec, Pool, Shape};
+pub use sgsc_runtime::layers::{LayerSpec, Pool, Projection, Shape};
 
 /// A network: the shape of one input and its layers in order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -90,9 +90,50 @@ pub enum LayerConfig {
     },
     /// Layer normalisation over the features of each position, with a learned scale and shift.
     LayerNorm,
+    /// Starts a residual block: the activation here is kept, and the `add` that ends the block
+    /// adds it to the block's output.
+    Residual,
+    /// Ends the innermost residual block. When the block changed the shape (channels, or size
+    /// by a stride), the kept activation goes through a 1x1 convolution with the stride that
+    /// fits, quantized per output channel.
+    Add,
 }
 
 impl ModelConfig {
+    /// Every layer's description with the shape it takes, checked as every back end checks it
+    /// ([`sgsc_runtime::layers::walk`]); an error names the layer.
+    pub fn specs(&self) -> Result<Vec<(LayerSpec, Shape)>, (usize, String)> {
+        let input: Vec<usize> = self
+            .input
+            .iter()
+            .map(|&side| usize::try_from(side).unwrap_or(0))
+            .collect();
+        let mut shape = Shape::of_input(&input).map_err(|message| (0, message))?;
+        let mut kept = Vec::new();
+        let mut specs = Vec::with_capacity(self.layers.len());
+        for (index, layer) in self.layers.iter().enumerate() {
+            let spec = layer
+                .spec(shape, kept.last().copied())
+                .map_err(|message| (index, message))?;
+            let next = spec
+                .output_shape(shape)
+                .map_err(|message| (index, message))?;
+            match spec {
+                LayerSpec::Residual => kept.push(next),
+                LayerSpec::Add { .. } => {
+                    kept.pop();
+                }
+                _ => {}
+            }
+            specs.push((spec, shape));
+            shape = next;
+        }
+        let layers: Vec<LayerSpec> = specs.iter().map(|(spec, _)| spec.clone()).collect();
+        let first = specs.first().map_or(shape, |(_, input)| *input);
+        sgsc_runtime::layers::walk(&layers, first)?;
+        Ok(specs)
+    }
+
     /// The number of classes of an image classifier: the outputs of its last layer when that is
     /// a linear layer (`None` for language models and networks that end otherwise).
     pub fn classifier_outputs(&self) -> Option<usize> {
@@ -108,10 +149,10 @@ impl ModelConfig {
 }
 
 impl LayerConfig {
-    /// This layer's description on an input of shape `input`, with the sizes it takes from its
-    /// input filled in; the shape rule itself is [`LayerSpec::output_shape`], shared by every
-    /// back end.
-    pub fn spec(&self, input: Shape) -> Result<LayerSpec, String> {
+    /// This layer's description on an input of shape `input` (and, for an `add`, the activation
+    /// `kept` at its block's start), with the sizes it takes from its input filled in; the shape
+    /// rule itself is [`LayerSpec::output_shape`], shared by every back end.
+    pub fn spec(&self, input: Shape, kept: Option<Shape>) -> Result<LayerSpec, String> {
         let positive = |value: i64, what: &str| {
             usize::try_from(value)
                 .ok()
@@ -192,6 +233,13 @@ impl LayerConfig {
             LayerConfig::LayerNorm => LayerSpec::LayerNorm {
                 features,
                 eps: LAYER_NORM_EPS as f32,
+            },
+            LayerConfig::Residual => LayerSpec::Residual,
+            LayerConfig::Add => LayerSpec::Add {
+                projection: Projection::between(
+                    kept.ok_or("an add without a residual block to end")?,
+                    input,
+                )?,
             },
         })
     }

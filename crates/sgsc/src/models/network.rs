@@ -86,6 +86,11 @@ pub enum Layer {
     TransformerBlock(Box<TransformerBlock>),
     /// Layer normalisation.
     LayerNorm(LayerNorm),
+    /// Starts a residual block: keeps the activation.
+    Residual,
+    /// Ends a residual block: adds the kept activation, through a 1x1 projection (a
+    /// convolution without bias) when the block changed the shape.
+    Add(Option<Conv2d>),
 }
 
 /// How one quantized layer sits in the network.
@@ -113,6 +118,10 @@ pub struct QuantizedLayerInfo {
     /// input channels; the channels of any other grouped convolution, and of the layer feeding
     /// one, are never removed (groups of unequal sizes).
     pub groups: i64,
+    /// Whether its channels are (or are added into) a residual stream: the layer before a
+    /// residual block, the last quantized layer of the block, and the block's projection. Such
+    /// channels are never removed (docs/method.md).
+    pub residual: bool,
 }
 
 impl QuantizedLayerInfo {
@@ -223,14 +232,17 @@ impl Network {
             .iter()
             .map(|&side| usize::try_from(side).unwrap_or(0))
             .collect();
-        let mut shape = Shape::of_input(&input).map_err(Error::Model)?;
+        let mut output = Shape::of_input(&input).map_err(Error::Model)?;
+        let specs = config
+            .specs()
+            .map_err(|(index, message)| bad(index, message))?;
         let mut source: Option<usize> = None;
+        let mut kept_sources: Vec<Option<usize>> = Vec::new();
         let mut positions_per_channel = 1i64;
         let mut layers = Vec::new();
         let mut quantized: Vec<QuantizedLayerInfo> = Vec::new();
-        for (index, layer) in config.layers.iter().enumerate() {
+        for (index, (spec, shape)) in specs.into_iter().enumerate() {
             let name = format!("layers.{index}");
-            let spec = layer.spec(shape).map_err(|message| bad(index, message))?;
             let next = spec
                 .output_shape(shape)
                 .map_err(|message| bad(index, message))?;
@@ -261,6 +273,7 @@ impl Network {
                         positions_per_input: kernel * kernel,
                         norm: None,
                         groups,
+                        residual: false,
                     });
                     source = Some(quantized.len() - 1);
                     positions_per_channel = 1;
@@ -295,6 +308,7 @@ impl Network {
                         positions_per_input: positions_per_channel,
                         norm: None,
                         groups: 1,
+                        residual: false,
                     });
                     source = Some(quantized.len() - 1);
                     positions_per_channel = 1;
@@ -394,6 +408,7 @@ impl Network {
                             positions_per_input: 1,
                             norm: None,
                             groups: 1,
+                            residual: false,
                         });
                     }
                     source = None;
@@ -403,11 +418,58 @@ impl Network {
                     source = None;
                     Layer::LayerNorm(LayerNorm::new(features as i64, device)?)
                 }
+                LayerSpec::Residual => {
+                    if let Some(source) = source {
+                        quantized[source].residual = true;
+                    }
+                    kept_sources.push(source);
+                    Layer::Residual
+                }
+                LayerSpec::Add { projection } => {
+                    if let Some(source) = source {
+                        quantized[source].residual = true;
+                    }
+                    let kept_source = kept_sources.pop().flatten();
+                    let projection = projection
+                        .map(|projection| -> Result<Conv2d> {
+                            let (inputs, outputs) = (
+                                projection.in_channels as i64,
+                                projection.out_channels as i64,
+                            );
+                            let bound = 1.0 / (inputs as f64).sqrt();
+                            let weight = uniform(&[outputs, inputs, 1, 1], bound, device)?;
+                            quantized.push(QuantizedLayerInfo {
+                                layer: index,
+                                part: 0,
+                                name: format!("{name}.projection"),
+                                source: kept_source,
+                                input_channels: inputs,
+                                positions_per_input: 1,
+                                norm: None,
+                                groups: 1,
+                                residual: true,
+                            });
+                            Ok(Conv2d {
+                                weight: QuantizedWeight::new(
+                                    weight.set_requires_grad(true),
+                                    initial_bit_depth,
+                                )?,
+                                bias: None,
+                                stride: projection.stride as i64,
+                                padding: 0,
+                                groups: 1,
+                            })
+                        })
+                        .transpose()?;
+                    source = None;
+                    positions_per_channel = 1;
+                    Layer::Add(projection)
+                }
             };
             layers.push(built);
-            shape = next;
+            output = next;
         }
-        let output_features = match shape {
+        let output_features = match output {
             Shape::Flat { features } | Shape::Sequence { features, .. } => features as i64,
             _ => {
                 return Err(Error::Model(
@@ -470,8 +532,30 @@ impl Network {
         };
         let mut tapped: Vec<Option<Tensor>> = taps.iter().map(|_| None).collect();
         let mut x = input.shallow_clone();
+        let mut kept = Vec::new();
         for (index, layer) in self.layers.iter().enumerate() {
             x = match layer {
+                Layer::Residual => {
+                    kept.push(x.shallow_clone());
+                    x
+                }
+                Layer::Add(projection) => {
+                    let skip = kept
+                        .pop()
+                        .ok_or_else(|| Error::Model("an add without a residual block".into()))?;
+                    let skip = match projection {
+                        Some(conv) => skip.f_conv2d(
+                            &weight(&conv.weight)?,
+                            None::<&Tensor>,
+                            [conv.stride, conv.stride],
+                            [0, 0],
+                            [1, 1],
+                            1,
+                        )?,
+                        None => skip,
+                    };
+                    x.f_add(&skip)?
+                }
                 Layer::Conv2d(conv) => x.f_conv2d(
                     &weight(&conv.weight)?,
                     conv.bias.as_ref(),
@@ -550,7 +634,7 @@ impl Network {
     pub fn quantized_weight(&self, index: usize) -> &QuantizedWeight {
         let info = &self.quantized[index];
         match &self.layers[info.layer] {
-            Layer::Conv2d(conv) => &conv.weight,
+            Layer::Conv2d(conv) | Layer::Add(Some(conv)) => &conv.weight,
             Layer::Linear(linear) => &linear.weight,
             Layer::TransformerBlock(block) => &block.parts[info.part].weight,
             _ => unreachable!("quantized layer infos only point at layers with quantized weights"),
@@ -561,7 +645,7 @@ impl Network {
     pub fn bias(&self, index: usize) -> Option<&Tensor> {
         let info = &self.quantized[index];
         match &self.layers[info.layer] {
-            Layer::Conv2d(conv) => conv.bias.as_ref(),
+            Layer::Conv2d(conv) | Layer::Add(Some(conv)) => conv.bias.as_ref(),
             Layer::Linear(linear) => linear.bias.as_ref(),
             Layer::TransformerBlock(block) => block.parts[info.part].bias.as_ref(),
             _ => None,
@@ -575,7 +659,7 @@ impl Network {
     ) -> (&mut QuantizedWeight, &mut Option<Tensor>) {
         let info = &self.quantized[index];
         match &mut self.layers[info.layer] {
-            Layer::Conv2d(conv) => (&mut conv.weight, &mut conv.bias),
+            Layer::Conv2d(conv) | Layer::Add(Some(conv)) => (&mut conv.weight, &mut conv.bias),
             Layer::Linear(linear) => (&mut linear.weight, &mut linear.bias),
             Layer::TransformerBlock(block) => {
                 let linear = &mut block.parts[info.part];
@@ -588,7 +672,10 @@ impl Network {
     /// Whether quantized layer `index` is a convolution (its weight's second dimension counts
     /// input channels; for every other layer it counts input features).
     pub fn is_conv(&self, index: usize) -> bool {
-        matches!(self.layers[self.quantized[index].layer], Layer::Conv2d(_))
+        matches!(
+            self.layers[self.quantized[index].layer],
+            Layer::Conv2d(_) | Layer::Add(Some(_))
+        )
     }
 
     /// The batch norm that normalises quantized layer `index`'s channels, if any.
@@ -681,11 +768,19 @@ impl Network {
                         );
                     }
                 }
+                Layer::Add(Some(projection)) => push_quantized(
+                    &mut push,
+                    &format!("{prefix}.projection"),
+                    &projection.weight,
+                    None,
+                ),
                 Layer::Relu
                 | Layer::MaxPool(_)
                 | Layer::AvgPool(_)
                 | Layer::GlobalAvgPool
-                | Layer::Flatten => {}
+                | Layer::Flatten
+                | Layer::Residual
+                | Layer::Add(None) => {}
             }
         }
         entries

@@ -136,6 +136,16 @@ pub fn to_packed(network: &Network, metadata: Metadata) -> Result<PackedModel> {
             Layer::AvgPool(pool) => packed::Layer::AvgPool(*pool),
             Layer::GlobalAvgPool => packed::Layer::GlobalAvgPool,
             Layer::Flatten => packed::Layer::Flatten,
+            Layer::Residual => packed::Layer::Residual,
+            Layer::Add(projection) => packed::Layer::Add {
+                projection: projection
+                    .as_ref()
+                    .map(|conv| -> Result<_> {
+                        let weight = matrix(&conv.weight, &format!("{name}.projection"))?;
+                        Ok((Dense { weight, bias: None }, conv.stride as usize))
+                    })
+                    .transpose()?,
+            },
             Layer::Embedding(embedding) => {
                 let token = embedding.token.size();
                 packed::Layer::Embedding {
@@ -398,11 +408,19 @@ pub fn float_tensors(model: &PackedModel) -> Vec<(String, Vec<usize>, Vec<f32>)>
                 );
                 push(format!("{prefix}.bias"), features, norm.bias.clone());
             }
+            packed::Layer::Add {
+                projection: Some((dense, _)),
+            } => {
+                let shape = vec![dense.weight.rows, dense.weight.columns, 1, 1];
+                dense_tensors(&mut push, &format!("{prefix}.projection"), dense, shape);
+            }
             packed::Layer::Relu
             | packed::Layer::MaxPool(_)
             | packed::Layer::AvgPool(_)
             | packed::Layer::GlobalAvgPool
-            | packed::Layer::Flatten => {}
+            | packed::Layer::Flatten
+            | packed::Layer::Residual
+            | packed::Layer::Add { projection: None } => {}
         }
     }
     tensors

@@ -254,10 +254,38 @@ pub fn to_onnx(model: &PackedModel) -> Result<Vec<u8>> {
     }
     let mut graph = Graph::default();
     let mut current = "input".to_string();
+    let mut kept = Vec::new();
     for (index, layer) in model.layers.iter().enumerate() {
         let name = format!("layers.{index}");
         let output = format!("{name}.output");
         match layer {
+            Layer::Residual => {
+                kept.push(current.clone());
+                continue;
+            }
+            Layer::Add { projection } => {
+                let mut skip = kept
+                    .pop()
+                    .ok_or_else(|| Error::Model("an add without a residual block".into()))?;
+                if let Some((dense, stride)) = projection {
+                    let projection = format!("{name}.projection");
+                    let dims = [dense.weight.rows, dense.weight.columns, 1, 1];
+                    let (weight, _) = graph.dequantized(&projection, dense, &dims)?;
+                    let projected = format!("{projection}.output");
+                    let s = *stride as i64;
+                    graph.node(
+                        "Conv",
+                        &[&skip, &weight],
+                        &projected,
+                        &[
+                            ("kernel_shape", Attribute::Ints(vec![1, 1])),
+                            ("strides", Attribute::Ints(vec![s, s])),
+                        ],
+                    );
+                    skip = projected;
+                }
+                graph.node("Add", &[&current, &skip], &output, &[]);
+            }
             Layer::Conv2d {
                 in_channels,
                 kernel,

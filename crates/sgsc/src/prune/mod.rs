@@ -202,8 +202,8 @@ pub enum Removal {
     },
     /// Never on its own: the network's outputs, rows that write a transformer's residual stream,
     /// query and key rows (they go with their head), depthwise channels (they go with their
-    /// input channel), and the channels of any other grouped convolution and of the layer
-    /// feeding one.
+    /// input channel), the channels of any other grouped convolution and of the layer feeding
+    /// one, and the channels of a residual stream (see `QuantizedLayerInfo::residual`).
     Never,
 }
 
@@ -215,7 +215,7 @@ pub fn removal(network: &Network, index: usize) -> Removal {
             .filter(move |&consumer| network.quantized[consumer].source == Some(index))
     };
     let grouped_consumer = feeds(index).find(|&consumer| network.quantized[consumer].groups > 1);
-    if index + 1 == network.quantized.len() || info.groups > 1 {
+    if index + 1 == network.quantized.len() || info.groups > 1 || info.residual {
         return Removal::Never;
     }
     if let Some(consumer) = grouped_consumer {
