@@ -315,3 +315,44 @@ fn a_cifar_format_set_and_an_image_folder_go_through_every_stage() {
     ]);
     assert!(bench.contains("examples per second"), "{bench}");
 }
+
+#[test]
+fn the_resnet8_config_runs_on_a_synthetic_cifar_set() {
+    let _one_at_a_time = common::training_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    write_cifar(&data.join("cifar-10-batches-bin"), 40);
+    // The shipped config, shortened: tens of steps at batch 16, checks every 10 steps.
+    let shipped =
+        std::fs::read_to_string(common::workspace().join("configs/cifar10-resnet8.toml")).unwrap();
+    let mut config: toml::Table = toml::from_str(&shipped).unwrap();
+    let mut set = |section: &str, key: &str, value: toml::Value| {
+        config[section]
+            .as_table_mut()
+            .unwrap()
+            .insert(key.into(), value);
+    };
+    set("data", "validation_size", 40.into());
+    for (key, value) in [
+        ("steps", 20),
+        ("batch_size", 16),
+        ("eval_every", 10),
+        ("checkpoint_every", 10),
+        ("eval_batch_size", 64),
+    ] {
+        set("train", key, value.into());
+    }
+    set("safety", "check_every", 10.into());
+    set("safety", "preservation_batch_size", 8.into());
+    let path = dir.path().join("resnet8.toml");
+    std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
+    let png = dir.path().join("ship.png");
+    picture(32, 8, 10, 3).save(&png).unwrap();
+    compare_and_use(
+        &path,
+        &data,
+        &dir.path().join("runs"),
+        &png,
+        &sgsc::data::cifar::CIFAR10_CLASSES,
+    );
+}
