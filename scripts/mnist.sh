@@ -5,7 +5,7 @@
 # baseline) and `safe` (plus the safety guard, after the baseline's preservation set is built),
 # each an 800-step fine-tune of the baseline, in two lanes of one libtorch thread each: the
 # preservation set and `safe` in one, `unsafe` then `distill` in the other. It prints the table at
-# equal bytes (`sgsc compare --seeds 1`; 6 to 9 minutes on 2 cores after the install and build);
+# equal bytes (`sgsc compare --seeds 1`; 5 to 9 minutes on 2 cores after the install and build);
 # runs/main/comparison.png plots it.
 # Extra arguments go to `sgsc compare` and override these (for example --seeds 3, --out DIR,
 # --target-bytes N, or another data set: --set data.dataset=idx --set data.dir=fashion-mnist).
