@@ -34,6 +34,13 @@ impl DenseF32 {
     }
 }
 
+/// A residual block's add: `x += kept`, element by element.
+fn add_kept(x: &mut [f32], kept: &[f32]) {
+    x.iter_mut()
+        .zip(kept)
+        .for_each(|(value, kept)| *value += kept);
+}
+
 /// A layer ready to run.
 #[derive(Debug, Clone)]
 enum Step {
@@ -361,9 +368,7 @@ impl Model {
                         }
                         None => skip,
                     };
-                    x.iter_mut()
-                        .zip(skip)
-                        .for_each(|(value, kept)| *value += kept);
+                    add_kept(&mut x, &skip);
                 }
                 Step::Conv { shape, groups } => {
                     let (channels, height, width) = shape.input;
@@ -452,12 +457,7 @@ impl Model {
         for step in &self.steps {
             match step {
                 Step::Residual => kept.push(x.clone()),
-                Step::Add { .. } => {
-                    let skip: Vec<f32> = kept.pop().unwrap_or_default();
-                    x.iter_mut()
-                        .zip(skip)
-                        .for_each(|(value, kept)| *value += kept);
-                }
+                Step::Add { .. } => add_kept(&mut x, &kept.pop().unwrap_or_default()),
                 Step::Embedding {
                     token,
                     position,

@@ -74,8 +74,9 @@ pub fn remove_channels(network: &mut Network, index: usize, keep: &[i64]) -> Res
             info.name, consumer.name
         )));
     }
-    if info.is_depthwise() {
-        let multiplier = channels / info.groups;
+    // A depthwise convolution's output channels per input channel.
+    let multiplier = info.is_depthwise().then(|| channels / info.groups);
+    if let Some(multiplier) = multiplier {
         let whole_groups = keep.len() as i64 % multiplier == 0
             && keep.chunks(multiplier as usize).all(|group| {
                 group
@@ -135,8 +136,7 @@ pub fn remove_channels(network: &mut Network, index: usize, keep: &[i64]) -> Res
     }
 
     // A depthwise convolution keeps one group per input channel left.
-    if info.is_depthwise() {
-        let multiplier = channels / info.groups;
+    if let Some(multiplier) = multiplier {
         let groups = keep.len() as i64 / multiplier;
         network.quantized[index].groups = groups;
         if let Layer::Conv2d(conv) = &mut network.layers[info.layer] {
