@@ -19,9 +19,7 @@
 
 use crate::bits::{packed_bytes, BitReader, BitWriter};
 use crate::error::{Result, RuntimeError};
-use crate::model::{
-    BatchNorm, Block, Dense, Layer, LayerSpec, Metadata, Norm, PackedModel, Pool, QuantizedMatrix,
-};
+use crate::model::{Layer, LayerSpec, Metadata, PackedModel, QuantizedMatrix, Storage, TensorData};
 use half::f16;
 use serde::{Deserialize, Serialize};
 
@@ -93,7 +91,11 @@ pub fn encode(model: &PackedModel) -> Result<Vec<u8>> {
     };
     let meta = MetaSection {
         metadata: description,
-        layers: model.layers.iter().map(Layer::spec).collect(),
+        layers: model
+            .layers
+            .iter()
+            .map(|layer| layer.spec.clone())
+            .collect(),
     };
     let json = serde_json::to_vec(&meta).map_err(|e| RuntimeError::Metadata(e.to_string()))?;
     let compressed = miniz_oxide::deflate::compress_to_vec(&json, DEFLATE_LEVEL);
@@ -150,11 +152,14 @@ pub fn decode(bytes: &[u8]) -> Result<PackedModel> {
     }
     let record: RecordSection =
         serde_json::from_slice(record).map_err(|e| RuntimeError::Metadata(e.to_string()))?;
+    // The layers must fit the input and each other before their tensors are read.
+    crate::model::validate_specs(&meta.metadata, &meta.layers)?;
     let mut data = Cursor::new(data);
     let layers = meta
         .layers
         .iter()
-        .map(|spec| read_layer(&mut data, spec))
+        .enumerate()
+        .map(|(index, spec)| read_layer(&mut data, spec, index))
         .collect::<Result<Vec<_>>>()?;
     if data.remaining() > 0 {
         return Err(RuntimeError::Invalid(format!(
@@ -387,263 +392,48 @@ fn read_matrix(
     })
 }
 
-fn write_dense(out: &mut Vec<u8>, dense: &Dense) -> Result<()> {
-    write_matrix(out, &dense.weight)?;
-    if let Some(bias) = &dense.bias {
-        write_floats(out, bias);
-    }
-    Ok(())
-}
-
-fn read_dense(
-    cursor: &mut Cursor,
-    rows: usize,
-    columns: usize,
-    bias: bool,
-    what: &str,
-) -> Result<Dense> {
-    Ok(Dense {
-        weight: read_matrix(cursor, rows, columns, what)?,
-        bias: if bias {
-            Some(cursor.floats(rows, &format!("{what} bias"))?)
-        } else {
-            None
-        },
-    })
-}
-
-fn write_norm(out: &mut Vec<u8>, norm: &Norm) {
-    write_floats(out, &norm.weight);
-    write_floats(out, &norm.bias);
-}
-
-fn read_norm(cursor: &mut Cursor, features: usize, eps: f32, what: &str) -> Result<Norm> {
-    Ok(Norm {
-        weight: cursor.floats(features, &format!("{what} scale"))?,
-        bias: cursor.floats(features, &format!("{what} shift"))?,
-        eps,
-    })
-}
-
+/// Writes a layer's tensors in the order its description lists them (the model was validated,
+/// so they match the list).
 fn write_layer(out: &mut Vec<u8>, layer: &Layer) -> Result<()> {
-    match layer {
-        Layer::Conv2d { dense, .. } | Layer::Linear(dense) => write_dense(out, dense)?,
-        Layer::BatchNorm(norm) => {
-            write_floats(out, &norm.mean);
-            write_floats(out, &norm.variance);
-            if let Some((scale, shift)) = &norm.affine {
-                write_floats(out, scale);
-                write_floats(out, shift);
-            }
+    for tensor in &layer.tensors {
+        match tensor {
+            TensorData::Codes(matrix) => write_matrix(out, matrix)?,
+            TensorData::Floats(values) => write_floats(out, values),
         }
-        Layer::Embedding {
-            token, position, ..
-        } => {
-            write_floats(out, token);
-            write_floats(out, position);
-        }
-        Layer::TransformerBlock(block) => {
-            write_norm(out, &block.attention_norm);
-            for dense in [&block.query, &block.key, &block.value, &block.projection] {
-                write_dense(out, dense)?;
-            }
-            write_norm(out, &block.mlp_norm);
-            write_dense(out, &block.mlp_in)?;
-            write_dense(out, &block.mlp_out)?;
-        }
-        Layer::LayerNorm(norm) => write_norm(out, norm),
-        Layer::Add {
-            projection: Some((dense, _)),
-        } => write_dense(out, dense)?,
-        Layer::Relu
-        | Layer::MaxPool(_)
-        | Layer::AvgPool(_)
-        | Layer::GlobalAvgPool
-        | Layer::Flatten
-        | Layer::Residual
-        | Layer::Add { projection: None } => {}
     }
     Ok(())
 }
 
-/// A pool whose window and stride are dimensions (its padding is checked against the window
-/// where shapes are).
-fn checked_pool(pool: Pool) -> Result<Pool> {
-    dimension(pool.kernel, "pool kernel")?;
-    dimension(pool.stride(), "pool stride")?;
-    Ok(pool)
-}
-
-/// Rejects a dimension outside `1..=MAX_DIMENSION`.
-fn dimension(value: usize, what: &str) -> Result<usize> {
-    if value == 0 || value > MAX_DIMENSION {
-        return Err(RuntimeError::Invalid(format!(
-            "{what} = {value} is outside 1..={MAX_DIMENSION}"
-        )));
-    }
-    Ok(value)
+/// Reads the tensors that `spec` lists, in order. Every length is checked against the bytes
+/// left (and codes against the model's weight budget) before anything is allocated; the values
+/// themselves are checked by `PackedModel::validate`.
+fn read_layer(cursor: &mut Cursor, spec: &LayerSpec, index: usize) -> Result<Layer> {
+    let tensors = spec
+        .stored_tensors()
+        .iter()
+        .map(|stored| {
+            let what = format!("layers.{index}.{}", stored.name);
+            let (rows, columns) = stored
+                .rows_and_columns()
+                .ok_or_else(|| RuntimeError::Invalid(format!("{what}: the shape overflows")))?;
+            Ok(match stored.storage {
+                Storage::Codes => TensorData::Codes(read_matrix(cursor, rows, columns, &what)?),
+                Storage::Floats | Storage::NonNegative => {
+                    TensorData::Floats(cursor.floats(product(rows, columns, &what)?, &what)?)
+                }
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Layer {
+        spec: spec.clone(),
+        tensors,
+    })
 }
 
 /// `a * b` for dimensions, or an error on overflow.
 fn product(a: usize, b: usize, what: &str) -> Result<usize> {
     a.checked_mul(b)
         .ok_or_else(|| RuntimeError::Invalid(format!("{what}: {a} x {b} overflows")))
-}
-
-fn read_layer(cursor: &mut Cursor, spec: &LayerSpec) -> Result<Layer> {
-    Ok(match *spec {
-        LayerSpec::Conv2d {
-            in_channels,
-            out_channels,
-            kernel,
-            stride,
-            padding,
-            bias,
-            groups,
-        } => {
-            let groups = dimension(groups, "groups")?;
-            if dimension(in_channels, "in_channels")? % groups != 0 {
-                return Err(RuntimeError::Invalid(format!(
-                    "{in_channels} input channels do not split into {groups} groups"
-                )));
-            }
-            let columns = product(
-                in_channels / groups,
-                product(dimension(kernel, "kernel")?, kernel, "kernel area")?,
-                "conv fan-in",
-            )?;
-            if padding > MAX_DIMENSION {
-                return Err(RuntimeError::Invalid(format!(
-                    "padding {padding} exceeds {MAX_DIMENSION}"
-                )));
-            }
-            Layer::Conv2d {
-                in_channels,
-                kernel,
-                stride: dimension(stride, "stride")?,
-                padding,
-                groups,
-                dense: read_dense(
-                    cursor,
-                    dimension(out_channels, "out_channels")?,
-                    columns,
-                    bias,
-                    "conv",
-                )?,
-            }
-        }
-        LayerSpec::Linear {
-            in_features,
-            out_features,
-            bias,
-        } => Layer::Linear(read_dense(
-            cursor,
-            dimension(out_features, "out_features")?,
-            dimension(in_features, "in_features")?,
-            bias,
-            "linear",
-        )?),
-        LayerSpec::Relu => Layer::Relu,
-        LayerSpec::BatchNorm {
-            channels,
-            affine,
-            eps,
-        } => {
-            let channels = dimension(channels, "batch norm channels")?;
-            Layer::BatchNorm(BatchNorm {
-                mean: cursor.floats(channels, "batch norm mean")?,
-                variance: cursor.floats(channels, "batch norm variance")?,
-                affine: if affine {
-                    Some((
-                        cursor.floats(channels, "batch norm scale")?,
-                        cursor.floats(channels, "batch norm shift")?,
-                    ))
-                } else {
-                    None
-                },
-                eps,
-            })
-        }
-        LayerSpec::MaxPool(pool) => Layer::MaxPool(checked_pool(pool)?),
-        LayerSpec::AvgPool(pool) => Layer::AvgPool(checked_pool(pool)?),
-        LayerSpec::GlobalAvgPool => Layer::GlobalAvgPool,
-        LayerSpec::Residual => Layer::Residual,
-        LayerSpec::Add { projection } => Layer::Add {
-            projection: projection
-                .map(|projection| -> Result<_> {
-                    let dense = read_dense(
-                        cursor,
-                        dimension(projection.out_channels, "projection out_channels")?,
-                        dimension(projection.in_channels, "projection in_channels")?,
-                        false,
-                        "projection",
-                    )?;
-                    Ok((dense, dimension(projection.stride, "projection stride")?))
-                })
-                .transpose()?,
-        },
-        LayerSpec::Flatten => Layer::Flatten,
-        LayerSpec::Embedding {
-            vocab_size,
-            context,
-            d_model,
-        } => {
-            let d_model = dimension(d_model, "d_model")?;
-            let token = product(dimension(vocab_size, "vocab_size")?, d_model, "token table")?;
-            let position = product(dimension(context, "context")?, d_model, "position table")?;
-            Layer::Embedding {
-                token: cursor.floats(token, "token embedding")?,
-                position: cursor.floats(position, "position embedding")?,
-                vocab_size,
-                context,
-                d_model,
-            }
-        }
-        LayerSpec::TransformerBlock {
-            d_model,
-            heads,
-            head_dim,
-            hidden,
-            bias,
-            eps,
-        } => {
-            let d_model = dimension(d_model, "d_model")?;
-            let width = product(
-                dimension(heads, "heads")?,
-                dimension(head_dim, "head_dim")?,
-                "attention width",
-            )?;
-            let hidden = dimension(hidden, "hidden")?;
-            let attention_norm = read_norm(cursor, d_model, eps, "attention norm")?;
-            let query = read_dense(cursor, width, d_model, bias, "query")?;
-            let key = read_dense(cursor, width, d_model, bias, "key")?;
-            let value = read_dense(cursor, width, d_model, bias, "value")?;
-            let projection = read_dense(cursor, d_model, width, bias, "projection")?;
-            let mlp_norm = read_norm(cursor, d_model, eps, "mlp norm")?;
-            let mlp_in = read_dense(cursor, hidden, d_model, bias, "mlp_in")?;
-            let mlp_out = read_dense(cursor, d_model, hidden, bias, "mlp_out")?;
-            Layer::TransformerBlock(Box::new(Block {
-                d_model,
-                heads,
-                head_dim,
-                hidden,
-                attention_norm,
-                query,
-                key,
-                value,
-                projection,
-                mlp_norm,
-                mlp_in,
-                mlp_out,
-            }))
-        }
-        LayerSpec::LayerNorm { features, eps } => Layer::LayerNorm(read_norm(
-            cursor,
-            dimension(features, "features")?,
-            eps,
-            "layer norm",
-        )?),
-    })
 }
 
 /// Where the bytes of one stored tensor go (for `sgsc inspect`).
@@ -667,15 +457,18 @@ pub struct TensorBytes {
 pub fn quantized_bytes(model: &PackedModel) -> Vec<TensorBytes> {
     let mut sizes = Vec::new();
     for (index, layer) in model.layers.iter().enumerate() {
-        for (suffix, dense) in layer.dense_parts() {
-            let matrix = &dense.weight;
+        for (part, dense) in layer.dense_parts() {
+            let matrix = dense.weight;
             let alive = matrix.widths.iter().filter(|&&w| w > 0).count();
             let mut widths = std::collections::BTreeMap::new();
             for &width in &matrix.widths {
                 *widths.entry(width).or_insert(0) += 1;
             }
             sizes.push(TensorBytes {
-                name: format!("layers.{index}{suffix}"),
+                name: match part {
+                    "" => format!("layers.{index}"),
+                    part => format!("layers.{index}.{part}"),
+                },
                 rows: matrix.rows,
                 alive,
                 columns: matrix.columns,
@@ -683,7 +476,7 @@ pub fn quantized_bytes(model: &PackedModel) -> Vec<TensorBytes> {
                 bytes: matrix.rows
                     + 2 * alive
                     + packed_bytes(matrix.code_bits(), 1).unwrap_or(0)
-                    + 4 * dense.bias.as_ref().map_or(0, |b| b.len()),
+                    + 4 * dense.bias.map_or(0, |b| b.len()),
             });
         }
     }

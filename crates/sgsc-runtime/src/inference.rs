@@ -7,8 +7,8 @@ use crate::format;
 use crate::kernels::depthwise;
 use crate::kernels::pool::{self, Reduce};
 use crate::kernels::{self, ConvScratch, ConvShape};
-use crate::layers::{Pool, Shape};
-use crate::model::{Dense, Layer, Metadata, Norm, PackedModel};
+use crate::layers::{LayerSpec, Pool, Shape};
+use crate::model::{Dense, Layer, Metadata, PackedModel};
 use rayon::prelude::*;
 use std::path::Path;
 
@@ -21,16 +21,40 @@ struct DenseF32 {
 }
 
 impl DenseF32 {
-    fn new(dense: &Dense) -> Self {
+    fn new(dense: Dense) -> Self {
         DenseF32 {
             weight: dense.weight.dequantize(),
-            bias: dense.bias.clone(),
+            bias: dense.bias.map(<[f32]>::to_vec),
             out: dense.weight.rows,
         }
     }
 
+    /// The linear map `part` of `layer` (see [`Layer::dense`]).
+    fn of(layer: &Layer, part: &str) -> Result<Self> {
+        Ok(DenseF32::new(layer.dense(part)?))
+    }
+
     fn apply(&self, x: &[f32], rows: usize) -> Vec<f32> {
         kernels::linear(x, rows, &self.weight, self.out, self.bias.as_deref())
+    }
+}
+
+/// Layer normalisation's scale and shift over the features of a position.
+#[derive(Debug, Clone)]
+struct NormF32 {
+    weight: Vec<f32>,
+    bias: Vec<f32>,
+    eps: f32,
+}
+
+impl NormF32 {
+    /// The norm `{prefix}weight`, `{prefix}bias` of `layer` (`prefix` is `""` or `"mlp_norm."`).
+    fn of(layer: &Layer, prefix: &str, eps: f32) -> Result<Self> {
+        Ok(NormF32 {
+            weight: layer.required_floats(&format!("{prefix}weight"))?.to_vec(),
+            bias: layer.required_floats(&format!("{prefix}bias"))?.to_vec(),
+            eps,
+        })
     }
 }
 
@@ -78,7 +102,7 @@ enum Step {
         vocab_size: usize,
     },
     Block(Box<BlockF32>),
-    LayerNorm(Norm),
+    LayerNorm(NormF32),
     /// Keeps the activation for the block's add.
     Residual,
     /// Adds the kept activation, through a 1x1 convolution if the block changed its shape.
@@ -91,12 +115,12 @@ enum Step {
 struct BlockF32 {
     heads: usize,
     head_dim: usize,
-    attention_norm: Norm,
+    attention_norm: NormF32,
     query: DenseF32,
     key: DenseF32,
     value: DenseF32,
     projection: DenseF32,
-    mlp_norm: Norm,
+    mlp_norm: NormF32,
     mlp_in: DenseF32,
     mlp_out: DenseF32,
 }
@@ -128,156 +152,16 @@ impl Model {
     /// Prepares a decoded model for inference (dequantizes every weight once).
     pub fn new(packed: PackedModel) -> Result<Model> {
         let outputs = packed.validate()?;
-        let mut shape = Shape::of_input(&packed.metadata.input).map_err(RuntimeError::Invalid)?;
+        let input = Shape::of_input(&packed.metadata.input).map_err(RuntimeError::Invalid)?;
+        let specs: Vec<LayerSpec> = packed.layers.iter().map(|l| l.spec.clone()).collect();
+        let shapes = crate::layers::walk(&specs, input).map_err(|(index, message)| {
+            RuntimeError::Invalid(format!("layer {index}: {message}"))
+        })?;
         let mut steps = Vec::with_capacity(packed.layers.len());
         let mut kept = Vec::new();
-        for layer in &packed.layers {
-            let map = match shape {
-                Shape::Map {
-                    channels,
-                    height,
-                    width,
-                } => (channels, height, width),
-                _ => (shape.values().unwrap_or(0), 1, 1),
-            };
-            steps.push(match layer {
-                Layer::Conv2d {
-                    kernel,
-                    stride,
-                    padding,
-                    groups,
-                    dense,
-                    ..
-                } if *groups > 1 && map.0 == *groups => Step::Depthwise {
-                    shape: ConvShape {
-                        input: map,
-                        out_channels: dense.weight.rows,
-                        kernel: *kernel,
-                        stride: *stride,
-                        padding: *padding,
-                    },
-                    dense: DenseF32::new(dense),
-                },
-                Layer::Conv2d {
-                    kernel,
-                    stride,
-                    padding,
-                    groups,
-                    dense,
-                    ..
-                } => {
-                    let conv = ConvShape {
-                        input: (map.0 / groups, map.1, map.2),
-                        out_channels: dense.weight.rows / groups,
-                        kernel: *kernel,
-                        stride: *stride,
-                        padding: *padding,
-                    };
-                    let whole = DenseF32::new(dense);
-                    let rows = conv.out_channels;
-                    let per_group = rows * dense.weight.columns;
-                    let groups = (0..*groups)
-                        .map(|group| DenseF32 {
-                            weight: conv.weight_by_kernel_row(
-                                &whole.weight[group * per_group..][..per_group],
-                            ),
-                            bias: whole
-                                .bias
-                                .as_ref()
-                                .map(|bias| bias[group * rows..][..rows].to_vec()),
-                            out: rows,
-                        })
-                        .collect();
-                    Step::Conv {
-                        shape: conv,
-                        groups,
-                    }
-                }
-                Layer::Linear(dense) => Step::Linear(DenseF32::new(dense)),
-                Layer::Relu => Step::Relu,
-                Layer::BatchNorm(norm) => {
-                    let mut scale = Vec::with_capacity(norm.mean.len());
-                    let mut shift = Vec::with_capacity(norm.mean.len());
-                    for c in 0..norm.mean.len() {
-                        let inverse = 1.0 / (norm.variance[c] + norm.eps).sqrt();
-                        let (gamma, beta) = norm
-                            .affine
-                            .as_ref()
-                            .map_or((1.0, 0.0), |(g, b)| (g[c], b[c]));
-                        scale.push(inverse * gamma);
-                        shift.push(beta - norm.mean[c] * inverse * gamma);
-                    }
-                    Step::BatchNorm {
-                        scale,
-                        shift,
-                        plane: map.1 * map.2,
-                    }
-                }
-                Layer::MaxPool(pool) => Step::Pool {
-                    input: map,
-                    pool: *pool,
-                    reduce: Reduce::Max,
-                },
-                Layer::AvgPool(pool) => Step::Pool {
-                    input: map,
-                    pool: *pool,
-                    reduce: Reduce::Average,
-                },
-                Layer::GlobalAvgPool => Step::GlobalAvgPool {
-                    plane: map.1 * map.2,
-                },
-                Layer::Flatten => Step::Flatten,
-                Layer::Embedding {
-                    token,
-                    position,
-                    d_model,
-                    vocab_size,
-                    ..
-                } => Step::Embedding {
-                    token: token.clone(),
-                    position: position.clone(),
-                    d_model: *d_model,
-                    vocab_size: *vocab_size,
-                },
-                Layer::TransformerBlock(block) => Step::Block(Box::new(BlockF32 {
-                    heads: block.heads,
-                    head_dim: block.head_dim,
-                    attention_norm: block.attention_norm.clone(),
-                    query: DenseF32::new(&block.query),
-                    key: DenseF32::new(&block.key),
-                    value: DenseF32::new(&block.value),
-                    projection: DenseF32::new(&block.projection),
-                    mlp_norm: block.mlp_norm.clone(),
-                    mlp_in: DenseF32::new(&block.mlp_in),
-                    mlp_out: DenseF32::new(&block.mlp_out),
-                })),
-                Layer::LayerNorm(norm) => Step::LayerNorm(norm.clone()),
-                Layer::Residual => {
-                    kept.push(map);
-                    Step::Residual
-                }
-                Layer::Add { projection } => {
-                    let skip = kept.pop().unwrap_or(map);
-                    Step::Add {
-                        projection: projection.as_ref().map(|(dense, stride)| {
-                            let shape = ConvShape {
-                                input: skip,
-                                out_channels: dense.weight.rows,
-                                kernel: 1,
-                                stride: *stride,
-                                padding: 0,
-                            };
-                            let mut dense = DenseF32::new(dense);
-                            dense.weight = shape.weight_by_kernel_row(&dense.weight);
-                            (shape, dense)
-                        }),
-                    }
-                }
-            });
-            shape = layer
-                .spec()
-                .output_shape(shape)
-                .map_err(RuntimeError::Invalid)?;
+        for (index, layer) in packed.layers.iter().enumerate() {
+            let shape = index.checked_sub(1).map_or(input, |before| shapes[before]);
+            steps.push(step(layer, shape, &mut kept)?);
         }
         Ok(Model {
             packed,
@@ -499,6 +383,173 @@ impl Model {
         }
         Ok(x)
     }
+}
+
+/// The step that runs `layer` on an activation of `shape`; `kept` holds the shapes kept by the
+/// residual blocks open at this layer.
+fn step(layer: &Layer, shape: Shape, kept: &mut Vec<(usize, usize, usize)>) -> Result<Step> {
+    let map = match shape {
+        Shape::Map {
+            channels,
+            height,
+            width,
+        } => (channels, height, width),
+        _ => (shape.values().unwrap_or(0), 1, 1),
+    };
+    Ok(match layer.spec {
+        LayerSpec::Conv2d {
+            out_channels,
+            kernel,
+            stride,
+            padding,
+            groups,
+            ..
+        } if groups > 1 && map.0 == groups => Step::Depthwise {
+            shape: ConvShape {
+                input: map,
+                out_channels,
+                kernel,
+                stride,
+                padding,
+            },
+            dense: DenseF32::of(layer, "")?,
+        },
+        LayerSpec::Conv2d {
+            out_channels,
+            kernel,
+            stride,
+            padding,
+            groups,
+            ..
+        } => {
+            let conv = ConvShape {
+                input: (map.0 / groups, map.1, map.2),
+                out_channels: out_channels / groups,
+                kernel,
+                stride,
+                padding,
+            };
+            let whole = DenseF32::of(layer, "")?;
+            let rows = conv.out_channels;
+            let per_group = whole.weight.len() / groups;
+            let groups = (0..groups)
+                .map(|group| DenseF32 {
+                    weight: conv
+                        .weight_by_kernel_row(&whole.weight[group * per_group..][..per_group]),
+                    bias: whole
+                        .bias
+                        .as_ref()
+                        .map(|bias| bias[group * rows..][..rows].to_vec()),
+                    out: rows,
+                })
+                .collect();
+            Step::Conv {
+                shape: conv,
+                groups,
+            }
+        }
+        LayerSpec::Linear { .. } => Step::Linear(DenseF32::of(layer, "")?),
+        LayerSpec::Relu => Step::Relu,
+        LayerSpec::BatchNorm {
+            channels,
+            affine,
+            eps,
+        } => {
+            let mean = layer.required_floats("running_mean")?;
+            let variance = layer.required_floats("running_var")?;
+            let (gamma, beta) = if affine {
+                (
+                    layer.required_floats("weight")?,
+                    layer.required_floats("bias")?,
+                )
+            } else {
+                (&[][..], &[][..])
+            };
+            let mut scale = Vec::with_capacity(channels);
+            let mut shift = Vec::with_capacity(channels);
+            for c in 0..channels {
+                let inverse = 1.0 / (variance[c] + eps).sqrt();
+                let (gamma, beta) = if affine {
+                    (gamma[c], beta[c])
+                } else {
+                    (1.0, 0.0)
+                };
+                scale.push(inverse * gamma);
+                shift.push(beta - mean[c] * inverse * gamma);
+            }
+            Step::BatchNorm {
+                scale,
+                shift,
+                plane: map.1 * map.2,
+            }
+        }
+        LayerSpec::MaxPool(pool) => Step::Pool {
+            input: map,
+            pool,
+            reduce: Reduce::Max,
+        },
+        LayerSpec::AvgPool(pool) => Step::Pool {
+            input: map,
+            pool,
+            reduce: Reduce::Average,
+        },
+        LayerSpec::GlobalAvgPool => Step::GlobalAvgPool {
+            plane: map.1 * map.2,
+        },
+        LayerSpec::Flatten => Step::Flatten,
+        LayerSpec::Embedding {
+            vocab_size,
+            d_model,
+            ..
+        } => Step::Embedding {
+            token: layer.required_floats("token.weight")?.to_vec(),
+            position: layer.required_floats("position.weight")?.to_vec(),
+            d_model,
+            vocab_size,
+        },
+        LayerSpec::TransformerBlock {
+            heads,
+            head_dim,
+            eps,
+            ..
+        } => Step::Block(Box::new(BlockF32 {
+            heads,
+            head_dim,
+            attention_norm: NormF32::of(layer, "attention_norm.", eps)?,
+            query: DenseF32::of(layer, "query")?,
+            key: DenseF32::of(layer, "key")?,
+            value: DenseF32::of(layer, "value")?,
+            projection: DenseF32::of(layer, "projection")?,
+            mlp_norm: NormF32::of(layer, "mlp_norm.", eps)?,
+            mlp_in: DenseF32::of(layer, "mlp_in")?,
+            mlp_out: DenseF32::of(layer, "mlp_out")?,
+        })),
+        LayerSpec::LayerNorm { eps, .. } => Step::LayerNorm(NormF32::of(layer, "", eps)?),
+        LayerSpec::Residual => {
+            kept.push(map);
+            Step::Residual
+        }
+        LayerSpec::Add { projection } => {
+            let skip = kept.pop().unwrap_or(map);
+            Step::Add {
+                projection: match projection {
+                    Some(projection) => {
+                        let shape = ConvShape {
+                            input: skip,
+                            out_channels: projection.out_channels,
+                            kernel: 1,
+                            stride: projection.stride,
+                            padding: 0,
+                        };
+                        let mut dense = DenseF32::of(layer, "projection")?;
+                        dense.weight = shape.weight_by_kernel_row(&dense.weight);
+                        Some((shape, dense))
+                    }
+                    None => None,
+                },
+            }
+        }
+    })
 }
 
 impl BlockF32 {

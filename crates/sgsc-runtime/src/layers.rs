@@ -1,5 +1,8 @@
 //! Every layer kind, described once: what the description section stores of it
-//! ([`LayerSpec`]) and which activation shapes it takes and makes ([`LayerSpec::output_shape`]).
+//! ([`LayerSpec`]), which tensors the data section stores for it, named and shaped as PyTorch
+//! names and shapes them ([`LayerSpec::stored_tensors`]), and which activation shapes it takes
+//! and makes ([`LayerSpec::output_shape`]). The file's reader and writer, the model's checks
+//! and the float export follow the tensor list, so they hold no code per kind.
 //!
 //! Each back end implements the kinds in its own place: the training network
 //! (`sgsc::models::network`), this crate's f32 inference ([`crate::inference`] and its kernels),
@@ -114,12 +117,17 @@ impl Pool {
                 "pool window {kernel}, stride {stride}, padding {padding}: the window and stride must be positive and the padding at most half the window"
             ));
         }
-        let padded = side
-            .checked_add(2 * padding)
-            .filter(|&padded| padded >= kernel)
-            .ok_or_else(|| format!("pool window {kernel} larger than its padded input {side}"))?;
-        Ok((padded - kernel) / stride + 1)
+        windows(side, kernel, stride, padding)
+            .ok_or_else(|| format!("pool window {kernel} larger than its padded input {side}"))
     }
+}
+
+/// How many windows of side `kernel`, `stride` apart, fit a side of `side` padded by `padding`
+/// at each end, as PyTorch counts them (the last partial window dropped): `None` when none
+/// fits, the kernel or stride is 0, or the padded side overflows.
+fn windows(side: usize, kernel: usize, stride: usize, padding: usize) -> Option<usize> {
+    let padded = padding.checked_mul(2)?.checked_add(side)?;
+    (kernel > 0 && stride > 0 && padded >= kernel).then(|| (padded - kernel) / stride + 1)
 }
 
 /// The shape-only description of a layer, as the description section stores it.
@@ -283,6 +291,49 @@ impl Projection {
     }
 }
 
+/// How a stored tensor is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Storage {
+    /// Integer codes quantized per row (the first dimension), each row at its own width with
+    /// its own exponent: the weights of conv and linear layers.
+    Codes,
+    /// Plain f32 values: biases, normalisation statistics and scales, embeddings.
+    Floats,
+    /// f32 values that must not be negative (a batch norm's running variance).
+    NonNegative,
+}
+
+/// One tensor a layer stores, in the order of the data section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredTensor {
+    /// Its name within the layer, as PyTorch names it (`weight`, `running_var`,
+    /// `query.bias`, ...); `layers.{index}.{name}` names it in a model.
+    pub name: &'static str,
+    /// Its shape, as PyTorch shapes it (a convolution's weights `[out, in / groups, k, k]`).
+    pub shape: Vec<usize>,
+    /// How it is stored.
+    pub storage: Storage,
+}
+
+impl StoredTensor {
+    /// Rows (the first dimension; 1 for a scalar) and values per row, or `None` on overflow.
+    pub fn rows_and_columns(&self) -> Option<(usize, usize)> {
+        let rows = self.shape.first().copied().unwrap_or(1);
+        let columns = self
+            .shape
+            .iter()
+            .skip(1)
+            .try_fold(1usize, |product, &side| product.checked_mul(side))?;
+        Some((rows, columns))
+    }
+
+    /// Values in all (`None` on overflow).
+    pub fn values(&self) -> Option<usize> {
+        let (rows, columns) = self.rows_and_columns()?;
+        rows.checked_mul(columns)
+    }
+}
+
 /// The output shape of every layer of a network on `input`, checking that each layer fits the
 /// one before and that every residual block's `add` fits the activation kept at its start.
 pub fn walk(layers: &[LayerSpec], input: Shape) -> Result<Vec<Shape>, (usize, String)> {
@@ -322,13 +373,154 @@ pub fn walk(layers: &[LayerSpec], input: Shape) -> Result<Vec<Shape>, (usize, St
 }
 
 impl LayerSpec {
-    /// The shape this layer makes of `input`, or why it cannot take it.
+    /// The tensors a layer of this description stores, in file order.
+    pub fn stored_tensors(&self) -> Vec<StoredTensor> {
+        let tensor = |name, shape: &[usize], storage| StoredTensor {
+            name,
+            shape: shape.to_vec(),
+            storage,
+        };
+        let codes = |name, shape: &[usize]| tensor(name, shape, Storage::Codes);
+        let floats = |name, shape: &[usize]| tensor(name, shape, Storage::Floats);
+        let mut tensors = Vec::new();
+        match *self {
+            LayerSpec::Conv2d {
+                in_channels,
+                out_channels,
+                kernel,
+                bias,
+                groups,
+                ..
+            } => {
+                let fan_in = in_channels / groups.max(1);
+                tensors.push(codes("weight", &[out_channels, fan_in, kernel, kernel]));
+                if bias {
+                    tensors.push(floats("bias", &[out_channels]));
+                }
+            }
+            LayerSpec::Linear {
+                in_features,
+                out_features,
+                bias,
+            } => {
+                tensors.push(codes("weight", &[out_features, in_features]));
+                if bias {
+                    tensors.push(floats("bias", &[out_features]));
+                }
+            }
+            LayerSpec::BatchNorm {
+                channels, affine, ..
+            } => {
+                tensors.push(floats("running_mean", &[channels]));
+                tensors.push(tensor("running_var", &[channels], Storage::NonNegative));
+                if affine {
+                    tensors.push(floats("weight", &[channels]));
+                    tensors.push(floats("bias", &[channels]));
+                }
+            }
+            LayerSpec::Embedding {
+                vocab_size,
+                context,
+                d_model,
+            } => {
+                tensors.push(floats("token.weight", &[vocab_size, d_model]));
+                tensors.push(floats("position.weight", &[context, d_model]));
+            }
+            LayerSpec::TransformerBlock {
+                d_model,
+                heads,
+                head_dim,
+                hidden,
+                bias,
+                ..
+            } => {
+                let width = heads.saturating_mul(head_dim);
+                let linear = |tensors: &mut Vec<StoredTensor>, weight, bias_name, out, input| {
+                    tensors.push(codes(weight, &[out, input]));
+                    if bias {
+                        tensors.push(floats(bias_name, &[out]));
+                    }
+                };
+                tensors.push(floats("attention_norm.weight", &[d_model]));
+                tensors.push(floats("attention_norm.bias", &[d_model]));
+                linear(&mut tensors, "query.weight", "query.bias", width, d_model);
+                linear(&mut tensors, "key.weight", "key.bias", width, d_model);
+                linear(&mut tensors, "value.weight", "value.bias", width, d_model);
+                linear(
+                    &mut tensors,
+                    "projection.weight",
+                    "projection.bias",
+                    d_model,
+                    width,
+                );
+                tensors.push(floats("mlp_norm.weight", &[d_model]));
+                tensors.push(floats("mlp_norm.bias", &[d_model]));
+                linear(
+                    &mut tensors,
+                    "mlp_in.weight",
+                    "mlp_in.bias",
+                    hidden,
+                    d_model,
+                );
+                linear(
+                    &mut tensors,
+                    "mlp_out.weight",
+                    "mlp_out.bias",
+                    d_model,
+                    hidden,
+                );
+            }
+            LayerSpec::LayerNorm { features, .. } => {
+                tensors.push(floats("weight", &[features]));
+                tensors.push(floats("bias", &[features]));
+            }
+            LayerSpec::Add {
+                projection: Some(projection),
+            } => tensors.push(codes(
+                "projection.weight",
+                &[projection.out_channels, projection.in_channels, 1, 1],
+            )),
+            LayerSpec::Relu
+            | LayerSpec::MaxPool(_)
+            | LayerSpec::AvgPool(_)
+            | LayerSpec::GlobalAvgPool
+            | LayerSpec::Flatten
+            | LayerSpec::Residual
+            | LayerSpec::Add { projection: None } => {}
+        }
+        tensors
+    }
+
+    /// The shape this layer makes of `input`, or why it cannot take it (or any input: an
+    /// epsilon that is not a finite, non-negative number, a block without heads).
     pub fn output_shape(&self, input: Shape) -> Result<Shape, String> {
         let mismatch = || {
             Err(format!(
                 "{self:?} cannot take an activation of shape {input:?}"
             ))
         };
+        match *self {
+            LayerSpec::BatchNorm { eps, .. }
+            | LayerSpec::LayerNorm { eps, .. }
+            | LayerSpec::TransformerBlock { eps, .. }
+                if !(eps.is_finite() && eps >= 0.0) =>
+            {
+                return Err(format!(
+                    "epsilon {eps} is not a finite, non-negative number"
+                ));
+            }
+            LayerSpec::TransformerBlock {
+                heads,
+                head_dim,
+                hidden,
+                ..
+            } if heads == 0 || head_dim == 0 || hidden == 0 => {
+                return Err(format!(
+                    "a block of {heads} heads of width {head_dim} and {hidden} hidden units: none may be 0"
+                ));
+            }
+            _ => {}
+        }
         match (self, input) {
             (
                 &LayerSpec::Conv2d {
@@ -356,22 +548,17 @@ impl LayerSpec {
                         "conv of {in_channels} to {out_channels} channels in {groups} groups: the groups must divide both"
                     ));
                 }
-                let padded = |side: usize| {
-                    padding
-                        .checked_mul(2)
-                        .and_then(|both| side.checked_add(both))
-                        .ok_or_else(|| format!("conv with padding {padding} is too large"))
+                let side = |side: usize| {
+                    windows(side, kernel, stride, padding).ok_or_else(|| {
+                        format!(
+                            "kernel {kernel} does not fit its {height}x{width} input padded by {padding} (or the padding is too large)"
+                        )
+                    })
                 };
-                let (padded_height, padded_width) = (padded(height)?, padded(width)?);
-                if padded_height < kernel || padded_width < kernel {
-                    return Err(format!(
-                        "kernel {kernel} larger than its {height}x{width} input padded by {padding}"
-                    ));
-                }
                 Ok(Shape::Map {
                     channels: out_channels,
-                    height: (padded_height - kernel) / stride + 1,
-                    width: (padded_width - kernel) / stride + 1,
+                    height: side(height)?,
+                    width: side(width)?,
                 })
             }
             (

@@ -5,7 +5,7 @@ mod common;
 
 use common::models::{cnn, pooled, transformer, Numbers};
 use sgsc_runtime::format::{decode, encode, MAX_ELEMENTS};
-use sgsc_runtime::model::{Layer, PackedModel};
+use sgsc_runtime::model::{Layer, LayerSpec, PackedModel, TensorData};
 use sgsc_runtime::{Model, RuntimeError};
 
 /// Replaces the CRC of the section whose payload starts at `start` and is `length` long.
@@ -157,7 +157,7 @@ fn absurd_sizes_are_rejected_before_allocating() {
         decode(&with_metadata(&bytes, json)),
         Err(RuntimeError::Truncated { .. })
     ));
-    let json = r#"{"input":[1,1,1],"layers":[{"type":"flatten"},{"type":"linear","in_features":1048576,"out_features":1048576,"bias":false}]}"#;
+    let json = r#"{"input":[1,1024,1024],"layers":[{"type":"flatten"},{"type":"linear","in_features":1048576,"out_features":1048576,"bias":false}]}"#;
     match decode(&with_metadata(&bytes, json)) {
         Err(RuntimeError::Invalid(message)) => {
             assert!(message.contains(&MAX_ELEMENTS.to_string()), "{message}")
@@ -249,8 +249,8 @@ fn the_description_and_the_record_are_checked_by_kind() {
 #[test]
 fn writing_refuses_codes_wider_than_their_row() {
     let mut model = cnn();
-    if let Layer::Linear(dense) = &mut model.layers[5] {
-        dense.weight.codes[dense.weight.columns] = 5; // row 1 has width 1: codes -1 and 0 only
+    if let TensorData::Codes(weight) = &mut model.layers[5].tensors[0] {
+        weight.codes[weight.columns] = 5; // row 1 has width 1: codes -1 and 0 only
     }
     assert!(matches!(encode(&model), Err(RuntimeError::Invalid(_))));
 }
@@ -346,7 +346,7 @@ fn small_files_that_describe_huge_computations_are_rejected() {
     // A 1x1 image padded by 2^19 on each side: a few weights, a 10^12-value convolution.
     let mut padded = cnn();
     padded.metadata.input = vec![1, 1, 1];
-    if let Layer::Conv2d { padding, .. } = &mut padded.layers[0] {
+    if let LayerSpec::Conv2d { padding, .. } = &mut padded.layers[0].spec {
         *padding = 1 << 19;
     }
     assert!(invalid(&padded).contains("too large"));
@@ -356,7 +356,7 @@ fn small_files_that_describe_huge_computations_are_rejected() {
     assert!(invalid(&tall).contains("too large"));
     // A padding whose double overflows.
     let mut overflowing = cnn();
-    if let Layer::Conv2d { padding, .. } = &mut overflowing.layers[0] {
+    if let LayerSpec::Conv2d { padding, .. } = &mut overflowing.layers[0].spec {
         *padding = usize::MAX / 2 + 1;
     }
     assert!(invalid(&overflowing).contains("too large"));
@@ -404,19 +404,53 @@ fn residual_blocks_must_pair_up_and_fit() {
         model.layers.retain(|layer| !kind(layer));
         model
     };
-    let message = invalid(without(|layer| matches!(layer, Layer::Residual)));
+    let message = invalid(without(|layer| matches!(layer.spec, LayerSpec::Residual)));
     assert!(message.contains("without a residual block"), "{message}");
-    let message = invalid(without(|layer| matches!(layer, Layer::Add { .. })));
+    let message = invalid(without(|layer| matches!(layer.spec, LayerSpec::Add { .. })));
     assert!(message.contains("never ended"), "{message}");
     let mut unprojected = pooled();
     for layer in &mut unprojected.layers {
-        if let Layer::Add {
-            projection: Some((_, stride)),
-        } = layer
+        if let LayerSpec::Add {
+            projection: Some(projection),
+        } = &mut layer.spec
         {
-            *stride = 1;
+            projection.stride = 1;
         }
     }
     let message = invalid(unprojected);
     assert!(message.contains("differ"), "{message}");
+}
+
+#[test]
+fn a_negative_batch_norm_variance_is_refused() {
+    // Layer 2 of the CNN is its batch norm; its second tensor the running variance.
+    let mut model = cnn();
+    if let TensorData::Floats(variance) = &mut model.layers[2].tensors[1] {
+        variance[3] = -0.5;
+    }
+    match Model::new(model.clone()) {
+        Err(RuntimeError::Invalid(message)) => {
+            assert!(
+                message.contains("running_var") && message.contains("negative"),
+                "{message}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(encode(&model), Err(RuntimeError::Invalid(_))));
+}
+
+#[test]
+fn a_layer_holds_exactly_the_tensors_its_description_lists() {
+    let mut missing = cnn();
+    missing.layers[0].tensors.pop();
+    assert!(matches!(Model::new(missing), Err(RuntimeError::Invalid(_))));
+    let mut swapped = cnn();
+    swapped.layers[0].tensors.swap(0, 1);
+    assert!(matches!(Model::new(swapped), Err(RuntimeError::Invalid(_))));
+    let mut short = cnn();
+    if let TensorData::Floats(bias) = &mut short.layers[0].tensors[1] {
+        bias.pop();
+    }
+    assert!(matches!(Model::new(short), Err(RuntimeError::Invalid(_))));
 }

@@ -370,7 +370,8 @@ fn every_kind_gives_the_same_logits_in_every_back_end() {
             );
         }
     }
-    // Channels with a bias or an affine shift send a constant and stay; the others go.
+    // Dead channels go, those sending a constant (a bias, an affine shift) too where it folds into
+    // the next layer's bias.
     assert!(removed_in_all > 0, "dead channels are removed at export");
 }
 
@@ -427,13 +428,13 @@ fn a_depthwise_channel_goes_with_its_input_channel() {
         let convs: Vec<(usize, usize, usize)> = packed
             .layers
             .iter()
-            .filter_map(|layer| match layer {
-                sgsc_runtime::model::Layer::Conv2d {
+            .filter_map(|layer| match layer.spec {
+                sgsc_runtime::model::LayerSpec::Conv2d {
                     in_channels,
+                    out_channels,
                     groups,
-                    dense,
                     ..
-                } => Some((*in_channels, dense.weight.rows, *groups)),
+                } => Some((in_channels, out_channels, groups)),
                 _ => None,
             })
             .collect();

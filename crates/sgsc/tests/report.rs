@@ -4,7 +4,7 @@
 use half::f16;
 use sgsc::report::page::{group_rows, write_report};
 use sgsc::report::runs::{collect_runs, pareto_front, Evaluation};
-use sgsc_runtime::model::{Dense, Layer, Metadata, PackedModel, QuantizedMatrix};
+use sgsc_runtime::model::{Layer, LayerSpec, Metadata, PackedModel, QuantizedMatrix, TensorData};
 use std::path::Path;
 
 /// A summary.json of a run with the given figures.
@@ -50,17 +50,21 @@ fn model_file() -> Vec<u8> {
             summary: None,
         },
         layers: vec![
-            Layer::Flatten,
-            Layer::Linear(Dense {
-                weight: QuantizedMatrix {
+            Layer::without_tensors(LayerSpec::Flatten),
+            Layer {
+                spec: LayerSpec::Linear {
+                    in_features: 4,
+                    out_features: 3,
+                    bias: false,
+                },
+                tensors: vec![TensorData::Codes(QuantizedMatrix {
                     rows: 3,
                     columns: 4,
                     widths: vec![2, 3, 1],
                     exponents: vec![f16::ZERO; 3],
                     codes: vec![0; 12],
-                },
-                bias: None,
-            }),
+                })],
+            },
         ],
     };
     sgsc_runtime::format::encode(&model).unwrap()

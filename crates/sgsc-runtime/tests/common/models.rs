@@ -4,7 +4,7 @@
 
 use half::f16;
 use sgsc_runtime::model::{
-    BatchNorm, Block, Dense, Layer, Metadata, Norm, PackedModel, QuantizedMatrix,
+    Layer, LayerSpec, Metadata, PackedModel, Pool, Projection, QuantizedMatrix, Storage, TensorData,
 };
 
 /// A small deterministic generator (the tests need varied numbers, not statistics).
@@ -68,11 +68,75 @@ pub fn matrix(numbers: &mut Numbers, rows: usize, columns: usize) -> QuantizedMa
     }
 }
 
-/// A layer of `rows` outputs over `columns` inputs, see [`matrix`].
-pub fn dense(numbers: &mut Numbers, rows: usize, columns: usize, bias: bool) -> Dense {
-    Dense {
-        weight: matrix(numbers, rows, columns),
-        bias: bias.then(|| numbers.floats(rows)),
+/// A layer described by `spec`, its tensors filled in the order it lists them: codes by
+/// [`matrix`], floats from `numbers` (variances made positive).
+pub fn layer(numbers: &mut Numbers, spec: LayerSpec) -> Layer {
+    let tensors = spec
+        .stored_tensors()
+        .iter()
+        .map(|stored| {
+            let (rows, columns) = stored.rows_and_columns().unwrap();
+            match stored.storage {
+                Storage::Codes => TensorData::Codes(matrix(numbers, rows, columns)),
+                Storage::Floats => TensorData::Floats(numbers.floats(rows * columns)),
+                Storage::NonNegative => TensorData::Floats(
+                    numbers
+                        .floats(rows * columns)
+                        .iter()
+                        .map(|v| v.abs() + 0.5)
+                        .collect(),
+                ),
+            }
+        })
+        .collect();
+    Layer { spec, tensors }
+}
+
+/// The layers of `specs`, see [`layer`].
+pub fn layers(numbers: &mut Numbers, specs: Vec<LayerSpec>) -> Vec<Layer> {
+    specs.into_iter().map(|spec| layer(numbers, spec)).collect()
+}
+
+/// A convolution's description.
+pub fn conv(
+    in_channels: usize,
+    out_channels: usize,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+    bias: bool,
+    groups: usize,
+) -> LayerSpec {
+    LayerSpec::Conv2d {
+        in_channels,
+        out_channels,
+        kernel,
+        stride,
+        padding,
+        bias,
+        groups,
+    }
+}
+
+/// A linear layer's description.
+pub fn linear(in_features: usize, out_features: usize, bias: bool) -> LayerSpec {
+    LayerSpec::Linear {
+        in_features,
+        out_features,
+        bias,
+    }
+}
+
+/// Metadata for an input of `input` and nothing else.
+fn metadata(input: Vec<usize>) -> Metadata {
+    Metadata {
+        input,
+        normalization: None,
+        vocabulary: None,
+        classes: None,
+        data: None,
+        certificate: None,
+        summary: None,
     }
 }
 
@@ -80,147 +144,96 @@ pub fn dense(numbers: &mut Numbers, rows: usize, columns: usize, bias: bool) -> 
 /// projection of the skip), the pooling kinds (max pooling with stride and padding, average
 /// pooling, global average pooling) and a batch norm on a vector.
 pub fn pooled() -> PackedModel {
-    let mut n = Numbers(7);
-    let pool = |kernel, stride, padding| sgsc_runtime::model::Pool {
+    let pool = |kernel, stride, padding| Pool {
         kernel,
         stride,
         padding,
     };
-    PackedModel {
-        metadata: Metadata {
-            input: vec![2, 7, 6],
-            normalization: None,
-            vocabulary: None,
-            classes: None,
-            data: None,
-            certificate: None,
-            summary: None,
-        },
-        layers: vec![
-            Layer::Conv2d {
-                in_channels: 2,
-                kernel: 3,
-                stride: 1,
-                padding: 1,
-                groups: 1,
-                dense: dense(&mut n, 4, 18, true),
-            },
-            Layer::Relu,
-            Layer::Residual,
-            Layer::Conv2d {
+    let specs = vec![
+        conv(2, 4, 3, 1, 1, true, 1),
+        LayerSpec::Relu,
+        LayerSpec::Residual,
+        conv(4, 4, 3, 2, 1, false, 4),
+        LayerSpec::Add {
+            projection: Some(Projection {
                 in_channels: 4,
-                kernel: 3,
+                out_channels: 4,
                 stride: 2,
-                padding: 1,
-                groups: 4,
-                dense: dense(&mut n, 4, 9, false),
-            },
-            Layer::Add {
-                projection: Some((dense(&mut n, 4, 4, false), 2)),
-            },
-            Layer::MaxPool(pool(3, Some(1), 1)),
-            Layer::AvgPool(pool(3, Some(2), 1)),
-            Layer::GlobalAvgPool,
-            Layer::Flatten,
-            Layer::Linear(dense(&mut n, 5, 4, true)),
-            Layer::BatchNorm(BatchNorm {
-                mean: n.floats(5),
-                variance: n.floats(5).iter().map(|v| v.abs() + 0.5).collect(),
-                affine: None,
-                eps: 1e-5,
             }),
-            Layer::Linear(dense(&mut n, 3, 5, false)),
-        ],
+        },
+        LayerSpec::MaxPool(pool(3, Some(1), 1)),
+        LayerSpec::AvgPool(pool(3, Some(2), 1)),
+        LayerSpec::GlobalAvgPool,
+        LayerSpec::Flatten,
+        linear(4, 5, true),
+        LayerSpec::BatchNorm {
+            channels: 5,
+            affine: false,
+            eps: 1e-5,
+        },
+        linear(5, 3, false),
+    ];
+    PackedModel {
+        metadata: metadata(vec![2, 7, 6]),
+        layers: layers(&mut Numbers(7), specs),
     }
 }
 
 /// A CNN on 1x8x8 images: every image-model layer kind.
 pub fn cnn() -> PackedModel {
-    let mut n = Numbers(1);
+    let specs = vec![
+        conv(1, 5, 3, 1, 1, true, 1),
+        LayerSpec::Relu,
+        LayerSpec::BatchNorm {
+            channels: 5,
+            affine: true,
+            eps: 1e-5,
+        },
+        LayerSpec::MaxPool(Pool {
+            kernel: 2,
+            stride: None,
+            padding: 0,
+        }),
+        LayerSpec::Flatten,
+        linear(80, 3, false),
+    ];
     PackedModel {
         metadata: Metadata {
-            input: vec![1, 8, 8],
             normalization: Some(sgsc_runtime::model::Normalization::uniform(0.1307, 0.3081)),
-            vocabulary: None,
-            classes: None,
-            data: None,
             certificate: Some(serde_json::json!({"met": true})),
-            summary: None,
+            ..metadata(vec![1, 8, 8])
         },
-        layers: vec![
-            Layer::Conv2d {
-                in_channels: 1,
-                kernel: 3,
-                stride: 1,
-                padding: 1,
-                groups: 1,
-                dense: dense(&mut n, 5, 9, true),
-            },
-            Layer::Relu,
-            Layer::BatchNorm(BatchNorm {
-                mean: n.floats(5),
-                variance: n.floats(5).iter().map(|v| v.abs() + 0.5).collect(),
-                affine: Some((n.floats(5), n.floats(5))),
-                eps: 1e-5,
-            }),
-            Layer::MaxPool(sgsc_runtime::model::Pool {
-                kernel: 2,
-                stride: None,
-                padding: 0,
-            }),
-            Layer::Flatten,
-            Layer::Linear(dense(&mut n, 3, 80, false)),
-        ],
-    }
-}
-
-/// A layer norm of `features`.
-pub fn norm(n: &mut Numbers, features: usize) -> Norm {
-    Norm {
-        weight: n.floats(features),
-        bias: n.floats(features),
-        eps: 1e-5,
+        layers: layers(&mut Numbers(1), specs),
     }
 }
 
 /// A one-block transformer over 6 tokens of a 5-symbol vocabulary.
 pub fn transformer() -> PackedModel {
-    let mut n = Numbers(2);
-    let block = Block {
-        d_model: 8,
-        heads: 2,
-        head_dim: 2,
-        hidden: 6,
-        attention_norm: norm(&mut n, 8),
-        query: dense(&mut n, 4, 8, false),
-        key: dense(&mut n, 4, 8, false),
-        value: dense(&mut n, 4, 8, false),
-        projection: dense(&mut n, 8, 4, false),
-        mlp_norm: norm(&mut n, 8),
-        mlp_in: dense(&mut n, 6, 8, false),
-        mlp_out: dense(&mut n, 8, 6, false),
-    };
+    let specs = vec![
+        LayerSpec::Embedding {
+            vocab_size: 5,
+            context: 6,
+            d_model: 8,
+        },
+        LayerSpec::TransformerBlock {
+            d_model: 8,
+            heads: 2,
+            head_dim: 2,
+            hidden: 6,
+            bias: false,
+            eps: 1e-5,
+        },
+        LayerSpec::LayerNorm {
+            features: 8,
+            eps: 1e-5,
+        },
+        linear(8, 5, false),
+    ];
     PackedModel {
         metadata: Metadata {
-            input: vec![6],
-            normalization: None,
             vocabulary: Some("\nabcé".into()),
-            classes: None,
-            data: None,
-            certificate: None,
-            summary: None,
+            ..metadata(vec![6])
         },
-        layers: vec![
-            Layer::Embedding {
-                token: n.floats(40),
-                position: n.floats(48),
-                vocab_size: 5,
-                context: 6,
-                d_model: 8,
-            },
-            Layer::TransformerBlock(Box::new(block)),
-            Layer::LayerNorm(norm(&mut n, 8)),
-            Layer::Linear(dense(&mut n, 5, 8, false)),
-        ],
+        layers: layers(&mut Numbers(2), specs),
     }
 }

@@ -5,8 +5,8 @@
 //! and how many weights each input channel owns. The size term and the size report use this to
 //! count *live* fan-in: inputs coming from dead channels cost nothing.
 
-use super::config::{LayerSpec, ModelConfig, Pool, Shape};
-use super::transformer::{Embedding, LayerNorm, TransformerBlock, BLOCK_PARTS};
+use super::config::{LayerSpec, ModelConfig, Pool, Projection, Shape};
+use super::transformer::{Embedding, LayerNorm, TransformerBlock, BLOCK_PARTS, LAYER_NORM_EPS};
 use crate::error::{Error, Result};
 use crate::quant::QuantizedWeight;
 use std::collections::HashMap;
@@ -638,6 +638,66 @@ impl Network {
             Layer::Linear(linear) => &linear.weight,
             Layer::TransformerBlock(block) => &block.parts[info.part].weight,
             _ => unreachable!("quantized layer infos only point at layers with quantized weights"),
+        }
+    }
+
+    /// The description of layer `index` as it is now (channel counts after pruning): what the
+    /// packed file stores of it.
+    pub fn layer_spec(&self, index: usize) -> LayerSpec {
+        let side = |tensor: &Tensor, dim: usize| tensor.size()[dim] as usize;
+        match &self.layers[index] {
+            Layer::Conv2d(conv) => {
+                let weight = &conv.weight.weight;
+                LayerSpec::Conv2d {
+                    in_channels: side(weight, 1) * conv.groups as usize,
+                    out_channels: side(weight, 0),
+                    kernel: side(weight, 2),
+                    stride: conv.stride as usize,
+                    padding: conv.padding as usize,
+                    bias: conv.bias.is_some(),
+                    groups: conv.groups as usize,
+                }
+            }
+            Layer::Linear(linear) => LayerSpec::Linear {
+                in_features: side(&linear.weight.weight, 1),
+                out_features: side(&linear.weight.weight, 0),
+                bias: linear.bias.is_some(),
+            },
+            Layer::Relu => LayerSpec::Relu,
+            Layer::BatchNorm(norm) => LayerSpec::BatchNorm {
+                channels: side(&norm.running_mean, 0),
+                affine: norm.affine.is_some(),
+                eps: BATCH_NORM_EPS as f32,
+            },
+            Layer::MaxPool(pool) => LayerSpec::MaxPool(*pool),
+            Layer::AvgPool(pool) => LayerSpec::AvgPool(*pool),
+            Layer::GlobalAvgPool => LayerSpec::GlobalAvgPool,
+            Layer::Flatten => LayerSpec::Flatten,
+            Layer::Embedding(embedding) => LayerSpec::Embedding {
+                vocab_size: side(&embedding.token, 0),
+                context: side(&embedding.position, 0),
+                d_model: side(&embedding.token, 1),
+            },
+            Layer::TransformerBlock(block) => LayerSpec::TransformerBlock {
+                d_model: side(&block.attention_norm.weight, 0),
+                heads: block.heads() as usize,
+                head_dim: block.head_dim as usize,
+                hidden: side(&block.parts[4].weight.weight, 0),
+                bias: block.parts[0].bias.is_some(),
+                eps: LAYER_NORM_EPS as f32,
+            },
+            Layer::LayerNorm(norm) => LayerSpec::LayerNorm {
+                features: side(&norm.weight, 0),
+                eps: LAYER_NORM_EPS as f32,
+            },
+            Layer::Residual => LayerSpec::Residual,
+            Layer::Add(projection) => LayerSpec::Add {
+                projection: projection.as_ref().map(|conv| Projection {
+                    in_channels: side(&conv.weight.weight, 1),
+                    out_channels: side(&conv.weight.weight, 0),
+                    stride: conv.stride as usize,
+                }),
+            },
         }
     }
 

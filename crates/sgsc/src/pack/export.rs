@@ -9,8 +9,7 @@
 use crate::config::ExperimentConfig;
 use crate::data::DataDescription;
 use crate::error::{Error, Result};
-use crate::models::network::{Layer, Linear, BATCH_NORM_EPS};
-use crate::models::transformer::{self, LAYER_NORM_EPS};
+use crate::models::state_dict::float_state;
 use crate::models::Network;
 use crate::prune;
 use crate::quant::QuantizedWeight;
@@ -18,8 +17,9 @@ use crate::size::live::live_channels;
 use crate::size::prepare_for_storage;
 use half::f16;
 use sgsc_runtime::model::{
-    self as packed, Dense, Metadata, Normalization, PackedModel, QuantizedMatrix,
+    self as packed, Metadata, Normalization, PackedModel, QuantizedMatrix, Storage, TensorData,
 };
+use std::collections::HashMap;
 use tch::{Device, Kind, Tensor};
 
 /// Floats of a tensor, in row-major order.
@@ -68,23 +68,9 @@ fn matrix(weight: &QuantizedWeight, name: &str) -> Result<QuantizedMatrix> {
     })
 }
 
-fn dense(linear: &Linear, name: &str) -> Result<Dense> {
-    Ok(Dense {
-        weight: matrix(&linear.weight, name)?,
-        bias: linear.bias.as_ref().map(floats).transpose()?,
-    })
-}
-
-fn norm(norm: &transformer::LayerNorm) -> Result<packed::Norm> {
-    Ok(packed::Norm {
-        weight: floats(&norm.weight)?,
-        bias: floats(&norm.bias)?,
-        eps: LAYER_NORM_EPS as f32,
-    })
-}
-
 /// Removes every dead channel the network's structure allows (outputs unchanged: a dead channel
-/// has no codes and no bias or shift, and its batch-norm statistics are neutral in storage form).
+/// has no codes, and no bias or shift unless it folds into the next layer's bias; its batch-norm
+/// statistics are neutral in storage form).
 pub fn remove_dead_channels(network: &mut Network) -> Result<usize> {
     prepare_for_storage(network)?;
     let removable: Vec<Vec<bool>> = live_channels(network)?
@@ -102,79 +88,35 @@ pub fn remove_dead_channels(network: &mut Network) -> Result<usize> {
 /// Converts `network` (in storage form, dead channels removed: see [`remove_dead_channels`]) and
 /// `metadata` into the model a `.sgsc` file holds.
 pub fn to_packed(network: &Network, metadata: Metadata) -> Result<PackedModel> {
+    // The file names its float tensors as PyTorch does, like the float state dict.
+    let float_state: HashMap<String, Tensor> = float_state(network).into_iter().collect();
     let mut layers = Vec::with_capacity(network.layers.len());
-    for (index, layer) in network.layers.iter().enumerate() {
-        let name = format!("layers.{index}");
-        layers.push(match layer {
-            Layer::Conv2d(conv) => {
-                let size = conv.weight.weight.size();
-                packed::Layer::Conv2d {
-                    in_channels: (size[1] * conv.groups) as usize,
-                    kernel: size[2] as usize,
-                    stride: conv.stride as usize,
-                    padding: conv.padding as usize,
-                    groups: conv.groups as usize,
-                    dense: Dense {
-                        weight: matrix(&conv.weight, &name)?,
-                        bias: conv.bias.as_ref().map(floats).transpose()?,
-                    },
-                }
-            }
-            Layer::Linear(linear) => packed::Layer::Linear(dense(linear, &name)?),
-            Layer::Relu => packed::Layer::Relu,
-            Layer::BatchNorm(batch_norm) => packed::Layer::BatchNorm(packed::BatchNorm {
-                mean: floats(&batch_norm.running_mean)?,
-                variance: floats(&batch_norm.running_var)?,
-                affine: batch_norm
-                    .affine
-                    .as_ref()
-                    .map(|(scale, shift)| -> Result<_> { Ok((floats(scale)?, floats(shift)?)) })
-                    .transpose()?,
-                eps: BATCH_NORM_EPS as f32,
-            }),
-            Layer::MaxPool(pool) => packed::Layer::MaxPool(*pool),
-            Layer::AvgPool(pool) => packed::Layer::AvgPool(*pool),
-            Layer::GlobalAvgPool => packed::Layer::GlobalAvgPool,
-            Layer::Flatten => packed::Layer::Flatten,
-            Layer::Residual => packed::Layer::Residual,
-            Layer::Add(projection) => packed::Layer::Add {
-                projection: projection
-                    .as_ref()
-                    .map(|conv| -> Result<_> {
-                        let weight = matrix(&conv.weight, &format!("{name}.projection"))?;
-                        Ok((Dense { weight, bias: None }, conv.stride as usize))
-                    })
-                    .transpose()?,
-            },
-            Layer::Embedding(embedding) => {
-                let token = embedding.token.size();
-                packed::Layer::Embedding {
-                    token: floats(&embedding.token)?,
-                    position: floats(&embedding.position)?,
-                    vocab_size: token[0] as usize,
-                    context: embedding.position.size()[0] as usize,
-                    d_model: token[1] as usize,
-                }
-            }
-            Layer::TransformerBlock(block) => {
-                let [query, key, value, projection, mlp_in, mlp_out] = &block.parts;
-                packed::Layer::TransformerBlock(Box::new(packed::Block {
-                    d_model: block.attention_norm.weight.size()[0] as usize,
-                    heads: block.heads() as usize,
-                    head_dim: block.head_dim as usize,
-                    hidden: mlp_in.weight.weight.size()[0] as usize,
-                    attention_norm: norm(&block.attention_norm)?,
-                    query: dense(query, &format!("{name}.query"))?,
-                    key: dense(key, &format!("{name}.key"))?,
-                    value: dense(value, &format!("{name}.value"))?,
-                    projection: dense(projection, &format!("{name}.projection"))?,
-                    mlp_norm: norm(&block.mlp_norm)?,
-                    mlp_in: dense(mlp_in, &format!("{name}.mlp_in"))?,
-                    mlp_out: dense(mlp_out, &format!("{name}.mlp_out"))?,
-                }))
-            }
-            Layer::LayerNorm(layer_norm) => packed::Layer::LayerNorm(norm(layer_norm)?),
-        });
+    for index in 0..network.layers.len() {
+        let spec = network.layer_spec(index);
+        let tensors = spec
+            .stored_tensors()
+            .iter()
+            .map(|stored| -> Result<TensorData> {
+                let name = format!("layers.{index}.{}", stored.name);
+                Ok(match stored.storage {
+                    Storage::Codes => {
+                        let prefix = name.strip_suffix(".weight").unwrap_or(&name);
+                        let quantized = network
+                            .quantized
+                            .iter()
+                            .position(|info| info.name == prefix)
+                            .ok_or_else(|| Error::Model(format!("{name} is not quantized")))?;
+                        TensorData::Codes(matrix(network.quantized_weight(quantized), &name)?)
+                    }
+                    Storage::Floats | Storage::NonNegative => TensorData::Floats(floats(
+                        float_state
+                            .get(&name)
+                            .ok_or_else(|| Error::Model(format!("the network has no {name}")))?,
+                    )?),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        layers.push(packed::Layer { spec, tensors });
     }
     Ok(PackedModel { metadata, layers })
 }
@@ -315,112 +257,17 @@ pub fn export(
 /// state (`layers.0.weight`, `layers.3.running_mean`, `layers.1.query.weight`, ...), with shapes.
 pub fn float_tensors(model: &PackedModel) -> Vec<(String, Vec<usize>, Vec<f32>)> {
     let mut tensors = Vec::new();
-    let mut push = |name: String, shape: Vec<usize>, values: Vec<f32>| {
-        tensors.push((name, shape, values));
-    };
-    fn dense_tensors(
-        push: &mut impl FnMut(String, Vec<usize>, Vec<f32>),
-        prefix: &str,
-        dense: &Dense,
-        shape: Vec<usize>,
-    ) {
-        push(format!("{prefix}.weight"), shape, dense.weight.dequantize());
-        if let Some(bias) = &dense.bias {
-            push(format!("{prefix}.bias"), vec![bias.len()], bias.clone());
-        }
-    }
     for (index, layer) in model.layers.iter().enumerate() {
-        let prefix = format!("layers.{index}");
-        match layer {
-            packed::Layer::Conv2d {
-                in_channels,
-                kernel,
-                groups,
-                dense,
-                ..
-            } => {
-                let shape = vec![dense.weight.rows, in_channels / groups, *kernel, *kernel];
-                dense_tensors(&mut push, &prefix, dense, shape);
-            }
-            packed::Layer::Linear(dense) => {
-                let shape = vec![dense.weight.rows, dense.weight.columns];
-                dense_tensors(&mut push, &prefix, dense, shape);
-            }
-            packed::Layer::BatchNorm(norm) => {
-                let channels = vec![norm.mean.len()];
-                push(
-                    format!("{prefix}.running_mean"),
-                    channels.clone(),
-                    norm.mean.clone(),
-                );
-                push(
-                    format!("{prefix}.running_var"),
-                    channels.clone(),
-                    norm.variance.clone(),
-                );
-                if let Some((scale, shift)) = &norm.affine {
-                    push(format!("{prefix}.weight"), channels.clone(), scale.clone());
-                    push(format!("{prefix}.bias"), channels, shift.clone());
-                }
-            }
-            packed::Layer::Embedding {
-                token,
-                position,
-                vocab_size,
-                context,
-                d_model,
-            } => {
-                push(
-                    format!("{prefix}.token.weight"),
-                    vec![*vocab_size, *d_model],
-                    token.clone(),
-                );
-                push(
-                    format!("{prefix}.position.weight"),
-                    vec![*context, *d_model],
-                    position.clone(),
-                );
-            }
-            packed::Layer::TransformerBlock(block) => {
-                for (name, norm) in [
-                    ("attention_norm", &block.attention_norm),
-                    ("mlp_norm", &block.mlp_norm),
-                ] {
-                    let features = vec![norm.weight.len()];
-                    push(
-                        format!("{prefix}.{name}.weight"),
-                        features.clone(),
-                        norm.weight.clone(),
-                    );
-                    push(format!("{prefix}.{name}.bias"), features, norm.bias.clone());
-                }
-                for (suffix, dense) in layer.dense_parts() {
-                    let shape = vec![dense.weight.rows, dense.weight.columns];
-                    dense_tensors(&mut push, &format!("{prefix}{suffix}"), dense, shape);
-                }
-            }
-            packed::Layer::LayerNorm(norm) => {
-                let features = vec![norm.weight.len()];
-                push(
-                    format!("{prefix}.weight"),
-                    features.clone(),
-                    norm.weight.clone(),
-                );
-                push(format!("{prefix}.bias"), features, norm.bias.clone());
-            }
-            packed::Layer::Add {
-                projection: Some((dense, _)),
-            } => {
-                let shape = vec![dense.weight.rows, dense.weight.columns, 1, 1];
-                dense_tensors(&mut push, &format!("{prefix}.projection"), dense, shape);
-            }
-            packed::Layer::Relu
-            | packed::Layer::MaxPool(_)
-            | packed::Layer::AvgPool(_)
-            | packed::Layer::GlobalAvgPool
-            | packed::Layer::Flatten
-            | packed::Layer::Residual
-            | packed::Layer::Add { projection: None } => {}
+        for (stored, data) in layer.spec.stored_tensors().into_iter().zip(&layer.tensors) {
+            let values = match data {
+                TensorData::Codes(matrix) => matrix.dequantize(),
+                TensorData::Floats(values) => values.clone(),
+            };
+            tensors.push((
+                format!("layers.{index}.{}", stored.name),
+                stored.shape,
+                values,
+            ));
         }
     }
     tensors

@@ -12,7 +12,7 @@
 //! are an error.
 
 use crate::error::{Error, Result};
-use sgsc_runtime::model::{Dense, Layer, PackedModel, Pool};
+use sgsc_runtime::model::{Dense, LayerSpec, PackedModel, Pool};
 use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -148,10 +148,10 @@ impl Graph {
     fn dequantized(
         &mut self,
         name: &str,
-        dense: &Dense,
+        dense: Dense,
         dims: &[usize],
     ) -> Result<(String, Option<String>)> {
-        let matrix = &dense.weight;
+        let matrix = dense.weight;
         let widest = matrix.widths.iter().copied().max().unwrap_or(0);
         let (data_type, code_bytes) = match widest {
             0..=8 => (INT8, 1),
@@ -196,7 +196,7 @@ impl Graph {
             &weight,
             &[("axis", Attribute::Int(0))],
         );
-        let bias = dense.bias.as_ref().map(|bias| {
+        let bias = dense.bias.map(|bias| {
             let bias_name = format!("{name}.bias");
             self.initializers
                 .push(float_tensor(&bias_name, &[bias.len()], bias));
@@ -258,21 +258,22 @@ pub fn to_onnx(model: &PackedModel) -> Result<Vec<u8>> {
     for (index, layer) in model.layers.iter().enumerate() {
         let name = format!("layers.{index}");
         let output = format!("{name}.output");
-        match layer {
-            Layer::Residual => {
+        match layer.spec {
+            LayerSpec::Residual => {
                 kept.push(current.clone());
                 continue;
             }
-            Layer::Add { projection } => {
+            LayerSpec::Add { projection } => {
                 let mut skip = kept
                     .pop()
                     .ok_or_else(|| Error::Model("an add without a residual block".into()))?;
-                if let Some((dense, stride)) = projection {
-                    let projection = format!("{name}.projection");
-                    let dims = [dense.weight.rows, dense.weight.columns, 1, 1];
-                    let (weight, _) = graph.dequantized(&projection, dense, &dims)?;
-                    let projected = format!("{projection}.output");
-                    let s = *stride as i64;
+                if let Some(projection) = projection {
+                    let prefix = format!("{name}.projection");
+                    let dims = [projection.out_channels, projection.in_channels, 1, 1];
+                    let (weight, _) =
+                        graph.dequantized(&prefix, layer.dense("projection")?, &dims)?;
+                    let projected = format!("{prefix}.output");
+                    let s = projection.stride as i64;
                     graph.node(
                         "Conv",
                         &[&skip, &weight],
@@ -286,21 +287,22 @@ pub fn to_onnx(model: &PackedModel) -> Result<Vec<u8>> {
                 }
                 graph.node("Add", &[&current, &skip], &output, &[]);
             }
-            Layer::Conv2d {
+            LayerSpec::Conv2d {
                 in_channels,
+                out_channels,
                 kernel,
                 stride,
                 padding,
                 groups,
-                dense,
+                ..
             } => {
-                let dims = [dense.weight.rows, in_channels / groups, *kernel, *kernel];
-                let (weight, bias) = graph.dequantized(&name, dense, &dims)?;
+                let dims = [out_channels, in_channels / groups, kernel, kernel];
+                let (weight, bias) = graph.dequantized(&name, layer.dense("")?, &dims)?;
                 let mut inputs = vec![current.as_str(), weight.as_str()];
                 if let Some(bias) = &bias {
                     inputs.push(bias);
                 }
-                let (k, s, p) = (*kernel as i64, *stride as i64, *padding as i64);
+                let (k, s, p) = (kernel as i64, stride as i64, padding as i64);
                 graph.node(
                     "Conv",
                     &inputs,
@@ -309,32 +311,42 @@ pub fn to_onnx(model: &PackedModel) -> Result<Vec<u8>> {
                         ("kernel_shape", Attribute::Ints(vec![k, k])),
                         ("strides", Attribute::Ints(vec![s, s])),
                         ("pads", Attribute::Ints(vec![p, p, p, p])),
-                        ("group", Attribute::Int(*groups as i64)),
+                        ("group", Attribute::Int(groups as i64)),
                     ],
                 );
             }
-            Layer::Linear(dense) => {
-                let dims = [dense.weight.rows, dense.weight.columns];
-                let (weight, bias) = graph.dequantized(&name, dense, &dims)?;
+            LayerSpec::Linear {
+                in_features,
+                out_features,
+                ..
+            } => {
+                let dims = [out_features, in_features];
+                let (weight, bias) = graph.dequantized(&name, layer.dense("")?, &dims)?;
                 let mut inputs = vec![current.as_str(), weight.as_str()];
                 if let Some(bias) = &bias {
                     inputs.push(bias);
                 }
                 graph.node("Gemm", &inputs, &output, &[("transB", Attribute::Int(1))]);
             }
-            Layer::Relu => graph.node("Relu", &[&current], &output, &[]),
-            Layer::BatchNorm(norm) => {
-                let channels = norm.mean.len();
-                let (scale, shift) = norm
-                    .affine
-                    .clone()
-                    .unwrap_or_else(|| (vec![1.0; channels], vec![0.0; channels]));
+            LayerSpec::Relu => graph.node("Relu", &[&current], &output, &[]),
+            LayerSpec::BatchNorm {
+                channels,
+                affine,
+                eps,
+            } => {
+                let (scale, shift) = if affine {
+                    (
+                        layer.required_floats("weight")?.to_vec(),
+                        layer.required_floats("bias")?.to_vec(),
+                    )
+                } else {
+                    (vec![1.0; channels], vec![0.0; channels])
+                };
+                let mean = layer.required_floats("running_mean")?;
+                let variance = layer.required_floats("running_var")?;
                 let names =
                     ["scale", "shift", "mean", "variance"].map(|part| format!("{name}.{part}"));
-                for (part, values) in names
-                    .iter()
-                    .zip([&scale, &shift, &norm.mean, &norm.variance])
-                {
+                for (part, values) in names.iter().zip([&scale[..], &shift[..], mean, variance]) {
                     graph
                         .initializers
                         .push(float_tensor(part, &[channels], values));
@@ -346,24 +358,28 @@ pub fn to_onnx(model: &PackedModel) -> Result<Vec<u8>> {
                     "BatchNormalization",
                     &inputs,
                     &output,
-                    &[("epsilon", Attribute::Float(norm.eps))],
+                    &[("epsilon", Attribute::Float(eps))],
                 );
             }
-            Layer::MaxPool(pool) => graph.node("MaxPool", &[&current], &output, &window(pool, &[])),
-            Layer::AvgPool(pool) => graph.node(
+            LayerSpec::MaxPool(pool) => {
+                graph.node("MaxPool", &[&current], &output, &window(&pool, &[]))
+            }
+            LayerSpec::AvgPool(pool) => graph.node(
                 "AveragePool",
                 &[&current],
                 &output,
-                &window(pool, &[("count_include_pad", Attribute::Int(1))]),
+                &window(&pool, &[("count_include_pad", Attribute::Int(1))]),
             ),
-            Layer::GlobalAvgPool => graph.node("GlobalAveragePool", &[&current], &output, &[]),
-            Layer::Flatten => graph.node(
+            LayerSpec::GlobalAvgPool => graph.node("GlobalAveragePool", &[&current], &output, &[]),
+            LayerSpec::Flatten => graph.node(
                 "Flatten",
                 &[&current],
                 &output,
                 &[("axis", Attribute::Int(1))],
             ),
-            Layer::Embedding { .. } | Layer::TransformerBlock(_) | Layer::LayerNorm(_) => {
+            LayerSpec::Embedding { .. }
+            | LayerSpec::TransformerBlock { .. }
+            | LayerSpec::LayerNorm { .. } => {
                 return Err(Error::Model(
                     "the ONNX export covers image classifiers".into(),
                 ))

@@ -6,7 +6,9 @@
 //! that channel). Every cut is returned as a [`Slice`] so the optimizer can cut its moments the
 //! same way. A channel whose weights are all zero (and which has no bias or affine shift) outputs
 //! zero through ReLU and a batch norm whose running mean is zero, so removing it leaves the
-//! network's outputs unchanged.
+//! network's outputs unchanged. One that still sends a constant (its bias, its batch norm's
+//! shift) can go where the constant folds into the next layer's bias ([`live::fold_consumer`]):
+//! removing it adds that constant times its weights in the next layer to the next layer's bias.
 //!
 //! Transformers are cut in structured units ([`plan`]): an MLP hidden unit (a row of the first MLP
 //! layer, a column of the second) and an attention head (its rows of query, key and value, and its
@@ -17,7 +19,8 @@
 use crate::error::{Error, Result};
 use crate::models::network::{Layer, Network};
 use crate::models::transformer::{MLP_IN_PART, VALUE_PART};
-use tch::Tensor;
+use crate::size::live;
+use tch::{Kind, Tensor};
 
 /// One named tensor cut down to `indices` along `dim`.
 #[derive(Debug)]
@@ -38,8 +41,40 @@ fn cut(tensor: &mut Tensor, dim: i64, indices: &Tensor) -> Result<()> {
     Ok(())
 }
 
+/// Adds what the channels of quantized layer `index` outside `keep` send at zero codes (their
+/// constant outputs) to the bias of the layer reading them, where that is exact
+/// ([`live::fold_consumer`]); nothing otherwise. Their codes are taken to be zero.
+fn fold_constants(network: &Network, index: usize, keep: &[i64]) -> Result<()> {
+    let Some(consumer) = live::fold_consumer(network, index) else {
+        return Ok(());
+    };
+    let mut arriving = live::arriving_constants(network, index)?;
+    for &channel in keep {
+        arriving[channel as usize] = 0.0;
+    }
+    if arriving.iter().all(|&value| value == 0.0) {
+        return Ok(());
+    }
+    let bias = network
+        .bias(consumer)
+        .ok_or_else(|| Error::Model(format!("{} has no bias", network.quantized[consumer].name)))?;
+    tch::no_grad(|| -> Result<()> {
+        let weight = network.quantized_weight(consumer).quantized()?;
+        let outputs = weight.size()[0];
+        // Each output's weights summed over the positions of each input channel: what one unit
+        // of a constant input channel adds to that output.
+        let per_input = weight
+            .f_reshape([outputs, arriving.len() as i64, -1])?
+            .f_sum_dim_intlist([2].as_slice(), false, None::<Kind>)?;
+        let arriving = Tensor::f_from_slice(&arriving)?.f_to_device(weight.device())?;
+        let _ = bias.shallow_clone().f_add_(&per_input.f_mv(&arriving)?)?;
+        Ok(())
+    })
+}
+
 /// Removes every output channel of quantized layer `index` (an index into `network.quantized`)
-/// that is not in `keep` (ascending channel positions), with everything that depends on it. A
+/// that is not in `keep` (ascending channel positions), with everything that depends on it, its
+/// constant output folded into the next layer's bias where that is exact. A
 /// depthwise convolution fed by these channels must then be cut the same way, by its own call
 /// (its rows of the channels kept, as [`plan`] lists them); a depthwise convolution's own cut
 /// must keep whole groups.
@@ -90,6 +125,7 @@ pub fn remove_channels(network: &mut Network, index: usize, keep: &[i64]) -> Res
             )));
         }
     }
+    fold_constants(network, index, keep)?;
     let device = network.quantized_weight(index).weight.device();
     let kept = Tensor::f_from_slice(keep)?.f_to_device(device)?;
     let mut slices = Vec::new();
@@ -328,6 +364,7 @@ mod tests {
     use super::*;
     use crate::models::fixtures::set_values;
     use crate::models::fixtures::{tiny_network, tiny_transformer};
+    use crate::models::{LayerConfig, ModelConfig};
     use crate::size::prepare_for_storage;
     use tch::{Device, Kind};
 
@@ -461,6 +498,98 @@ mod tests {
         assert!(cuts.iter().all(|(_, keep)| keep == &vec![0, 1, 2, 3]));
         removable.pop();
         assert!(matches!(plan(&network, &removable), Err(Error::Model(_))));
+    }
+
+    /// conv(1->3, k3, bias) relu batch_norm(affine) max_pool(2) conv(3->2, k2, `padding`, bias)
+    /// relu flatten linear(-> 4, bias) on a 1x8x8 input.
+    fn biased_network(padding: i64) -> Network {
+        let conv = |out_channels, kernel, padding| LayerConfig::Conv2d {
+            out_channels,
+            kernel,
+            stride: 1,
+            padding,
+            bias: true,
+            groups: 1,
+        };
+        let config = ModelConfig {
+            input: vec![1, 8, 8],
+            layers: vec![
+                conv(3, 3, 0),
+                LayerConfig::Relu,
+                LayerConfig::BatchNorm { affine: true },
+                LayerConfig::MaxPool(crate::models::config::Pool {
+                    kernel: 2,
+                    stride: None,
+                    padding: 0,
+                }),
+                conv(2, 2, padding),
+                LayerConfig::Relu,
+                LayerConfig::Flatten,
+                LayerConfig::Linear {
+                    out_features: 4,
+                    bias: true,
+                },
+            ],
+        };
+        Network::new(&config, 8.0, Device::Cpu).unwrap()
+    }
+
+    #[test]
+    fn a_removed_biased_channel_folds_its_constant_into_the_next_bias() {
+        for padding in [0, 1] {
+            let mut network = biased_network(padding);
+            tch::manual_seed(3);
+            let input = Tensor::randn([5, 1, 8, 8], (Kind::Float, Device::Cpu));
+            let _ = network.forward(&input, true, true).unwrap();
+            // Channel 1 of the first conv and channel 0 of the second have no codes but a bias;
+            // the batch norm shifts every channel.
+            set_values(&network.quantized_weight(0).bit_depth, &[8.0, 0.0, 8.0]);
+            set_values(network.bias(0).unwrap(), &[0.1, 0.7, -0.2]);
+            let (_, shift) = network.norm(0).unwrap().affine.as_ref().unwrap();
+            set_values(shift, &[0.3, -0.5, 0.25]);
+            set_values(&network.quantized_weight(1).bit_depth, &[0.0, 8.0]);
+            set_values(network.bias(1).unwrap(), &[0.4, -0.1]);
+            prepare_for_storage(&network).unwrap();
+            let before = network.forward(&input, false, true).unwrap();
+
+            // The first conv's constant reaches an unpadded conv the same at every position, so
+            // it folds; behind padding the borders see zeros instead, so the channel stays. The
+            // second conv feeds a linear layer: it always folds.
+            let alive = live::live_channels(&network).unwrap();
+            assert_eq!(
+                alive[0],
+                vec![true, padding == 1, true],
+                "padding {padding}"
+            );
+            assert_eq!(alive[1], vec![false, true]);
+            let removable: Vec<Vec<bool>> = alive
+                .iter()
+                .map(|layer| layer.iter().map(|&a| !a).collect())
+                .collect();
+            let bias_before = Vec::<f32>::try_from(network.bias(2).unwrap()).unwrap();
+            for (index, keep) in plan(&network, &removable).unwrap() {
+                remove_channels(&mut network, index, &keep).unwrap();
+            }
+            let after = network.forward(&input, false, true).unwrap();
+            let difference = (&after - &before).abs().max().double_value(&[]);
+            assert!(
+                difference < 1e-5,
+                "padding {padding}: logits moved by {difference}"
+            );
+            let first = if padding == 0 { 2 } else { 3 };
+            assert_eq!(network.quantized_weight(0).weight.size()[0], first);
+            assert_eq!(
+                network.quantized_weight(1).weight.size(),
+                vec![1, first, 2, 2]
+            );
+            // The linear layer's bias took the constant: relu(0.4) times its weights' sums over
+            // the removed channel's columns.
+            let bias_after = Vec::<f32>::try_from(network.bias(2).unwrap()).unwrap();
+            assert!(bias_after
+                .iter()
+                .zip(&bias_before)
+                .any(|(after, before)| (after - before).abs() > 1e-3));
+        }
     }
 
     #[test]

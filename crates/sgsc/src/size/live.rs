@@ -14,14 +14,21 @@
 //!   [`CONSTANT_TOLERANCE`] (the guard removes nothing that still sends a noticeable constant);
 //!   in the stored form, under the stored statistics (a dead channel's mean 0 and variance 1),
 //!   exactly (the file keeps any constant it would otherwise lose, NaN included);
+//! - a channel's constant **folds** into the next layer when that layer is its only reader, has a
+//!   bias, and sees the constant the same at every position: a linear layer, or an unpadded,
+//!   ungrouped convolution, with nothing between them but ReLU, batch norm, max pooling, unpadded
+//!   average pooling, global average pooling and flattening ([`fold_consumer`]). Removing such a
+//!   channel adds its constant times the reader's weights to the reader's bias, exactly. A padded
+//!   convolution sees zeros at the borders instead of the constant, so a channel feeding one (or a
+//!   layer without a bias) keeps its constant by staying;
 //! - a channel is **live in the stored form** when its stored integer width is above 0 (some code
-//!   is not 0) or it sends a constant; the file keeps exactly these.
+//!   is not 0) or it sends a constant that does not fold; the file keeps exactly these.
 //!
 //! Removing a channel that is not live leaves the network's outputs as they are (up to the
-//! tolerance).
+//! tolerance, and to float rounding where a constant was folded).
 
 use crate::error::Result;
-use crate::models::network::BATCH_NORM_EPS;
+use crate::models::network::{Layer, BATCH_NORM_EPS};
 use crate::models::Network;
 use tch::{Device, Tensor};
 
@@ -105,6 +112,72 @@ pub fn constant_outputs(
     Ok(constant)
 }
 
+/// The quantized layer into whose bias the constant output of a removed channel of quantized
+/// layer `index` folds exactly (see the module docs), or `None` when such a channel must stay.
+pub fn fold_consumer(network: &Network, index: usize) -> Option<usize> {
+    let info = &network.quantized[index];
+    let plain = matches!(
+        network.layers[info.layer],
+        Layer::Conv2d(_) | Layer::Linear(_)
+    );
+    if !plain || info.groups > 1 || info.residual {
+        return None;
+    }
+    let mut readers =
+        (0..network.quantized.len()).filter(|&j| network.quantized[j].source == Some(index));
+    let consumer = readers.next()?;
+    if readers.next().is_some() {
+        return None;
+    }
+    let reader = &network.quantized[consumer];
+    let sees_a_constant = match &network.layers[reader.layer] {
+        Layer::Conv2d(conv) => conv.padding == 0 && conv.groups == 1,
+        Layer::Linear(_) => true,
+        _ => false,
+    };
+    let between = network.layers.get(info.layer + 1..reader.layer)?;
+    let keeps_constants = between.iter().all(|layer| match layer {
+        Layer::Relu
+        | Layer::BatchNorm(_)
+        | Layer::MaxPool(_)
+        | Layer::GlobalAvgPool
+        | Layer::Flatten => true,
+        Layer::AvgPool(pool) => pool.padding == 0,
+        _ => false,
+    });
+    (sees_a_constant && keeps_constants && network.bias(consumer).is_some()).then_some(consumer)
+}
+
+/// Per channel of quantized layer `index`: the value that reaches its [`fold_consumer`] at every
+/// position when the channel's codes are all zero (its bias, then the layers in between as
+/// evaluation computes them, with the running statistics). Empty when nothing folds.
+pub fn arriving_constants(network: &Network, index: usize) -> Result<Vec<f32>> {
+    let Some(consumer) = fold_consumer(network, index) else {
+        return Ok(Vec::new());
+    };
+    let info = &network.quantized[index];
+    let mut value = match network.bias(index) {
+        Some(bias) => bias.f_detach_copy()?,
+        None => network.quantized_weight(index).bit_depth.f_zeros_like()?,
+    };
+    for layer in &network.layers[info.layer + 1..network.quantized[consumer].layer] {
+        match layer {
+            Layer::Relu => value = value.f_relu()?,
+            Layer::BatchNorm(norm) => {
+                let deviation = norm.running_var.f_add_scalar(BATCH_NORM_EPS)?.f_sqrt()?;
+                value = value.f_sub(&norm.running_mean)?.f_div(&deviation)?;
+                if let Some((scale, shift)) = &norm.affine {
+                    value = value.f_mul(scale)?.f_add(shift)?;
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(Vec::<f32>::try_from(
+        &value.f_detach()?.f_to_device(Device::Cpu)?,
+    )?)
+}
+
 /// Liveness in the stored form and stored integer width of every output channel of every
 /// quantized layer (the widths are needed for both, so they are computed once). A depthwise
 /// convolution reads one channel per group: its channel is live when it sends a constant, or
@@ -116,10 +189,11 @@ pub fn stored_liveness(network: &Network) -> Result<Vec<(Vec<bool>, Vec<u32>)>> 
     for index in 0..network.quantized.len() {
         let widths = network.quantized_weight(index).channel_widths()?;
         let constant = constant_outputs(network, index, Statistics::Stored)?;
+        let folds = fold_consumer(network, index).is_some();
         let alive: Vec<bool> = widths
             .iter()
             .zip(&constant)
-            .map(|(&width, &constant)| width > 0 || constant)
+            .map(|(&width, &constant)| width > 0 || (constant && !folds))
             .collect();
         layers.push((alive, widths));
         constants.push(constant);

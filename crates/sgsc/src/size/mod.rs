@@ -181,20 +181,24 @@ pub fn payload_estimate(network: &Network, original: &OriginalSize) -> Result<Si
 }
 
 /// Puts `network` into the exact form the packed file stores, so that what is evaluated is what
-/// would ship: exponents rounded to f16, and the running statistics of dead channels set to
-/// mean 0, variance 1 (their input is exactly 0, so the batch norm passes 0 on, or its shift).
+/// would ship: exponents rounded to f16, and the running statistics of dead channels that send
+/// no constant set to mean 0, variance 1 (their input is exactly 0, so the batch norm passes 0
+/// on). A dead channel whose constant folds into the next layer keeps its statistics: the fold
+/// uses them.
 pub fn prepare_for_storage(network: &Network) -> Result<()> {
     let alive = live::live_channels(network)?;
     tch::no_grad(|| -> Result<()> {
         for (index, alive) in alive.iter().enumerate() {
+            let constant = live::constant_outputs(network, index, live::Statistics::Stored)?;
             let mut exponent = network.quantized_weight(index).exponent.shallow_clone();
             let rounded = exponent.f_to_kind(Kind::Half)?.f_to_kind(Kind::Float)?;
             exponent.f_copy_(&rounded)?;
             if let Some(norm) = network.norm(index) {
                 let dead: Vec<i64> = alive
                     .iter()
+                    .zip(&constant)
                     .enumerate()
-                    .filter(|(_, &a)| !a)
+                    .filter(|(_, (&alive, &constant))| !alive && !constant)
                     .map(|(c, _)| c as i64)
                     .collect();
                 if dead.is_empty() {

@@ -23,8 +23,12 @@
 //! holds it there (neither the size error nor growth may raise it) until a check is within budget
 //! again. So the target pushes, the budget pulls back, and the budget wins. With a target, the
 //! guard judges checks only once the model has been within it ([`PressureLaw::judges_checks`]:
-//! the dip on the way down is the law's own doing), and when it then restores channels or rolls
-//! back, the law yields ([`PressureLaw::yield_target`]): the run fine-tunes at the size it has.
+//! the dip on the way down is the law's own doing). When it then restores channels or rolls
+//! back, that size is refused and the law yields ([`PressureLaw::yield_target`]): the run
+//! fine-tunes the state it returned to. Once a check finds the model within the budget itself,
+//! the law searches for the smallest size the budget allows: it steers to the geometric mean of
+//! the model's size and the smallest size refused ([`PressureLaw::advance`]), and so on, while
+//! the two are more than [`SEARCH_RESOLUTION`] apart and the run has steps left for a glide.
 //!
 //! The law only decides; it holds no tensors, so its behaviour is tested with scripted sizes.
 
@@ -38,6 +42,10 @@ pub const MAX_STEP: f64 = 2.0;
 /// gamma in between), so that the run stops compressing on the step it gets there instead of
 /// up to `control_every` steps later.
 pub const APPROACH: f64 = 1.5;
+
+/// When the budget refused a size, the search for the smallest size it allows stops once the
+/// safe state is within this factor of the smallest size refused.
+pub const SEARCH_RESOLUTION: f64 = 1.05;
 
 /// How the law reacts to checks of the safety guard (the `safe` mode only).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -94,10 +102,20 @@ pub struct LawState {
     /// The step after which it first was (absent in checkpoints of older versions).
     #[serde(default)]
     pub reached_at: Option<i64>,
-    /// The guard undid compression at the target (a restore or a roll-back): the target is out
-    /// of the budget's reach, and the run fine-tunes at the size it is now, gamma 0.
+    /// The guard undid compression at the target (a restore or a roll-back) and no size in
+    /// between is left to try: the run fine-tunes at the size it is now, gamma 0.
     #[serde(default)]
     pub yielded: bool,
+    /// The size the run steers to now, when the budget refused the target: between the smallest
+    /// size refused and the safe state's size (absent: the target).
+    #[serde(default)]
+    pub aim_bytes: Option<i64>,
+    /// The largest size the budget refused so far (the target, or a size searched for since).
+    #[serde(default)]
+    pub refused: Option<i64>,
+    /// The step by which the current glide reaches `aim_bytes` (absent: the run's reach step).
+    #[serde(default)]
+    pub aim_reach_step: Option<i64>,
 }
 
 /// The pressure law of one run.
@@ -133,6 +151,9 @@ impl PressureLaw {
                 reached: false,
                 reached_at: None,
                 yielded: false,
+                aim_bytes: None,
+                refused: None,
+                aim_reach_step: None,
             },
         }
     }
@@ -140,6 +161,13 @@ impl PressureLaw {
     /// The target, if any.
     pub fn target(&self) -> Option<i64> {
         self.target
+    }
+
+    /// The size the run steers to now: the target, or after the budget refused it, a size
+    /// between the smallest one refused and the safe state's (see [`PressureLaw::retreat`]).
+    pub fn steering_target(&self) -> Option<i64> {
+        self.target
+            .map(|target| self.state.aim_bytes.unwrap_or(target))
     }
 
     /// Gamma now: 0 while fine-tuning within the target.
@@ -157,11 +185,12 @@ impl PressureLaw {
 
     /// The size the glide path aims at after `step` (the target once `reach_step` is passed).
     pub fn aim(&self, step: i64) -> Option<f64> {
-        let target = self.target? as f64;
+        let target = self.steering_target()? as f64;
         let Some((first_step, first_bytes)) = self.state.start else {
             return Some(target);
         };
-        let span = (self.reach_step - first_step) as f64;
+        let reach_step = self.state.aim_reach_step.unwrap_or(self.reach_step);
+        let span = (reach_step - first_step) as f64;
         let progress = if span <= 0.0 {
             1.0
         } else {
@@ -174,7 +203,7 @@ impl PressureLaw {
     /// Whether the size should be measured after this step although no control point is due:
     /// compressing, and within [`APPROACH`] times the target at the last measurement.
     pub fn approaching(&self) -> bool {
-        match (self.target, self.state.last_bytes) {
+        match (self.steering_target(), self.state.last_bytes) {
             (Some(target), Some(bytes)) => {
                 self.state.phase == Phase::Compress && (bytes as f64) <= APPROACH * target as f64
             }
@@ -188,7 +217,7 @@ impl PressureLaw {
     pub fn observe_size(&mut self, bytes: i64, step: i64, control_point: bool) -> SizeDecision {
         self.state.last_bytes = Some(bytes);
         self.state.start.get_or_insert((step, bytes));
-        let Some(target) = self.target else {
+        let Some(target) = self.steering_target() else {
             return SizeDecision::Continue;
         };
         if self.state.yielded {
@@ -254,10 +283,42 @@ impl PressureLaw {
         }
     }
 
-    /// The guard undid compression at the target: stop steering, fine-tune at the size the
-    /// model has now (gamma 0, the trainer holds the bit depths anew).
+    /// The model held a state within the budget itself at `bytes` after step `step`, while the
+    /// law had yielded or was holding a size it searched for: steer to the geometric mean of
+    /// `bytes` and the smallest size refused, along a glide that gets there at `reach_step`.
+    /// False (nothing changed) when no size was refused, or the two are within
+    /// [`SEARCH_RESOLUTION`].
+    pub fn advance(&mut self, bytes: i64, step: i64, reach_step: i64) -> bool {
+        let Some(refused) = self.state.refused else {
+            return false;
+        };
+        if (bytes as f64) <= refused as f64 * SEARCH_RESOLUTION {
+            return false;
+        }
+        let aim = (refused as f64 * bytes as f64).sqrt().round() as i64;
+        self.state.aim_bytes = Some(aim);
+        self.state.start = Some((step, bytes));
+        self.state.aim_reach_step = Some(reach_step);
+        self.state.reached = false;
+        self.state.reached_at = None;
+        self.state.yielded = false;
+        self.state.phase = Phase::Compress;
+        self.state.held = false;
+        true
+    }
+
+    /// Whether the model is on a glide to a size the law searched for (not yet reached).
+    pub fn searching(&self) -> bool {
+        self.state.aim_bytes.is_some() && !self.state.reached && !self.state.yielded
+    }
+
+    /// The guard undid compression (a restore or a roll-back): the size steered to is refused
+    /// (the largest size refused so far bounds the search from below: a smaller one would be
+    /// refused too), and the run fine-tunes at the size the model has now (gamma 0, the trainer holds the bit
+    /// depths anew), until a state within the budget lets it [`advance`](Self::advance).
     pub fn yield_target(&mut self) {
-        if self.target.is_some() {
+        if let Some(steered) = self.steering_target() {
+            self.state.refused = Some(self.state.refused.map_or(steered, |r| r.max(steered)));
             self.state.yielded = true;
             self.state.phase = Phase::FineTune;
         }
@@ -459,6 +520,59 @@ mod tests {
         let mut plain = PressureLaw::new(0.1, Some(1000), 400, None);
         plain.observe_size(990, 282, false);
         assert!(!plain.settling(300));
+    }
+
+    #[test]
+    fn a_refused_size_is_bisected_geometrically_toward_a_safe_state() {
+        let mut law = PressureLaw::new(0.1, Some(1000), 100, Some(RESPONSE));
+        law.observe_size(16_000, 0, true);
+        law.observe_size(990, 100, false);
+        assert!(law.judges_checks());
+        assert!(!law.advance(990, 300, 400), "nothing refused yet");
+        // The budget refused 1000 B and rolled back to a 16,000 B state: fine-tune it.
+        law.observe_check(false);
+        law.yield_target();
+        assert_eq!(law.state().refused, Some(1000));
+        assert_eq!((law.phase(), law.gamma()), (Phase::FineTune, 0.0));
+        assert!(!law.searching());
+        // Within the budget there: aim at 4000 B (the geometric mean), along a new glide that
+        // gets there at step 400.
+        assert!(law.advance(16_000, 200, 400));
+        assert_eq!(law.steering_target(), Some(4000));
+        assert_eq!(law.target(), Some(1000), "the target itself stays");
+        assert!(
+            law.searching() && !law.judges_checks(),
+            "a glide: dips are not judged"
+        );
+        assert!(
+            !law.state().held,
+            "gamma may rise again to follow the glide"
+        );
+        assert_eq!(law.phase(), Phase::Compress);
+        assert!((law.aim(300).unwrap() - 8000.0).abs() < 1e-6, "halfway");
+        assert_eq!(law.observe_size(5000, 400, true), SizeDecision::Continue);
+        assert_eq!(
+            law.observe_size(3990, 401, false),
+            SizeDecision::StartFineTune
+        );
+        assert!(law.judges_checks() && !law.searching());
+        assert!(law.settling(450), "it settles at the size searched for too");
+        // Held within the budget there: try between 1000 and 4000 B, 2000 B.
+        assert!(law.advance(3990, 600, 700));
+        assert_eq!(law.steering_target(), Some(1997));
+        // Refused at 1997 B, back at a 3990 B state: the search continues between 1997 and
+        // whatever size is next held within the budget.
+        law.yield_target();
+        assert_eq!(law.state().refused, Some(1997));
+        assert!(law.advance(3990, 800, 900));
+        assert_eq!(law.steering_target(), Some(2823));
+        // Within the resolution of the refused size there is nothing left to try.
+        law.yield_target();
+        assert!(!law.advance(2900, 950, 990));
+        assert!(law.state().yielded);
+        let mut plain = PressureLaw::new(0.1, None, 0, Some(RESPONSE));
+        plain.yield_target();
+        assert!(!plain.advance(5000, 10, 20), "no target: nothing to search");
     }
 
     #[test]

@@ -165,6 +165,8 @@ pub struct TargetOutcome {
 struct GuardState {
     controller: ControllerState,
     snapshot_safe: bool,
+    #[serde(default)]
+    snapshot_within_budget: bool,
     snapshot_steps_taken: i64,
     zero_since: Vec<Vec<Option<i64>>>,
     held: Vec<Vec<bool>>,
@@ -196,6 +198,9 @@ pub struct Guard {
     snapshot: Snapshot,
     /// Whether the snapshot was measured within budget (the starting state may not be).
     snapshot_safe: bool,
+    /// Whether it was measured within the budget itself, not only the widened one of a check
+    /// on the way down.
+    snapshot_within_budget: bool,
     /// Preservation and validation figures of the model the guard was built on (for the log).
     start_figures: (f64, f64),
     /// Channels restored by a breach and held at their snapshot state during the cool-down.
@@ -391,6 +396,7 @@ impl Guard {
                 .collect(),
             snapshot: learner.snapshot()?,
             snapshot_safe: false,
+            snapshot_within_budget: false,
             start_figures: (f64::NAN, f64::NAN),
             input: config.data.input,
             eval_batch_size: batch,
@@ -411,6 +417,7 @@ impl Guard {
         // The starting state is the first snapshot, safe only if it meets the budget.
         guard.start_figures = guard.measure(learner, data)?;
         guard.snapshot_safe = budget.is_met(guard.start_figures.0, guard.start_figures.1);
+        guard.snapshot_within_budget = guard.snapshot_safe;
         Ok(guard)
     }
 
@@ -426,6 +433,7 @@ impl Guard {
         let state = GuardState {
             controller: self.controller.state(),
             snapshot_safe: self.snapshot_safe,
+            snapshot_within_budget: self.snapshot_within_budget,
             snapshot_steps_taken: self.snapshot.steps_taken(),
             zero_since: self.zero_since.clone(),
             held: self.held.clone(),
@@ -469,6 +477,7 @@ impl Guard {
         self.held = state.held;
         self.controller.set_state(state.controller);
         self.snapshot_safe = state.snapshot_safe;
+        self.snapshot_within_budget = state.snapshot_within_budget;
         self.zero_since = state.zero_since;
         self.pruned_channels = state.pruned_channels;
         self.recovery_waits = state.recovery_waits;
@@ -655,6 +664,8 @@ impl Guard {
                 report.pruned_channels = self.prune(learner, step)?;
                 self.snapshot = learner.snapshot()?;
                 self.snapshot_safe = true;
+                self.snapshot_within_budget =
+                    self.controller.budget.is_met(preservation, validation);
             }
             Action::RestoreChannels => {
                 report.restored_channels = self.restore_channels(learner)?;
@@ -743,7 +754,8 @@ impl Guard {
     }
 
     /// Removes channels that have had zero bits since at least `prune_grace_steps` ago (and no
-    /// bias or affine shift that would still reach the next layer), in the units the network
+    /// bias or affine shift that would still reach the next layer, unless it folds into that
+    /// layer's bias: see [`live::fold_consumer`]), in the units the network
     /// allows (channels, MLP units, attention heads: see [`crate::prune::plan`]). Returns how many
     /// output channels went.
     fn prune(&mut self, learner: &mut Learner, step: i64) -> Result<usize> {
@@ -751,6 +763,7 @@ impl Guard {
         for index in 0..learner.network.quantized.len() {
             let zero_bits = live::zero_bits(&learner.network, index)?;
             let constant = live::constant_outputs(&learner.network, index, Statistics::Running)?;
+            let folds = live::fold_consumer(&learner.network, index).is_some();
             let since = &mut self.zero_since[index];
             for (channel, &zero) in zero_bits.iter().enumerate() {
                 since[channel] = if zero {
@@ -762,7 +775,7 @@ impl Guard {
             removable.push(
                 (0..zero_bits.len())
                     .map(|c| {
-                        !constant[c]
+                        (!constant[c] || folds)
                             && since[c]
                                 .is_some_and(|start| step - start >= self.safety.prune_grace_steps)
                     })
@@ -990,6 +1003,12 @@ impl Guard {
     pub fn final_figures_met(&self, learner: &Learner, data: &TrainValidation) -> Result<bool> {
         let (preservation, validation) = self.measure(learner, data)?;
         Ok(self.controller.budget.is_met(preservation, validation))
+    }
+
+    /// Whether the snapshot (what a roll-back returns to) was measured within the budget
+    /// itself.
+    pub fn snapshot_within_budget(&self) -> bool {
+        self.snapshot_within_budget
     }
 
     /// The snapshot the final gate would fall back to, if one was measured within budget.

@@ -400,8 +400,8 @@ impl<'a> Run<'a> {
             SizeDecision::StartFineTune => {
                 self.learner.cap_bits()?;
                 tracing::info!(
-                    "step {done}: {bytes} B, within the target of {} B: fine-tuning with the bit depths held",
-                    self.law.target().unwrap_or_default()
+                    "step {done}: {bytes} B, within the {} B steered to: fine-tuning with the bit depths held",
+                    self.law.steering_target().unwrap_or_default()
                 );
             }
             SizeDecision::ResumeCompress => {
@@ -454,10 +454,13 @@ impl<'a> Run<'a> {
         let lr_factor = self
             .learner
             .schedule_factor(self.config.train.schedule, done);
-        let stage = if !self.law.judges_checks() {
-            CheckStage::Descent
-        } else if self.law.settling(done) {
+        let stage = if self.law.searching() || self.law.settling(done) {
+            // On the glide to a size searched for, as after arriving at any size: a breach is
+            // a dip, and only a state within the budget itself becomes the snapshot (the one a
+            // refusal returns to, which must be safe).
             CheckStage::Settling
+        } else if !self.law.judges_checks() {
+            CheckStage::Descent
         } else if self.law.gamma() == 0.0 && !self.law.state().yielded {
             // At the target. Once the law has yielded, the run fine-tunes the state it returned
             // to, and its checks are judged as any others.
@@ -466,19 +469,30 @@ impl<'a> Run<'a> {
             CheckStage::Compressing
         };
         let check = guard.check(&mut self.learner, &self.data, done, lr_factor, stage)?;
+        let budget = guard.budget();
+        let snapshot_within_budget = guard.snapshot_within_budget();
         self.measured = check.validation.map(|evaluation| (done, evaluation));
         if stage.judged() {
             self.law.observe_check(check.within);
         }
         if self.law.target().is_some() && matches!(check.action, "restore" | "rollback") {
-            // The budget undid compression at the target: fine-tune at this size from here.
+            // The budget undid compression at this size: fine-tune the state returned to.
             self.law.yield_target();
             self.learner.cap_bits()?;
             tracing::info!(
-                "step {done}: the target is out of the budget's reach; fine-tuning at this size"
+                "step {done}: the budget refused {} B; fine-tuning the state it returned to",
+                self.law.state().refused.unwrap_or_default()
             );
+            if check.action == "rollback" && snapshot_within_budget {
+                // Back at a state measured within the budget itself: search from here at once.
+                self.advance(done)?;
+            }
+        } else if check.action == "safe"
+            && budget.is_met(check.preservation_accuracy, check.validation_accuracy)
+            && (self.law.state().yielded || stage == CheckStage::Holding)
+        {
+            self.advance(done)?;
         }
-        let budget = guard.budget();
         if check.pruned_channels > 0 {
             // The roll-back point for non-finite losses must have the network's shapes, and
             // the best state within the target cannot be returned to across a pruning.
@@ -501,6 +515,37 @@ impl<'a> Run<'a> {
                 check.restored_channels,
                 check.pruned_channels
             );
+        }
+        Ok(())
+    }
+
+    /// The step by which a glide starting after step `done` reaches its size (the share
+    /// `quant.target_reach` of the steps left), if enough steps are left after it to settle
+    /// there and be judged once.
+    fn search_reach_step(&self, done: i64) -> Option<i64> {
+        let check_every = self.config.safety.as_ref()?.check_every;
+        let left = self.config.train.steps - done;
+        let glide = ((left as f64 * self.config.quant.target_reach).round() as i64).max(1);
+        (left >= glide + 2 * check_every).then_some(done + glide)
+    }
+
+    /// After step `done` the model is within the budget itself, at a size the law yielded at or
+    /// searched for: try a smaller one, between it and the largest size refused, while steps
+    /// are left for it ([`PressureLaw::advance`]).
+    fn advance(&mut self, done: i64) -> Result<()> {
+        let Some(reach_step) = self.search_reach_step(done) else {
+            return Ok(());
+        };
+        let bytes = self.stored_bytes()?;
+        if self.law.advance(bytes, done, reach_step) {
+            self.learner.bit_caps.iter_mut().for_each(|cap| *cap = None);
+            let aim = self.law.steering_target().unwrap_or_default();
+            tracing::info!(
+                "step {done}: within the budget at {bytes} B; steering to {aim} B (refused: {} B)",
+                self.law.state().refused.unwrap_or_default()
+            );
+            self.metrics
+                .write(&json!({"event": "advance", "step": done, "bytes": bytes, "aim": aim}))?;
         }
         Ok(())
     }
