@@ -175,7 +175,7 @@ pub fn decode(bytes: &[u8]) -> Result<PackedModel> {
         },
         layers,
     };
-    model.validate()?;
+    model.check_layers()?;
     Ok(model)
 }
 

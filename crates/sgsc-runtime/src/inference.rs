@@ -151,22 +151,19 @@ impl Model {
 
     /// Prepares a decoded model for inference (dequantizes every weight once).
     pub fn new(packed: PackedModel) -> Result<Model> {
-        let outputs = packed.validate()?;
-        let input = Shape::of_input(&packed.metadata.input).map_err(RuntimeError::Invalid)?;
-        let specs: Vec<LayerSpec> = packed.layers.iter().map(|l| l.spec.clone()).collect();
-        let shapes = crate::layers::walk(&specs, input).map_err(|(index, message)| {
-            RuntimeError::Invalid(format!("layer {index}: {message}"))
-        })?;
+        let shapes = packed.validated_shapes()?;
         let mut steps = Vec::with_capacity(packed.layers.len());
         let mut kept = Vec::new();
         for (index, layer) in packed.layers.iter().enumerate() {
-            let shape = index.checked_sub(1).map_or(input, |before| shapes[before]);
+            let shape = index
+                .checked_sub(1)
+                .map_or(shapes.input, |before| shapes.layers[before]);
             steps.push(step(layer, shape, &mut kept)?);
         }
         Ok(Model {
             packed,
             steps,
-            outputs,
+            outputs: shapes.outputs,
         })
     }
 

@@ -329,14 +329,35 @@ impl PackedModel {
     /// descriptions themselves ([`validate_specs`]); returns the number of outputs (classes, or
     /// vocabulary size for a language model).
     pub fn validate(&self) -> Result<usize> {
+        Ok(self.validated_shapes()?.outputs)
+    }
+
+    /// [`PackedModel::validate`], keeping the shapes it walked.
+    pub(crate) fn validated_shapes(&self) -> Result<Shapes> {
+        self.check_layers()?;
+        let specs: Vec<LayerSpec> = self.layers.iter().map(|layer| layer.spec.clone()).collect();
+        checked_shapes(&self.metadata, &specs)
+    }
+
+    /// Checks that every layer holds the tensors its description lists ([`Layer`]).
+    pub(crate) fn check_layers(&self) -> Result<()> {
         for (index, layer) in self.layers.iter().enumerate() {
             layer
                 .check_tensors()
                 .map_err(|e| RuntimeError::Invalid(format!("layer {index}: {e}")))?;
         }
-        let specs: Vec<LayerSpec> = self.layers.iter().map(|layer| layer.spec.clone()).collect();
-        validate_specs(&self.metadata, &specs)
+        Ok(())
     }
+}
+
+/// The activation shapes of a validated model.
+pub(crate) struct Shapes {
+    /// Outputs per prediction (classes, or the vocabulary size).
+    pub outputs: usize,
+    /// The shape of one input.
+    pub input: Shape,
+    /// The output shape of every layer, in order.
+    pub layers: Vec<Shape>,
 }
 
 /// Checks that the layers `specs` fit the input of `metadata` and each other, that no
@@ -344,6 +365,11 @@ impl PackedModel {
 /// outputs; returns the number of outputs (classes, or vocabulary size for a language model).
 /// Needs no tensors, so a file's reader checks this before it reads them.
 pub fn validate_specs(metadata: &Metadata, specs: &[LayerSpec]) -> Result<usize> {
+    Ok(checked_shapes(metadata, specs)?.outputs)
+}
+
+/// [`validate_specs`], keeping the shapes it walked.
+fn checked_shapes(metadata: &Metadata, specs: &[LayerSpec]) -> Result<Shapes> {
     let invalid = |message: String| Err(RuntimeError::Invalid(message));
     if let Some(n) = &metadata.normalization {
         let finite = n.mean.iter().chain(&n.std).all(|v| v.is_finite());
@@ -419,8 +445,8 @@ pub fn validate_specs(metadata: &Metadata, specs: &[LayerSpec]) -> Result<usize>
         }
         shape = next;
     }
-    // Each layer fits the one before; every residual block's add fits its kept activation.
-    crate::layers::walk(specs, first)
+    // Every residual block's add fits its kept activation.
+    let shapes = crate::layers::walk(specs, first)
         .map_err(|(index, message)| RuntimeError::Invalid(format!("layer {index}: {message}")))?;
     let outputs = match shape {
         Shape::Flat { features } | Shape::Sequence { features, .. } => features,
@@ -446,5 +472,9 @@ pub fn validate_specs(metadata: &Metadata, specs: &[LayerSpec]) -> Result<usize>
             ));
         }
     }
-    Ok(outputs)
+    Ok(Shapes {
+        outputs,
+        input: first,
+        layers: shapes,
+    })
 }

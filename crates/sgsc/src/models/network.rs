@@ -701,6 +701,13 @@ impl Network {
         }
     }
 
+    /// The quantized layers that read quantized layer `index`'s output channels as their input
+    /// channels (indices into [`Network::quantized`]).
+    pub fn readers(&self, index: usize) -> impl Iterator<Item = usize> + '_ {
+        (0..self.quantized.len())
+            .filter(move |&reader| self.quantized[reader].source == Some(index))
+    }
+
     /// The bias of quantized layer `index`, if it has one.
     pub fn bias(&self, index: usize) -> Option<&Tensor> {
         let info = &self.quantized[index];

@@ -48,7 +48,7 @@ fn fold_constants(network: &Network, index: usize, keep: &[i64]) -> Result<()> {
     let Some(consumer) = live::fold_consumer(network, index) else {
         return Ok(());
     };
-    let mut arriving = live::arriving_constants(network, index)?;
+    let mut arriving = live::arriving_constants(network, index, consumer)?;
     for &channel in keep {
         arriving[channel as usize] = 0.0;
     }
@@ -100,9 +100,10 @@ pub fn remove_channels(network: &mut Network, index: usize, keep: &[i64]) -> Res
             info.name
         )));
     }
-    let grouped_consumer = network.quantized.iter().find(|consumer| {
-        consumer.source == Some(index) && consumer.groups > 1 && !consumer.is_depthwise()
-    });
+    let grouped_consumer = network
+        .readers(index)
+        .map(|j| &network.quantized[j])
+        .find(|consumer| consumer.groups > 1 && !consumer.is_depthwise());
     if let Some(consumer) = grouped_consumer {
         return Err(Error::Model(format!(
             "{}: it feeds the grouped convolution {}, whose groups would become unequal",
@@ -182,10 +183,9 @@ pub fn remove_channels(network: &mut Network, index: usize, keep: &[i64]) -> Res
 
     // The inputs of the layers these channels feed (a depthwise convolution reads one channel
     // per group: its rows are cut next, in their own call, as `plan` lists them).
-    let consumers: Vec<usize> = (0..network.quantized.len())
-        .filter(|&j| {
-            network.quantized[j].source == Some(index) && !network.quantized[j].is_depthwise()
-        })
+    let consumers: Vec<usize> = network
+        .readers(index)
+        .filter(|&j| !network.quantized[j].is_depthwise())
         .collect();
     for consumer in consumers {
         let consumer_info = network.quantized[consumer].clone();
@@ -246,11 +246,9 @@ pub enum Removal {
 /// How quantized layer `index`'s channels may be removed.
 pub fn removal(network: &Network, index: usize) -> Removal {
     let info = &network.quantized[index];
-    let feeds = |index: usize| {
-        (0..network.quantized.len())
-            .filter(move |&consumer| network.quantized[consumer].source == Some(index))
-    };
-    let grouped_consumer = feeds(index).find(|&consumer| network.quantized[consumer].groups > 1);
+    let grouped_consumer = network
+        .readers(index)
+        .find(|&consumer| network.quantized[consumer].groups > 1);
     if index + 1 == network.quantized.len() || info.groups > 1 || info.residual {
         return Removal::Never;
     }
@@ -259,7 +257,9 @@ pub fn removal(network: &Network, index: usize) -> Removal {
         // The depthwise channels must be free to go too: not the outputs, and read by no
         // grouped convolution themselves.
         let free = consumer + 1 < network.quantized.len()
-            && feeds(consumer).all(|next| network.quantized[next].groups == 1);
+            && network
+                .readers(consumer)
+                .all(|next| network.quantized[next].groups == 1);
         if !depthwise.is_depthwise() || !free {
             return Removal::Never;
         }

@@ -123,8 +123,7 @@ pub fn fold_consumer(network: &Network, index: usize) -> Option<usize> {
     if !plain || info.groups > 1 || info.residual {
         return None;
     }
-    let mut readers =
-        (0..network.quantized.len()).filter(|&j| network.quantized[j].source == Some(index));
+    let mut readers = network.readers(index);
     let consumer = readers.next()?;
     if readers.next().is_some() {
         return None;
@@ -148,13 +147,10 @@ pub fn fold_consumer(network: &Network, index: usize) -> Option<usize> {
     (sees_a_constant && keeps_constants && network.bias(consumer).is_some()).then_some(consumer)
 }
 
-/// Per channel of quantized layer `index`: the value that reaches its [`fold_consumer`] at every
-/// position when the channel's codes are all zero (its bias, then the layers in between as
-/// evaluation computes them, with the running statistics). Empty when nothing folds.
-pub fn arriving_constants(network: &Network, index: usize) -> Result<Vec<f32>> {
-    let Some(consumer) = fold_consumer(network, index) else {
-        return Ok(Vec::new());
-    };
+/// Per channel of quantized layer `index`: the value that reaches `consumer`, its
+/// [`fold_consumer`], at every position when the channel's codes are all zero (its bias, then
+/// the layers in between as evaluation computes them, with the running statistics).
+pub fn arriving_constants(network: &Network, index: usize, consumer: usize) -> Result<Vec<f32>> {
     let info = &network.quantized[index];
     let mut value = match network.bias(index) {
         Some(bias) => bias.f_detach_copy()?,

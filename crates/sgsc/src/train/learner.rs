@@ -272,6 +272,11 @@ impl Learner {
         Ok(())
     }
 
+    /// Lets every bit depth move again (a target run compresses again).
+    pub fn release_bits(&mut self) {
+        self.bit_caps.iter_mut().for_each(|cap| *cap = None);
+    }
+
     /// Puts held bit depths back where they are held.
     fn hold_bit_caps(&self) -> Result<()> {
         tch::no_grad(|| -> Result<()> {

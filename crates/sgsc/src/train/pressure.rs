@@ -314,8 +314,9 @@ impl PressureLaw {
 
     /// The guard undid compression (a restore or a roll-back): the size steered to is refused
     /// (the largest size refused so far bounds the search from below: a smaller one would be
-    /// refused too), and the run fine-tunes at the size the model has now (gamma 0, the trainer holds the bit
-    /// depths anew), until a state within the budget lets it [`advance`](Self::advance).
+    /// refused too), and the run fine-tunes at the size the model has now (gamma 0, the trainer
+    /// holds the bit depths anew), until a state within the budget lets it
+    /// [`advance`](Self::advance).
     pub fn yield_target(&mut self) {
         if let Some(steered) = self.steering_target() {
             self.state.refused = Some(self.state.refused.map_or(steered, |r| r.max(steered)));

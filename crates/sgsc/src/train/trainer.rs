@@ -405,7 +405,7 @@ impl<'a> Run<'a> {
                 );
             }
             SizeDecision::ResumeCompress => {
-                self.learner.bit_caps.iter_mut().for_each(|cap| *cap = None);
+                self.learner.release_bits();
                 tracing::info!("step {done}: {bytes} B, past the target again: compressing");
             }
             SizeDecision::Continue => {}
@@ -538,7 +538,7 @@ impl<'a> Run<'a> {
         };
         let bytes = self.stored_bytes()?;
         if self.law.advance(bytes, done, reach_step) {
-            self.learner.bit_caps.iter_mut().for_each(|cap| *cap = None);
+            self.learner.release_bits();
             let aim = self.law.steering_target().unwrap_or_default();
             tracing::info!(
                 "step {done}: within the budget at {bytes} B; steering to {aim} B (refused: {} B)",
