@@ -56,6 +56,10 @@ pub enum RuntimeError {
     /// Shapes, widths or lengths that contradict each other or exceed the format's limits.
     #[error("invalid model: {0}")]
     Invalid(String),
+    /// A model or calibration that the integer arithmetic cannot hold (a layer kind without
+    /// an integer kernel, an accumulator that could overflow 32 bits, a scale out of range).
+    #[error("integer path: {0}")]
+    Integer(String),
     /// An input that does not fit the model (wrong length, unknown token, ...).
     #[error("input: {0}")]
     Input(String),

@@ -214,6 +214,24 @@ impl Model {
     /// Logits `[batch, outputs]` for raw 8-bit pixels, normalised as the file's metadata says
     /// (`(pixel / 255 - mean) / std`, as in training).
     pub fn classify_pixels(&self, pixels: &[u8], batch: usize) -> Result<Vec<f32>> {
+        let images = self.normalized(pixels, batch)?;
+        self.classify(&images, batch)
+    }
+
+    /// 8-bit pixels as the model's input values, normalised as the file's metadata says.
+    fn normalized(&self, pixels: &[u8], batch: usize) -> Result<Vec<f32>> {
+        if self.is_language_model() {
+            return Err(RuntimeError::Input(
+                "this model reads token ids, not images".into(),
+            ));
+        }
+        let per_image: usize = self.packed.metadata.input.iter().product();
+        if pixels.len() != batch * per_image {
+            return Err(RuntimeError::Input(format!(
+                "{} pixels for {batch} images of {per_image}",
+                pixels.len()
+            )));
+        }
         let input = &self.packed.metadata.input;
         let plane = input.iter().skip(1).product::<usize>().max(1);
         let images: Vec<f32> = match &self.packed.metadata.normalization {
@@ -232,13 +250,23 @@ impl Model {
                 .collect(),
             None => pixels.iter().map(|&p| p as f32 / 255.0).collect(),
         };
-        self.classify(&images, batch)
+        Ok(images)
     }
 
     fn run_image(&self, image: &[f32], scratch: &mut ConvScratch) -> Vec<f32> {
+        self.run_image_observed(image, scratch, &mut |_, _| {})
+    }
+
+    /// [`Model::run_image`], showing `observe` every layer's output with the layer's index.
+    fn run_image_observed(
+        &self,
+        image: &[f32],
+        scratch: &mut ConvScratch,
+        observe: &mut dyn FnMut(usize, &[f32]),
+    ) -> Vec<f32> {
         let mut x = image.to_vec();
         let mut kept = Vec::new();
-        for step in &self.steps {
+        for (index, step) in self.steps.iter().enumerate() {
             match step {
                 Step::Residual => kept.push(x.clone()),
                 Step::Add { projection } => {
@@ -298,8 +326,37 @@ impl Model {
                     unreachable!("validate() keeps sequence layers out of image models")
                 }
             }
+            observe(index, &x);
         }
         x
+    }
+
+    /// The largest magnitude of every layer's output over `batch` images of 8-bit pixels
+    /// (normalised as in [`Model::classify_pixels`]): the activation ranges that calibrate the
+    /// integer path ([`crate::integer::IntegerModel`]). A maximum does not depend on the order
+    /// of the images, so the threads' split changes nothing.
+    pub fn layer_ranges(&self, pixels: &[u8], batch: usize) -> Result<Vec<f32>> {
+        let images = self.normalized(pixels, batch)?;
+        let per_image: usize = self.packed.metadata.input.iter().product();
+        let layers = self.steps.len();
+        let ranges = images
+            .par_chunks(per_image.max(1))
+            .fold(
+                || (ConvScratch::default(), vec![0.0f32; layers]),
+                |(mut scratch, mut ranges), image| {
+                    self.run_image_observed(image, &mut scratch, &mut |index, values| {
+                        let largest = values.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+                        ranges[index] = ranges[index].max(largest);
+                    });
+                    (scratch, ranges)
+                },
+            )
+            .map(|(_, ranges)| ranges)
+            .reduce(
+                || vec![0.0f32; layers],
+                |a, b| a.iter().zip(&b).map(|(x, y)| x.max(*y)).collect(),
+            );
+        Ok(ranges)
     }
 
     /// Logits `[batch * time, vocab]` of a language model for `batch` windows of `time` token ids

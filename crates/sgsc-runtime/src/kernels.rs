@@ -88,7 +88,7 @@ pub fn linear(
 }
 
 /// Shape of a convolution on one image.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConvShape {
     /// Input channels, height and width.
     pub input: (usize, usize, usize),

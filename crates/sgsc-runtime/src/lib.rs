@@ -4,6 +4,7 @@
 //! - [`layers`] describes every layer kind once: what a file stores of it and its shape rule;
 //! - [`model`] is what a file holds: layers with integer codes at per-channel widths;
 //! - [`inference`] dequantizes once and runs image classifiers and language models;
+//! - [`integer`] runs image classifiers on integers only (`docs/integer.md`);
 //! - `kernels` is the f32 arithmetic (private), [`bits`] the bit packing.
 //!
 //! ```no_run
@@ -16,10 +17,13 @@ pub mod bits;
 pub mod error;
 pub mod format;
 pub mod inference;
+pub mod integer;
 mod kernels;
 pub mod layers;
 pub mod model;
 
 pub use error::{Result, RuntimeError};
 pub use inference::Model;
+pub use integer::IntegerModel;
+pub use kernels::ConvShape;
 pub use model::PackedModel;

@@ -3,7 +3,9 @@
 //! statistics) runs in libtorch (quantized weights, inference mode), in the pure-Rust runtime
 //! from its `.sgsc` file (dead channels removed where nothing constant flows from them), and, for image models, in onnxruntime from its
 //! ONNX export: the logits agree within 1e-4. The length the size law steers on is the file's,
-//! and the safetensors export imports back exactly.
+//! and the safetensors export imports back exactly. Image models also run on the integer path
+//! (8-bit activations calibrated on the same images): its logits follow the f32 path's within
+//! the activations' rounding.
 //!
 //! A new layer kind joins by being declared: [`kind_name`] matches every kind, so the test does
 //! not compile until the new kind has a name, and [`KINDS`] must then list it and a case must
@@ -18,7 +20,7 @@ use sgsc::pack::export::{export, stored_length, to_packed, to_safetensors, Expor
 use sgsc::pack::onnx::to_onnx;
 use sgsc_runtime::format::decode;
 use sgsc_runtime::model::Metadata;
-use sgsc_runtime::Model;
+use sgsc_runtime::{IntegerModel, Model, RuntimeError};
 use std::collections::BTreeSet;
 use std::path::Path;
 use tch::{Device, Kind, Tensor};
@@ -504,4 +506,87 @@ fn a_residual_stream_keeps_its_channels_and_a_block_inside_loses_them() {
         4,
         "columns followed"
     );
+}
+
+#[test]
+fn every_image_kind_runs_on_integers_close_to_its_f32_logits() {
+    let batch = 64usize;
+    for (seed, (case, model)) in cases().into_iter().enumerate() {
+        tch::manual_seed(seed as i64);
+        let mut network = Network::new(&model, 8.0, Device::Cpu).unwrap();
+        randomise(&network);
+        sgsc::size::prepare_for_storage(&network).unwrap();
+        let mut metadata = metadata_for(&model, None);
+        let language = model.input.len() == 1;
+        if !language {
+            // Signed inputs, as a normalised data set gives, through the pixel table.
+            metadata.normalization = Some(sgsc_runtime::model::Normalization::uniform(0.25, 0.5));
+        }
+        let (bytes, _) = export(&mut network, metadata, ExportFormat::Sgsc).unwrap();
+        let runtime = Model::from_bytes(&bytes).unwrap();
+        if language {
+            let ranges = vec![1.0; runtime.packed().layers.len()];
+            let refused = IntegerModel::new(runtime.packed(), &ranges, 8).unwrap_err();
+            assert!(
+                matches!(refused, RuntimeError::Integer(_)),
+                "{case}: {refused}"
+            );
+            continue;
+        }
+        let values: usize = model.input.iter().product::<i64>() as usize;
+        let pixels: Vec<u8> = Vec::<i64>::try_from(&Tensor::randint(
+            256,
+            [(batch * values) as i64],
+            (Kind::Int64, Device::Cpu),
+        ))
+        .unwrap()
+        .into_iter()
+        .map(|p| p as u8)
+        .collect();
+        let expected = runtime.classify_pixels(&pixels, batch).unwrap();
+        let ranges = runtime.layer_ranges(&pixels, batch).unwrap();
+        let integer = IntegerModel::new(runtime.packed(), &ranges, 8).unwrap();
+        let logits: Vec<f32> = integer
+            .classify_pixels(&pixels, batch)
+            .unwrap()
+            .iter()
+            .map(|&logit| (f64::from(logit) * integer.output_scale()) as f32)
+            .collect();
+        let outputs = integer.outputs();
+        // The logits' reach, and how far they move with the input (random networks are often
+        // dominated by their biases): the integer path must follow both.
+        let reach = expected.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let spread = expected
+            .chunks(outputs)
+            .flat_map(|row| {
+                row.iter()
+                    .zip(&expected[..outputs])
+                    .map(|(a, b)| (a - b).abs())
+            })
+            .fold(0.0f32, f32::max);
+        let difference = largest_difference(&expected, &logits);
+        assert!(
+            difference <= 0.05 * reach && difference <= 0.5 * spread.max(1e-6),
+            "{case}: the integer path differs by {difference} (logits reach {reach}, move by {spread})"
+        );
+        // Every back end computes the same classes, but for near ties.
+        let argmax = |row: &[f32]| {
+            row.iter()
+                .enumerate()
+                .fold(
+                    (0, f32::NEG_INFINITY),
+                    |b, (i, &v)| if v > b.1 { (i, v) } else { b },
+                )
+                .0
+        };
+        let agreeing = expected
+            .chunks(outputs)
+            .zip(logits.chunks(outputs))
+            .filter(|(a, b)| argmax(a) == argmax(b))
+            .count();
+        assert!(
+            agreeing * 10 >= batch * 9,
+            "{case}: {agreeing} of {batch} classes agree"
+        );
+    }
 }

@@ -666,12 +666,13 @@ fn a_breach_at_the_target_waits_while_rising_then_returns_to_the_safe_snapshot()
     assert!(codes(&learner).equal(&negated_codes));
     let events = guard.certificate_draft(None).events;
     assert_eq!((events.breaches, events.rollbacks), (0, 0));
-    // Settled: half the rows back, every figure rose since the last check: the model is on
-    // its way back and waits (`recovery_checks` is 1 here), nothing undone.
+    // Settled, the learning rate at 0.6 of its start: half the rows back, every figure rose
+    // since the last check: the model is on its way back and waits (`recovery_checks` is 1
+    // here), nothing undone.
     negate_rows(&learner, 0, 5);
     let half_codes = codes(&learner);
     let rising = guard
-        .check(&mut learner, &data, 50, 0.0, CheckStage::Holding)
+        .check(&mut learner, &data, 50, 0.6, CheckStage::Holding)
         .unwrap();
     assert_eq!(
         (rising.action, rising.within),
@@ -683,7 +684,7 @@ fn a_breach_at_the_target_waits_while_rising_then_returns_to_the_safe_snapshot()
     // the snapshot.
     negate_rows(&learner, 5, 2);
     let breach = guard
-        .check(&mut learner, &data, 60, 0.0, CheckStage::Holding)
+        .check(&mut learner, &data, 60, 0.6, CheckStage::Holding)
         .unwrap();
     assert_eq!(
         (breach.action, breach.restored_channels),
@@ -693,4 +694,59 @@ fn a_breach_at_the_target_waits_while_rising_then_returns_to_the_safe_snapshot()
     assert!(codes(&learner).equal(&snapshot_codes));
     let events = guard.certificate_draft(None).events;
     assert_eq!((events.breaches, events.rollbacks), (2, 1));
+}
+
+#[test]
+fn a_breach_late_in_the_schedule_waits_for_the_final_gate_which_returns_to_the_snapshot() {
+    use sgsc::train::learner::Learner;
+    use sgsc::train::safety::{CheckStage, LATE_LEARNING_RATE};
+    let _one_at_a_time = common::training_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let setup = setup(dir.path());
+    let (mut learner, mut guard) = at_reference(&setup);
+    let Setup { data, .. } = setup;
+    let safe = guard
+        .check(&mut learner, &data, 25, 0.0, CheckStage::Compressing)
+        .unwrap();
+    assert_eq!(safe.action, "safe", "{safe:?}");
+    assert!(guard.snapshot_within_budget());
+    let last = learner.network.quantized.len() - 1;
+    let codes = |learner: &Learner| learner.network.quantized_weight(last).codes().unwrap();
+    let snapshot_codes = codes(&learner);
+    tch::no_grad(|| {
+        let mut rows = learner
+            .network
+            .quantized_weight(last)
+            .weight
+            .narrow(0, 0, 10);
+        let negated = rows.neg();
+        rows.copy_(&negated);
+    });
+    let broken_codes = codes(&learner);
+    // Three breaches in a row, each falling or flat: early in the schedule the first would
+    // return to the snapshot; late, none does, and none counts as a roll-back.
+    for step in [50, 60, 70] {
+        let late = guard
+            .check(
+                &mut learner,
+                &data,
+                step,
+                LATE_LEARNING_RATE / 2.0,
+                CheckStage::Holding,
+            )
+            .unwrap();
+        assert_eq!((late.action, late.within), ("late", false), "{late:?}");
+        assert!(codes(&learner).equal(&broken_codes));
+    }
+    let events = guard.certificate_draft(None).events;
+    assert_eq!((events.breaches, events.rollbacks), (3, 0));
+    // The final gate finds the state outside the budget and returns to the snapshot.
+    let certificate = guard.final_gate(&mut learner, &data).unwrap();
+    assert!(
+        certificate.met && certificate.restored_last_safe_snapshot,
+        "{certificate:?}"
+    );
+    // The stored form rounds the snapshot's widths, so compare signs: the negated rows are back.
+    let signs = |codes: tch::Tensor| codes.sign();
+    assert!(signs(codes(&learner)).equal(&signs(snapshot_codes)));
 }

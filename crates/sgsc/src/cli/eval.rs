@@ -4,7 +4,7 @@
 use super::{data_dirs, load_run, parse_device, LoadedRun};
 use crate::data::{load_test, load_train_validation, DataConfig};
 use crate::pipeline::pack_run;
-use crate::report::packed::evaluate_packed;
+use crate::report::packed::{evaluate_integer, evaluate_packed, pixels_of};
 use crate::report::{layer_table, results_table, summarize, RunFacts};
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -24,6 +24,16 @@ pub struct EvalArgs {
     /// Data folder (else $SGSC_DATA_DIR, else ./data, else download).
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Also run the integer-only path of an image classifier (packed files only): activation
+    /// ranges calibrated on training images, then the test split through both paths.
+    #[arg(long, requires = "model")]
+    integer: bool,
+    /// Training images (evenly spaced) that calibrate the integer path's activation ranges.
+    #[arg(long, default_value_t = 1000)]
+    calibration_images: usize,
+    /// Bits of the integer path's activation codes (2 to 8).
+    #[arg(long, default_value_t = 8)]
+    activation_bits: u32,
 }
 
 /// Runs `sgsc eval`.
@@ -106,5 +116,34 @@ fn eval_packed(path: &std::path::Path, args: &EvalArgs) -> Result<()> {
         evaluation.loss,
         seconds
     );
+    if args.integer {
+        let train = load_train_validation(&data, &input, &data_dirs(&args.data_dir))?.train;
+        let Some(images) = train.images() else {
+            bail!("the integer path runs image classifiers");
+        };
+        let count = args.calibration_images.clamp(1, images.len().max(1));
+        let positions: Vec<usize> = (0..count).map(|i| i * images.len() / count).collect();
+        let pixels = pixels_of(images, &positions);
+        let ranges = model.layer_ranges(&pixels, positions.len())?;
+        let integer =
+            sgsc_runtime::IntegerModel::new(model.packed(), &ranges, args.activation_bits)?;
+        let started = std::time::Instant::now();
+        let integer_evaluation = evaluate_integer(&integer, &test)?;
+        let seconds = started.elapsed().as_secs_f64();
+        let agreeing = evaluation
+            .predictions
+            .iter()
+            .zip(&integer_evaluation.predictions)
+            .filter(|(a, b)| a == b)
+            .count();
+        println!(
+            "integer path ({}-bit activations, ranges from {count} training images): test accuracy {:.2}%, test loss {:.4} nats, the same class as the f32 path on {agreeing} of {} images, {:.1} s",
+            args.activation_bits,
+            100.0 * integer_evaluation.accuracy,
+            integer_evaluation.loss,
+            integer_evaluation.predictions.len(),
+            seconds
+        );
+    }
     Ok(())
 }

@@ -3,7 +3,8 @@
 
 use crate::data::{Split, Tensors};
 use crate::error::{Error, Result};
-use sgsc_runtime::Model;
+use sgsc_data::ImageSplit;
+use sgsc_runtime::{IntegerModel, Model};
 use tch::Kind;
 
 /// Examples (images or windows) per runtime call.
@@ -45,33 +46,69 @@ fn score_rows(logits: &[f32], outputs: usize, labels: &[i64]) -> (Vec<u32>, f64)
 /// Runs `model` over every example of `split` (images through their raw pixels, so the runtime's
 /// own normalisation is what is measured; text through its evaluation windows).
 pub fn evaluate_packed(model: &Model, split: &Split) -> Result<PackedEvaluation> {
-    let outputs = model.outputs();
+    evaluate_with(split, model.outputs(), |chunk| match split {
+        Split::Images(images) => model
+            .classify_pixels(&pixels_of(images, chunk), chunk.len())
+            .map_err(Error::from),
+        Split::Text(_) => {
+            let (inputs, _) = split.tensors(chunk, &Default::default(), None)?;
+            let ids: Vec<u32> =
+                Vec::<i64>::try_from(&inputs.f_to_kind(Kind::Int64)?.f_view([-1])?)?
+                    .into_iter()
+                    .map(|id| id as u32)
+                    .collect();
+            Ok(model.next_token_logits(&ids, chunk.len())?)
+        }
+    })
+}
+
+/// Runs the integer path of an image classifier over every image of `split`; its 32-bit
+/// logits are scored at their real values (`logit * output_scale`).
+pub fn evaluate_integer(model: &IntegerModel, split: &Split) -> Result<PackedEvaluation> {
+    let Split::Images(images) = split else {
+        return Err(Error::Model(
+            "the integer path runs image classifiers".into(),
+        ));
+    };
+    let scale = model.output_scale();
+    evaluate_with(split, model.outputs(), |chunk| {
+        let logits = model.classify_pixels(&pixels_of(images, chunk), chunk.len())?;
+        Ok(logits
+            .iter()
+            .map(|&logit| (f64::from(logit) * scale) as f32)
+            .collect())
+    })
+}
+
+/// The pixels of the images at `positions`, one after another.
+pub fn pixels_of(images: &ImageSplit, positions: &[usize]) -> Vec<u8> {
+    positions
+        .iter()
+        .flat_map(|&i| images.image(i).to_vec())
+        .collect()
+}
+
+/// Scores the logits that `logits_of` gives for each chunk of `split`'s positions against the
+/// split's labels.
+fn evaluate_with(
+    split: &Split,
+    outputs: usize,
+    logits_of: impl Fn(&[usize]) -> Result<Vec<f32>>,
+) -> Result<PackedEvaluation> {
     let mut predictions = Vec::new();
     let mut correct = 0usize;
     let mut loss = 0.0;
     let mut count = 0usize;
     let positions: Vec<usize> = (0..split.len()).collect();
     for chunk in positions.chunks(BATCH) {
-        let (logits, labels) = match split {
-            Split::Images(images) => {
-                let pixels: Vec<u8> = chunk
-                    .iter()
-                    .flat_map(|&i| images.image(i).to_vec())
-                    .collect();
-                let labels: Vec<i64> = chunk.iter().map(|&i| i64::from(images.labels[i])).collect();
-                (model.classify_pixels(&pixels, chunk.len())?, labels)
-            }
+        let labels: Vec<i64> = match split {
+            Split::Images(images) => chunk.iter().map(|&i| i64::from(images.labels[i])).collect(),
             Split::Text(_) => {
-                let (inputs, targets) = split.tensors(chunk, &Default::default(), None)?;
-                let ids: Vec<u32> =
-                    Vec::<i64>::try_from(&inputs.f_to_kind(Kind::Int64)?.f_view([-1])?)?
-                        .into_iter()
-                        .map(|id| id as u32)
-                        .collect();
-                let labels = Vec::<i64>::try_from(&targets.f_view([-1])?)?;
-                (model.next_token_logits(&ids, chunk.len())?, labels)
+                let (_, targets) = split.tensors(chunk, &Default::default(), None)?;
+                Vec::<i64>::try_from(&targets.f_view([-1])?)?
             }
         };
+        let logits = logits_of(chunk)?;
         if labels.iter().any(|&l| l < 0 || l as usize >= outputs) {
             return Err(Error::Model(format!(
                 "labels outside the model's {outputs} outputs"
