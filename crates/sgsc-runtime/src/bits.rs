@@ -1,6 +1,7 @@
 //! Bit packing of two's-complement integer codes at an exact width (1 to 32 bits), least
 //! significant bit first, with no padding between codes.
 
+use crate::prelude::*;
 /// Appends codes to a byte buffer at a given width.
 #[derive(Debug, Default)]
 pub struct BitWriter {

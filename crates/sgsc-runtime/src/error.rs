@@ -1,12 +1,14 @@
 //! What can go wrong when reading or running a packed model. Every failure of a file is typed,
 //! so callers (and tests) can tell a truncated file from a corrupted one.
 
+use crate::prelude::*;
 use thiserror::Error;
 
 /// A packed model that cannot be read, or an input it cannot run on.
 #[derive(Debug, Error)]
 pub enum RuntimeError {
     /// Reading the file from disk failed.
+    #[cfg(feature = "std")]
     #[error("cannot read {path}: {source}")]
     Io {
         /// The file.
@@ -66,4 +68,4 @@ pub enum RuntimeError {
 }
 
 /// Result with [`RuntimeError`].
-pub type Result<T> = std::result::Result<T, RuntimeError>;
+pub type Result<T> = core::result::Result<T, RuntimeError>;

@@ -20,6 +20,7 @@
 use crate::bits::{packed_bytes, BitReader, BitWriter};
 use crate::error::{Result, RuntimeError};
 use crate::model::{Layer, LayerSpec, Metadata, PackedModel, QuantizedMatrix, Storage, TensorData};
+use crate::prelude::*;
 use half::f16;
 use serde::{Deserialize, Serialize};
 
@@ -460,7 +461,7 @@ pub fn quantized_bytes(model: &PackedModel) -> Vec<TensorBytes> {
         for (part, dense) in layer.dense_parts() {
             let matrix = dense.weight;
             let alive = matrix.widths.iter().filter(|&&w| w > 0).count();
-            let mut widths = std::collections::BTreeMap::new();
+            let mut widths = alloc::collections::BTreeMap::new();
             for &width in &matrix.widths {
                 *widths.entry(width).or_insert(0) += 1;
             }

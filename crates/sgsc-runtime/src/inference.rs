@@ -1,6 +1,6 @@
 //! Running a packed model: its weights are dequantized once at load into dense f32 matrices,
 //! then each forward pass is plain f32 arithmetic ([`crate::kernels`]); a batch of images is
-//! split across threads with rayon.
+//! split across threads with rayon (with the `std` feature).
 
 use crate::error::{Result, RuntimeError};
 use crate::format;
@@ -9,8 +9,8 @@ use crate::kernels::pool::{self, Reduce};
 use crate::kernels::{self, ConvScratch, ConvShape};
 use crate::layers::{LayerSpec, Pool, Shape};
 use crate::model::{Dense, Layer, Metadata, PackedModel};
-use rayon::prelude::*;
-use std::path::Path;
+use crate::parallel::map_chunks;
+use crate::prelude::*;
 
 /// A linear map with dense weights `[out, in]`.
 #[derive(Debug, Clone)]
@@ -135,7 +135,8 @@ pub struct Model {
 
 impl Model {
     /// Reads and validates a `.sgsc` file.
-    pub fn load(path: impl AsRef<Path>) -> Result<Model> {
+    #[cfg(feature = "std")]
+    pub fn load(path: impl AsRef<std::path::Path>) -> Result<Model> {
         let path = path.as_ref();
         let bytes = std::fs::read(path).map_err(|source| RuntimeError::Io {
             path: path.display().to_string(),
@@ -202,12 +203,9 @@ impl Model {
                 images.len()
             )));
         }
-        let logits: Vec<Vec<f32>> = images
-            .par_chunks(per_image.max(1))
-            .map_init(ConvScratch::default, |scratch, image| {
-                self.run_image(image, scratch)
-            })
-            .collect();
+        let logits = map_chunks(images, per_image, ConvScratch::default, |scratch, image| {
+            self.run_image(image, scratch)
+        });
         Ok(logits.concat())
     }
 
@@ -339,23 +337,23 @@ impl Model {
         let images = self.normalized(pixels, batch)?;
         let per_image: usize = self.packed.metadata.input.iter().product();
         let layers = self.steps.len();
-        let ranges = images
-            .par_chunks(per_image.max(1))
-            .fold(
-                || (ConvScratch::default(), vec![0.0f32; layers]),
-                |(mut scratch, mut ranges), image| {
-                    self.run_image_observed(image, &mut scratch, &mut |index, values| {
-                        let largest = values.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-                        ranges[index] = ranges[index].max(largest);
-                    });
-                    (scratch, ranges)
-                },
-            )
-            .map(|(_, ranges)| ranges)
-            .reduce(
-                || vec![0.0f32; layers],
-                |a, b| a.iter().zip(&b).map(|(x, y)| x.max(*y)).collect(),
-            );
+        let per_image_ranges = map_chunks(
+            &images,
+            per_image,
+            ConvScratch::default,
+            |scratch, image| {
+                let mut ranges = vec![0.0f32; layers];
+                self.run_image_observed(image, scratch, &mut |index, values| {
+                    ranges[index] = values.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+                });
+                ranges
+            },
+        );
+        let ranges = per_image_ranges
+            .iter()
+            .fold(vec![0.0f32; layers], |all, one| {
+                all.iter().zip(one).map(|(a, b)| a.max(*b)).collect()
+            });
         Ok(ranges)
     }
 
@@ -380,9 +378,8 @@ impl Model {
                 self.packed.metadata.input[0]
             )));
         }
-        let logits = ids
-            .par_chunks(time)
-            .map(|window| self.run_window(window))
+        let logits = map_chunks(ids, time, || (), |_, window| self.run_window(window))
+            .into_iter()
             .collect::<Result<Vec<_>>>()?;
         Ok(logits.concat())
     }
@@ -522,7 +519,7 @@ fn step(layer: &Layer, shape: Shape, kept: &mut Vec<(usize, usize, usize)>) -> R
             let mut scale = Vec::with_capacity(channels);
             let mut shift = Vec::with_capacity(channels);
             for c in 0..channels {
-                let inverse = 1.0 / (variance[c] + eps).sqrt();
+                let inverse = 1.0 / libm::sqrtf(variance[c] + eps);
                 let (gamma, beta) = if affine {
                     (gamma[c], beta[c])
                 } else {

@@ -2,6 +2,7 @@
 //! `matrixmultiply`'s SGEMM, channels-last convolution, normalisation, attention and GELU;
 //! depthwise convolution in [`depthwise`], pooling in [`pool`].
 
+use crate::prelude::*;
 pub mod depthwise;
 pub mod pool;
 
@@ -254,7 +255,7 @@ pub fn layer_norm(x: &mut [f32], features: usize, weight: &[f32], bias: &[f32], 
     for row in x.chunks_exact_mut(features) {
         let mean = row.iter().sum::<f32>() / features as f32;
         let variance = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / features as f32;
-        let inverse = 1.0 / (variance + eps).sqrt();
+        let inverse = 1.0 / libm::sqrtf(variance + eps);
         for ((value, w), b) in row.iter_mut().zip(weight).zip(bias) {
             *value = (*value - mean) * inverse * w + b;
         }
@@ -264,7 +265,7 @@ pub fn layer_norm(x: &mut [f32], features: usize, weight: &[f32], bias: &[f32], 
 /// Exact GELU, `x * Phi(x)` (PyTorch's `gelu(approximate="none")`).
 pub fn gelu(x: &mut [f32]) {
     for value in x {
-        *value = 0.5 * *value * (1.0 + libm::erff(*value * std::f32::consts::FRAC_1_SQRT_2));
+        *value = 0.5 * *value * (1.0 + libm::erff(*value * core::f32::consts::FRAC_1_SQRT_2));
     }
 }
 
@@ -279,7 +280,7 @@ pub fn causal_attention(
     head_dim: usize,
 ) -> Vec<f32> {
     let width = heads * head_dim;
-    let scale = 1.0 / (head_dim as f32).sqrt();
+    let scale = 1.0 / libm::sqrtf(head_dim as f32);
     let mut output = vec![0.0; time * width];
     let mut scores = vec![0.0f32; time];
     for head in 0..heads {
@@ -294,7 +295,7 @@ pub fn causal_attention(
             }
             let mut total = 0.0;
             for score in scores.iter_mut().take(t + 1) {
-                *score = (*score - largest).exp();
+                *score = libm::expf(*score - largest);
                 total += *score;
             }
             let out = &mut output[t * width + offset..][..head_dim];

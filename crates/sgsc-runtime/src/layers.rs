@@ -9,6 +9,7 @@
 //! the ONNX writer (`sgsc::pack::onnx`). All of them walk shapes with this one rule, so a network
 //! that trains also exports and runs.
 
+use crate::prelude::*;
 use serde::{Deserialize, Serialize};
 
 /// The activation shape between two layers, for one input.

@@ -13,6 +13,10 @@
 //! # Ok::<(), sgsc_runtime::RuntimeError>(())
 //! ```
 
+#![cfg_attr(not(feature = "std"), no_std)]
+
+extern crate alloc;
+
 pub mod bits;
 pub mod error;
 pub mod format;
@@ -21,6 +25,8 @@ pub mod integer;
 mod kernels;
 pub mod layers;
 pub mod model;
+mod parallel;
+mod prelude;
 
 pub use error::{Result, RuntimeError};
 pub use inference::Model;

@@ -4,6 +4,7 @@
 
 use crate::error::{Result, RuntimeError};
 pub use crate::layers::{LayerSpec, Pool, Projection, Shape, Storage, StoredTensor};
+use crate::prelude::*;
 use half::f16;
 use serde::{Deserialize, Serialize};
 
@@ -28,7 +29,7 @@ impl QuantizedMatrix {
     pub fn dequantize(&self) -> Vec<f32> {
         let mut dense = Vec::with_capacity(self.codes.len());
         for row in 0..self.rows {
-            let step = f32::from(self.exponents[row]).exp2();
+            let step = libm::exp2f(f32::from(self.exponents[row]));
             let codes = &self.codes[row * self.columns..(row + 1) * self.columns];
             dense.extend(codes.iter().map(|&code| code as f32 * step));
         }
@@ -96,6 +97,7 @@ impl Normalization {
 
 /// Serde for a list of numbers that is a plain number when it has one element.
 mod number_or_list {
+    use crate::prelude::*;
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
     #[derive(Serialize, Deserialize)]

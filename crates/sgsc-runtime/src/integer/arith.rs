@@ -18,7 +18,7 @@ impl Multiplier {
     /// The multiplier closest to `factor`, or `None` when `factor` is not finite or is at
     /// least 2^31 (no shift can hold it in 32 bits). A factor of 0 is `0 * 2^0`.
     pub fn from_real(factor: f64) -> Option<Multiplier> {
-        if !factor.is_finite() || factor.abs() >= 2f64.powi(31) {
+        if !factor.is_finite() || factor.abs() >= pow2(31) {
             return None;
         }
         if factor == 0.0 {
@@ -30,14 +30,14 @@ impl Multiplier {
         // 2^30 <= |factor| * 2^shift < 2^31, as far as the shift range allows.
         let exponent = libm::floor(libm::log2(factor.abs())) as i64;
         let mut shift = (30 - exponent).clamp(0, i64::from(Self::MAX_SHIFT)) as u32;
-        let mut mantissa = libm::round(factor * 2f64.powi(shift as i32));
-        if mantissa.abs() >= 2f64.powi(31) {
+        let mut mantissa = libm::round(factor * pow2(shift as i32));
+        if mantissa.abs() >= pow2(31) {
             // log2 rounded down at an exact power of two, or rounding carried: one bit less.
             if shift == 0 {
                 return None;
             }
             shift -= 1;
-            mantissa = libm::round(factor * 2f64.powi(shift as i32));
+            mantissa = libm::round(factor * pow2(shift as i32));
         }
         Some(Multiplier {
             multiplier: mantissa as i32,
@@ -47,13 +47,18 @@ impl Multiplier {
 
     /// The real factor this multiplier stands for.
     pub fn value(self) -> f64 {
-        f64::from(self.multiplier) * 2f64.powi(-(self.shift as i32))
+        f64::from(self.multiplier) * pow2(-(self.shift as i32))
     }
 
     /// `round(value * M)`: the 64-bit product shifted right with rounding half up.
     pub fn apply(self, value: i32) -> i64 {
         round_shift(i64::from(value) * i64::from(self.multiplier), self.shift)
     }
+}
+
+/// `2^exponent`, exactly.
+pub fn pow2(exponent: i32) -> f64 {
+    libm::ldexp(1.0, exponent)
 }
 
 /// `value / 2^shift` rounded to the nearest integer, halves up (towards plus infinity): an
@@ -98,15 +103,15 @@ mod tests {
         let m = Multiplier::from_real(-1.5).unwrap();
         assert_eq!((m.multiplier, m.shift), (-1_610_612_736, 30));
         // 1 - 2^-40 rounds up to 2^31 at shift 31: one bit less, 2^30 * 2^-30.
-        let m = Multiplier::from_real(1.0 - 2f64.powi(-40)).unwrap();
+        let m = Multiplier::from_real(1.0 - pow2(-40)).unwrap();
         assert_eq!((m.multiplier, m.shift), (1 << 30, 30));
         // Large factors shift less; 2^31 and beyond do not fit.
         let m = Multiplier::from_real(3.0e9 / 4.0).unwrap();
         assert_eq!((m.multiplier, m.shift), (1_500_000_000, 1));
-        assert_eq!(Multiplier::from_real(2f64.powi(31)), None);
+        assert_eq!(Multiplier::from_real(pow2(31)), None);
         assert_eq!(Multiplier::from_real(f64::NAN), None);
         // Tiny factors stop at the largest shift, with fewer significant bits.
-        let m = Multiplier::from_real(2f64.powi(-40)).unwrap();
+        let m = Multiplier::from_real(pow2(-40)).unwrap();
         assert_eq!((m.multiplier, m.shift), (1 << 22, 62));
         assert_eq!(Multiplier::from_real(0.0).unwrap().multiplier, 0);
     }

@@ -8,14 +8,15 @@
 //! - [`plan`]: the layers grouped into integer operations with their constants;
 //! - [`run`]: the reference kernels.
 
+use crate::prelude::*;
 pub mod arith;
 pub mod plan;
 pub mod run;
 
 use crate::error::{Result, RuntimeError};
 use crate::model::PackedModel;
+use crate::parallel::map_chunks;
 pub use plan::Plan;
-use rayon::prelude::*;
 
 /// An image classifier ready to run on integers.
 #[derive(Debug, Clone)]
@@ -50,8 +51,8 @@ impl IntegerModel {
         self.plan.outputs
     }
 
-    /// 32-bit logits `[batch, outputs]` of `batch` images of 8-bit pixels, spread over rayon's
-    /// threads.
+    /// 32-bit logits `[batch, outputs]` of `batch` images of 8-bit pixels (spread over rayon's
+    /// threads with the `std` feature).
     pub fn classify_pixels(&self, pixels: &[u8], batch: usize) -> Result<Vec<i32>> {
         if pixels.len() != batch * self.pixels_per_image {
             return Err(RuntimeError::Input(format!(
@@ -60,17 +61,19 @@ impl IntegerModel {
                 self.pixels_per_image
             )));
         }
-        let logits: Vec<Vec<i32>> = pixels
-            .par_chunks(self.pixels_per_image.max(1))
-            .map(|image| run::run(&self.plan, self.plan.input.codes(image)))
-            .collect();
+        let logits = map_chunks(
+            pixels,
+            self.pixels_per_image,
+            || (),
+            |_, image| run::run(&self.plan, self.plan.input.codes(image)),
+        );
         Ok(logits.concat())
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::arith::Multiplier;
+    use super::arith::{pow2, Multiplier};
     use super::plan::Op;
     use super::*;
     use crate::layers::LayerSpec;
@@ -167,7 +170,7 @@ mod tests {
         assert_eq!(stage.multipliers[1].multiplier, 0);
         // Logits' scale: the first row reaches (4 * 255 + 1) * 1.5/255 + 0.5, in 2^30 steps.
         let reach = 1021.0 * 1.5 / 255.0 + 0.5;
-        assert_eq!(model.output_scale(), reach / 2f64.powi(30));
+        assert_eq!(model.output_scale(), reach / pow2(30));
         // Pixels [255, 0, 0, 255]: conv codes equal the pixels, accumulator 255 + 2 * 255, so
         // the logits are 1.5/255 * 765 + 0.5 = 5 and -0.25, each to within one step.
         let logits = model.classify_pixels(&[255, 0, 0, 255], 1).unwrap();

@@ -4,11 +4,12 @@
 //! integer path ([`super::run`]) and the generated C read the same plan, so they agree bit for
 //! bit.
 
-use super::arith::{code_range, round_shift, saturate, Multiplier};
+use super::arith::{code_range, pow2, round_shift, saturate, Multiplier};
 use crate::error::{Result, RuntimeError};
 use crate::kernels::ConvShape;
 use crate::layers::{LayerSpec, Pool, Shape};
 use crate::model::{Layer, PackedModel, QuantizedMatrix};
+use crate::prelude::*;
 
 /// How a tensor's codes stand for real values: `real = scale * code`, codes in `[low, high]`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -339,8 +340,8 @@ fn output_stage(
                     scale * norm_scale / output.scale
                 ))
             })?;
-        let offset = libm::round(norm_shift / output.scale * 2f64.powi(multiplier.shift as i32));
-        if !offset.is_finite() || offset.abs() >= 2f64.powi(61) {
+        let offset = libm::round(norm_shift / output.scale * pow2(multiplier.shift as i32));
+        if !offset.is_finite() || offset.abs() >= pow2(61) {
             return Err(integer_error(format!(
                 "{what}, channel {c}: the offset does not fit 61 bits"
             )));
@@ -595,9 +596,8 @@ impl Plan {
                         let common = Multiplier::from_real(block.max(kept)).ok_or_else(|| {
                             integer_error(format!("{what}: a factor cannot be a multiplier"))
                         })?;
-                        let at = |factor: f64| {
-                            libm::round(factor * 2f64.powi(common.shift as i32)) as i32
-                        };
+                        let at =
+                            |factor: f64| libm::round(factor * pow2(common.shift as i32)) as i32;
                         block_multipliers.push(at(block));
                         kept_multipliers.push(at(kept));
                         shifts.push(common.shift);
@@ -681,7 +681,7 @@ fn logit_activation(
         })
         .fold(0.0f64, f64::max);
     let scale = if reach > 0.0 && reach.is_finite() {
-        reach / 2f64.powi(30)
+        reach / pow2(30)
     } else {
         1.0
     };

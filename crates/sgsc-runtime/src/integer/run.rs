@@ -6,6 +6,7 @@ use super::plan::{Op, OutputStage, Plan};
 use crate::kernels::ConvShape;
 use crate::layers::Pool;
 use crate::model::QuantizedMatrix;
+use crate::prelude::*;
 
 /// Output side of a convolution or pool (the plan's shapes are validated).
 fn side(input: usize, kernel: usize, stride: usize, padding: usize) -> usize {

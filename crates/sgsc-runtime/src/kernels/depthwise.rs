@@ -4,6 +4,7 @@
 //! pad to a whole tile).
 
 use super::ConvShape;
+use crate::prelude::*;
 
 /// Output `[c * multiplier, oh, ow]` of a depthwise convolution. `shape.input` is the whole
 /// input (all its channels), `shape.out_channels` the whole output; `weight` holds each output

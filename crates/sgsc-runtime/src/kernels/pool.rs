@@ -1,6 +1,7 @@
 //! Pooling of `[c, h, w]` feature maps (the reference implementation: a loop over each window).
 
 use crate::layers::Pool;
+use crate::prelude::*;
 
 /// What a window reduces to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
