@@ -4,7 +4,7 @@
 //! `sgsc-data` crate, as tensors), [`quant`] (the quantizer), [`models`], [`config`] (the
 //! experiment file), [`size`] (the bytes of the stored form and which channels are live),
 //! [`prune`] (removing channels), [`pack`] (writing the `.sgsc` file, safetensors and ONNX),
-//! [`preserve`] (the preservation set), [`train`] (objective, optimizer, controller and guard,
+//! [`codegen`] (a packed model's integer plan as C for microcontrollers), [`preserve`] (the preservation set), [`train`] (objective, optimizer, controller and guard,
 //! the loop), [`report`] (figures of finished runs), [`pipeline`] (one run from training to its
 //! file and figures, and comparisons of runs), [`sweep`] (many runs) and the `sgsc` binary's
 //! [`cli`]. Dependencies point one way, down this list ([`LAYERS`], checked by a test): training
@@ -12,6 +12,7 @@
 //! starts a run.
 
 pub mod cli;
+pub mod codegen;
 pub mod config;
 pub mod data;
 pub mod error;
@@ -31,9 +32,9 @@ pub use error::{Error, Result};
 
 /// The modules from the bottom of the pipeline up: each may use the ones before it, never one
 /// after it (the test below checks every `crate::` path in the sources, comments aside).
-pub const LAYERS: [&str; 15] = [
-    "data", "error", "files", "quant", "models", "config", "size", "prune", "pack", "preserve",
-    "train", "report", "pipeline", "sweep", "cli",
+pub const LAYERS: [&str; 16] = [
+    "data", "error", "files", "quant", "models", "config", "size", "prune", "pack", "codegen",
+    "preserve", "train", "report", "pipeline", "sweep", "cli",
 ];
 
 #[cfg(test)]

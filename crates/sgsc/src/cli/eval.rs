@@ -1,10 +1,11 @@
 //! `sgsc eval`: a model's figures on the test split. A checkpoint is evaluated with libtorch and
 //! its size reported; a packed `.sgsc` file is evaluated through the pure-Rust runtime.
 
+use super::integer::{calibrated, recorded_data, CalibrationArgs};
 use super::{data_dirs, load_run, parse_device, LoadedRun};
-use crate::data::{load_test, load_train_validation, DataConfig};
+use crate::data::{load_test, load_train_validation};
 use crate::pipeline::pack_run;
-use crate::report::packed::{evaluate_integer, evaluate_packed, pixels_of};
+use crate::report::packed::{evaluate_integer, evaluate_packed};
 use crate::report::{layer_table, results_table, summarize, RunFacts};
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -28,12 +29,8 @@ pub struct EvalArgs {
     /// ranges calibrated on training images, then the test split through both paths.
     #[arg(long, requires = "model")]
     integer: bool,
-    /// Training images (evenly spaced) that calibrate the integer path's activation ranges.
-    #[arg(long, default_value_t = 1000)]
-    calibration_images: usize,
-    /// Bits of the integer path's activation codes (2 to 8).
-    #[arg(long, default_value_t = 8)]
-    activation_bits: u32,
+    #[command(flatten)]
+    calibration: CalibrationArgs,
 }
 
 /// Runs `sgsc eval`.
@@ -83,14 +80,7 @@ fn eval_packed(path: &std::path::Path, args: &EvalArgs) -> Result<()> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let model = sgsc_runtime::Model::from_bytes(&bytes)
         .with_context(|| format!("loading {}", path.display()))?;
-    let data: DataConfig = serde_json::from_value(
-        model
-            .metadata()
-            .data
-            .clone()
-            .context("the file records no data set to evaluate on")?,
-    )
-    .context("the file's data description")?;
+    let data = recorded_data(&model)?;
     let input: Vec<i64> = model.metadata().input.iter().map(|&d| d as i64).collect();
     // Normalised as the file says, so the training files need not be read again.
     let normalization = model
@@ -117,16 +107,7 @@ fn eval_packed(path: &std::path::Path, args: &EvalArgs) -> Result<()> {
         seconds
     );
     if args.integer {
-        let train = load_train_validation(&data, &input, &data_dirs(&args.data_dir))?.train;
-        let Some(images) = train.images() else {
-            bail!("the integer path runs image classifiers");
-        };
-        let count = args.calibration_images.clamp(1, images.len().max(1));
-        let positions: Vec<usize> = (0..count).map(|i| i * images.len() / count).collect();
-        let pixels = pixels_of(images, &positions);
-        let ranges = model.layer_ranges(&pixels, positions.len())?;
-        let integer =
-            sgsc_runtime::IntegerModel::new(model.packed(), &ranges, args.activation_bits)?;
+        let (integer, count) = calibrated(&model, &args.calibration, &args.data_dir)?;
         let started = std::time::Instant::now();
         let integer_evaluation = evaluate_integer(&integer, &test)?;
         let seconds = started.elapsed().as_secs_f64();
@@ -138,7 +119,7 @@ fn eval_packed(path: &std::path::Path, args: &EvalArgs) -> Result<()> {
             .count();
         println!(
             "integer path ({}-bit activations, ranges from {count} training images): test accuracy {:.2}%, test loss {:.4} nats, the same class as the f32 path on {agreeing} of {} images, {:.1} s",
-            args.activation_bits,
+            args.calibration.activation_bits,
             100.0 * integer_evaluation.accuracy,
             integer_evaluation.loss,
             integer_evaluation.predictions.len(),

@@ -7,6 +7,7 @@ mod compare;
 mod eval;
 mod export;
 mod inspect;
+mod integer;
 mod predict;
 mod preserve;
 mod report;

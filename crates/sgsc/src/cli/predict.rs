@@ -4,6 +4,7 @@
 
 use crate::data::idx::{is_gzip, maybe_gunzip, parse_idx};
 use crate::data::ImageShape;
+use super::integer::{calibrated, CalibrationArgs};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use sgsc_runtime::Model;
@@ -28,6 +29,17 @@ pub struct PredictArgs {
     /// Characters to generate after the prompt (greedy: the most likely character each time).
     #[arg(long, default_value_t = 100)]
     length: usize,
+    /// Run the integer-only path (image classifiers; activation ranges calibrated on the
+    /// training images of the data set the file records) and print every image's class and
+    /// 32-bit logits, as the generated C's `example_main.c` prints them.
+    #[arg(long, conflicts_with = "prompt")]
+    integer: bool,
+    #[command(flatten)]
+    calibration: CalibrationArgs,
+    /// Data folder for the calibration images (else $SGSC_DATA_DIR, else ./data, else
+    /// download).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
 }
 
 /// Runs `sgsc predict`.
@@ -35,6 +47,7 @@ pub fn run(args: PredictArgs) -> Result<()> {
     let model =
         Model::load(&args.model).with_context(|| format!("loading {}", args.model.display()))?;
     match (&args.input, &args.prompt) {
+        (Some(input), None) if args.integer => predict_integer(&model, input, &args),
         (Some(input), None) => predict_images(&model, input, args.show),
         (None, Some(prompt)) => continue_text(&model, &super::sample_prompt(prompt), args.length),
         _ => bail!("give --input (images) or --prompt (text)"),
@@ -68,13 +81,39 @@ fn read_images(path: &Path, shape: ImageShape) -> Result<Vec<u8>> {
     Ok(array.data)
 }
 
-fn predict_images(model: &Model, path: &Path, show: usize) -> Result<()> {
-    let shape = match *model.metadata().input.as_slice() {
+/// The input shape of an image classifier.
+fn image_shape(model: &Model) -> Result<ImageShape> {
+    match *model.metadata().input.as_slice() {
         [channels, height, width] if !model.is_language_model() => {
-            ImageShape::new(channels, height, width)
+            Ok(ImageShape::new(channels, height, width))
         }
         ref input => bail!("this model does not read images (input {input:?})"),
-    };
+    }
+}
+
+/// Every image's class and 32-bit logits through the integer path, one line each, as the
+/// generated C's example program prints them.
+fn predict_integer(model: &Model, path: &Path, args: &PredictArgs) -> Result<()> {
+    let shape = image_shape(model)?;
+    let pixels = read_images(path, shape)?;
+    let count = pixels.len() / shape.values();
+    let (integer, _) = calibrated(model, &args.calibration, &args.data_dir)?;
+    let logits = integer.classify_pixels(&pixels, count)?;
+    let names = model.metadata().classes.as_deref().unwrap_or_default();
+    for (index, row) in logits.chunks_exact(integer.outputs().max(1)).enumerate() {
+        let class = row
+            .iter()
+            .enumerate()
+            .fold(0, |best, (i, &v)| if v > row[best] { i } else { best });
+        let values: Vec<String> = row.iter().map(|v| v.to_string()).collect();
+        let name = names.get(class).cloned().unwrap_or_else(|| class.to_string());
+        println!("image {index}: class {class} logits {} ({name})", values.join(" "));
+    }
+    Ok(())
+}
+
+fn predict_images(model: &Model, path: &Path, show: usize) -> Result<()> {
+    let shape = image_shape(model)?;
     let pixels = read_images(path, shape)?;
     let count = pixels.len() / shape.values();
     let logits = model.classify_pixels(&pixels, count)?;

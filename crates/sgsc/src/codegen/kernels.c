@@ -1,0 +1,276 @@
+/* The integer kernels of sgsc's generated C: the reference arithmetic of docs/integer.md, in
+ * C99 with nothing from libc beyond stdint.h and string.h, no floating point and no malloc.
+ * Codes are one byte each: signed tensors hold two's-complement bytes, unsigned ones plain
+ * bytes. Weights stay bit-packed at each row's width (least significant bit first, rows one
+ * after another) and are decoded one row at a time. Each section starts with a `kernel:`
+ * line; a model's source holds the sections its operations use. */
+
+/* kernel: common */
+/* A reader of bit-packed codes. */
+typedef struct {
+    const uint8_t *bytes;
+    uint32_t position; /* next bit */
+} sgsc_bits;
+
+/* One `width`-bit two's-complement code (width 0 to 16), sign-extended. */
+static int32_t sgsc_read(sgsc_bits *bits, uint32_t width)
+{
+    uint32_t value = 0;
+    uint32_t got = 0;
+    while (got < width) {
+        uint32_t bit = bits->position + got;
+        uint32_t take = 8u - (bit & 7u);
+        if (take > width - got) {
+            take = width - got;
+        }
+        value |= ((uint32_t)(bits->bytes[bit >> 3] >> (bit & 7u)) & ((1u << take) - 1u)) << got;
+        got += take;
+    }
+    bits->position += width;
+    if (width > 0 && ((value >> (width - 1u)) & 1u)) {
+        return (int32_t)value - (int32_t)(1u << width);
+    }
+    return (int32_t)value;
+}
+
+/* The code at `index` of a tensor of one-byte codes. */
+static int32_t sgsc_load(const uint8_t *codes, uint32_t index, int is_signed)
+{
+    int32_t byte = codes[index];
+    return (is_signed && byte >= 128) ? byte - 256 : byte;
+}
+
+/* `value / 2^shift` rounded half up, written without shifting a negative number. */
+static int64_t sgsc_round_shift(int64_t value, uint32_t shift)
+{
+    if (shift == 0) {
+        return value;
+    }
+    value += (int64_t)1 << (shift - 1u);
+    if (value >= 0) {
+        return value >> shift;
+    }
+    return -((-(value + 1)) >> shift) - 1;
+}
+
+static int32_t sgsc_saturate(int64_t value, int32_t low, int32_t high)
+{
+    return value < low ? low : (value > high ? high : (int32_t)value);
+}
+
+/* What turns channel c's 32-bit accumulator into an output code (docs/integer.md). */
+typedef struct {
+    const int32_t *bias;       /* NULL: no bias */
+    const int32_t *multiplier;
+    const uint8_t *shift;
+    const int64_t *offset;     /* NULL: no offset */
+    uint8_t relu_first;
+    int32_t low;
+    int32_t high;
+} sgsc_stage;
+
+static int32_t sgsc_apply(const sgsc_stage *stage, uint32_t c, int32_t accumulator)
+{
+    int64_t value = (int64_t)accumulator + (stage->bias ? stage->bias[c] : 0);
+    if (stage->relu_first && value < 0) {
+        value = 0;
+    }
+    value = value * stage->multiplier[c] + (stage->offset ? stage->offset[c] : 0);
+    return sgsc_saturate(sgsc_round_shift(value, stage->shift[c]), stage->low, stage->high);
+}
+
+/* Stores an output code. */
+static void sgsc_store(uint8_t *codes, uint32_t index, int32_t code)
+{
+    codes[index] = (uint8_t)(code & 0xff);
+}
+
+/* kernel: convolve */
+/* A convolution (or a linear layer: a 1x1 map) in `groups` groups. Each output channel's row
+ * of codes is decoded into `row` once, then each output position takes its dot product. */
+typedef struct {
+    uint16_t channels, height, width;
+    uint16_t out_channels, kernel, stride, padding, groups;
+    uint16_t out_height, out_width;
+    const uint8_t *codes;
+    const uint8_t *widths;
+    sgsc_stage stage;
+} sgsc_conv;
+
+/* How a convolution's outputs are written. */
+enum sgsc_write {
+    SGSC_CODES,        /* output codes, one byte each */
+    SGSC_ACCUMULATORS, /* raw 32-bit sums (a residual projection) */
+    SGSC_WIDE          /* the stage's result as 32-bit values (the logits) */
+};
+
+static void sgsc_convolve(const sgsc_conv *conv, const uint8_t *input, int input_signed,
+                          enum sgsc_write write, uint8_t *codes, int32_t *wide, sgsc_weight *row)
+{
+    uint32_t group_inputs = conv->channels / conv->groups;
+    uint32_t group_outputs = conv->out_channels / conv->groups;
+    uint32_t k = conv->kernel;
+    uint32_t columns = group_inputs * k * k;
+    uint32_t plane = (uint32_t)conv->out_height * conv->out_width;
+    sgsc_bits bits;
+    uint32_t c, i, oy, ox, local, ky, kx;
+    bits.bytes = conv->codes;
+    bits.position = 0;
+    for (c = 0; c < conv->out_channels; c++) {
+        uint32_t width = conv->widths[c];
+        uint32_t first = (c / group_outputs) * group_inputs;
+        for (i = 0; i < columns; i++) {
+            row[i] = (sgsc_weight)sgsc_read(&bits, width);
+        }
+        for (oy = 0; oy < conv->out_height; oy++) {
+            for (ox = 0; ox < conv->out_width; ox++) {
+                uint32_t index = c * plane + oy * conv->out_width + ox;
+                int32_t acc = 0;
+                if (width > 0) {
+                    const sgsc_weight *w = row;
+                    for (local = 0; local < group_inputs; local++) {
+                        const uint8_t *map = input + (first + local) * conv->height * conv->width;
+                        for (ky = 0; ky < k; ky++) {
+                            int32_t y = (int32_t)(oy * conv->stride + ky) - conv->padding;
+                            if (y < 0 || y >= conv->height) {
+                                w += k;
+                                continue;
+                            }
+                            for (kx = 0; kx < k; kx++, w++) {
+                                int32_t x = (int32_t)(ox * conv->stride + kx) - conv->padding;
+                                if (*w != 0 && x >= 0 && x < conv->width) {
+                                    acc += *w * sgsc_load(map, (uint32_t)(y * conv->width + x),
+                                                          input_signed);
+                                }
+                            }
+                        }
+                    }
+                }
+                if (write == SGSC_ACCUMULATORS) {
+                    wide[index] = acc;
+                } else if (write == SGSC_WIDE) {
+                    wide[index] = sgsc_apply(&conv->stage, c, acc);
+                } else {
+                    sgsc_store(codes, index, sgsc_apply(&conv->stage, c, acc));
+                }
+            }
+        }
+    }
+}
+
+/* kernel: affine */
+/* A batch norm on its own: each code through its channel's stage. */
+static void sgsc_affine(const sgsc_stage *stage, uint32_t channels, uint32_t plane,
+                        const uint8_t *input, int input_signed, uint8_t *output)
+{
+    uint32_t c, i;
+    for (c = 0; c < channels; c++) {
+        for (i = 0; i < plane; i++) {
+            sgsc_store(output, c * plane + i,
+                       sgsc_apply(stage, c, sgsc_load(input, c * plane + i, input_signed)));
+        }
+    }
+}
+
+/* kernel: relu */
+/* ReLU on a signed tensor, in place: negative codes become 0. */
+static void sgsc_relu(uint8_t *codes, uint32_t count)
+{
+    uint32_t i;
+    for (i = 0; i < count; i++) {
+        if (codes[i] >= 128) {
+            codes[i] = 0;
+        }
+    }
+}
+
+/* kernel: pooling */
+/* Max (`maximum` = 1) or average pooling; an average is the window's sum times a multiplier. */
+typedef struct {
+    uint16_t channels, height, width, kernel, stride, padding, out_height, out_width;
+    uint8_t maximum;
+    int32_t multiplier;
+    uint8_t shift;
+} sgsc_pool;
+
+static void sgsc_pooling(const sgsc_pool *pool, const uint8_t *input, int input_signed,
+                         uint8_t *output)
+{
+    uint32_t c, oy, ox, ky, kx;
+    for (c = 0; c < pool->channels; c++) {
+        const uint8_t *map = input + c * pool->height * pool->width;
+        for (oy = 0; oy < pool->out_height; oy++) {
+            for (ox = 0; ox < pool->out_width; ox++) {
+                int32_t best = -2147483647 - 1;
+                int32_t sum = 0;
+                for (ky = 0; ky < pool->kernel; ky++) {
+                    int32_t y = (int32_t)(oy * pool->stride + ky) - pool->padding;
+                    if (y < 0 || y >= pool->height) {
+                        continue;
+                    }
+                    for (kx = 0; kx < pool->kernel; kx++) {
+                        int32_t x = (int32_t)(ox * pool->stride + kx) - pool->padding;
+                        int32_t value;
+                        if (x < 0 || x >= pool->width) {
+                            continue;
+                        }
+                        value = sgsc_load(map, (uint32_t)(y * pool->width + x), input_signed);
+                        sum += value;
+                        if (value > best) {
+                            best = value;
+                        }
+                    }
+                }
+                sgsc_store(output, (c * pool->out_height + oy) * pool->out_width + ox,
+                           pool->maximum ? best
+                                         : (int32_t)sgsc_round_shift(
+                                               (int64_t)sum * pool->multiplier, pool->shift));
+            }
+        }
+    }
+}
+
+/* kernel: global_average */
+/* Each channel's sum times the multiplier of 1 / plane. */
+static void sgsc_global_average(uint32_t channels, uint32_t plane, int32_t multiplier,
+                                uint32_t shift, const uint8_t *input, int input_signed,
+                                uint8_t *output)
+{
+    uint32_t c, i;
+    for (c = 0; c < channels; c++) {
+        int32_t sum = 0;
+        for (i = 0; i < plane; i++) {
+            sum += sgsc_load(input, c * plane + i, input_signed);
+        }
+        sgsc_store(output, c, (int32_t)sgsc_round_shift((int64_t)sum * multiplier, shift));
+    }
+}
+
+/* kernel: adding */
+/* A residual add: block codes and kept codes (or projection accumulators), each times its
+ * channel's multiplier, at the channel's shift. */
+typedef struct {
+    uint16_t channels;
+    uint32_t plane;
+    const int32_t *block_multiplier;
+    const int32_t *kept_multiplier;
+    const uint8_t *shift;
+    int32_t low, high;
+} sgsc_add;
+
+static void sgsc_adding(const sgsc_add *add, const uint8_t *block, int block_signed,
+                        const uint8_t *kept, int kept_signed, const int32_t *projected,
+                        uint8_t *output)
+{
+    uint32_t c, i;
+    for (c = 0; c < add->channels; c++) {
+        for (i = 0; i < add->plane; i++) {
+            uint32_t index = c * add->plane + i;
+            int64_t skip = projected ? projected[index] : sgsc_load(kept, index, kept_signed);
+            int64_t sum = (int64_t)sgsc_load(block, index, block_signed) * add->block_multiplier[c] +
+                          skip * add->kept_multiplier[c];
+            sgsc_store(output, index,
+                       sgsc_saturate(sgsc_round_shift(sum, add->shift[c]), add->low, add->high));
+        }
+    }
+}
