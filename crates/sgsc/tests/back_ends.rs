@@ -5,7 +5,8 @@
 //! ONNX export: the logits agree within 1e-4. The length the size law steers on is the file's,
 //! and the safetensors export imports back exactly. Image models also run on the integer path
 //! (8-bit activations calibrated on the same images): its logits follow the f32 path's within
-//! the activations' rounding.
+//! the activations' rounding, and the generated C (built by the host's `cc` with sanitizers)
+//! gives exactly its logits.
 //!
 //! A new layer kind joins by being declared: [`kind_name`] matches every kind, so the test does
 //! not compile until the new kind has a name, and [`KINDS`] must then list it and a case must
@@ -588,5 +589,16 @@ fn every_image_kind_runs_on_integers_close_to_its_f32_logits() {
             agreeing * 10 >= batch * 9,
             "{case}: {agreeing} of {batch} classes agree"
         );
+        // The generated C computes the integer path's logits exactly.
+        let input = [0, 1, 2].map(|axis| model.input[axis] as usize);
+        let library = sgsc::codegen::generate(integer.plan(), input, &[]).unwrap();
+        let from_c = common::run_c(&library, &pixels);
+        let from_rust: Vec<Vec<i64>> = integer
+            .classify_pixels(&pixels, batch)
+            .unwrap()
+            .chunks(outputs)
+            .map(|row| row.iter().map(|&v| i64::from(v)).collect())
+            .collect();
+        assert_eq!(from_c, from_rust, "{case}: the C library's logits");
     }
 }

@@ -2,9 +2,9 @@
 //! IDX file, gzipped or not, or a PNG or JPEG image) or for a text prompt. Classes are printed
 //! by the names the file records.
 
+use super::integer::{calibrated, CalibrationArgs};
 use crate::data::idx::{is_gzip, maybe_gunzip, parse_idx};
 use crate::data::ImageShape;
-use super::integer::{calibrated, CalibrationArgs};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use sgsc_runtime::Model;
@@ -106,8 +106,14 @@ fn predict_integer(model: &Model, path: &Path, args: &PredictArgs) -> Result<()>
             .enumerate()
             .fold(0, |best, (i, &v)| if v > row[best] { i } else { best });
         let values: Vec<String> = row.iter().map(|v| v.to_string()).collect();
-        let name = names.get(class).cloned().unwrap_or_else(|| class.to_string());
-        println!("image {index}: class {class} logits {} ({name})", values.join(" "));
+        let name = names
+            .get(class)
+            .cloned()
+            .unwrap_or_else(|| class.to_string());
+        println!(
+            "image {index}: class {class} logits {} ({name})",
+            values.join(" ")
+        );
     }
     Ok(())
 }

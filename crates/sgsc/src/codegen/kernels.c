@@ -33,11 +33,12 @@ static int32_t sgsc_read(sgsc_bits *bits, uint32_t width)
     return (int32_t)value;
 }
 
-/* The code at `index` of a tensor of one-byte codes. */
+/* The code at `index` of a tensor of one-byte codes: a signed tensor's bytes of 128 and more
+ * are negative (`byte - 256`), without a branch. */
 static int32_t sgsc_load(const uint8_t *codes, uint32_t index, int is_signed)
 {
     int32_t byte = codes[index];
-    return (is_signed && byte >= 128) ? byte - 256 : byte;
+    return byte - ((byte & (is_signed ? 0x80 : 0)) << 1);
 }
 
 /* `value / 2^shift` rounded half up, written without shifting a negative number. */
@@ -127,20 +128,23 @@ static void sgsc_convolve(const sgsc_conv *conv, const uint8_t *input, int input
                 uint32_t index = c * plane + oy * conv->out_width + ox;
                 int32_t acc = 0;
                 if (width > 0) {
-                    const sgsc_weight *w = row;
+                    /* The taps inside the input: kx in [kx0, kx1), ky in [ky0, ky1). */
+                    int32_t x0 = (int32_t)(ox * conv->stride) - conv->padding;
+                    int32_t y0 = (int32_t)(oy * conv->stride) - conv->padding;
+                    uint32_t kx0 = x0 < 0 ? (uint32_t)-x0 : 0;
+                    uint32_t ky0 = y0 < 0 ? (uint32_t)-y0 : 0;
+                    uint32_t kx1 = x0 + (int32_t)k > conv->width ? (uint32_t)(conv->width - x0) : k;
+                    uint32_t ky1 = y0 + (int32_t)k > conv->height ? (uint32_t)(conv->height - y0) : k;
                     for (local = 0; local < group_inputs; local++) {
                         const uint8_t *map = input + (first + local) * conv->height * conv->width;
-                        for (ky = 0; ky < k; ky++) {
-                            int32_t y = (int32_t)(oy * conv->stride + ky) - conv->padding;
-                            if (y < 0 || y >= conv->height) {
-                                w += k;
-                                continue;
-                            }
-                            for (kx = 0; kx < k; kx++, w++) {
-                                int32_t x = (int32_t)(ox * conv->stride + kx) - conv->padding;
-                                if (*w != 0 && x >= 0 && x < conv->width) {
-                                    acc += *w * sgsc_load(map, (uint32_t)(y * conv->width + x),
-                                                          input_signed);
+                        const sgsc_weight *w = row + local * k * k;
+                        for (ky = ky0; ky < ky1; ky++) {
+                            const uint8_t *line = map + (uint32_t)(y0 + (int32_t)ky) * conv->width;
+                            for (kx = kx0; kx < kx1; kx++) {
+                                int32_t weight = w[ky * k + kx];
+                                if (weight != 0) {
+                                    acc += weight * sgsc_load(line, (uint32_t)(x0 + (int32_t)kx),
+                                                              input_signed);
                                 }
                             }
                         }

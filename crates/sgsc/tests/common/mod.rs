@@ -132,3 +132,64 @@ pub fn run_onnx(model: &[u8], images: &[f32], shape: [usize; 4]) -> Vec<f32> {
         .expect("onnxruntime runs the export")
         .logits
 }
+
+/// Builds a generated C library with the host's `cc` (C99, every warning an error, address and
+/// undefined-behaviour sanitizers that stop at the first report), runs its example program on
+/// `pixels` (whole images, one after another) and returns each image's 32-bit logits.
+pub fn run_c(library: &sgsc::codegen::CLibrary, pixels: &[u8]) -> Vec<Vec<i64>> {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in [
+        ("model.h", &library.header),
+        ("model.c", &library.source),
+        ("example_main.c", &library.example),
+    ] {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    std::fs::write(dir.path().join("images.bin"), pixels).unwrap();
+    let compiled = std::process::Command::new("cc")
+        .current_dir(dir.path())
+        .args([
+            "-std=c99",
+            "-O1",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-pedantic",
+            "-fsanitize=address,undefined",
+            "-fno-sanitize-recover=all",
+            "model.c",
+            "example_main.c",
+            "-o",
+            "predict",
+        ])
+        .output()
+        .expect("cc runs");
+    assert!(
+        compiled.status.success(),
+        "cc: {}",
+        String::from_utf8_lossy(&compiled.stderr)
+    );
+    let ran = std::process::Command::new(dir.path().join("predict"))
+        .arg(dir.path().join("images.bin"))
+        .output()
+        .unwrap();
+    assert!(
+        ran.status.success() && ran.stderr.is_empty(),
+        "the C program: {}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    String::from_utf8(ran.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let logits = line.split(" logits ").nth(1).unwrap();
+            logits
+                .split(" (")
+                .next()
+                .unwrap()
+                .split(' ')
+                .map(|value| value.parse().unwrap())
+                .collect()
+        })
+        .collect()
+}
