@@ -86,6 +86,21 @@ static void sgsc_store(uint8_t *codes, uint32_t index, int32_t code)
     codes[index] = (uint8_t)(code & 0xff);
 }
 
+/* Where the rows of a [channels, height, width] tensor are: a ring of `ring` rows per channel,
+ * row y of channel c at codes + (c * ring + y % ring) * width. A whole tensor is the ring of all
+ * its rows; a streamed one holds only the rows that the next layer still reads. */
+typedef struct {
+    uint8_t *codes;
+    uint16_t ring;
+    uint8_t is_signed;
+} sgsc_view;
+
+/* The offset of row y's first code in channel 0 of a view of rows `width` codes wide. */
+static uint32_t sgsc_line(const sgsc_view *view, int32_t y, uint32_t width)
+{
+    return ((uint32_t)y % view->ring) * width;
+}
+
 /* kernel: convolve */
 /* A convolution (or a linear layer: a 1x1 map) in `groups` groups. Each output channel's row
  * of codes is decoded into `row` once, then each output position takes its dot product. */
@@ -105,14 +120,19 @@ enum sgsc_write {
     SGSC_WIDE          /* the stage's result as 32-bit values (the logits) */
 };
 
-static void sgsc_convolve(const sgsc_conv *conv, const uint8_t *input, int input_signed,
-                          enum sgsc_write write, uint8_t *codes, int32_t *wide, sgsc_weight *row)
+/* Output rows [first_row, end_row) of a convolution, from the rows of `in` that they read,
+ * into `out` (or, whole, into `wide`). Each output channel's weights are decoded into `row`
+ * once per call. */
+static void sgsc_convolve(const sgsc_conv *conv, const sgsc_view *in, enum sgsc_write write,
+                          const sgsc_view *out, int32_t *wide, sgsc_weight *row,
+                          uint32_t first_row, uint32_t end_row)
 {
     uint32_t group_inputs = conv->channels / conv->groups;
     uint32_t group_outputs = conv->out_channels / conv->groups;
     uint32_t k = conv->kernel;
     uint32_t columns = group_inputs * k * k;
-    uint32_t plane = (uint32_t)conv->out_height * conv->out_width;
+    uint32_t in_plane = (uint32_t)in->ring * conv->width;
+    uint32_t lines[SGSC_MAX_KERNEL];
     sgsc_bits bits;
     uint32_t c, i, oy, ox, local, ky, kx;
     bits.bytes = conv->codes;
@@ -123,39 +143,42 @@ static void sgsc_convolve(const sgsc_conv *conv, const uint8_t *input, int input
         for (i = 0; i < columns; i++) {
             row[i] = (sgsc_weight)sgsc_read(&bits, width);
         }
-        for (oy = 0; oy < conv->out_height; oy++) {
+        for (oy = first_row; oy < end_row; oy++) {
+            /* The taps inside the input: ky in [ky0, ky1), kx in [kx0, kx1). */
+            int32_t y0 = (int32_t)(oy * conv->stride) - conv->padding;
+            uint32_t ky0 = y0 < 0 ? (uint32_t)-y0 : 0;
+            uint32_t ky1 = y0 + (int32_t)k > conv->height ? (uint32_t)(conv->height - y0) : k;
+            uint32_t out_line = out ? sgsc_line(out, (int32_t)oy, conv->out_width) : 0;
+            for (ky = ky0; ky < ky1; ky++) {
+                lines[ky] = sgsc_line(in, y0 + (int32_t)ky, conv->width);
+            }
             for (ox = 0; ox < conv->out_width; ox++) {
-                uint32_t index = c * plane + oy * conv->out_width + ox;
                 int32_t acc = 0;
                 if (width > 0) {
-                    /* The taps inside the input: kx in [kx0, kx1), ky in [ky0, ky1). */
                     int32_t x0 = (int32_t)(ox * conv->stride) - conv->padding;
-                    int32_t y0 = (int32_t)(oy * conv->stride) - conv->padding;
                     uint32_t kx0 = x0 < 0 ? (uint32_t)-x0 : 0;
-                    uint32_t ky0 = y0 < 0 ? (uint32_t)-y0 : 0;
                     uint32_t kx1 = x0 + (int32_t)k > conv->width ? (uint32_t)(conv->width - x0) : k;
-                    uint32_t ky1 = y0 + (int32_t)k > conv->height ? (uint32_t)(conv->height - y0) : k;
                     for (local = 0; local < group_inputs; local++) {
-                        const uint8_t *map = input + (first + local) * conv->height * conv->width;
+                        const uint8_t *map = in->codes + (first + local) * in_plane;
                         const sgsc_weight *w = row + local * k * k;
                         for (ky = ky0; ky < ky1; ky++) {
-                            const uint8_t *line = map + (uint32_t)(y0 + (int32_t)ky) * conv->width;
+                            const uint8_t *line = map + lines[ky];
                             for (kx = kx0; kx < kx1; kx++) {
                                 int32_t weight = w[ky * k + kx];
                                 if (weight != 0) {
                                     acc += weight * sgsc_load(line, (uint32_t)(x0 + (int32_t)kx),
-                                                              input_signed);
+                                                              in->is_signed);
                                 }
                             }
                         }
                     }
                 }
-                if (write == SGSC_ACCUMULATORS) {
-                    wide[index] = acc;
-                } else if (write == SGSC_WIDE) {
-                    wide[index] = sgsc_apply(&conv->stage, c, acc);
+                if (write == SGSC_CODES) {
+                    sgsc_store(out->codes + c * (uint32_t)out->ring * conv->out_width + out_line,
+                               ox, sgsc_apply(&conv->stage, c, acc));
                 } else {
-                    sgsc_store(codes, index, sgsc_apply(&conv->stage, c, acc));
+                    uint32_t index = (c * conv->out_height + oy) * conv->out_width + ox;
+                    wide[index] = write == SGSC_WIDE ? sgsc_apply(&conv->stage, c, acc) : acc;
                 }
             }
         }
@@ -197,35 +220,40 @@ typedef struct {
     uint8_t shift;
 } sgsc_pool;
 
-static void sgsc_pooling(const sgsc_pool *pool, const uint8_t *input, int input_signed,
-                         uint8_t *output)
+/* Output rows [first_row, end_row) of a pooling, from the rows of `in` into `out`. */
+static void sgsc_pooling(const sgsc_pool *pool, const sgsc_view *in, const sgsc_view *out,
+                         uint32_t first_row, uint32_t end_row)
 {
     uint32_t c, oy, ox, ky, kx;
     for (c = 0; c < pool->channels; c++) {
-        const uint8_t *map = input + c * pool->height * pool->width;
-        for (oy = 0; oy < pool->out_height; oy++) {
+        const uint8_t *map = in->codes + c * (uint32_t)in->ring * pool->width;
+        uint8_t *output = out->codes + c * (uint32_t)out->ring * pool->out_width;
+        for (oy = first_row; oy < end_row; oy++) {
+            uint8_t *output_line = output + sgsc_line(out, (int32_t)oy, pool->out_width);
             for (ox = 0; ox < pool->out_width; ox++) {
                 int32_t best = -2147483647 - 1;
                 int32_t sum = 0;
                 for (ky = 0; ky < pool->kernel; ky++) {
                     int32_t y = (int32_t)(oy * pool->stride + ky) - pool->padding;
+                    const uint8_t *line;
                     if (y < 0 || y >= pool->height) {
                         continue;
                     }
+                    line = map + sgsc_line(in, y, pool->width);
                     for (kx = 0; kx < pool->kernel; kx++) {
                         int32_t x = (int32_t)(ox * pool->stride + kx) - pool->padding;
                         int32_t value;
                         if (x < 0 || x >= pool->width) {
                             continue;
                         }
-                        value = sgsc_load(map, (uint32_t)(y * pool->width + x), input_signed);
+                        value = sgsc_load(line, (uint32_t)x, in->is_signed);
                         sum += value;
                         if (value > best) {
                             best = value;
                         }
                     }
                 }
-                sgsc_store(output, (c * pool->out_height + oy) * pool->out_width + ox,
+                sgsc_store(output_line, ox,
                            pool->maximum ? best
                                          : (int32_t)sgsc_round_shift(
                                                (int64_t)sum * pool->multiplier, pool->shift));
@@ -276,5 +304,48 @@ static void sgsc_adding(const sgsc_add *add, const uint8_t *block, int block_sig
             sgsc_store(output, index,
                        sgsc_saturate(sgsc_round_shift(sum, add->shift[c]), add->low, add->high));
         }
+    }
+}
+
+/* kernel: rows */
+/* A chain of layers run row by row: each stage keeps only the rows of its output that the next
+ * stage still reads (a ring), and produces a row when the next one needs it. Stage 0 turns
+ * pixels into input codes (sgsc_input_row, in model.c). */
+typedef struct {
+    uint8_t kind;   /* 0: the input, 1: a convolution (sgsc_conv), 2: a pooling (sgsc_pool) */
+    const void *op;
+    sgsc_view out;  /* where its rows go */
+    uint16_t height; /* rows it produces */
+    uint16_t kernel, stride, padding; /* which rows of the previous stage a row reads */
+} sgsc_stream;
+
+static void sgsc_input_row(const uint8_t *pixels, const sgsc_view *out, uint32_t y);
+
+/* Runs stage `stage` until it has produced `rows` rows (`done` counts each stage's rows),
+ * first pulling from the stage before it the rows that they read. */
+static void sgsc_pull(const sgsc_stream *stages, uint32_t stage, uint32_t rows, uint16_t *done,
+                      const uint8_t *pixels, sgsc_weight *row)
+{
+    const sgsc_stream *s = &stages[stage];
+    while (done[stage] < rows) {
+        uint32_t r = done[stage];
+        if (stage > 0) {
+            int32_t needed = (int32_t)(r * s->stride + s->kernel) - s->padding;
+            if (needed > stages[stage - 1].height) {
+                needed = stages[stage - 1].height;
+            }
+            if (needed > 0) {
+                sgsc_pull(stages, stage - 1, (uint32_t)needed, done, pixels, row);
+            }
+        }
+        if (s->kind == 0) {
+            sgsc_input_row(pixels, &s->out, r);
+        } else if (s->kind == 1) {
+            sgsc_convolve((const sgsc_conv *)s->op, &stages[stage - 1].out, SGSC_CODES, &s->out,
+                          0, row, r, r + 1);
+        } else {
+            sgsc_pooling((const sgsc_pool *)s->op, &stages[stage - 1].out, &s->out, r, r + 1);
+        }
+        done[stage] = (uint16_t)(r + 1);
     }
 }

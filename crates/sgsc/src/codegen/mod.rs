@@ -49,12 +49,18 @@ pub struct CLibrary {
     pub row_bytes: usize,
 }
 
-/// A tensor placed in the arena.
-#[derive(Debug, Clone, Copy)]
+/// A tensor placed in the arena: `[channels, height, width]` codes from `offset`, whole.
+#[derive(Debug, Clone, Copy, PartialEq)]
 struct Placed {
     offset: usize,
-    size: usize,
+    shape: (usize, usize, usize),
     signed: bool,
+}
+
+impl Placed {
+    fn size(&self) -> usize {
+        self.shape.0 * self.shape.1 * self.shape.2
+    }
 }
 
 /// First-fit placement of tensors in one arena.
@@ -159,6 +165,10 @@ struct Writer {
     arena: Arena,
     /// The sections of `kernels.c` that the calls use.
     kernels: BTreeSet<&'static str>,
+    /// Views declared so far.
+    views: usize,
+    /// The largest kernel side of a convolution or pooling.
+    max_kernel: usize,
 }
 
 impl Writer {
@@ -167,6 +177,24 @@ impl Writer {
         self.kernels.insert(kernel);
         self.calls.push_str(&line);
         self.calls.push('\n');
+    }
+
+    /// A constant `sgsc_view` of `ring` rows per channel from arena offset `offset`; its name.
+    fn view(&mut self, offset: usize, ring: usize, signed: bool) -> String {
+        let name = format!("sgsc_view{}", self.views);
+        self.views += 1;
+        self.constant_bytes += 8;
+        let _ = writeln!(
+            self.constants,
+            "static const sgsc_view {name} = {{sgsc_arena + {offset}, {ring}, {}}};",
+            u8::from(signed)
+        );
+        name
+    }
+
+    /// The view of a whole tensor.
+    fn whole(&mut self, tensor: Placed) -> String {
+        self.view(tensor.offset, tensor.shape.1.max(1), tensor.signed)
     }
 
     fn array(&mut self, kind: &str, name: &str, bytes_each: usize, items: Vec<String>) {
@@ -289,6 +317,7 @@ impl Writer {
             side(width, shape.kernel, shape.stride, shape.padding),
         );
         self.constant_bytes += 20 + 28;
+        self.max_kernel = self.max_kernel.max(shape.kernel);
         let _ = writeln!(
             self.constants,
             "static const sgsc_conv {name} = {{{channels}, {height}, {width}, {}, {}, {}, {}, {groups}, {oh}, {ow}, {name}_codes, {name}_widths, {stage}}};",
@@ -309,8 +338,78 @@ fn check_dimension(value: usize, what: &str) -> Result<()> {
     Ok(())
 }
 
+/// Whether `op` can run row by row in a stream: convolutions and poolings.
+fn streams(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Conv { .. } | Op::MaxPool { .. } | Op::AvgPool { .. }
+    )
+}
+
+/// The output shape of a streaming operation, the input rows one of its rows reads (kernel,
+/// stride, padding), and the output's sign given the input's.
+fn stream_shape(op: &Op, signed: bool) -> ((usize, usize, usize), (usize, usize, usize), bool) {
+    match op {
+        Op::Conv { shape, stage, .. } => {
+            let (_, h, w) = shape.input;
+            let (k, s, p) = (shape.kernel, shape.stride, shape.padding);
+            (
+                (shape.out_channels, side(h, k, s, p), side(w, k, s, p)),
+                (k, s, p),
+                stage.low < 0,
+            )
+        }
+        Op::MaxPool { input, pool } | Op::AvgPool { input, pool, .. } => {
+            let (c, h, w) = *input;
+            let (k, s, p) = (pool.kernel, pool.stride(), pool.padding);
+            ((c, side(h, k, s, p), side(w, k, s, p)), (k, s, p), signed)
+        }
+        _ => ((0, 0, 0), (1, 1, 0), signed),
+    }
+}
+
+/// The constant description `name` of a pooling.
+fn pool_description(writer: &mut Writer, name: &str, op: &Op) -> Result<()> {
+    let (Op::MaxPool { input, pool } | Op::AvgPool { input, pool, .. }) = op else {
+        return Ok(());
+    };
+    let (c, h, w) = *input;
+    let (kernel, stride, padding) = (pool.kernel, pool.stride(), pool.padding);
+    let (oh, ow) = (
+        side(h, kernel, stride, padding),
+        side(w, kernel, stride, padding),
+    );
+    for value in [c, h, w, kernel, stride, padding] {
+        check_dimension(value, "a pooling dimension")?;
+    }
+    let (maximum, multiplier) = match op {
+        Op::AvgPool { multiplier, .. } => (0, *multiplier),
+        _ => (
+            1,
+            Multiplier {
+                multiplier: 0,
+                shift: 0,
+            },
+        ),
+    };
+    writer.constant_bytes += 28;
+    writer.max_kernel = writer.max_kernel.max(kernel);
+    let _ = writeln!(
+        writer.constants,
+        "static const sgsc_pool {name} = {{{c}, {h}, {w}, {kernel}, {stride}, {padding}, {oh}, {ow}, {maximum}, {}, {}}};",
+        int32(multiplier.multiplier),
+        multiplier.shift
+    );
+    Ok(())
+}
+
 /// The C library of `plan`, an image classifier reading `[channels, height, width]` pixels,
 /// with `classes` (its class names, or the class numbers when it has none).
+///
+/// The leading convolutions and poolings run as a **stream**, row by row: each keeps only the
+/// rows of its output that the next still reads (the next one's kernel rows), and the last one
+/// writes its whole output. The paper CNN's first convolution writes 24x24x32 bytes whole, and
+/// 5 of its rows streamed. The rest runs layer by layer on whole tensors.
 pub fn generate(plan: &Plan, input: [usize; 3], classes: &[String]) -> Result<CLibrary> {
     let [channels, height, width] = input;
     let input_size = channels * height * width;
@@ -325,6 +424,8 @@ pub fn generate(plan: &Plan, input: [usize; 3], classes: &[String]) -> Result<CL
         row_columns: 1,
         arena: Arena::default(),
         kernels: BTreeSet::new(),
+        views: 0,
+        max_kernel: 1,
     };
     // Input codes, one table of 256 per channel.
     writer.array(
@@ -337,23 +438,109 @@ pub fn generate(plan: &Plan, input: [usize; 3], classes: &[String]) -> Result<CL
             .map(|&code| (code & 0xff).to_string())
             .collect(),
     );
-    let table_channels = plan.input.table.len() / 256;
-    let mut current = Placed {
-        offset: writer.arena.place(input_size),
-        size: input_size,
-        signed: plan.input.activation.low < 0,
+    let table_channels = (plan.input.table.len() / 256).max(1);
+    let last = plan.ops.len().saturating_sub(1);
+    let writes_logits = |index: usize, op: &Op| {
+        index == last
+            && matches!(op, Op::Conv { stage, .. } | Op::Linear { stage, .. } if stage.low == i32::MIN)
     };
-    let _ = writeln!(
-        writer.calls,
-        "    for (i = 0; i < SGSC_INPUT_SIZE; i++) {{\n        sgsc_arena[{} + i] = sgsc_input_table[(i / {}u) % {table_channels}u * 256u + pixels[i]];\n    }}",
-        current.offset,
-        plan.input.plane.max(1)
-    );
+    // The stream: stage 0 is the input, stage j the output of operation j - 1.
+    let chain = plan
+        .ops
+        .iter()
+        .enumerate()
+        .take_while(|(index, op)| streams(op) && !writes_logits(*index, op))
+        .count();
+    let mut stages = vec![(
+        (channels, height, width),
+        (1, 1, 0),
+        plan.input.activation.low < 0,
+    )];
+    for op in &plan.ops[..chain] {
+        let (_, _, signed) = *stages.last().unwrap_or(&stages[0]);
+        stages.push(stream_shape(op, signed));
+    }
+    let rings: Vec<usize> = (0..stages.len())
+        .map(|j| {
+            let rows = stages[j].0 .1.max(1);
+            match plan.ops.get(j).filter(|_| j < chain) {
+                Some(consumer) => stream_shape(consumer, false).1 .0.min(rows),
+                None => rows,
+            }
+        })
+        .collect();
+    let offsets: Vec<usize> = stages
+        .iter()
+        .zip(&rings)
+        .map(|(((c, _, w), _, _), ring)| writer.arena.place(c * ring * w))
+        .collect();
+    for (index, op) in plan.ops[..chain].iter().enumerate() {
+        let name = format!("sgsc_op{index}");
+        match op {
+            Op::Conv {
+                shape,
+                groups,
+                weights,
+                stage,
+            } => writer.conv(&name, shape, *groups, weights, Some(stage))?,
+            _ => pool_description(&mut writer, &name, op)?,
+        }
+    }
+    if chain > 0 {
+        let entries: Vec<String> = stages
+            .iter()
+            .enumerate()
+            .map(|(j, ((_, h, _), (k, s, p), signed))| {
+                let (kind, op) = match j.checked_sub(1).map(|i| &plan.ops[i]) {
+                    None => (0, "0".to_string()),
+                    Some(Op::Conv { .. }) => (1, format!("&sgsc_op{}", j - 1)),
+                    Some(_) => (2, format!("&sgsc_op{}", j - 1)),
+                };
+                let (k, s, p) = if j == 0 { (1, 1, 0) } else { (*k, *s, *p) };
+                format!(
+                    "    {{{kind}, {op}, {{sgsc_arena + {}, {}, {}}}, {h}, {k}, {s}, {p}}}",
+                    offsets[j],
+                    rings[j],
+                    u8::from(*signed)
+                )
+            })
+            .collect();
+        writer.constant_bytes += 20 * entries.len();
+        let _ = writeln!(
+            writer.constants,
+            "static const sgsc_stream sgsc_streams[{}] = {{\n{}\n}};",
+            entries.len(),
+            entries.join(",\n")
+        );
+        for kernel in ["rows", "convolve", "pooling"] {
+            writer.kernels.insert(kernel);
+        }
+        let _ = writeln!(
+            writer.calls,
+            "    {{\n        uint16_t done[{}] = {{0}};\n        sgsc_pull(sgsc_streams, {chain}u, {}u, done, pixels, sgsc_row);\n    }}",
+            stages.len(),
+            stages[chain].0 .1
+        );
+    } else {
+        let view = writer.view(offsets[0], rings[0], stages[0].2);
+        let _ = writeln!(
+            writer.calls,
+            "    for (i = 0; i < SGSC_INPUT_HEIGHT; i++) {{\n        sgsc_input_row(pixels, &{view}, i);\n    }}"
+        );
+    }
+    for &offset in &offsets[..chain] {
+        writer.arena.free(offset);
+    }
+    let (shape, _, signed) = stages[chain];
+    let mut current = Placed {
+        offset: offsets[chain],
+        shape,
+        signed,
+    };
     let mut kept: Vec<Placed> = Vec::new();
     let mut logits_written = false;
-    let last = plan.ops.len().saturating_sub(1);
     let arena = |offset: usize| format!("sgsc_arena + {offset}");
-    for (index, op) in plan.ops.iter().enumerate() {
+    for (index, op) in plan.ops.iter().enumerate().skip(chain) {
         let name = format!("sgsc_op{index}");
         let input_signed = u8::from(current.signed);
         match op {
@@ -372,17 +559,14 @@ pub fn generate(plan: &Plan, input: [usize; 3], classes: &[String]) -> Result<CL
                     check_dimension(value, "a convolution dimension")?;
                 }
                 writer.conv(&name, shape, *groups, weights, Some(stage))?;
-                let (_, h, w) = shape.input;
-                let size = shape.out_channels
-                    * side(h, shape.kernel, shape.stride, shape.padding)
-                    * side(w, shape.kernel, shape.stride, shape.padding);
+                let (out_shape, _, _) = stream_shape(op, current.signed);
                 current = write_dense(
                     &mut writer,
                     &name,
                     current,
-                    size,
+                    out_shape,
                     stage,
-                    index == last,
+                    writes_logits(index, op),
                     &mut logits_written,
                     &kept,
                 );
@@ -398,13 +582,14 @@ pub fn generate(plan: &Plan, input: [usize; 3], classes: &[String]) -> Result<CL
                 check_dimension(weights.columns, "a linear layer's inputs")?;
                 check_dimension(weights.rows, "a linear layer's outputs")?;
                 writer.conv(&name, &shape, 1, weights, Some(stage))?;
+                current.shape = (current.size(), 1, 1);
                 current = write_dense(
                     &mut writer,
                     &name,
                     current,
-                    weights.rows,
+                    (weights.rows, 1, 1),
                     stage,
-                    index == last,
+                    writes_logits(index, op),
                     &mut logits_written,
                     &kept,
                 );
@@ -415,7 +600,7 @@ pub fn generate(plan: &Plan, input: [usize; 3], classes: &[String]) -> Result<CL
                     writer.constants,
                     "static const sgsc_stage {name} = {stage_text};"
                 );
-                let output = place_after(&mut writer.arena, current, current.size, &kept);
+                let output = place_after(&mut writer.arena, current, current.shape, &kept);
                 writer.call(
                     "affine",
                     format!(
@@ -434,13 +619,13 @@ pub fn generate(plan: &Plan, input: [usize; 3], classes: &[String]) -> Result<CL
                 if current.signed {
                     if kept.iter().any(|k| k.offset == current.offset) {
                         // The block keeps this tensor as it is: rectify a copy.
-                        let output = writer.arena.place(current.size);
+                        let output = writer.arena.place(current.size());
                         let _ = writeln!(
                             writer.calls,
                             "    memcpy({}, {}, {}u);",
                             arena(output),
                             arena(current.offset),
-                            current.size
+                            current.size()
                         );
                         current.offset = output;
                     }
@@ -449,72 +634,41 @@ pub fn generate(plan: &Plan, input: [usize; 3], classes: &[String]) -> Result<CL
                         format!(
                             "    sgsc_relu({}, {}u);",
                             arena(current.offset),
-                            current.size
+                            current.size()
                         ),
                     );
                 }
                 current.signed = false;
             }
-            Op::MaxPool { input, pool } | Op::AvgPool { input, pool, .. } => {
-                let (c, h, w) = *input;
-                let (kernel, stride, padding) = (pool.kernel, pool.stride(), pool.padding);
-                let (oh, ow) = (
-                    side(h, kernel, stride, padding),
-                    side(w, kernel, stride, padding),
-                );
-                for value in [c, h, w, kernel, stride, padding] {
-                    check_dimension(value, "a pooling dimension")?;
-                }
-                let (maximum, multiplier) = match op {
-                    Op::AvgPool { multiplier, .. } => (0, *multiplier),
-                    _ => (
-                        1,
-                        Multiplier {
-                            multiplier: 0,
-                            shift: 0,
-                        },
-                    ),
-                };
-                writer.constant_bytes += 28;
-                let _ = writeln!(
-                    writer.constants,
-                    "static const sgsc_pool {name} = {{{c}, {h}, {w}, {kernel}, {stride}, {padding}, {oh}, {ow}, {maximum}, {}, {}}};",
-                    int32(multiplier.multiplier),
-                    multiplier.shift
-                );
-                let output = place_after(&mut writer.arena, current, c * oh * ow, &kept);
+            Op::MaxPool { .. } | Op::AvgPool { .. } => {
+                pool_description(&mut writer, &name, op)?;
+                let (out_shape, _, _) = stream_shape(op, current.signed);
+                let output = place_after(&mut writer.arena, current, out_shape, &kept);
+                let (view_in, view_out) = (writer.whole(current), writer.whole(output));
                 writer.call(
                     "pooling",
                     format!(
-                        "    sgsc_pooling(&{name}, {}, {input_signed}, {});",
+                        "    sgsc_pooling(&{name}, &{view_in}, &{view_out}, 0, {}u);",
+                        out_shape.1
+                    ),
+                );
+                current = output;
+            }
+            Op::GlobalAvgPool { plane, multiplier } => {
+                let plane = (*plane).max(1);
+                let channels = current.size() / plane;
+                let output = place_after(&mut writer.arena, current, (channels, 1, 1), &kept);
+                writer.call(
+                    "global_average",
+                    format!(
+                        "    sgsc_global_average({channels}u, {plane}u, {}, {}u, {}, {input_signed}, {});",
+                        int32(multiplier.multiplier),
+                        multiplier.shift,
                         arena(current.offset),
                         arena(output.offset)
                     ),
                 );
-                current = Placed {
-                    signed: current.signed,
-                    ..output
-                };
-            }
-            Op::GlobalAvgPool { plane, multiplier } => {
-                let plane = (*plane).max(1);
-                let channels = current.size / plane;
-                let output = place_after(&mut writer.arena, current, channels, &kept);
-                writer.call(
-"global_average",
-    format!(
-
-                    "    sgsc_global_average({channels}u, {plane}u, {}, {}u, {}, {input_signed}, {});",
-                    int32(multiplier.multiplier),
-                    multiplier.shift,
-                    arena(current.offset),
-                    arena(output.offset)
-                ),
-);
-                current = Placed {
-                    signed: current.signed,
-                    ..output
-                };
+                current = output;
             }
             Op::Keep => kept.push(current),
             Op::Add {
@@ -535,16 +689,15 @@ pub fn generate(plan: &Plan, input: [usize; 3], classes: &[String]) -> Result<CL
                         let projection = format!("{name}_projection");
                         writer.conv(&projection, shape, 1, weights, None)?;
                         let offset = writer.arena.place(4 * channels * plane);
+                        let view = writer.whole(skip);
+                        let rows = side(shape.input.1, 1, shape.stride, 0);
                         writer.call(
-"convolve",
-    format!(
-
-                            "    sgsc_convolve(&{projection}, {}, {}, SGSC_ACCUMULATORS, 0, (int32_t *)(void *)({}), sgsc_row);",
-                            arena(skip.offset),
-                            u8::from(skip.signed),
-                            arena(offset)
-                        ),
-);
+                            "convolve",
+                            format!(
+                                "    sgsc_convolve(&{projection}, &{view}, SGSC_ACCUMULATORS, 0, (int32_t *)(void *)({}), sgsc_row, 0, {rows}u);",
+                                arena(offset)
+                            ),
+                        );
                         Some(offset)
                     }
                     None => None,
@@ -573,7 +726,7 @@ pub fn generate(plan: &Plan, input: [usize; 3], classes: &[String]) -> Result<CL
                     int32(*low),
                     int32(*high)
                 );
-                let output = place_after(&mut writer.arena, current, current.size, &kept);
+                let output = place_after(&mut writer.arena, current, current.shape, &kept);
                 writer.call(
                     "adding",
                     format!(
@@ -625,7 +778,7 @@ pub fn generate(plan: &Plan, input: [usize; 3], classes: &[String]) -> Result<CL
         .unwrap_or(0);
     let weight_type = if widest <= 8 { "int8_t" } else { "int16_t" };
     let row_bytes = writer.row_columns * if widest <= 8 { 1 } else { 2 };
-    let arena_bytes = writer.arena.peak.next_multiple_of(4);
+    let arena_bytes = writer.arena.peak.next_multiple_of(4).max(4);
     let names: Vec<String> = (0..plan.outputs)
         .map(|class| string_literal(classes.get(class).map_or(&class.to_string(), |name| name)))
         .collect();
@@ -636,11 +789,15 @@ pub fn generate(plan: &Plan, input: [usize; 3], classes: &[String]) -> Result<CL
         writer.constant_bytes,
         plan.output_scale
     );
+    let input_row = format!(
+        "/* Row y of the input codes, from the pixels through their table. */\nstatic void sgsc_input_row(const uint8_t *pixels, const sgsc_view *out, uint32_t y)\n{{\n    uint32_t c, x;\n    for (c = 0; c < SGSC_INPUT_CHANNELS; c++) {{\n        uint8_t *line = out->codes + c * (uint32_t)out->ring * SGSC_INPUT_WIDTH +\n                        sgsc_line(out, (int32_t)y, SGSC_INPUT_WIDTH);\n        const uint8_t *source = pixels + (c * SGSC_INPUT_HEIGHT + y) * SGSC_INPUT_WIDTH;\n        const uint8_t *table = sgsc_input_table + (c % {table_channels}u) * 256u;\n        for (x = 0; x < SGSC_INPUT_WIDTH; x++) {{\n            line[x] = table[source[x]];\n        }}\n    }}\n}}\n"
+    );
     let source = format!(
-        "/* Generated by sgsc (`sgsc export --format c`). C99; nothing from libc beyond stdint.h\n * and string.h, no floating point, no malloc. */\n#include <stdint.h>\n#include <string.h>\n\n#include \"model.h\"\n\ntypedef {weight_type} sgsc_weight;\n\n{}\n/* The weights (bit-packed codes and row widths) and the per-channel constants. */\n{}\n/* The activations: every tensor alive at once fits here. */\nstatic int32_t sgsc_arena_words[SGSC_ARENA_BYTES / 4];\n#define sgsc_arena ((uint8_t *)sgsc_arena_words)\n/* One decoded weight row. */\nstatic sgsc_weight sgsc_row[{}];\n\nconst char *const sgsc_class_names[SGSC_CLASSES] = {{\n{}\n}};\n\nint sgsc_predict(const uint8_t *pixels, int32_t *logits)\n{{\n    uint32_t i;\n    int best = 0;\n{}    for (i = 1; i < SGSC_CLASSES; i++) {{\n        if (logits[i] > logits[best]) {{\n            best = (int)i;\n        }}\n    }}\n    return best;\n}}\n",
+        "/* Generated by sgsc (`sgsc export --format c`). C99; nothing from libc beyond stdint.h\n * and string.h, no floating point, no malloc. */\n#include <stdint.h>\n#include <string.h>\n\n#include \"model.h\"\n\ntypedef {weight_type} sgsc_weight;\n#define SGSC_MAX_KERNEL {}\n\n/* The activations: every tensor alive at once fits here. */\nstatic int32_t sgsc_arena_words[SGSC_ARENA_BYTES / 4];\n#define sgsc_arena ((uint8_t *)sgsc_arena_words)\n/* One decoded weight row. */\nstatic sgsc_weight sgsc_row[{}];\n\n{}\n/* The weights (bit-packed codes and row widths) and the per-channel constants. */\n{}\n{input_row}\nconst char *const sgsc_class_names[SGSC_CLASSES] = {{\n{}\n}};\n\nint sgsc_predict(const uint8_t *pixels, int32_t *logits)\n{{\n    uint32_t i;\n    int best = 0;\n{}    for (i = 1; i < SGSC_CLASSES; i++) {{\n        if (logits[i] > logits[best]) {{\n            best = (int)i;\n        }}\n    }}\n    return best;\n}}\n",
+        writer.max_kernel,
+        writer.row_columns,
         kernel_sections(&writer.kernels),
         writer.constants,
-        writer.row_columns,
         values(names),
         writer.calls
     );
@@ -655,55 +812,59 @@ pub fn generate(plan: &Plan, input: [usize; 3], classes: &[String]) -> Result<CL
     })
 }
 
-/// Places an operation's output of `size` bytes while its input is still alive, then frees the
+/// Places an operation's output of `shape` while its input is still alive, then frees the
 /// input unless a residual block keeps it.
-fn place_after(arena: &mut Arena, input: Placed, size: usize, kept: &[Placed]) -> Placed {
-    let offset = arena.place(size);
+fn place_after(
+    arena: &mut Arena,
+    input: Placed,
+    shape: (usize, usize, usize),
+    kept: &[Placed],
+) -> Placed {
+    let offset = arena.place(shape.0 * shape.1 * shape.2);
     if !kept.iter().any(|k| k.offset == input.offset) {
         arena.free(input.offset);
     }
     Placed {
         offset,
-        size,
+        shape,
         signed: input.signed,
     }
 }
 
-/// The call of a convolution or linear layer `name`: into the arena, or into the logits when
-/// it is the last operation and its output is 32-bit.
+/// The call of a convolution or linear layer `name` on whole tensors: into the arena, or into
+/// the logits when `logits` (the last operation, 32-bit output).
 #[allow(clippy::too_many_arguments)]
 fn write_dense(
     writer: &mut Writer,
     name: &str,
     input: Placed,
-    size: usize,
+    shape: (usize, usize, usize),
     stage: &OutputStage,
-    last: bool,
+    logits: bool,
     logits_written: &mut bool,
     kept: &[Placed],
 ) -> Placed {
-    let signed = u8::from(input.signed);
-    if last && stage.low == i32::MIN {
+    let view_in = writer.whole(input);
+    if logits {
         writer.call(
-"convolve",
-    format!(
-
-            "    sgsc_convolve(&{name}, sgsc_arena + {}, {signed}, SGSC_WIDE, 0, logits, sgsc_row);",
-            input.offset
-        ),
-);
+            "convolve",
+            format!(
+                "    sgsc_convolve(&{name}, &{view_in}, SGSC_WIDE, 0, logits, sgsc_row, 0, {}u);",
+                shape.1
+            ),
+        );
         *logits_written = true;
         return input;
     }
-    let output = place_after(&mut writer.arena, input, size, kept);
+    let output = place_after(&mut writer.arena, input, shape, kept);
+    let view_out = writer.view(output.offset, shape.1.max(1), stage.low < 0);
     writer.call(
-"convolve",
-    format!(
-
-        "    sgsc_convolve(&{name}, sgsc_arena + {}, {signed}, SGSC_CODES, sgsc_arena + {}, 0, sgsc_row);",
-        input.offset, output.offset
-    ),
-);
+        "convolve",
+        format!(
+            "    sgsc_convolve(&{name}, &{view_in}, SGSC_CODES, &{view_out}, 0, sgsc_row, 0, {}u);",
+            shape.1
+        ),
+    );
     Placed {
         signed: stage.low < 0,
         ..output
