@@ -2,7 +2,7 @@
  * C99 with nothing from libc beyond stdint.h and string.h, no floating point and no malloc.
  * Codes are one byte each: signed tensors hold two's-complement bytes, unsigned ones plain
  * bytes. Weights stay bit-packed at each row's width (least significant bit first, rows one
- * after another) and are decoded one row at a time. Each section starts with a `kernel:`
+ * after another, two bytes of padding at the end) and are decoded one row at a time. Each section starts with a `kernel:`
  * line; a model's source holds the sections its operations use. */
 
 /* kernel: common */
@@ -12,25 +12,21 @@ typedef struct {
     uint32_t position; /* next bit */
 } sgsc_bits;
 
-/* One `width`-bit two's-complement code (width 0 to 16), sign-extended. */
+/* One `width`-bit two's-complement code (width 0 to 16), sign-extended. A code spans at most
+ * three bytes; every array of codes ends with two bytes of padding, so all three can be read. */
 static int32_t sgsc_read(sgsc_bits *bits, uint32_t width)
 {
-    uint32_t value = 0;
-    uint32_t got = 0;
-    while (got < width) {
-        uint32_t bit = bits->position + got;
-        uint32_t take = 8u - (bit & 7u);
-        if (take > width - got) {
-            take = width - got;
-        }
-        value |= ((uint32_t)(bits->bytes[bit >> 3] >> (bit & 7u)) & ((1u << take) - 1u)) << got;
-        got += take;
+    uint32_t bit = bits->position;
+    const uint8_t *at = bits->bytes + (bit >> 3);
+    uint32_t value, sign;
+    if (width == 0) {
+        return 0;
     }
-    bits->position += width;
-    if (width > 0 && ((value >> (width - 1u)) & 1u)) {
-        return (int32_t)value - (int32_t)(1u << width);
-    }
-    return (int32_t)value;
+    value = (uint32_t)at[0] | ((uint32_t)at[1] << 8) | ((uint32_t)at[2] << 16);
+    value = (value >> (bit & 7u)) & ((1u << width) - 1u);
+    bits->position = bit + width;
+    sign = 1u << (width - 1u);
+    return (int32_t)(value ^ sign) - (int32_t)sign;
 }
 
 /* The code at `index` of a tensor of one-byte codes: a signed tensor's bytes of 128 and more
@@ -122,7 +118,8 @@ enum sgsc_write {
 
 /* Output rows [first_row, end_row) of a convolution, from the rows of `in` that they read,
  * into `out` (or, whole, into `wide`). Each output channel's weights are decoded into `row`
- * once per call. */
+ * once per call; each non-zero weight then multiplies the input codes under it across the
+ * output row at once, so a zero weight (most of them at low widths) costs nothing. */
 static void sgsc_convolve(const sgsc_conv *conv, const sgsc_view *in, enum sgsc_write write,
                           const sgsc_view *out, int32_t *wide, sgsc_weight *row,
                           uint32_t first_row, uint32_t end_row)
@@ -130,13 +127,28 @@ static void sgsc_convolve(const sgsc_conv *conv, const sgsc_view *in, enum sgsc_
     uint32_t group_inputs = conv->channels / conv->groups;
     uint32_t group_outputs = conv->out_channels / conv->groups;
     uint32_t k = conv->kernel;
+    uint32_t stride = conv->stride;
     uint32_t columns = group_inputs * k * k;
     uint32_t in_plane = (uint32_t)in->ring * conv->width;
     uint32_t lines[SGSC_MAX_KERNEL];
+    uint32_t first_x[SGSC_MAX_KERNEL], end_x[SGSC_MAX_KERNEL];
+    int32_t acc[SGSC_MAX_OUT_WIDTH];
     sgsc_bits bits;
     uint32_t c, i, oy, ox, local, ky, kx;
     bits.bytes = conv->codes;
     bits.position = 0;
+    /* For each kx, the outputs ox whose input column ox * stride + kx - padding is inside. */
+    for (kx = 0; kx < k; kx++) {
+        uint32_t limit = (uint32_t)conv->width + conv->padding;
+        first_x[kx] = kx < conv->padding ? (conv->padding - kx + stride - 1) / stride : 0;
+        end_x[kx] = limit > kx ? (limit - kx - 1) / stride + 1 : 0;
+        if (end_x[kx] > conv->out_width) {
+            end_x[kx] = conv->out_width;
+        }
+        if (first_x[kx] > end_x[kx]) {
+            first_x[kx] = end_x[kx];
+        }
+    }
     for (c = 0; c < conv->out_channels; c++) {
         uint32_t width = conv->widths[c];
         uint32_t first = (c / group_outputs) * group_inputs;
@@ -144,41 +156,47 @@ static void sgsc_convolve(const sgsc_conv *conv, const sgsc_view *in, enum sgsc_
             row[i] = (sgsc_weight)sgsc_read(&bits, width);
         }
         for (oy = first_row; oy < end_row; oy++) {
-            /* The taps inside the input: ky in [ky0, ky1), kx in [kx0, kx1). */
-            int32_t y0 = (int32_t)(oy * conv->stride) - conv->padding;
+            /* The kernel rows inside the input: ky in [ky0, ky1). */
+            int32_t y0 = (int32_t)(oy * stride) - conv->padding;
             uint32_t ky0 = y0 < 0 ? (uint32_t)-y0 : 0;
             uint32_t ky1 = y0 + (int32_t)k > conv->height ? (uint32_t)(conv->height - y0) : k;
-            uint32_t out_line = out ? sgsc_line(out, (int32_t)oy, conv->out_width) : 0;
-            for (ky = ky0; ky < ky1; ky++) {
+            for (ox = 0; ox < conv->out_width; ox++) {
+                acc[ox] = 0;
+            }
+            for (ky = ky0; ky < ky1 && width > 0; ky++) {
                 lines[ky] = sgsc_line(in, y0 + (int32_t)ky, conv->width);
             }
-            for (ox = 0; ox < conv->out_width; ox++) {
-                int32_t acc = 0;
-                if (width > 0) {
-                    int32_t x0 = (int32_t)(ox * conv->stride) - conv->padding;
-                    uint32_t kx0 = x0 < 0 ? (uint32_t)-x0 : 0;
-                    uint32_t kx1 = x0 + (int32_t)k > conv->width ? (uint32_t)(conv->width - x0) : k;
-                    for (local = 0; local < group_inputs; local++) {
-                        const uint8_t *map = in->codes + (first + local) * in_plane;
-                        const sgsc_weight *w = row + local * k * k;
-                        for (ky = ky0; ky < ky1; ky++) {
-                            const uint8_t *line = map + lines[ky];
-                            for (kx = kx0; kx < kx1; kx++) {
-                                int32_t weight = w[ky * k + kx];
-                                if (weight != 0) {
-                                    acc += weight * sgsc_load(line, (uint32_t)(x0 + (int32_t)kx),
-                                                              in->is_signed);
-                                }
+            for (local = 0; local < group_inputs && width > 0; local++) {
+                const uint8_t *map = in->codes + (first + local) * in_plane;
+                const sgsc_weight *w = row + local * k * k;
+                for (ky = ky0; ky < ky1; ky++) {
+                    for (kx = 0; kx < k; kx++) {
+                        int32_t weight = w[ky * k + kx];
+                        const uint8_t *x;
+                        if (weight == 0) {
+                            continue;
+                        }
+                        x = map + lines[ky] + first_x[kx] * stride + kx - conv->padding;
+                        if (in->is_signed) {
+                            for (ox = first_x[kx]; ox < end_x[kx]; ox++, x += stride) {
+                                acc[ox] += weight * ((int32_t)*x - ((int32_t)(*x & 0x80) << 1));
+                            }
+                        } else {
+                            for (ox = first_x[kx]; ox < end_x[kx]; ox++, x += stride) {
+                                acc[ox] += weight * (int32_t)*x;
                             }
                         }
                     }
                 }
+            }
+            for (ox = 0; ox < conv->out_width; ox++) {
                 if (write == SGSC_CODES) {
-                    sgsc_store(out->codes + c * (uint32_t)out->ring * conv->out_width + out_line,
-                               ox, sgsc_apply(&conv->stage, c, acc));
+                    sgsc_store(out->codes + c * (uint32_t)out->ring * conv->out_width +
+                                   sgsc_line(out, (int32_t)oy, conv->out_width),
+                               ox, sgsc_apply(&conv->stage, c, acc[ox]));
                 } else {
                     uint32_t index = (c * conv->out_height + oy) * conv->out_width + ox;
-                    wide[index] = write == SGSC_WIDE ? sgsc_apply(&conv->stage, c, acc) : acc;
+                    wide[index] = write == SGSC_WIDE ? sgsc_apply(&conv->stage, c, acc[ox]) : acc[ox];
                 }
             }
         }
