@@ -200,11 +200,12 @@ fn bench_runtime(checkpoint: &Path, args: &BenchArgs) -> Result<()> {
     let model = sgsc_runtime::Model::from_bytes(&bytes)?;
     let per_example: usize = model.metadata().input.iter().product();
     println!(
-        "{:<24} {:>7} {:>14} {:>14} {:>8}",
-        "inference", "batch", "libtorch /s", "runtime /s", "ratio"
+        "{:<24} {:>7} {:>14} {:>14} {:>8} {:>14}",
+        "inference", "batch", "libtorch /s", "runtime /s", "ratio", "integer /s"
     );
     for &batch in &args.inference_batch_sizes {
         let mut rng = step_rng(1, batch as i64);
+        let mut run_integer: Option<Box<dyn FnMut() -> Result<()>>> = None;
         let (torch_input, mut run_runtime): (Tensor, Box<dyn FnMut() -> Result<()>>) = if model
             .is_language_model()
         {
@@ -237,6 +238,15 @@ fn bench_runtime(checkpoint: &Path, args: &BenchArgs) -> Result<()> {
             };
             let positions: Vec<usize> = (0..batch).collect();
             let (tensor, _) = images.tensors(&positions, &Default::default(), None)?;
+            // The integer path, its ranges calibrated on the same random pixels (for timing).
+            let ranges = model.layer_ranges(&pixels, batch)?;
+            let integer = sgsc_runtime::IntegerModel::new(model.packed(), &ranges, 8)?;
+            let integer_pixels = pixels.clone();
+            run_integer = Some(Box::new(move || {
+                Ok(integer
+                    .classify_pixels(&integer_pixels, batch)
+                    .map(|_| ())?)
+            }));
             let model = &model;
             (
                 tensor,
@@ -248,20 +258,26 @@ fn bench_runtime(checkpoint: &Path, args: &BenchArgs) -> Result<()> {
             let _logits = learner.network.forward(&torch_input, false, false)?;
             Ok(())
         };
-        let medians = median_ms_each(args.repeats, &mut [&mut run_torch, &mut run_runtime])?;
-        let (torch_ms, runtime_ms) = (medians[0], medians[1]);
-        let (torch, runtime) = (
-            batch as f64 * 1000.0 / torch_ms,
-            batch as f64 * 1000.0 / runtime_ms,
-        );
+        let medians = match run_integer.as_mut() {
+            Some(run_integer) => median_ms_each(
+                args.repeats,
+                &mut [&mut run_torch, &mut run_runtime, run_integer.as_mut()],
+            )?,
+            None => median_ms_each(args.repeats, &mut [&mut run_torch, &mut run_runtime])?,
+        };
+        let per_second = |ms: f64| batch as f64 * 1000.0 / ms;
+        let (torch, runtime) = (per_second(medians[0]), per_second(medians[1]));
+        let integer = medians
+            .get(2)
+            .map_or("-".to_string(), |&ms| format!("{:.0}", per_second(ms)));
         println!(
-            "{:<24} {batch:>7} {torch:>14.0} {runtime:>14.0} {:>7.2}x",
+            "{:<24} {batch:>7} {torch:>14.0} {runtime:>14.0} {:>7.2}x {integer:>14}",
             "examples per second",
             runtime / torch
         );
     }
     println!(
-        "(median of {} runs in 5 alternating blocks of libtorch and runtime runs, each after 3 warm-ups; libtorch on {} threads, the runtime on {} rayon threads; model file {} B)",
+        "(median of {} runs in 5 alternating blocks of libtorch, runtime and integer-path runs, each after 3 warm-ups; libtorch on {} threads, the runtime on {} rayon threads; the integer path's ranges calibrated on the same random images; model file {} B)",
         args.repeats,
         tch::get_num_threads(),
         rayon::current_num_threads(),
