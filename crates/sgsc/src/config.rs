@@ -91,6 +91,11 @@ pub struct QuantConfig {
     /// target law of [`crate::train::pressure`] (starting from `gamma`) instead of staying fixed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_bytes: Option<i64>,
+    /// What `target_bytes` counts: `file` (the `.sgsc` file's length, the default) or `flash`
+    /// (the flash bytes of the model's C build for a microcontroller, computed without
+    /// compiling: [`crate::codegen::flash_estimate`]; image classifiers).
+    #[serde(default, skip_serializing_if = "TargetMeasure::is_file")]
+    pub target_measure: TargetMeasure,
     /// Measure the stored size every this many steps when steering to a target (default 25).
     #[serde(default = "default_control_every")]
     pub control_every: i64,
@@ -102,6 +107,23 @@ pub struct QuantConfig {
 
 fn default_target_reach() -> f64 {
     0.5
+}
+
+/// What a size target counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetMeasure {
+    /// The length of the `.sgsc` file.
+    #[default]
+    File,
+    /// The flash bytes of the C build (weights, constants and code).
+    Flash,
+}
+
+impl TargetMeasure {
+    fn is_file(&self) -> bool {
+        *self == TargetMeasure::File
+    }
 }
 
 fn default_control_every() -> i64 {
@@ -381,6 +403,8 @@ impl ExperimentConfig {
             || self.quant.control_every < 1
         {
             Some("quant.target_bytes and quant.control_every must be at least 1".into())
+        } else if self.quant.target_measure == TargetMeasure::Flash && self.model.input.len() != 3 {
+            Some("quant.target_measure = \"flash\" is for image classifiers".into())
         } else if self.quant.target_bytes.is_some() && self.quant.gamma <= 0.0 {
             Some(
                 "quant.gamma (the target law's starting gamma) must be positive with a target"

@@ -48,7 +48,11 @@ fn run(main_body: &str) -> Vec<String> {
     let ran = std::process::Command::new(dir.path().join("check"))
         .output()
         .unwrap();
-    assert!(ran.status.success(), "{}", String::from_utf8_lossy(&ran.stderr));
+    assert!(
+        ran.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
     String::from_utf8(ran.stdout)
         .unwrap()
         .lines()

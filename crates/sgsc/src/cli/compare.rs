@@ -43,6 +43,11 @@ pub struct CompareArgs {
     /// Without it, safe finds the smallest model within its budget and the others run to its size.
     #[arg(long)]
     target_bytes: Option<i64>,
+    /// Steer instead to at most this many bytes of flash in the model's C build for a
+    /// microcontroller (weights, constants and code, estimated without compiling; image
+    /// classifiers): quant.target_bytes with quant.target_measure = "flash".
+    #[arg(long, conflicts_with = "target_bytes")]
+    target_flash: Option<i64>,
     /// Compressing runs trained side by side, each on one libtorch thread.
     #[arg(long, default_value_t = 1)]
     jobs: usize,
@@ -72,6 +77,10 @@ pub fn run(args: CompareArgs) -> Result<()> {
     }
     if let Some(target) = args.target_bytes {
         config.quant.target_bytes = Some(target);
+    }
+    if let Some(target) = args.target_flash {
+        config.quant.target_bytes = Some(target);
+        config.quant.target_measure = crate::config::TargetMeasure::Flash;
     }
     config.validate(&args.config)?;
     let options = ComparisonOptions {

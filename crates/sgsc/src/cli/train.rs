@@ -38,6 +38,11 @@ pub struct TrainArgs {
     /// Steer the size to a file of at most this many bytes (quant.target_bytes).
     #[arg(long)]
     target_bytes: Option<i64>,
+    /// Steer instead to at most this many bytes of flash in the model's C build for a
+    /// microcontroller (weights, constants and code, estimated without compiling; image
+    /// classifiers): quant.target_bytes with quant.target_measure = "flash".
+    #[arg(long, conflicts_with = "target_bytes")]
+    target_flash: Option<i64>,
     /// Run folder (default: runs/<mode>-seed<seed>).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -69,6 +74,10 @@ pub fn run(args: TrainArgs) -> Result<()> {
     }
     if let Some(target) = args.target_bytes {
         config.quant.target_bytes = Some(target);
+    }
+    if let Some(target) = args.target_flash {
+        config.quant.target_bytes = Some(target);
+        config.quant.target_measure = crate::config::TargetMeasure::Flash;
     }
     config.validate(&args.config)?;
     let out_dir = args
@@ -121,8 +130,13 @@ pub fn run(args: TrainArgs) -> Result<()> {
     println!("(run folder: {})", out_dir.display());
     if let (Some(target), Some(over)) = (summary.target_bytes, summary.shortfall_bytes) {
         anyhow::bail!(
-            "the target of {target} B was not reached: the file is {} B, {over} B over{}",
-            summary.size_bytes,
+            "the target of {target} B was not reached: the {} is {} B, {over} B over{}",
+            if summary.flash_bytes.is_some() {
+                "flash estimate"
+            } else {
+                "file"
+            },
+            summary.flash_bytes.unwrap_or(summary.size_bytes),
             if summary.safety.is_some() {
                 " (the smallest state within the safety budget)"
             } else {

@@ -12,11 +12,12 @@
 //! The arena holds the tensors alive at each step, each placed at the lowest offset free of the
 //! others (the first fit), so that consecutive layers ping-pong between two regions.
 
+use crate::config::TargetMeasure;
 use crate::error::{Error, Result};
 use sgsc_runtime::bits::BitWriter;
 use sgsc_runtime::integer::arith::Multiplier;
 use sgsc_runtime::integer::plan::{Op, OutputStage, Plan};
-use sgsc_runtime::model::QuantizedMatrix;
+use sgsc_runtime::model::{PackedModel, QuantizedMatrix};
 use sgsc_runtime::ConvShape;
 use std::collections::BTreeSet;
 use std::fmt::Write;
@@ -28,6 +29,37 @@ const EXAMPLE_MAIN: &str = include_str!("example_main.c");
 
 /// The widest weight code the generated C reads.
 pub const MAX_C_WIDTH: u8 = 16;
+
+/// Flash bytes of the kernels' code and the compiler's helpers that it calls, for Cortex-M0 at
+/// `-Os` (`scripts/mcu.sh`): the MNIST CNN's build holds 1,594 B of model code and 1,024 B of
+/// libgcc's 64-bit multiply and divisions, rounded up.
+pub const CODE_BYTES: usize = 2_700;
+
+/// The size a target counts of a model whose `.sgsc` file is `file`: the file's length, or the
+/// flash estimate of its C build ([`flash_estimate`]).
+pub fn measured_size(file: &[u8], measure: TargetMeasure) -> Result<usize> {
+    match measure {
+        TargetMeasure::File => Ok(file.len()),
+        TargetMeasure::Flash => flash_estimate(&sgsc_runtime::format::decode(file)?),
+    }
+}
+
+/// The flash bytes of `packed`'s C build, computed without compiling: its weights and
+/// constants as [`generate`] writes them (activation ranges do not change their size), plus
+/// [`CODE_BYTES`]. What `--target-flash` steers on; `scripts/mcu.sh` measures the real build.
+pub fn flash_estimate(packed: &PackedModel) -> Result<usize> {
+    let input = match *packed.metadata.input.as_slice() {
+        [channels, height, width] => [channels, height, width],
+        ref other => {
+            return Err(Error::Model(format!(
+                "a flash size is for image classifiers (input {other:?})"
+            )))
+        }
+    };
+    let plan = Plan::new(packed, &vec![1.0; packed.layers.len()], 8)?;
+    let library = generate(&plan, input, &[])?;
+    Ok(library.weight_bytes + library.constant_bytes + CODE_BYTES)
+}
 
 /// The three files of a model's C library, and what they hold.
 #[derive(Debug, Clone, PartialEq)]

@@ -212,6 +212,16 @@ pub fn stored_length(
     model: &crate::models::ModelConfig,
     metadata: Metadata,
 ) -> Result<usize> {
+    Ok(stored_bytes(network, model, metadata)?.len())
+}
+
+/// The bytes of the `.sgsc` file that `network` would make now with `metadata`, without changing
+/// `network` (a copy with its channel counts is exported).
+pub fn stored_bytes(
+    network: &Network,
+    model: &crate::models::ModelConfig,
+    metadata: Metadata,
+) -> Result<Vec<u8>> {
     let device = network.quantized_weight(0).weight.device();
     let mut copy = Network::new(model, 1.0, device)?;
     for index in 0..copy.quantized.len() {
@@ -222,7 +232,7 @@ pub fn stored_length(
     }
     copy.load_state(&network.state().into_iter().collect())?;
     let (bytes, _) = export(&mut copy, metadata, ExportFormat::Sgsc)?;
-    Ok(bytes.len())
+    Ok(bytes)
 }
 
 /// File formats a model can be exported to.

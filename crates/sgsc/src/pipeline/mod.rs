@@ -4,7 +4,8 @@
 
 pub mod compare;
 
-use crate::config::ExperimentConfig;
+use crate::codegen::measured_size;
+use crate::config::{ExperimentConfig, TargetMeasure};
 use crate::data::DataDescription;
 use crate::error::Result;
 use crate::files::write_atomically;
@@ -73,15 +74,18 @@ pub fn pack_run(
         let metadata = metadata(config, description, certificate, Some(packed_summary))?;
         let (bytes, _) = export(network, metadata, ExportFormat::Sgsc)?;
         // The certificate's verdict is part of the file: settle on one that agrees with it.
-        let within = target.is_none_or(|target| bytes.len() as i64 <= target);
+        let size = measured_size(&bytes, config.quant.target_measure)? as i64;
+        let within = target.is_none_or(|target| size <= target);
         if within == met || summary.safety.is_none() {
             break bytes;
         }
         met = within;
     };
     summary.set_file_size(bytes.len());
-    summary.shortfall_bytes = target
-        .map(|target| bytes.len() as i64 - target)
-        .filter(|&over| over > 0);
+    let size = measured_size(&bytes, config.quant.target_measure)? as i64;
+    if config.quant.target_measure == TargetMeasure::Flash {
+        summary.flash_bytes = Some(size);
+    }
+    summary.shortfall_bytes = target.map(|target| size - target).filter(|&over| over > 0);
     Ok(bytes)
 }

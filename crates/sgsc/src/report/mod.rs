@@ -62,9 +62,17 @@ pub struct Summary {
     /// The size target of the run, in bytes of its file, if it had one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_bytes: Option<i64>,
-    /// Bytes by which the file exceeds its target (absent when it met it, or had none).
+    /// What the target counted: absent for the file's length, `flash` for the flash bytes of
+    /// the model's C build (estimated: `codegen::flash_estimate`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_measure: Option<String>,
+    /// Bytes by which the file (or, with a flash target, the flash estimate) exceeds its target
+    /// (absent when it met it, or had none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shortfall_bytes: Option<i64>,
+    /// The flash estimate of the model's C build, for a run with a flash target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flash_bytes: Option<i64>,
     /// Bytes of the model: the length of its `.sgsc` file for quantized modes (older runs: the
     /// payload estimate), float32 bytes for baseline.
     pub size_bytes: i64,
@@ -171,7 +179,12 @@ pub fn summarize(
         dataset: Some(config.data.dataset.name().into()),
         gamma: quantize.then_some(config.quant.gamma),
         target_bytes: config.quant.target_bytes.filter(|_| quantize),
+        target_measure: (quantize
+            && config.quant.target_bytes.is_some()
+            && config.quant.target_measure == crate::config::TargetMeasure::Flash)
+            .then(|| "flash".to_string()),
         shortfall_bytes: None,
+        flash_bytes: None,
         size_bytes: headline.bytes,
         size_kind: headline.kind.into(),
         float_bytes: size.float_bytes,

@@ -12,12 +12,13 @@ use super::objective::warmup_fraction;
 use super::pressure::{LawState, PressureLaw, SizeDecision};
 use super::safety::{load_reference, Certificate, CheckStage, Guard};
 use super::Mode;
+use crate::codegen::measured_size;
 use crate::config::ExperimentConfig;
 use crate::data::sampler::{step_rng, EpochSampler};
 use crate::data::{load_train_validation, Tensors, TrainValidation};
 use crate::error::{Error, Result};
 use crate::models::Network;
-use crate::pack::export::{metadata, stored_length, PackedSummary, LONGEST_ACCURACY, LONGEST_LOSS};
+use crate::pack::export::{metadata, stored_bytes, PackedSummary, LONGEST_ACCURACY, LONGEST_LOSS};
 use crate::size::payload_estimate;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
@@ -364,8 +365,9 @@ impl<'a> Run<'a> {
         done % self.config.quant.control_every == 0
     }
 
-    /// The length of the file the current state would make, with every figure of its metadata
-    /// at its longest (so the file, once its figures are known, is at most this long).
+    /// The size the target counts (`quant.target_measure`) of the file the current state would
+    /// make, with every figure of its metadata at its longest (so the file, once its figures are
+    /// known, is at most this long).
     fn stored_bytes(&self) -> Result<i64> {
         let certificate = match &self.guard {
             Some(guard) => Some(
@@ -389,7 +391,8 @@ impl<'a> Run<'a> {
             certificate,
             Some(summary.to_json()),
         )?;
-        Ok(stored_length(&self.learner.network, &self.config.model, metadata)? as i64)
+        let bytes = stored_bytes(&self.learner.network, &self.config.model, metadata)?;
+        Ok(measured_size(&bytes, self.config.quant.target_measure)? as i64)
     }
 
     /// Measures the stored size after step `done` and lets the law act on it.
