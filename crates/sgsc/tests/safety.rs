@@ -387,7 +387,8 @@ fn a_breach_with_no_fallen_width_restores_drifted_channels_and_holds_their_codes
             .equal(&first_layer_codes),
         "the steps moved the codes of unheld channels"
     );
-    let certificate = guard.final_gate(&mut learner, &data).unwrap();
+    let metadata = sgsc::pack::export::metadata(&config, &data.description(), None, None).unwrap();
+    let certificate = guard.final_gate(&mut learner, &data, &metadata).unwrap();
     assert_eq!(certificate.events.restored_channels, 5);
     assert_eq!(certificate.events.breaches, 1);
 }
@@ -430,9 +431,14 @@ fn target_runs_end_within_their_target_or_say_by_how_much() {
         "{sizes:?}"
     );
 
-    // Out of the budget's reach: the smallest safe state, and the shortfall said everywhere.
+    // Out of the budget's reach: the smallest safe state, and the shortfall said everywhere. The
+    // final gate also measures the integer path, which may cost the 101-image audit part an
+    // image or two that the f32 path gets right (here, 2 of them): a budget of 5 images there.
     let mut unreachable = config.clone();
     unreachable.quant.target_bytes = Some(1_000);
+    if let Some(safety) = unreachable.safety.as_mut() {
+        safety.max_preservation_drop = 5.0;
+    }
     let safe_dir = dir.path().join("safe-target");
     let (summary, _) =
         sgsc::pipeline::run(&unreachable, &common::run_options(Mode::Safe, &safe_dir))
@@ -625,18 +631,19 @@ fn the_preservation_batch_moves_the_weights_but_not_the_running_statistics() {
 }
 
 #[test]
-fn a_breach_at_the_target_waits_while_rising_then_returns_to_the_safe_snapshot() {
+fn a_breach_at_the_target_is_left_to_the_final_gate_which_returns_to_the_safe_snapshot() {
     use sgsc::train::learner::Learner;
     use sgsc::train::safety::CheckStage;
     let _one_at_a_time = common::training_lock();
     let dir = tempfile::tempdir().unwrap();
     let setup = setup(dir.path());
     let (mut learner, mut guard) = at_reference(&setup);
-    let Setup { data, .. } = setup;
+    let Setup { config, data, .. } = setup;
     let safe = guard
         .check(&mut learner, &data, 25, 0.0, CheckStage::Compressing)
         .unwrap();
     assert_eq!(safe.action, "safe", "{safe:?}");
+    assert!(guard.snapshot_within_budget());
     let last = learner.network.quantized.len() - 1;
     let codes = |learner: &Learner| learner.network.quantized_weight(last).codes().unwrap();
     // Negates `rows` rows of the classifier from `first`: accuracy collapses, no width falls.
@@ -666,82 +673,30 @@ fn a_breach_at_the_target_waits_while_rising_then_returns_to_the_safe_snapshot()
     assert!(codes(&learner).equal(&negated_codes));
     let events = guard.certificate_draft(None).events;
     assert_eq!((events.breaches, events.rollbacks), (0, 0));
-    // Settled, the learning rate at 0.6 of its start: half the rows back, every figure rose
-    // since the last check: the model is on its way back and waits (`recovery_checks` is 1
-    // here), nothing undone.
+    // Settled, early in the schedule: a rising breach, then a falling one, then three in a row.
+    // The snapshot is within the budget itself, so none returns to it: each is deferred to the
+    // final gate, counted as a breach and not as a roll-back, and nothing is undone.
     negate_rows(&learner, 0, 5);
-    let half_codes = codes(&learner);
-    let rising = guard
-        .check(&mut learner, &data, 50, 0.6, CheckStage::Holding)
-        .unwrap();
-    assert_eq!(
-        (rising.action, rising.within),
-        ("recovering", false),
-        "{rising:?}"
-    );
-    assert!(codes(&learner).equal(&half_codes));
-    // Rising again (two more rows back) but out of waits, still outside the budget: back to
-    // the snapshot.
-    negate_rows(&learner, 5, 2);
-    let breach = guard
-        .check(&mut learner, &data, 60, 0.6, CheckStage::Holding)
-        .unwrap();
-    assert_eq!(
-        (breach.action, breach.restored_channels),
-        ("rollback", 0),
-        "{breach:?}"
-    );
-    assert!(codes(&learner).equal(&snapshot_codes));
-    let events = guard.certificate_draft(None).events;
-    assert_eq!((events.breaches, events.rollbacks), (2, 1));
-}
-
-#[test]
-fn a_breach_late_in_the_schedule_waits_for_the_final_gate_which_returns_to_the_snapshot() {
-    use sgsc::train::learner::Learner;
-    use sgsc::train::safety::{CheckStage, LATE_LEARNING_RATE};
-    let _one_at_a_time = common::training_lock();
-    let dir = tempfile::tempdir().unwrap();
-    let setup = setup(dir.path());
-    let (mut learner, mut guard) = at_reference(&setup);
-    let Setup { data, .. } = setup;
-    let safe = guard
-        .check(&mut learner, &data, 25, 0.0, CheckStage::Compressing)
-        .unwrap();
-    assert_eq!(safe.action, "safe", "{safe:?}");
-    assert!(guard.snapshot_within_budget());
-    let last = learner.network.quantized.len() - 1;
-    let codes = |learner: &Learner| learner.network.quantized_weight(last).codes().unwrap();
-    let snapshot_codes = codes(&learner);
-    tch::no_grad(|| {
-        let mut rows = learner
-            .network
-            .quantized_weight(last)
-            .weight
-            .narrow(0, 0, 10);
-        let negated = rows.neg();
-        rows.copy_(&negated);
-    });
-    let broken_codes = codes(&learner);
-    // Three breaches in a row, each falling or flat: early in the schedule the first would
-    // return to the snapshot; late, none does, and none counts as a roll-back.
-    for step in [50, 60, 70] {
-        let late = guard
-            .check(
-                &mut learner,
-                &data,
-                step,
-                LATE_LEARNING_RATE / 2.0,
-                CheckStage::Holding,
-            )
+    for (step, lr_factor) in [(50, 0.9), (60, 0.8), (70, 0.5), (80, 0.2)] {
+        if step == 60 {
+            negate_rows(&learner, 0, 3);
+        }
+        let before = codes(&learner);
+        let breach = guard
+            .check(&mut learner, &data, step, lr_factor, CheckStage::Holding)
             .unwrap();
-        assert_eq!((late.action, late.within), ("late", false), "{late:?}");
-        assert!(codes(&learner).equal(&broken_codes));
+        assert_eq!(
+            (breach.action, breach.within, breach.restored_channels),
+            ("deferred", false, 0),
+            "{breach:?}"
+        );
+        assert!(codes(&learner).equal(&before));
     }
     let events = guard.certificate_draft(None).events;
-    assert_eq!((events.breaches, events.rollbacks), (3, 0));
+    assert_eq!((events.breaches, events.rollbacks), (4, 0));
     // The final gate finds the state outside the budget and returns to the snapshot.
-    let certificate = guard.final_gate(&mut learner, &data).unwrap();
+    let metadata = sgsc::pack::export::metadata(&config, &data.description(), None, None).unwrap();
+    let certificate = guard.final_gate(&mut learner, &data, &metadata).unwrap();
     assert!(
         certificate.met && certificate.restored_last_safe_snapshot,
         "{certificate:?}"
@@ -749,4 +704,11 @@ fn a_breach_late_in_the_schedule_waits_for_the_final_gate_which_returns_to_the_s
     // The stored form rounds the snapshot's widths, so compare signs: the negated rows are back.
     let signs = |codes: tch::Tensor| codes.sign();
     assert!(signs(codes(&learner)).equal(&signs(snapshot_codes)));
+    // The integer path was measured on the state kept, and meets the budget too.
+    let integer = certificate
+        .integer
+        .as_ref()
+        .expect("an image classifier's integer figures");
+    assert!(integer.met, "{integer:?}");
+    assert_eq!(integer.ranges.len(), learner.network.layers.len());
 }

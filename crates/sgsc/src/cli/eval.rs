@@ -4,8 +4,8 @@
 use super::integer::{calibrated, recorded_data, CalibrationArgs};
 use super::{data_dirs, load_run, parse_device, LoadedRun};
 use crate::data::{load_test, load_train_validation};
+use crate::pack::evaluate::{evaluate_integer, evaluate_packed};
 use crate::pipeline::pack_run;
-use crate::report::packed::{evaluate_integer, evaluate_packed};
 use crate::report::{layer_table, results_table, summarize, RunFacts};
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -107,7 +107,7 @@ fn eval_packed(path: &std::path::Path, args: &EvalArgs) -> Result<()> {
         seconds
     );
     if args.integer {
-        let (integer, count) = calibrated(&model, &args.calibration, &args.data_dir)?;
+        let (integer, calibration) = calibrated(&model, &args.calibration, &args.data_dir)?;
         let started = std::time::Instant::now();
         let integer_evaluation = evaluate_integer(&integer, &test)?;
         let seconds = started.elapsed().as_secs_f64();
@@ -118,8 +118,7 @@ fn eval_packed(path: &std::path::Path, args: &EvalArgs) -> Result<()> {
             .filter(|(a, b)| a == b)
             .count();
         println!(
-            "integer path ({}-bit activations, ranges from {count} training images): test accuracy {:.2}%, test loss {:.4} nats, the same class as the f32 path on {agreeing} of {} images, {:.1} s",
-            args.calibration.activation_bits,
+            "integer path ({calibration}): test accuracy {:.2}%, test loss {:.4} nats, the same class as the f32 path on {agreeing} of {} images, {:.1} s",
             100.0 * integer_evaluation.accuracy,
             integer_evaluation.loss,
             integer_evaluation.predictions.len(),

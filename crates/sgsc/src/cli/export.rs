@@ -118,7 +118,7 @@ fn export_c(packed: &[u8], args: &ExportArgs) -> Result<()> {
         [channels, height, width] => [channels, height, width],
         ref other => bail!("the C export runs image classifiers (input {other:?})"),
     };
-    let (integer, count) = calibrated(&model, &args.calibration, &args.data_dir)?;
+    let (integer, calibration) = calibrated(&model, &args.calibration, &args.data_dir)?;
     let classes = model.metadata().classes.clone().unwrap_or_default();
     let library = generate(integer.plan(), input, &classes)?;
     std::fs::create_dir_all(&args.out)
@@ -131,11 +131,11 @@ fn export_c(packed: &[u8], args: &ExportArgs) -> Result<()> {
         write_atomically(&args.out.join(name), text.as_bytes())?;
     }
     println!(
-        "{}: model.h, model.c, example_main.c ({}-bit activations, ranges from {count} training images); flash: {} B of weights and {} B of other constants, plus the code; RAM: {} B of activations and {} B for a weight row, plus the stack",
+        "{}: model.h, model.c, example_main.c ({calibration}); flash: {} B of weights and {} B of other constants, plus about {} B of code on a Cortex-M0; RAM: {} B of activations and {} B for a weight row, plus the stack",
         args.out.display(),
-        args.calibration.activation_bits,
         library.weight_bytes,
         library.constant_bytes,
+        crate::codegen::CODE_BYTES,
         library.arena_bytes,
         library.row_bytes
     );

@@ -5,7 +5,6 @@
 
 pub mod compare;
 pub mod figures;
-pub mod packed;
 pub mod page;
 pub mod plot;
 pub mod runs;

@@ -679,7 +679,8 @@ impl<'a> Run<'a> {
         }
         let certificate = match self.guard.as_mut() {
             Some(guard) if last_step == self.config.train.steps => {
-                let certificate = guard.final_gate(&mut self.learner, &self.data)?;
+                let metadata = metadata(self.config, &self.data.description(), None, None)?;
+                let certificate = guard.final_gate(&mut self.learner, &self.data, &metadata)?;
                 self.metrics.write(
                     &json!({"event": "final_gate", "step": last_step, "certificate": certificate}),
                 )?;

@@ -1,5 +1,6 @@
 //! Measuring a packed model through the pure-Rust runtime, on a split of the data it was trained
-//! for: the figures a deployed `.sgsc` file really gives.
+//! for: the figures a deployed `.sgsc` file really gives, through the f32 path or the integer
+//! path (calibrated here, as the C export and the guard's final gate calibrate it).
 
 use crate::data::{Split, Tensors};
 use crate::error::{Error, Result};
@@ -78,6 +79,24 @@ pub fn evaluate_integer(model: &IntegerModel, split: &Split) -> Result<PackedEva
             .map(|&logit| (f64::from(logit) * scale) as f32)
             .collect())
     })
+}
+
+/// Training images that calibrate the integer path's activation ranges by default.
+pub const CALIBRATION_IMAGES: usize = 1000;
+
+/// The largest magnitude of each layer's output over the calibration images: `count` images
+/// evenly spaced through `train` (the training split; [`CALIBRATION_IMAGES`] by default).
+pub fn calibration_ranges(model: &Model, train: &ImageSplit, count: usize) -> Result<Vec<f32>> {
+    let count = count.clamp(1, train.len().max(1));
+    let positions: Vec<usize> = (0..count).map(|i| i * train.len() / count).collect();
+    Ok(model.layer_ranges(&pixels_of(train, &positions), count)?)
+}
+
+/// The integer model of `model` with `bits`-bit activations and the calibrated `ranges` (as a
+/// certificate records them).
+pub fn integer_model(model: &Model, ranges: &[f64], bits: u32) -> Result<IntegerModel> {
+    let ranges: Vec<f32> = ranges.iter().map(|&range| range as f32).collect();
+    Ok(IntegerModel::new(model.packed(), &ranges, bits)?)
 }
 
 /// The pixels of the images at `positions`, one after another.
