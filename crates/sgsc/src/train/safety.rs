@@ -445,7 +445,7 @@ impl Guard {
             snapshot_within_budget: false,
             integer_draft: (matches!(data.train, Split::Images(_))
                 && metric == BudgetMetric::Accuracy)
-                .then(|| learner.network.layers.len()),
+                .then_some(learner.network.layers.len()),
             start_figures: (f64::NAN, f64::NAN),
             input: config.data.input,
             eval_batch_size: batch,
