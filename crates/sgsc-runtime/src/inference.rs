@@ -188,21 +188,27 @@ impl Model {
         self.packed.metadata.input.len() == 1
     }
 
-    /// Logits `[batch, outputs]` of an image classifier for `images`, `batch` inputs of the
-    /// model's input shape, already normalised. Images are spread over rayon's threads.
-    pub fn classify(&self, images: &[f32], batch: usize) -> Result<Vec<f32>> {
+    /// The values of one image, after checking that this model reads images and that `given`
+    /// values (`what`: values or pixels) are `batch` whole images.
+    fn image_values(&self, given: usize, batch: usize, what: &str) -> Result<usize> {
         if self.is_language_model() {
             return Err(RuntimeError::Input(
                 "this model reads token ids, not images".into(),
             ));
         }
         let per_image: usize = self.packed.metadata.input.iter().product();
-        if images.len() != batch * per_image {
+        if given != batch * per_image {
             return Err(RuntimeError::Input(format!(
-                "{} values for {batch} images of {per_image}",
-                images.len()
+                "{given} {what} for {batch} images of {per_image}"
             )));
         }
+        Ok(per_image)
+    }
+
+    /// Logits `[batch, outputs]` of an image classifier for `images`, `batch` inputs of the
+    /// model's input shape, already normalised. Images are spread over rayon's threads.
+    pub fn classify(&self, images: &[f32], batch: usize) -> Result<Vec<f32>> {
+        let per_image = self.image_values(images.len(), batch, "values")?;
         let logits = map_chunks(images, per_image, ConvScratch::default, |scratch, image| {
             self.run_image(image, scratch)
         });
@@ -218,18 +224,7 @@ impl Model {
 
     /// 8-bit pixels as the model's input values, normalised as the file's metadata says.
     fn normalized(&self, pixels: &[u8], batch: usize) -> Result<Vec<f32>> {
-        if self.is_language_model() {
-            return Err(RuntimeError::Input(
-                "this model reads token ids, not images".into(),
-            ));
-        }
-        let per_image: usize = self.packed.metadata.input.iter().product();
-        if pixels.len() != batch * per_image {
-            return Err(RuntimeError::Input(format!(
-                "{} pixels for {batch} images of {per_image}",
-                pixels.len()
-            )));
-        }
+        self.image_values(pixels.len(), batch, "pixels")?;
         let input = &self.packed.metadata.input;
         let plane = input.iter().skip(1).product::<usize>().max(1);
         let images: Vec<f32> = match &self.packed.metadata.normalization {
@@ -439,14 +434,7 @@ impl Model {
 /// The step that runs `layer` on an activation of `shape`; `kept` holds the shapes kept by the
 /// residual blocks open at this layer.
 fn step(layer: &Layer, shape: Shape, kept: &mut Vec<(usize, usize, usize)>) -> Result<Step> {
-    let map = match shape {
-        Shape::Map {
-            channels,
-            height,
-            width,
-        } => (channels, height, width),
-        _ => (shape.values().unwrap_or(0), 1, 1),
-    };
+    let map = shape.map();
     Ok(match layer.spec {
         LayerSpec::Conv2d {
             out_channels,

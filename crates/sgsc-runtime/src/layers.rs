@@ -59,6 +59,18 @@ impl Shape {
         }
     }
 
+    /// `(channels, height, width)` of a map; a vector or sequence is `(values, 1, 1)`.
+    pub fn map(&self) -> (usize, usize, usize) {
+        match *self {
+            Shape::Map {
+                channels,
+                height,
+                width,
+            } => (channels, height, width),
+            _ => (self.values().unwrap_or(0), 1, 1),
+        }
+    }
+
     /// Values of one input's activation (`None` on overflow).
     pub fn values(&self) -> Option<usize> {
         match *self {
@@ -374,6 +386,26 @@ pub fn walk(layers: &[LayerSpec], input: Shape) -> Result<Vec<Shape>, (usize, St
 }
 
 impl LayerSpec {
+    /// The kind's name, as configs and files write its `type` (every kind has one: a new kind
+    /// does not compile until it is named here).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            LayerSpec::Conv2d { .. } => "conv2d",
+            LayerSpec::Linear { .. } => "linear",
+            LayerSpec::Relu => "relu",
+            LayerSpec::BatchNorm { .. } => "batch_norm",
+            LayerSpec::MaxPool(_) => "max_pool",
+            LayerSpec::AvgPool(_) => "avg_pool",
+            LayerSpec::GlobalAvgPool => "global_avg_pool",
+            LayerSpec::Flatten => "flatten",
+            LayerSpec::Embedding { .. } => "embedding",
+            LayerSpec::TransformerBlock { .. } => "transformer_block",
+            LayerSpec::LayerNorm { .. } => "layer_norm",
+            LayerSpec::Residual => "residual",
+            LayerSpec::Add { .. } => "add",
+        }
+    }
+
     /// The tensors a layer of this description stores, in file order.
     pub fn stored_tensors(&self) -> Vec<StoredTensor> {
         let tensor = |name, shape: &[usize], storage| StoredTensor {

@@ -197,18 +197,6 @@ pub struct Plan {
 /// The widest activation codes a plan holds: they are stored in a byte.
 pub const MAX_ACTIVATION_BITS: u32 = 8;
 
-/// `channels, height, width` of a shape (a vector is `n x 1 x 1`).
-fn map_of(shape: Shape) -> (usize, usize, usize) {
-    match shape {
-        Shape::Map {
-            channels,
-            height,
-            width,
-        } => (channels, height, width),
-        _ => (shape.values().unwrap_or(0), 1, 1),
-    }
-}
-
 /// A batch norm's per-channel `(scale, shift)`: `y = x * scale + shift`, in f64.
 fn batch_norm(layer: &Layer) -> Result<Vec<(f64, f64)>> {
     let LayerSpec::BatchNorm {
@@ -435,7 +423,7 @@ impl Plan {
             )));
         }
         let specs: Vec<&LayerSpec> = layers.iter().map(|layer| &layer.spec).collect();
-        let input_map = map_of(shapes.input);
+        let input_map = Shape::map(&shapes.input);
         let input = input_quantization(packed, input_map.1 * input_map.2, bits);
         let mut current = input.activation;
         let mut kept: Vec<Activation> = Vec::new();
@@ -446,8 +434,8 @@ impl Plan {
         let last_from = |end: usize| specs[end..].iter().all(|s| **s == LayerSpec::Flatten);
         while index < layers.len() {
             let layer = &layers[index];
-            let what = format!("layer {index} ({})", kind_name(&layer.spec));
-            let map = map_of(if index == 0 {
+            let what = format!("layer {index} ({})", layer.spec.kind());
+            let map = Shape::map(&if index == 0 {
                 shapes.input
             } else {
                 shapes.layers[index - 1]
@@ -644,7 +632,7 @@ fn kept_map(
         match specs[index] {
             LayerSpec::Add { .. } => depth += 1,
             LayerSpec::Residual if depth == 0 => {
-                return map_of(if index == 0 {
+                return Shape::map(&if index == 0 {
                     shapes.input
                 } else {
                     shapes.layers[index - 1]
@@ -689,24 +677,5 @@ fn logit_activation(
         scale,
         low: i32::MIN,
         high: i32::MAX,
-    }
-}
-
-/// A layer kind's name for messages.
-fn kind_name(spec: &LayerSpec) -> &'static str {
-    match spec {
-        LayerSpec::Conv2d { .. } => "conv2d",
-        LayerSpec::Linear { .. } => "linear",
-        LayerSpec::Relu => "relu",
-        LayerSpec::BatchNorm { .. } => "batch_norm",
-        LayerSpec::MaxPool(_) => "max_pool",
-        LayerSpec::AvgPool(_) => "avg_pool",
-        LayerSpec::GlobalAvgPool => "global_avg_pool",
-        LayerSpec::Flatten => "flatten",
-        LayerSpec::Embedding { .. } => "embedding",
-        LayerSpec::TransformerBlock { .. } => "transformer_block",
-        LayerSpec::LayerNorm { .. } => "layer_norm",
-        LayerSpec::Residual => "residual",
-        LayerSpec::Add { .. } => "add",
     }
 }
