@@ -156,10 +156,7 @@ impl Model {
         let mut steps = Vec::with_capacity(packed.layers.len());
         let mut kept = Vec::new();
         for (index, layer) in packed.layers.iter().enumerate() {
-            let shape = index
-                .checked_sub(1)
-                .map_or(shapes.input, |before| shapes.layers[before]);
-            steps.push(step(layer, shape, &mut kept)?);
+            steps.push(step(layer, shapes.input_of(index), &mut kept)?);
         }
         Ok(Model {
             packed,

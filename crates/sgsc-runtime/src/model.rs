@@ -362,6 +362,15 @@ pub(crate) struct Shapes {
     pub layers: Vec<Shape>,
 }
 
+impl Shapes {
+    /// The shape layer `index` reads: the model's input, or the previous layer's output.
+    pub fn input_of(&self, index: usize) -> Shape {
+        index
+            .checked_sub(1)
+            .map_or(self.input, |before| self.layers[before])
+    }
+}
+
 /// Checks that the layers `specs` fit the input of `metadata` and each other, that no
 /// activation or work buffer would exceed [`MAX_ACTIVATION`], and that the metadata fits the
 /// outputs; returns the number of outputs (classes, or vocabulary size for a language model).

@@ -7,7 +7,7 @@
 use super::arith::{code_range, pow2, round_shift, saturate, Multiplier};
 use crate::error::{Result, RuntimeError};
 use crate::kernels::ConvShape;
-use crate::layers::{LayerSpec, Pool, Shape};
+use crate::layers::{LayerSpec, Pool};
 use crate::model::{Layer, PackedModel, QuantizedMatrix};
 use crate::prelude::*;
 
@@ -423,10 +423,11 @@ impl Plan {
             )));
         }
         let specs: Vec<&LayerSpec> = layers.iter().map(|layer| &layer.spec).collect();
-        let input_map = Shape::map(&shapes.input);
+        let input_map = shapes.input.map();
         let input = input_quantization(packed, input_map.1 * input_map.2, bits);
         let mut current = input.activation;
-        let mut kept: Vec<Activation> = Vec::new();
+        // The activation and shape each open residual block keeps.
+        let mut kept: Vec<(Activation, (usize, usize, usize))> = Vec::new();
         let mut ops = Vec::new();
         let mut output_scale = None;
         let mut index = 0;
@@ -435,11 +436,7 @@ impl Plan {
         while index < layers.len() {
             let layer = &layers[index];
             let what = format!("layer {index} ({})", layer.spec.kind());
-            let map = Shape::map(&if index == 0 {
-                shapes.input
-            } else {
-                shapes.layers[index - 1]
-            });
+            let map = shapes.input_of(index).map();
             let calibrated = |end: usize, unsigned: bool| {
                 Activation::calibrated(f64::from(ranges[end - 1]), bits, !unsigned)
             };
@@ -541,12 +538,12 @@ impl Plan {
                 }
                 LayerSpec::Flatten => index += 1,
                 LayerSpec::Residual => {
-                    kept.push(current);
+                    kept.push((current, map));
                     ops.push(Op::Keep);
                     index += 1;
                 }
                 LayerSpec::Add { projection } => {
-                    let skip = kept.pop().ok_or_else(|| {
+                    let (skip, kept_map) = kept.pop().ok_or_else(|| {
                         integer_error(format!("{what}: no residual block to end"))
                     })?;
                     let fused = fuse(&specs, index + 1, false);
@@ -563,7 +560,6 @@ impl Plan {
                                 )));
                             }
                             let scales = steps(&weights).iter().map(|s| s * skip.scale).collect();
-                            let kept_map = kept_map(&shapes, &specs, index);
                             let shape = ConvShape {
                                 input: kept_map,
                                 out_channels: projection.out_channels,
@@ -619,30 +615,6 @@ impl Plan {
             activation_bits: bits,
         })
     }
-}
-
-/// The shape of the tensor kept by the residual block that the add at `add` ends.
-fn kept_map(
-    shapes: &crate::model::Shapes,
-    specs: &[&LayerSpec],
-    add: usize,
-) -> (usize, usize, usize) {
-    let mut depth = 0usize;
-    for index in (0..add).rev() {
-        match specs[index] {
-            LayerSpec::Add { .. } => depth += 1,
-            LayerSpec::Residual if depth == 0 => {
-                return Shape::map(&if index == 0 {
-                    shapes.input
-                } else {
-                    shapes.layers[index - 1]
-                })
-            }
-            LayerSpec::Residual => depth -= 1,
-            _ => {}
-        }
-    }
-    (0, 0, 0)
 }
 
 /// The 32-bit logits' activation: one scale for every class, as fine as the largest value any

@@ -339,12 +339,23 @@ impl Writer {
         weights: &QuantizedMatrix,
         stage: Option<&OutputStage>,
     ) -> Result<()> {
+        let (channels, height, width) = shape.input;
+        for value in [
+            channels,
+            height,
+            width,
+            shape.out_channels,
+            shape.kernel,
+            shape.stride,
+            shape.padding,
+        ] {
+            check_dimension(value, "a convolution or linear layer's dimension")?;
+        }
         self.weights(name, weights)?;
         let stage = match stage {
             Some(stage) => self.stage(name, stage),
             None => "{0, 0, 0, 0, 0, 0, 0}".into(),
         };
-        let (channels, height, width) = shape.input;
         let (oh, ow) = (
             side(height, shape.kernel, shape.stride, shape.padding),
             side(width, shape.kernel, shape.stride, shape.padding),
@@ -492,7 +503,7 @@ pub fn generate(plan: &Plan, input: [usize; 3], classes: &[String]) -> Result<CL
         plan.input.activation.low < 0,
     )];
     for op in &plan.ops[..chain] {
-        let (_, _, signed) = *stages.last().unwrap_or(&stages[0]);
+        let signed = stages[stages.len() - 1].2;
         stages.push(stream_shape(op, signed));
     }
     let rings: Vec<usize> = (0..stages.len())
@@ -585,14 +596,6 @@ pub fn generate(plan: &Plan, input: [usize; 3], classes: &[String]) -> Result<CL
                 weights,
                 stage,
             } => {
-                for value in [
-                    shape.out_channels,
-                    shape.kernel,
-                    shape.stride,
-                    shape.padding,
-                ] {
-                    check_dimension(value, "a convolution dimension")?;
-                }
                 writer.conv(&name, shape, *groups, weights, Some(stage))?;
                 let (out_shape, _, _) = stream_shape(op, current.signed);
                 current = write_dense(
@@ -614,8 +617,6 @@ pub fn generate(plan: &Plan, input: [usize; 3], classes: &[String]) -> Result<CL
                     stride: 1,
                     padding: 0,
                 };
-                check_dimension(weights.columns, "a linear layer's inputs")?;
-                check_dimension(weights.rows, "a linear layer's outputs")?;
                 writer.conv(&name, &shape, 1, weights, Some(stage))?;
                 current.shape = (current.size(), 1, 1);
                 current = write_dense(

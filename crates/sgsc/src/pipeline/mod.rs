@@ -66,7 +66,7 @@ pub fn pack_run(
 ) -> Result<Vec<u8>> {
     let target = summary.target_bytes;
     let mut met = true;
-    let bytes = loop {
+    let (bytes, size) = loop {
         if let (Some(target_bytes), Some(certificate)) = (target, summary.safety.as_mut()) {
             certificate.target = Some(TargetOutcome { target_bytes, met });
         }
@@ -77,12 +77,11 @@ pub fn pack_run(
         let size = measured_size(&bytes, config.quant.target_measure)? as i64;
         let within = target.is_none_or(|target| size <= target);
         if within == met || summary.safety.is_none() {
-            break bytes;
+            break (bytes, size);
         }
         met = within;
     };
     summary.set_file_size(bytes.len());
-    let size = measured_size(&bytes, config.quant.target_measure)? as i64;
     if config.quant.target_measure == TargetMeasure::Flash {
         summary.flash_bytes = Some(size);
     }
