@@ -102,6 +102,7 @@ fn setup(dir: &std::path::Path) -> Setup {
         breaches_before_restore: 1,
         breaches_before_rollback: 2,
         recovery_checks: 1,
+        max_deferred_breach: 2.5,
         prune_grace_steps: 50,
     });
     Setup {
@@ -636,7 +637,10 @@ fn a_breach_at_the_target_is_left_to_the_final_gate_which_returns_to_the_safe_sn
     use sgsc::train::safety::CheckStage;
     let _one_at_a_time = common::training_lock();
     let dir = tempfile::tempdir().unwrap();
-    let setup = setup(dir.path());
+    let mut setup = setup(dir.path());
+    // Every breach below counts as one the fine-tune could still recover from (the hopeless
+    // ones are the next test's).
+    setup.config.safety.as_mut().unwrap().max_deferred_breach = 1000.0;
     let (mut learner, mut guard) = at_reference(&setup);
     let Setup { config, data, .. } = setup;
     let safe = guard
@@ -711,4 +715,106 @@ fn a_breach_at_the_target_is_left_to_the_final_gate_which_returns_to_the_safe_sn
         .expect("an image classifier's integer figures");
     assert!(integer.met, "{integer:?}");
     assert_eq!(integer.ranges.len(), learner.network.layers.len());
+}
+
+/// Negates `rows` rows of the classifier from `first`: accuracy falls, no width falls.
+fn negate_classifier_rows(learner: &sgsc::train::learner::Learner, first: i64, rows: i64) {
+    let last = learner.network.quantized.len() - 1;
+    tch::no_grad(|| {
+        let mut part = learner
+            .network
+            .quantized_weight(last)
+            .weight
+            .narrow(0, first, rows);
+        let negated = part.neg();
+        part.copy_(&negated);
+    })
+}
+
+#[test]
+fn a_breach_far_outside_the_budget_at_the_target_rolls_back_at_once() {
+    use sgsc::train::safety::CheckStage;
+    let _one_at_a_time = common::training_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let setup = setup(dir.path());
+    assert_eq!(
+        setup.config.safety.as_ref().unwrap().max_deferred_breach,
+        2.5
+    );
+    let (mut learner, mut guard) = at_reference(&setup);
+    let Setup { data, .. } = setup;
+    let safe = guard
+        .check(&mut learner, &data, 25, 0.0, CheckStage::Compressing)
+        .unwrap();
+    assert_eq!(safe.action, "safe", "{safe:?}");
+    let last = learner.network.quantized.len() - 1;
+    let snapshot_codes = learner.network.quantized_weight(last).codes().unwrap();
+    // Half the classes negated: tens of points lost, against a budget of 2 (5 at 2.5 times).
+    // Its figures rose since the last check, and it is the first breach, but neither deferral
+    // nor a recovery wait applies this far out: the guard rolls back.
+    negate_classifier_rows(&learner, 0, 5);
+    let breach = guard
+        .check(&mut learner, &data, 50, 0.9, CheckStage::Holding)
+        .unwrap();
+    assert_eq!(
+        (breach.action, breach.within, breach.restored_channels),
+        ("rollback", false, 0),
+        "{breach:?}"
+    );
+    assert!(learner
+        .network
+        .quantized_weight(last)
+        .codes()
+        .unwrap()
+        .equal(&snapshot_codes));
+    let events = guard.certificate_draft(None).events;
+    assert_eq!((events.breaches, events.rollbacks), (1, 1));
+}
+
+#[test]
+fn the_final_gate_falls_back_through_earlier_snapshots_to_one_that_meets_the_budget() {
+    use sgsc::train::safety::CheckStage;
+    let _one_at_a_time = common::training_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let mut setup = setup(dir.path());
+    // Mid-run checks at the peak learning rate allow 11 times the budget (22 points).
+    setup.config.safety.as_mut().unwrap().check_slack = 10.0;
+    let (mut learner, mut guard) = at_reference(&setup);
+    let Setup { config, data, .. } = setup;
+    let last = learner.network.quantized.len() - 1;
+    let signs = |learner: &sgsc::train::learner::Learner| {
+        learner
+            .network
+            .quantized_weight(last)
+            .codes()
+            .unwrap()
+            .sign()
+    };
+    let reference_signs = signs(&learner);
+    let first = guard
+        .check(&mut learner, &data, 25, 0.0, CheckStage::Compressing)
+        .unwrap();
+    assert_eq!(first.action, "safe", "{first:?}");
+    // One class negated (about 10 points lost): within the widened budget of a check at the
+    // peak learning rate, so it becomes the snapshot, outside the budget itself.
+    negate_classifier_rows(&learner, 0, 1);
+    let second = guard
+        .check(&mut learner, &data, 50, 1.0, CheckStage::Compressing)
+        .unwrap();
+    assert_eq!(second.action, "safe", "{second:?}");
+    assert!(!guard.snapshot_within_budget());
+    // The final state is worse still. Neither it nor the last snapshot meets the budget; the
+    // snapshot before it (the reference's state) does, and the gate keeps that one.
+    negate_classifier_rows(&learner, 1, 4);
+    let metadata = sgsc::pack::export::metadata(&config, &data.description(), None, None).unwrap();
+    let certificate = guard.final_gate(&mut learner, &data, &metadata).unwrap();
+    assert!(
+        certificate.met && certificate.restored_last_safe_snapshot,
+        "{certificate:?}"
+    );
+    assert!(signs(&learner).equal(&reference_signs));
+    assert!(certificate
+        .integer
+        .as_ref()
+        .is_some_and(|figures| figures.met));
 }

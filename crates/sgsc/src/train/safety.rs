@@ -193,6 +193,18 @@ fn round_range(value: f32) -> f64 {
 /// A placeholder as long as any rounded range prints.
 const LONGEST_RANGE: f64 = 1.23456e-100;
 
+/// The final gate's measurement of one state.
+#[derive(Debug, Clone)]
+struct Judged {
+    preservation: f64,
+    validation: f64,
+    /// The integer path's figures, when measured (an image classifier whose f32 figures meet
+    /// the budget).
+    integer: Option<IntegerFigures>,
+    /// Whether the state meets the budget on every path measured.
+    met: bool,
+}
+
 /// How a run with a size target ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TargetOutcome {
@@ -211,6 +223,8 @@ struct GuardState {
     #[serde(default)]
     snapshot_within_budget: bool,
     snapshot_steps_taken: i64,
+    #[serde(default)]
+    earlier_steps_taken: Vec<i64>,
     zero_since: Vec<Vec<Option<i64>>>,
     held: Vec<Vec<bool>>,
     pruned_channels: usize,
@@ -220,6 +234,9 @@ struct GuardState {
 
 /// Checkpoint names of the safe snapshot's tensors.
 const SNAPSHOT_PREFIX: &str = "guard.snapshot.";
+
+/// Checkpoint names of the earlier safe snapshots' tensors (`guard.earlier.{i}.{name}`).
+const EARLIER_PREFIX: &str = "guard.earlier.";
 
 /// State of the safety guard during a run.
 #[derive(Debug)]
@@ -244,6 +261,10 @@ pub struct Guard {
     snapshot: Snapshot,
     /// Whether the snapshot was measured within budget (the starting state may not be).
     snapshot_safe: bool,
+    /// The safe snapshots that `snapshot` replaced since the last pruning, oldest first: the
+    /// final gate falls back through them when a snapshot measured safe in f32 fails on the
+    /// integer path.
+    earlier: Vec<Snapshot>,
     /// Whether it was measured within the budget itself, not only the widened one of a check
     /// on the way down.
     snapshot_within_budget: bool,
@@ -442,6 +463,7 @@ impl Guard {
                 .collect(),
             snapshot: learner.snapshot()?,
             snapshot_safe: false,
+            earlier: Vec::new(),
             snapshot_within_budget: false,
             integer_draft: (matches!(data.train, Split::Images(_))
                 && metric == BudgetMetric::Accuracy)
@@ -473,17 +495,26 @@ impl Guard {
     /// What a checkpoint must carry to resume the guard: the safe snapshot as tensors (named
     /// `guard.*`), the rest as JSON.
     pub fn state(&self) -> Result<(Vec<(String, Tensor)>, String)> {
-        let tensors: Vec<(String, Tensor)> = self
+        let mut tensors: Vec<(String, Tensor)> = self
             .snapshot
             .tensors()
             .iter()
             .map(|(name, tensor)| (format!("{SNAPSHOT_PREFIX}{name}"), tensor.shallow_clone()))
             .collect();
+        for (index, snapshot) in self.earlier.iter().enumerate() {
+            tensors.extend(snapshot.tensors().iter().map(|(name, tensor)| {
+                (
+                    format!("{EARLIER_PREFIX}{index}.{name}"),
+                    tensor.shallow_clone(),
+                )
+            }));
+        }
         let state = GuardState {
             controller: self.controller.state(),
             snapshot_safe: self.snapshot_safe,
             snapshot_within_budget: self.snapshot_within_budget,
             snapshot_steps_taken: self.snapshot.steps_taken(),
+            earlier_steps_taken: self.earlier.iter().map(Snapshot::steps_taken).collect(),
             zero_since: self.zero_since.clone(),
             held: self.held.clone(),
             pruned_channels: self.pruned_channels,
@@ -514,15 +545,24 @@ impl Guard {
                 "zero-bit timers for {timers:?} channels, the network has {channels:?}"
             )));
         }
-        let mut snapshot = HashMap::new();
-        for (name, tensor) in learner.state() {
-            let saved = tensors
-                .get(&format!("{SNAPSHOT_PREFIX}{name}"))
-                .filter(|saved| saved.size() == tensor.size())
-                .ok_or_else(|| bad(format!("no snapshot of {name} in its shape")))?;
-            snapshot.insert(name, saved.f_to_device(self.device)?);
-        }
-        self.snapshot = Snapshot::from_tensors(snapshot, state.snapshot_steps_taken);
+        let saved_snapshot = |prefix: &str, steps_taken: i64| -> Result<Snapshot> {
+            let mut snapshot = HashMap::new();
+            for (name, tensor) in learner.state() {
+                let saved = tensors
+                    .get(&format!("{prefix}{name}"))
+                    .filter(|saved| saved.size() == tensor.size())
+                    .ok_or_else(|| bad(format!("no snapshot {prefix} of {name} in its shape")))?;
+                snapshot.insert(name, saved.f_to_device(self.device)?);
+            }
+            Ok(Snapshot::from_tensors(snapshot, steps_taken))
+        };
+        self.snapshot = saved_snapshot(SNAPSHOT_PREFIX, state.snapshot_steps_taken)?;
+        self.earlier = state
+            .earlier_steps_taken
+            .iter()
+            .enumerate()
+            .map(|(index, &steps)| saved_snapshot(&format!("{EARLIER_PREFIX}{index}."), steps))
+            .collect::<Result<_>>()?;
         self.held = state.held;
         self.controller.set_state(state.controller);
         self.snapshot_safe = state.snapshot_safe;
@@ -672,7 +712,16 @@ impl Guard {
         // points of widening there), so a breach there cannot tell a state that will end outside the
         // budget from one that will not. With a snapshot within the budget itself to fall back
         // to, the final gate judges the state instead: the breach is deferred.
-        let deferred = stage == CheckStage::Holding && self.snapshot_within_budget;
+        // Far outside the budget, though, no remaining gain brings the model back: the guard
+        // neither defers nor waits, and returns to the snapshot at once (the trainer then
+        // searches for a size the budget allows).
+        let hopeless = stage == CheckStage::Holding
+            && !self.controller.budget.is_met_scaled(
+                preservation,
+                validation,
+                self.safety.max_deferred_breach,
+            );
+        let deferred = stage == CheckStage::Holding && self.snapshot_within_budget && !hopeless;
         let may_roll_back = self.snapshot_safe && !deferred;
         let action =
             match self
@@ -689,6 +738,7 @@ impl Guard {
                 // other breach returns to the last safe state, to fine-tune there.
                 Action::Recovering
                     if stage == CheckStage::Holding
+                        && !hopeless
                         && self.recovery_waits < self.safety.recovery_checks =>
                 {
                     self.recovery_waits += 1;
@@ -727,7 +777,13 @@ impl Guard {
             }
             Action::Snapshot => {
                 report.pruned_channels = self.prune(learner, step)?;
-                self.snapshot = learner.snapshot()?;
+                let replaced = std::mem::replace(&mut self.snapshot, learner.snapshot()?);
+                if report.pruned_channels > 0 {
+                    // Earlier states no longer fit the pruned network.
+                    self.earlier.clear();
+                } else if self.snapshot_safe {
+                    self.earlier.push(replaced);
+                }
                 self.snapshot_safe = true;
                 self.snapshot_within_budget =
                     self.controller.budget.is_met(preservation, validation);
@@ -1000,34 +1056,47 @@ impl Guard {
 
     /// The final gate: puts the model in its stored form and keeps it only if it meets the
     /// budget, on the f32 path and, for an image classifier, on the integer path as a
-    /// microcontroller runs it (`metadata` describes its file); otherwise returns to the last
-    /// safe snapshot (if a snapshot was ever measured safe; else the certificate says the budget
-    /// is not met). Returns the certificate.
+    /// microcontroller runs it (`metadata` describes its file). Otherwise it returns to the last
+    /// safe snapshot, and when that one fails too (a snapshot is measured in f32 when it is
+    /// taken), to the earlier ones in turn, newest first; when none meets the budget, the last
+    /// snapshot stays and the certificate says the budget is not met (as when no snapshot was
+    /// ever measured safe). Returns the certificate.
     pub fn final_gate(
         &mut self,
         learner: &mut Learner,
         data: &TrainValidation,
         metadata: &Metadata,
     ) -> Result<Certificate> {
-        prepare_for_storage(&learner.network)?;
-        let (mut preservation, mut validation) = self.measure(learner, data)?;
-        let budget = self.controller.budget;
-        let mut integer = None;
+        let mut judged = self.judge(learner, data, metadata)?;
         let mut restored = false;
-        if budget.is_met(preservation, validation) {
-            integer = self.integer_figures(learner, data, metadata)?;
-        }
-        let kept = budget.is_met(preservation, validation)
-            && integer.as_ref().is_none_or(|figures| figures.met);
-        if !kept && self.snapshot_safe {
-            learner.restore(&self.snapshot)?;
-            prepare_for_storage(&learner.network)?;
-            (preservation, validation) = self.measure(learner, data)?;
+        if !judged.met && self.snapshot_safe {
             restored = true;
+            let mut last = None;
+            for snapshot in std::iter::once(&self.snapshot).chain(self.earlier.iter().rev()) {
+                learner.restore(snapshot)?;
+                judged = self.judge(learner, data, metadata)?;
+                if judged.met {
+                    break;
+                }
+                last.get_or_insert(judged.clone());
+            }
+            if let Some(last) = last.filter(|_| !judged.met) {
+                tracing::warn!("no safe snapshot meets the budget in its stored form");
+                learner.restore(&self.snapshot)?;
+                prepare_for_storage(&learner.network)?;
+                judged = last;
+            }
         }
-        if restored || integer.is_none() {
+        let Judged {
+            preservation,
+            validation,
+            mut integer,
+            met,
+        } = judged;
+        if integer.is_none() {
             integer = self.integer_figures(learner, data, metadata)?;
         }
+        let budget = self.controller.budget;
         let loss_part = evaluate(
             &learner.network,
             &self.loss_part,
@@ -1042,14 +1111,37 @@ impl Guard {
             final_loss_part: Some(round_figure(figure(budget.metric, &loss_part))),
             parts: (self.audit_indices.len(), self.loss_part.len()),
             final_validation: round_figure(validation),
-            met: budget.is_met(preservation, validation)
-                && integer.as_ref().is_none_or(|figures| figures.met),
+            met,
             restored_last_safe_snapshot: restored,
             events: self.controller.events,
             pruned_channels: self.pruned_channels,
             preservation_set_sha256: self.sources.0.clone(),
             reference_sha256: self.sources.1.clone(),
             target: None,
+            integer,
+        })
+    }
+
+    /// Puts the network in its stored form and measures it against the budget: the f32 path,
+    /// then (when that is met) the integer path.
+    fn judge(
+        &self,
+        learner: &Learner,
+        data: &TrainValidation,
+        metadata: &Metadata,
+    ) -> Result<Judged> {
+        prepare_for_storage(&learner.network)?;
+        let (preservation, validation) = self.measure(learner, data)?;
+        let f32_met = self.controller.budget.is_met(preservation, validation);
+        let integer = if f32_met {
+            self.integer_figures(learner, data, metadata)?
+        } else {
+            None
+        };
+        Ok(Judged {
+            preservation,
+            validation,
+            met: f32_met && integer.as_ref().is_none_or(|figures| figures.met),
             integer,
         })
     }
