@@ -103,6 +103,12 @@ pub struct QuantConfig {
     /// fine-tunes at the target's size).
     #[serde(default = "default_target_reach")]
     pub target_reach: f64,
+    /// Integer exponents: the quantizer rounds each exponent (straight through), so every
+    /// channel's step is a power of two and a pure shift could rescale it (default false: the
+    /// integer path's per-channel multiplier absorbs real exponents at no cost; docs/integer.md
+    /// has the measurement).
+    #[serde(default)]
+    pub integer_exponents: bool,
 }
 
 fn default_target_reach() -> f64 {

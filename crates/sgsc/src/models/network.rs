@@ -641,6 +641,24 @@ impl Network {
         }
     }
 
+    /// Makes every quantizer use integer exponents (`round_ste(e)`), or real ones.
+    pub fn set_integer_exponents(&mut self, integer: bool) {
+        for info in &self.quantized {
+            let weight = match &mut self.layers[info.layer] {
+                Layer::Conv2d(conv) | Layer::Add(Some(conv)) => &mut conv.weight,
+                Layer::Linear(linear) => &mut linear.weight,
+                Layer::TransformerBlock(block) => &mut block.parts[info.part].weight,
+                _ => continue,
+            };
+            weight.integer_exponent = integer;
+        }
+    }
+
+    /// Whether the quantizers use integer exponents (see [`Network::set_integer_exponents`]).
+    pub fn integer_exponents(&self) -> bool {
+        !self.quantized.is_empty() && self.quantized_weight(0).integer_exponent
+    }
+
     /// The description of layer `index` as it is now (channel counts after pruning): what the
     /// packed file stores of it.
     pub fn layer_spec(&self, index: usize) -> LayerSpec {

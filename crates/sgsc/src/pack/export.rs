@@ -55,7 +55,7 @@ fn matrix(weight: &QuantizedWeight, name: &str) -> Result<QuantizedMatrix> {
         .into_iter()
         .map(|width| width as u8)
         .collect();
-    let exponents = floats(&weight.exponent)?
+    let exponents = floats(&weight.stored_exponent()?)?
         .into_iter()
         .map(f16::from_f32)
         .collect();
@@ -224,6 +224,7 @@ pub fn stored_bytes(
 ) -> Result<Vec<u8>> {
     let device = network.quantized_weight(0).weight.device();
     let mut copy = Network::new(model, 1.0, device)?;
+    copy.set_integer_exponents(network.integer_exponents());
     for index in 0..copy.quantized.len() {
         let channels = network.quantized_weight(index).weight.size()[0];
         if channels < copy.quantized_weight(index).weight.size()[0] {

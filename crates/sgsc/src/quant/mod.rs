@@ -22,6 +22,9 @@ pub struct QuantizedWeight {
     pub bit_depth: Tensor,
     /// Exponent `e` per output channel, shape `[out]`; the quantization step is `2^e`.
     pub exponent: Tensor,
+    /// Whether the quantizer uses `round_ste(e)`: steps are powers of two, and the stored
+    /// exponents integers (`quant.integer_exponents`).
+    pub integer_exponent: bool,
 }
 
 impl QuantizedWeight {
@@ -40,12 +43,34 @@ impl QuantizedWeight {
             weight,
             bit_depth: bit_depth.set_requires_grad(true),
             exponent: exponent.set_requires_grad(true),
+            integer_exponent: false,
         })
     }
 
     /// The quantized weights `q(w; b, e)`, differentiable in `w`, `b` and `e`.
     pub fn quantized(&self) -> Result<Tensor, tch::TchError> {
-        quantize(&self.weight, &self.bit_depth, &self.exponent)
+        quantize(&self.weight, &self.bit_depth, &self.used_exponent()?)
+    }
+
+    /// The exponents as the file stores them (before its f16 rounding): `e`, or `round(e)`
+    /// with integer exponents. No gradient.
+    pub fn stored_exponent(&self) -> Result<Tensor, tch::TchError> {
+        tch::no_grad(|| {
+            if self.integer_exponent {
+                self.exponent.f_round()
+            } else {
+                Ok(self.exponent.shallow_clone())
+            }
+        })
+    }
+
+    /// The exponent the quantizer uses: `e`, or `round_ste(e)` with integer exponents.
+    fn used_exponent(&self) -> Result<Tensor, tch::TchError> {
+        if self.integer_exponent {
+            round_ste(&self.exponent)
+        } else {
+            Ok(self.exponent.shallow_clone())
+        }
     }
 
     /// The integer codes `round(clamp(2^-e w, ...))` as an i64 tensor shaped like the weights
@@ -53,7 +78,7 @@ impl QuantizedWeight {
     pub fn codes(&self) -> Result<Tensor, tch::TchError> {
         tch::no_grad(|| {
             let (scaled, lower, upper, _step) =
-                scaled_and_bounds(&self.weight, &self.bit_depth, &self.exponent)?;
+                scaled_and_bounds(&self.weight, &self.bit_depth, &self.used_exponent()?)?;
             scaled
                 .f_maximum(&lower)?
                 .f_minimum(&upper)?
@@ -159,6 +184,47 @@ mod tests {
         // 0.3/0.25 = 1.2 -> 1; -1.2 -> -1; 0.4 -> 0; 3.6 -> clamp 3; -6 -> clamp -4;
         // 0.5 -> 0 (half to even); 1.5 -> 2 (half to even).
         assert_eq!(values(&q), vec![0.25, -0.25, 0.0, 0.75, -1.0, 0.0, 0.5]);
+    }
+
+    #[test]
+    fn integer_exponents_round_the_step_and_pass_the_gradient_straight_through() {
+        let w = tensor(&[0.3, 0.9, -1.6]).view([1, 3]);
+        let quantizer = |exponent: f32, integer_exponent: bool| QuantizedWeight {
+            weight: w.copy().set_requires_grad(true),
+            bit_depth: tensor(&[3.0]).set_requires_grad(true),
+            exponent: tensor(&[exponent]).set_requires_grad(true),
+            integer_exponent,
+        };
+        // e = -1.3 is used as -1: step 0.5, x = 0.6, 1.8, -3.2 -> codes 1, 2, -3 in [-4, 3].
+        let integer = quantizer(-1.3, true);
+        let q = integer.quantized().unwrap();
+        assert_eq!(values(&q), vec![0.5, 1.0, -1.5]);
+        assert_eq!(
+            values(&integer.codes().unwrap().to_kind(Kind::Float)),
+            vec![1.0, 2.0, -3.0]
+        );
+        assert_eq!(values(&integer.stored_exponent().unwrap()), vec![-1.0]);
+        // Its gradients are those of the real quantizer at e = -1 exactly.
+        let real = quantizer(-1.0, false);
+        let weights = tensor(&[1.0, 2.0, 3.0]).view([1, 3]);
+        (q * &weights).sum(Kind::Float).backward();
+        (real.quantized().unwrap() * &weights)
+            .sum(Kind::Float)
+            .backward();
+        assert_eq!(
+            values(&integer.exponent.grad()),
+            values(&real.exponent.grad())
+        );
+        assert_eq!(
+            values(&integer.bit_depth.grad()),
+            values(&real.bit_depth.grad())
+        );
+        assert_eq!(values(&integer.weight.grad()), values(&real.weight.grad()));
+        // Real exponents are stored as they are.
+        assert_eq!(
+            values(&quantizer(-1.3, false).stored_exponent().unwrap()),
+            vec![-1.3]
+        );
     }
 
     #[test]
@@ -284,6 +350,7 @@ mod tests {
             weight: w,
             bit_depth: tensor(&[8.0, 8.0]),
             exponent: tensor(&[(0.01f32).log2(), -3.0]),
+            integer_exponent: false,
         };
         assert_eq!(q.channel_widths().unwrap(), vec![2, 0]);
     }

@@ -190,8 +190,12 @@ pub fn prepare_for_storage(network: &Network) -> Result<()> {
     tch::no_grad(|| -> Result<()> {
         for (index, alive) in alive.iter().enumerate() {
             let constant = live::constant_outputs(network, index, live::Statistics::Stored)?;
-            let mut exponent = network.quantized_weight(index).exponent.shallow_clone();
-            let rounded = exponent.f_to_kind(Kind::Half)?.f_to_kind(Kind::Float)?;
+            let weight = network.quantized_weight(index);
+            let mut exponent = weight.exponent.shallow_clone();
+            let rounded = weight
+                .stored_exponent()?
+                .f_to_kind(Kind::Half)?
+                .f_to_kind(Kind::Float)?;
             exponent.f_copy_(&rounded)?;
             if let Some(norm) = network.norm(index) {
                 let dead: Vec<i64> = alive

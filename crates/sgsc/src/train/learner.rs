@@ -126,7 +126,8 @@ impl Learner {
     /// Builds the network (seeded by the config's seed) and its optimizer for `mode`.
     pub fn new(config: &ExperimentConfig, mode: Mode, device: Device) -> Result<Self> {
         tch::manual_seed(config.train.seed as i64);
-        let network = Network::new(&config.model, config.quant.initial_bit_depth, device)?;
+        let mut network = Network::new(&config.model, config.quant.initial_bit_depth, device)?;
+        network.set_integer_exponents(config.quant.integer_exponents);
         let mut learner = Learner {
             original: OriginalSize::of(&network),
             bit_caps: (0..network.quantized.len()).map(|_| None).collect(),

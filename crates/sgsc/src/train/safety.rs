@@ -951,6 +951,7 @@ impl Guard {
                 weight: weight.shallow_clone(),
                 bit_depth: bits.shallow_clone(),
                 exponent: exponent.shallow_clone(),
+                integer_exponent: network.quantized_weight(index).integer_exponent,
             };
             let restored = tch::no_grad(|| snapshot.quantized())?;
             let change = gradients[index]
