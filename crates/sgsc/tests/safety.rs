@@ -631,37 +631,48 @@ fn the_preservation_batch_moves_the_weights_but_not_the_running_statistics() {
     assert_ne!(first(with), first(without), "the preservation loss trained");
 }
 
+/// A `safe` learner at the reference (its guard's settings changed by `adjust`) whose first
+/// check, at step 25, found it safe: the snapshot is the reference's state.
+fn guarded_at_reference(
+    dir: &std::path::Path,
+    adjust: impl FnOnce(&mut SafetyConfig),
+) -> (
+    sgsc::train::learner::Learner,
+    sgsc::train::safety::Guard,
+    sgsc::config::ExperimentConfig,
+    sgsc::data::TrainValidation,
+) {
+    let mut setup = setup(dir);
+    adjust(setup.config.safety.as_mut().unwrap());
+    let (mut learner, mut guard) = at_reference(&setup);
+    let Setup { config, data, .. } = setup;
+    let safe = guard
+        .check(
+            &mut learner,
+            &data,
+            25,
+            0.0,
+            sgsc::train::safety::CheckStage::Compressing,
+        )
+        .unwrap();
+    assert_eq!(safe.action, "safe", "{safe:?}");
+    assert!(guard.snapshot_within_budget());
+    (learner, guard, config, data)
+}
+
 #[test]
 fn a_breach_at_the_target_is_left_to_the_final_gate_which_returns_to_the_safe_snapshot() {
     use sgsc::train::learner::Learner;
     use sgsc::train::safety::CheckStage;
     let _one_at_a_time = common::training_lock();
     let dir = tempfile::tempdir().unwrap();
-    let mut setup = setup(dir.path());
     // Every breach below counts as one the fine-tune could still recover from (the hopeless
     // ones are the next test's).
-    setup.config.safety.as_mut().unwrap().max_deferred_breach = 1000.0;
-    let (mut learner, mut guard) = at_reference(&setup);
-    let Setup { config, data, .. } = setup;
-    let safe = guard
-        .check(&mut learner, &data, 25, 0.0, CheckStage::Compressing)
-        .unwrap();
-    assert_eq!(safe.action, "safe", "{safe:?}");
-    assert!(guard.snapshot_within_budget());
+    let (mut learner, mut guard, config, data) =
+        guarded_at_reference(dir.path(), |safety| safety.max_deferred_breach = 1000.0);
     let last = learner.network.quantized.len() - 1;
     let codes = |learner: &Learner| learner.network.quantized_weight(last).codes().unwrap();
-    // Negates `rows` rows of the classifier from `first`: accuracy collapses, no width falls.
-    let negate_rows = |learner: &Learner, first: i64, rows: i64| {
-        tch::no_grad(|| {
-            let mut part = learner
-                .network
-                .quantized_weight(last)
-                .weight
-                .narrow(0, first, rows);
-            let negated = part.neg();
-            part.copy_(&negated);
-        })
-    };
+    let negate_rows = negate_classifier_rows;
     let snapshot_codes = codes(&learner);
     negate_rows(&learner, 0, 10);
     // Just arrived at the target, the model is settling: the breach is a dip.
@@ -736,17 +747,8 @@ fn a_breach_far_outside_the_budget_at_the_target_rolls_back_at_once() {
     use sgsc::train::safety::CheckStage;
     let _one_at_a_time = common::training_lock();
     let dir = tempfile::tempdir().unwrap();
-    let setup = setup(dir.path());
-    assert_eq!(
-        setup.config.safety.as_ref().unwrap().max_deferred_breach,
-        2.5
-    );
-    let (mut learner, mut guard) = at_reference(&setup);
-    let Setup { data, .. } = setup;
-    let safe = guard
-        .check(&mut learner, &data, 25, 0.0, CheckStage::Compressing)
-        .unwrap();
-    assert_eq!(safe.action, "safe", "{safe:?}");
+    let (mut learner, mut guard, config, data) = guarded_at_reference(dir.path(), |_| ());
+    assert_eq!(config.safety.as_ref().unwrap().max_deferred_breach, 2.5);
     let last = learner.network.quantized.len() - 1;
     let snapshot_codes = learner.network.quantized_weight(last).codes().unwrap();
     // Half the classes negated: tens of points lost, against a budget of 2 (5 at 2.5 times).
@@ -776,11 +778,9 @@ fn the_final_gate_falls_back_through_earlier_snapshots_to_one_that_meets_the_bud
     use sgsc::train::safety::CheckStage;
     let _one_at_a_time = common::training_lock();
     let dir = tempfile::tempdir().unwrap();
-    let mut setup = setup(dir.path());
     // Mid-run checks at the peak learning rate allow 11 times the budget (22 points).
-    setup.config.safety.as_mut().unwrap().check_slack = 10.0;
-    let (mut learner, mut guard) = at_reference(&setup);
-    let Setup { config, data, .. } = setup;
+    let (mut learner, mut guard, config, data) =
+        guarded_at_reference(dir.path(), |safety| safety.check_slack = 10.0);
     let last = learner.network.quantized.len() - 1;
     let signs = |learner: &sgsc::train::learner::Learner| {
         learner
@@ -791,10 +791,6 @@ fn the_final_gate_falls_back_through_earlier_snapshots_to_one_that_meets_the_bud
             .sign()
     };
     let reference_signs = signs(&learner);
-    let first = guard
-        .check(&mut learner, &data, 25, 0.0, CheckStage::Compressing)
-        .unwrap();
-    assert_eq!(first.action, "safe", "{first:?}");
     // One class negated (about 10 points lost): within the widened budget of a check at the
     // peak learning rate, so it becomes the snapshot, outside the budget itself.
     negate_classifier_rows(&learner, 0, 1);
