@@ -173,17 +173,20 @@ static void sgsc_convolve(const sgsc_conv *conv, const sgsc_view *in, enum sgsc_
                     for (kx = 0; kx < k; kx++) {
                         int32_t weight = w[ky * k + kx];
                         const uint8_t *x;
+                        int32_t *a, *a_end;
                         if (weight == 0) {
                             continue;
                         }
                         x = map + lines[ky] + first_x[kx] * stride + kx - conv->padding;
+                        a = acc + first_x[kx];
+                        a_end = acc + end_x[kx];
                         if (in->is_signed) {
-                            for (ox = first_x[kx]; ox < end_x[kx]; ox++, x += stride) {
-                                acc[ox] += weight * ((int32_t)*x - ((int32_t)(*x & 0x80) << 1));
+                            for (; a < a_end; a++, x += stride) {
+                                *a += weight * ((int32_t)*x - ((int32_t)(*x & 0x80) << 1));
                             }
                         } else {
-                            for (ox = first_x[kx]; ox < end_x[kx]; ox++, x += stride) {
-                                acc[ox] += weight * (int32_t)*x;
+                            for (; a < a_end; a++, x += stride) {
+                                *a += weight * (int32_t)*x;
                             }
                         }
                     }
