@@ -79,7 +79,7 @@ fn bit_packed_reads_at_widths_1_to_16_give_the_written_codes() {
     let mut bytes = writer.finish();
     bytes.extend([0, 0]);
     let mut body = format!(
-        "    static const uint8_t bytes[{}] = {{{}}};\n    static const uint8_t widths[{}] = {{{}}};\n    sgsc_bits bits;\n    int i;\n    bits.bytes = bytes;\n    bits.position = 0;\n",
+        "    static const uint8_t bytes[{}] = {{{}}};\n    static const uint8_t widths[{}] = {{{}}};\n    sgsc_bits bits;\n    sgsc_weight value;\n    int i;\n    bits.bytes = bytes;\n    bits.position = 0;\n",
         bytes.len(),
         bytes.iter().map(u8::to_string).collect::<Vec<_>>().join(", "),
         codes.len(),
@@ -87,7 +87,7 @@ fn bit_packed_reads_at_widths_1_to_16_give_the_written_codes() {
     );
     let _ = write!(
         body,
-        "    for (i = 0; i < {}; i++) {{\n        printf(\"%ld\\n\", (long)sgsc_read(&bits, widths[i]));\n    }}\n    printf(\"%ld\\n\", (long)sgsc_read(&bits, 0));",
+        "    for (i = 0; i < {}; i++) {{\n        sgsc_decode(&bits, widths[i], 1, &value);\n        printf(\"%ld\\n\", (long)value);\n    }}\n    sgsc_decode(&bits, 0, 1, &value);\n    printf(\"%ld\\n\", (long)value);",
         codes.len()
     );
     let read = run(&body);
@@ -95,7 +95,8 @@ fn bit_packed_reads_at_widths_1_to_16_give_the_written_codes() {
     expected.push("0".into()); // width 0 reads nothing and gives 0
     assert_eq!(read, expected);
     // A hand value: 3-bit codes 1, -1, 2 are the bytes 0b1011_1001, 0b0000_0000.
-    let hand = run("    static const uint8_t bytes[4] = {0xb9, 0, 0, 0};\n    sgsc_bits bits;\n    int i;\n    bits.bytes = bytes;\n    bits.position = 0;\n    for (i = 0; i < 3; i++) {\n        printf(\"%ld\\n\", (long)sgsc_read(&bits, 3));\n    }");
+    // Decoded as one row of three.
+    let hand = run("    static const uint8_t bytes[4] = {0xb9, 0, 0, 0};\n    sgsc_bits bits;\n    sgsc_weight row[3];\n    int i;\n    bits.bytes = bytes;\n    bits.position = 0;\n    sgsc_decode(&bits, 3, 3, row);\n    for (i = 0; i < 3; i++) {\n        printf(\"%ld\\n\", (long)row[i]);\n    }");
     assert_eq!(hand, vec!["1", "-1", "2"]);
 }
 

@@ -12,21 +12,26 @@ typedef struct {
     uint32_t position; /* next bit */
 } sgsc_bits;
 
-/* One `width`-bit two's-complement code (width 0 to 16), sign-extended. A code spans at most
- * three bytes; every array of codes ends with two bytes of padding, so all three can be read. */
-static int32_t sgsc_read(sgsc_bits *bits, uint32_t width)
+/* The next `count` codes of `width` bits (0 to 16) into `row`, sign-extended (width 0: zeros,
+ * nothing read). A code spans at most three bytes; every array of codes ends with two bytes of
+ * padding, so all three can be read. The position stays in a register for the whole row. */
+static void sgsc_decode(sgsc_bits *bits, uint32_t width, uint32_t count, sgsc_weight *row)
 {
     uint32_t bit = bits->position;
-    const uint8_t *at = bits->bytes + (bit >> 3);
-    uint32_t value, sign;
+    uint32_t mask = (1u << width) - 1u;
+    uint32_t sign = (1u << width) >> 1;
+    uint32_t i;
     if (width == 0) {
-        return 0;
+        memset(row, 0, count * sizeof *row);
+        return;
     }
-    value = (uint32_t)at[0] | ((uint32_t)at[1] << 8) | ((uint32_t)at[2] << 16);
-    value = (value >> (bit & 7u)) & ((1u << width) - 1u);
-    bits->position = bit + width;
-    sign = 1u << (width - 1u);
-    return (int32_t)(value ^ sign) - (int32_t)sign;
+    for (i = 0; i < count; i++, bit += width) {
+        const uint8_t *at = bits->bytes + (bit >> 3);
+        uint32_t value = (uint32_t)at[0] | ((uint32_t)at[1] << 8) | ((uint32_t)at[2] << 16);
+        value = (value >> (bit & 7u)) & mask;
+        row[i] = (sgsc_weight)((int32_t)(value ^ sign) - (int32_t)sign);
+    }
+    bits->position = bit;
 }
 
 /* The code at `index` of a tensor of one-byte codes: a signed tensor's bytes of 128 and more
@@ -134,7 +139,7 @@ static void sgsc_convolve(const sgsc_conv *conv, const sgsc_view *in, enum sgsc_
     uint32_t first_x[SGSC_MAX_KERNEL], end_x[SGSC_MAX_KERNEL];
     int32_t acc[SGSC_MAX_OUT_WIDTH];
     sgsc_bits bits;
-    uint32_t c, i, oy, ox, local, ky, kx;
+    uint32_t c, oy, ox, local, ky, kx;
     bits.bytes = conv->codes;
     bits.position = 0;
     /* For each kx, the outputs ox whose input column ox * stride + kx - padding is inside. */
@@ -152,9 +157,7 @@ static void sgsc_convolve(const sgsc_conv *conv, const sgsc_view *in, enum sgsc_
     for (c = 0; c < conv->out_channels; c++) {
         uint32_t width = conv->widths[c];
         uint32_t first = (c / group_outputs) * group_inputs;
-        for (i = 0; i < columns; i++) {
-            row[i] = (sgsc_weight)sgsc_read(&bits, width);
-        }
+        sgsc_decode(&bits, width, columns, row);
         for (oy = first_row; oy < end_row; oy++) {
             /* The kernel rows inside the input: ky in [ky0, ky1). */
             int32_t y0 = (int32_t)(oy * stride) - conv->padding;

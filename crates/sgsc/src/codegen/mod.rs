@@ -258,7 +258,7 @@ impl Writer {
             }
         }
         let mut bytes = packed.finish();
-        // `sgsc_read` reads three bytes at a time: two of padding keep it inside the array.
+        // `sgsc_decode` reads three bytes at a time: two of padding keep it inside the array.
         bytes.extend([0, 0]);
         self.weight_bytes += bytes.len() + weights.widths.len();
         let _ = writeln!(
