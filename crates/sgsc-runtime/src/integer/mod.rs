@@ -54,13 +54,7 @@ impl IntegerModel {
     /// 32-bit logits `[batch, outputs]` of `batch` images of 8-bit pixels (spread over rayon's
     /// threads with the `std` feature).
     pub fn classify_pixels(&self, pixels: &[u8], batch: usize) -> Result<Vec<i32>> {
-        if pixels.len() != batch * self.pixels_per_image {
-            return Err(RuntimeError::Input(format!(
-                "{} pixels for {batch} images of {}",
-                pixels.len(),
-                self.pixels_per_image
-            )));
-        }
+        self.check_pixels(pixels, batch)?;
         let logits = map_chunks(
             pixels,
             self.pixels_per_image,
@@ -69,6 +63,81 @@ impl IntegerModel {
         );
         Ok(logits.concat())
     }
+
+    /// An error unless `pixels` holds `batch` images.
+    fn check_pixels(&self, pixels: &[u8], batch: usize) -> Result<()> {
+        if pixels.len() != batch * self.pixels_per_image {
+            return Err(RuntimeError::Input(format!(
+                "{} pixels for {batch} images of {}",
+                pixels.len(),
+                self.pixels_per_image
+            )));
+        }
+        Ok(())
+    }
+
+    /// As [`IntegerModel::classify_pixels`], also counting, for each operation that saturates
+    /// ([`plan::Op::saturating_range`]), the output codes at an end of its range: the values that
+    /// the calibration's scale clipped, with the few that land there exactly.
+    pub fn classify_counting_saturation(
+        &self,
+        pixels: &[u8],
+        batch: usize,
+    ) -> Result<(Vec<i32>, Vec<Saturation>)> {
+        self.check_pixels(pixels, batch)?;
+        let ops = &self.plan.ops;
+        let per_image = map_chunks(
+            pixels,
+            self.pixels_per_image,
+            || (),
+            |_, image| {
+                let mut counts = vec![(0u64, 0u64); ops.len()];
+                let logits =
+                    run::run_observed(&self.plan, self.plan.input.codes(image), |index, out| {
+                        if let Some((low, high)) = ops[index].saturating_range() {
+                            // An unsigned tensor's low end is where a fused ReLU puts its zeros.
+                            let at_end = |&v: &i32| v == high || (low < 0 && v == low);
+                            counts[index].0 += out.iter().filter(|v| at_end(v)).count() as u64;
+                            counts[index].1 += out.len() as u64;
+                        }
+                    });
+                (logits, counts)
+            },
+        );
+        let mut saturation: Vec<Saturation> = ops
+            .iter()
+            .enumerate()
+            .filter(|(_, op)| op.saturating_range().is_some())
+            .map(|(op, _)| Saturation {
+                op,
+                kind: ops[op].kind(),
+                at_ends: 0,
+                codes: 0,
+            })
+            .collect();
+        let mut logits = Vec::with_capacity(batch * self.plan.outputs);
+        for (image_logits, counts) in per_image {
+            logits.extend(image_logits);
+            for entry in &mut saturation {
+                entry.at_ends += counts[entry.op].0;
+                entry.codes += counts[entry.op].1;
+            }
+        }
+        Ok((logits, saturation))
+    }
+}
+
+/// How many of one operation's output codes sat at an end of their range, over a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Saturation {
+    /// The operation's index in the plan.
+    pub op: usize,
+    /// Its kind ([`plan::Op::kind`]).
+    pub kind: &'static str,
+    /// Codes at an end of the range (the top; for a signed tensor, the bottom too).
+    pub at_ends: u64,
+    /// Codes written.
+    pub codes: u64,
 }
 
 #[cfg(test)]
@@ -185,6 +254,26 @@ mod tests {
             model.classify_pixels(&[0; 5], 1),
             Err(RuntimeError::Input(_))
         ));
+    }
+
+    #[test]
+    fn codes_at_the_top_of_their_range_are_counted() {
+        // Calibrated at half its reach, the convolution's code is twice the pixel, saturated
+        // at 255: pixels 255 and 200 saturate, 128 too (256), 127 (254) and 100 (200) do not.
+        let model = IntegerModel::new(&tiny(), &[0.75, 0.75, 0.75, 5.0], 8).unwrap();
+        let pixels = [255, 0, 100, 200, 127, 128, 0, 0];
+        let (logits, saturation) = model.classify_counting_saturation(&pixels, 2).unwrap();
+        assert_eq!(logits, model.classify_pixels(&pixels, 2).unwrap());
+        // The classifier's 32-bit logits never saturate and are not counted.
+        assert_eq!(
+            saturation,
+            vec![Saturation {
+                op: 0,
+                kind: "conv",
+                at_ends: 3,
+                codes: 8
+            }]
+        );
     }
 
     #[test]

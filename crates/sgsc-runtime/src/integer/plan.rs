@@ -148,6 +148,37 @@ pub enum Op {
     },
 }
 
+impl Op {
+    /// The code range of the operation's output where it saturates (convolutions, linear
+    /// layers, affine maps and residual additions), as `(low, high)`; `None` for operations
+    /// that cannot leave their input's range (ReLU, pooling) and for the 32-bit logits.
+    pub fn saturating_range(&self) -> Option<(i32, i32)> {
+        let (low, high) = match self {
+            Op::Conv { stage, .. } | Op::Linear { stage, .. } | Op::Affine { stage, .. } => {
+                (stage.low, stage.high)
+            }
+            Op::Add { low, high, .. } => (*low, *high),
+            _ => return None,
+        };
+        (high < i32::MAX).then_some((low, high))
+    }
+
+    /// A short name of the operation's kind, for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Op::Conv { .. } => "conv",
+            Op::Linear { .. } => "linear",
+            Op::Affine { .. } => "affine",
+            Op::Relu => "relu",
+            Op::MaxPool { .. } => "max_pool",
+            Op::AvgPool { .. } => "avg_pool",
+            Op::GlobalAvgPool { .. } => "global_avg_pool",
+            Op::Keep => "keep",
+            Op::Add { .. } => "add",
+        }
+    }
+}
+
 /// How 8-bit pixels become the codes of the first layer's input: a table per channel of the
 /// normalised value `(pixel / 255 - mean) / std` in codes, rounded half away from zero.
 #[derive(Debug, Clone, PartialEq)]

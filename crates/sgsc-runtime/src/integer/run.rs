@@ -147,9 +147,18 @@ fn pool(
 
 /// Runs the plan on one image's input codes; returns the 32-bit logits.
 pub fn run(plan: &Plan, codes: Vec<i32>) -> Vec<i32> {
+    run_observed(plan, codes, |_, _| {})
+}
+
+/// As [`run`], handing `observe` each operation's index and output (a ReLU's in place).
+pub fn run_observed(
+    plan: &Plan,
+    codes: Vec<i32>,
+    mut observe: impl FnMut(usize, &[i32]),
+) -> Vec<i32> {
     let mut x = codes;
     let mut kept: Vec<Vec<i32>> = Vec::new();
-    for op in &plan.ops {
+    for (index, op) in plan.ops.iter().enumerate() {
         let mut next = Vec::new();
         match op {
             Op::Conv {
@@ -166,6 +175,7 @@ pub fn run(plan: &Plan, codes: Vec<i32>) -> Vec<i32> {
             }
             Op::Relu => {
                 x.iter_mut().for_each(|v| *v = (*v).max(0));
+                observe(index, &x);
                 continue;
             }
             Op::MaxPool {
@@ -190,6 +200,7 @@ pub fn run(plan: &Plan, codes: Vec<i32>) -> Vec<i32> {
             ),
             Op::Keep => {
                 kept.push(x.clone());
+                observe(index, &x);
                 continue;
             }
             Op::Add {
@@ -218,6 +229,7 @@ pub fn run(plan: &Plan, codes: Vec<i32>) -> Vec<i32> {
                 }
             }
         }
+        observe(index, &next);
         x = next;
     }
     x

@@ -109,7 +109,8 @@ fn eval_packed(path: &std::path::Path, args: &EvalArgs) -> Result<()> {
     if args.integer {
         let (integer, calibration) = calibrated(&model, &args.calibration, &args.data_dir)?;
         let started = std::time::Instant::now();
-        let integer_evaluation = evaluate_integer(&integer, &test)?;
+        let integer_run = evaluate_integer(&integer, &test)?;
+        let integer_evaluation = &integer_run.evaluation;
         let seconds = started.elapsed().as_secs_f64();
         let agreeing = evaluation
             .predictions
@@ -123,6 +124,10 @@ fn eval_packed(path: &std::path::Path, args: &EvalArgs) -> Result<()> {
             integer_evaluation.loss,
             integer_evaluation.predictions.len(),
             seconds
+        );
+        println!(
+            "codes at the ends of their range (saturated, or exactly there): {}",
+            integer_run.saturation_line()
         );
     }
     Ok(())

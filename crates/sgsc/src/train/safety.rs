@@ -1167,8 +1167,14 @@ impl Guard {
             .map(round_range)
             .collect();
         let integer = integer_model(&model, &ranges, INTEGER_ACTIVATION_BITS)?;
-        let preservation = evaluate_integer(&integer, &self.audit)?.accuracy;
-        let validation = evaluate_integer(&integer, &data.validation)?.accuracy;
+        let preservation = evaluate_integer(&integer, &self.audit)?.evaluation.accuracy;
+        let on_validation = evaluate_integer(&integer, &data.validation)?;
+        tracing::info!(
+            "integer path on validation: {:.2}%; codes at the ends of their range: {}",
+            100.0 * on_validation.evaluation.accuracy,
+            on_validation.saturation_line()
+        );
+        let validation = on_validation.evaluation.accuracy;
         Ok(Some(IntegerFigures {
             activation_bits: INTEGER_ACTIVATION_BITS,
             ranges,
