@@ -131,13 +131,14 @@ fn export_c(packed: &[u8], args: &ExportArgs) -> Result<()> {
         write_atomically(&args.out.join(name), text.as_bytes())?;
     }
     println!(
-        "{}: model.h, model.c, example_main.c ({calibration}); flash: {} B of weights and {} B of other constants, plus about {} B of code on a Cortex-M0; RAM: {} B of activations and {} B for a weight row, plus the stack",
+        "{}: model.h, model.c, example_main.c ({calibration}); flash: {} B of weights and {} B of other constants, plus about {} B of code on a Cortex-M0; RAM: {} B of activations and {} B for a weight row, plus about {} B of stack on a Cortex-M0",
         args.out.display(),
         library.weight_bytes,
         library.constant_bytes,
         crate::codegen::CODE_BYTES,
         library.arena_bytes,
-        library.row_bytes
+        library.row_bytes,
+        library.stack_bytes
     );
     Ok(())
 }

@@ -35,6 +35,15 @@ pub const MAX_C_WIDTH: u8 = 16;
 /// libgcc's 64-bit multiply and divisions, rounded up.
 pub const CODE_BYTES: usize = 2_700;
 
+/// Stack bytes of the deepest call besides the row stream's recursion, on Cortex-M0 at `-Os`
+/// (`arm-none-eabi-gcc -fstack-usage`, the MNIST CNN's build): `sgsc_predict` 48 B, the
+/// convolution 304 B with a 5x5 kernel and 24-wide rows (148 B of them fixed, 12 B per kernel
+/// side and 4 B per output column on top), `sgsc_apply` 24 B.
+const STACK_FIXED_BYTES: usize = 48 + 148 + 24;
+
+/// Stack bytes of each level of the row stream's recursion (`sgsc_pull`, same build).
+const STACK_PER_STREAM_STAGE: usize = 120;
+
 /// The size a target counts of a model whose `.sgsc` file is `file`: the file's length, or the
 /// flash estimate of its C build ([`flash_estimate`]).
 pub fn measured_size(file: &[u8], measure: TargetMeasure) -> Result<usize> {
@@ -79,6 +88,9 @@ pub struct CLibrary {
     pub arena_bytes: usize,
     /// Bytes of the buffer that holds one decoded weight row.
     pub row_bytes: usize,
+    /// An estimate of the stack's peak on a Cortex-M0 (the call chain's frames as that
+    /// compiler lays them out; `scripts/mcu.sh` measures the real high-water mark).
+    pub stack_bytes: usize,
 }
 
 /// A tensor placed in the arena: `[channels, height, width]` codes from `offset`, whole.
@@ -203,6 +215,8 @@ struct Writer {
     max_kernel: usize,
     /// The widest output row of a convolution.
     max_out_width: usize,
+    /// Stages of the row stream (0 without one).
+    stream_stages: usize,
 }
 
 impl Writer {
@@ -472,6 +486,7 @@ pub fn generate(plan: &Plan, input: [usize; 3], classes: &[String]) -> Result<CL
         views: 0,
         max_kernel: 1,
         max_out_width: 1,
+        stream_stages: 0,
     };
     // Input codes, one table of 256 per channel.
     writer.array(
@@ -561,6 +576,7 @@ pub fn generate(plan: &Plan, input: [usize; 3], classes: &[String]) -> Result<CL
         for kernel in ["rows", "convolve", "pooling"] {
             writer.kernels.insert(kernel);
         }
+        writer.stream_stages = stages.len();
         let _ = writeln!(
             writer.calls,
             "    {{\n        uint16_t done[{}] = {{0}};\n        sgsc_pull(sgsc_streams, {chain}u, {}u, done, pixels, sgsc_row);\n    }}",
@@ -846,6 +862,10 @@ pub fn generate(plan: &Plan, input: [usize; 3], classes: &[String]) -> Result<CL
         constant_bytes: writer.constant_bytes,
         arena_bytes,
         row_bytes,
+        stack_bytes: STACK_FIXED_BYTES
+            + 12 * writer.max_kernel
+            + 4 * writer.max_out_width
+            + STACK_PER_STREAM_STAGE * writer.stream_stages,
     })
 }
 
