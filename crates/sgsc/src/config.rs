@@ -109,6 +109,10 @@ pub struct QuantConfig {
     /// has the measurement).
     #[serde(default)]
     pub integer_exponents: bool,
+    /// Bits of the integer path's activation codes (2 to 8; default 8): what a `safe` run's
+    /// final gate measures and certifies, and what the C export then runs.
+    #[serde(default = "default_activation_bits")]
+    pub activation_bits: u32,
 }
 
 fn default_target_reach() -> f64 {
@@ -230,6 +234,10 @@ fn default_min_gamma_factor() -> f64 {
 
 fn default_audit_share() -> f64 {
     0.5
+}
+
+fn default_activation_bits() -> u32 {
+    8
 }
 
 fn default_max_deferred_breach() -> f64 {
@@ -408,6 +416,8 @@ impl ExperimentConfig {
             Some("learning rates must be positive".into())
         } else if !(self.train.adam_eps > 0.0 && self.quant.adam_eps > 0.0) {
             Some("adam_eps values must be positive".into())
+        } else if !(2..=8).contains(&self.quant.activation_bits) {
+            Some("quant.activation_bits must be in 2..=8".into())
         } else if !(self.quant.initial_bit_depth > 0.0 && self.quant.initial_bit_depth <= 32.0) {
             Some("quant.initial_bit_depth must be in (0, 32]".into())
         } else if self.quant.gamma.is_nan()

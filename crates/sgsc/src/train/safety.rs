@@ -175,9 +175,6 @@ pub struct IntegerFigures {
     pub met: bool,
 }
 
-/// Bits of the activation codes that the final gate measures.
-pub const INTEGER_ACTIVATION_BITS: u32 = 8;
-
 /// A range to 6 significant digits (so that its JSON is at most as long as
 /// [`LONGEST_RANGE`]'s).
 fn round_range(value: f32) -> f64 {
@@ -256,6 +253,8 @@ pub struct Guard {
     /// For an image classifier measured in accuracy, its layers: the final gate measures its
     /// integer path, and the certificate's draft holds that many ranges.
     integer_draft: Option<usize>,
+    /// Bits of the integer path's activations (`quant.activation_bits`).
+    activation_bits: u32,
     reference: Network,
     controller: Controller,
     snapshot: Snapshot,
@@ -465,6 +464,7 @@ impl Guard {
             snapshot_safe: false,
             earlier: Vec::new(),
             snapshot_within_budget: false,
+            activation_bits: config.quant.activation_bits,
             integer_draft: (matches!(data.train, Split::Images(_))
                 && metric == BudgetMetric::Accuracy)
                 .then_some(learner.network.layers.len()),
@@ -1166,7 +1166,7 @@ impl Guard {
             .into_iter()
             .map(round_range)
             .collect();
-        let integer = integer_model(&model, &ranges, INTEGER_ACTIVATION_BITS)?;
+        let integer = integer_model(&model, &ranges, self.activation_bits)?;
         let preservation = evaluate_integer(&integer, &self.audit)?.evaluation.accuracy;
         let on_validation = evaluate_integer(&integer, &data.validation)?;
         tracing::info!(
@@ -1176,7 +1176,7 @@ impl Guard {
         );
         let validation = on_validation.evaluation.accuracy;
         Ok(Some(IntegerFigures {
-            activation_bits: INTEGER_ACTIVATION_BITS,
+            activation_bits: self.activation_bits,
             ranges,
             preservation: round_figure(preservation),
             validation: round_figure(validation),
@@ -1209,7 +1209,7 @@ impl Guard {
                 met: false,
             }),
             integer: self.integer_draft.map(|layers| IntegerFigures {
-                activation_bits: INTEGER_ACTIVATION_BITS,
+                activation_bits: self.activation_bits,
                 ranges: vec![LONGEST_RANGE; layers],
                 preservation: longest,
                 validation: longest,
