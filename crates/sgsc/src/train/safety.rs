@@ -232,6 +232,10 @@ struct GuardState {
 /// Checkpoint names of the safe snapshot's tensors.
 const SNAPSHOT_PREFIX: &str = "guard.snapshot.";
 
+/// Earlier safe snapshots kept for the final gate's walk-back: the oldest and the newest others
+/// (each is a copy of the network and its Adam moments, in memory and in checkpoints).
+const MAX_EARLIER_SNAPSHOTS: usize = 8;
+
 /// Checkpoint names of the earlier safe snapshots' tensors (`guard.earlier.{i}.{name}`).
 const EARLIER_PREFIX: &str = "guard.earlier.";
 
@@ -260,9 +264,9 @@ pub struct Guard {
     snapshot: Snapshot,
     /// Whether the snapshot was measured within budget (the starting state may not be).
     snapshot_safe: bool,
-    /// The safe snapshots that `snapshot` replaced since the last pruning, oldest first: the
-    /// final gate falls back through them when a snapshot measured safe in f32 fails on the
-    /// integer path.
+    /// The safe snapshots that `snapshot` replaced since the last pruning, oldest first (the
+    /// oldest and the [`MAX_EARLIER_SNAPSHOTS`] - 1 newest): the final gate falls back through
+    /// them when a snapshot measured safe in f32 fails on the integer path.
     earlier: Vec<Snapshot>,
     /// Whether it was measured within the budget itself, not only the widened one of a check
     /// on the way down.
@@ -783,6 +787,10 @@ impl Guard {
                     self.earlier.clear();
                 } else if self.snapshot_safe {
                     self.earlier.push(replaced);
+                    if self.earlier.len() > MAX_EARLIER_SNAPSHOTS {
+                        // The oldest stays: it is the likeliest to pass.
+                        self.earlier.remove(1);
+                    }
                 }
                 self.snapshot_safe = true;
                 self.snapshot_within_budget =
