@@ -83,7 +83,10 @@ fn overrides_replace_values_and_are_checked_like_the_file() {
         ("model.input.size=3", "not a section"),
         ("quant.activation_bits=9", "quant.activation_bits"),
         ("quant.activation_bits=1", "quant.activation_bits"),
-        ("safety.max_deferred_breach=0.5", "safety.max_deferred_breach"),
+        (
+            "safety.max_deferred_breach=0.5",
+            "safety.max_deferred_breach",
+        ),
     ] {
         match set(&[bad]) {
             Err(sgsc::Error::Config { message, .. }) => {
