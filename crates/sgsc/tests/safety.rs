@@ -800,10 +800,20 @@ fn the_final_gate_falls_back_through_earlier_snapshots_to_one_that_meets_the_bud
     assert_eq!(second.action, "safe", "{second:?}");
     assert!(!guard.snapshot_within_budget());
     // The final state is worse still. Neither it nor the last snapshot meets the budget; the
-    // snapshot before it (the reference's state) does, and the gate keeps that one.
+    // snapshot before it (the reference's state) does, and the gate keeps that one, also after
+    // the guard went through a checkpoint.
     negate_classifier_rows(&learner, 1, 4);
+    let (tensors, json) = guard.state().unwrap();
+    assert!(tensors
+        .iter()
+        .any(|(name, _)| name.starts_with("guard.earlier.0.")));
+    let mut resumed =
+        sgsc::train::safety::Guard::new(&config, &data, &learner, Device::Cpu).unwrap();
+    resumed
+        .load_state(&learner, &tensors.into_iter().collect(), &json)
+        .unwrap();
     let metadata = sgsc::pack::export::metadata(&config, &data.description(), None, None).unwrap();
-    let certificate = guard.final_gate(&mut learner, &data, &metadata).unwrap();
+    let certificate = resumed.final_gate(&mut learner, &data, &metadata).unwrap();
     assert!(
         certificate.met && certificate.restored_last_safe_snapshot,
         "{certificate:?}"
