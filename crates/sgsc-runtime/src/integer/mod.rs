@@ -76,14 +76,33 @@ impl IntegerModel {
         Ok(())
     }
 
-    /// As [`IntegerModel::classify_pixels`], also counting, for each operation that saturates
-    /// ([`plan::Op::saturating_range`]), the output codes at an end of its range: the values that
-    /// the calibration's scale clipped, with the few that land there exactly.
+    /// Zeroed saturation counters, one per operation that saturates
+    /// ([`plan::Op::saturating_range`]), for [`IntegerModel::classify_counting_saturation`].
+    pub fn saturation_counters(&self) -> Vec<Saturation> {
+        self.plan
+            .ops
+            .iter()
+            .enumerate()
+            .filter(|(_, op)| op.saturating_range().is_some())
+            .map(|(index, op)| Saturation {
+                op: index,
+                kind: op.kind(),
+                at_ends: 0,
+                codes: 0,
+            })
+            .collect()
+    }
+
+    /// As [`IntegerModel::classify_pixels`], also adding to `totals` (from
+    /// [`IntegerModel::saturation_counters`]) how many output codes of each operation that
+    /// saturates sat at an end of its range: the values that the calibration's scale clipped,
+    /// with the few that land there exactly.
     pub fn classify_counting_saturation(
         &self,
         pixels: &[u8],
         batch: usize,
-    ) -> Result<(Vec<i32>, Vec<Saturation>)> {
+        totals: &mut [Saturation],
+    ) -> Result<Vec<i32>> {
         self.check_pixels(pixels, batch)?;
         let ops = &self.plan.ops;
         let per_image = map_chunks(
@@ -104,26 +123,15 @@ impl IntegerModel {
                 (logits, counts)
             },
         );
-        let mut saturation: Vec<Saturation> = ops
-            .iter()
-            .enumerate()
-            .filter(|(_, op)| op.saturating_range().is_some())
-            .map(|(op, _)| Saturation {
-                op,
-                kind: ops[op].kind(),
-                at_ends: 0,
-                codes: 0,
-            })
-            .collect();
         let mut logits = Vec::with_capacity(batch * self.plan.outputs);
         for (image_logits, counts) in per_image {
             logits.extend(image_logits);
-            for entry in &mut saturation {
+            for entry in totals.iter_mut() {
                 entry.at_ends += counts[entry.op].0;
                 entry.codes += counts[entry.op].1;
             }
         }
-        Ok((logits, saturation))
+        Ok(logits)
     }
 }
 
@@ -262,7 +270,10 @@ mod tests {
         // at 255: pixels 255 and 200 saturate, 128 too (256), 127 (254) and 100 (200) do not.
         let model = IntegerModel::new(&tiny(), &[0.75, 0.75, 0.75, 5.0], 8).unwrap();
         let pixels = [255, 0, 100, 200, 127, 128, 0, 0];
-        let (logits, saturation) = model.classify_counting_saturation(&pixels, 2).unwrap();
+        let mut saturation = model.saturation_counters();
+        let logits = model
+            .classify_counting_saturation(&pixels, 2, &mut saturation)
+            .unwrap();
         assert_eq!(logits, model.classify_pixels(&pixels, 2).unwrap());
         // The classifier's 32-bit logits never saturate and are not counted.
         assert_eq!(

@@ -98,18 +98,13 @@ pub fn evaluate_integer(model: &IntegerModel, split: &Split) -> Result<IntegerEv
         ));
     };
     let scale = model.output_scale();
-    let mut saturation: Vec<Saturation> = Vec::new();
+    let mut saturation = model.saturation_counters();
     let evaluation = evaluate_with(split, model.outputs(), |chunk| {
-        let (logits, counts) =
-            model.classify_counting_saturation(&pixels_of(images, chunk), chunk.len())?;
-        if saturation.is_empty() {
-            saturation = counts;
-        } else {
-            for (total, count) in saturation.iter_mut().zip(counts) {
-                total.at_ends += count.at_ends;
-                total.codes += count.codes;
-            }
-        }
+        let logits = model.classify_counting_saturation(
+            &pixels_of(images, chunk),
+            chunk.len(),
+            &mut saturation,
+        )?;
         Ok(logits
             .iter()
             .map(|&logit| (f64::from(logit) * scale) as f32)
