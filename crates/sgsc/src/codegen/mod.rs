@@ -215,8 +215,6 @@ struct Writer {
     max_kernel: usize,
     /// The widest output row of a convolution.
     max_out_width: usize,
-    /// Stages of the row stream (0 without one).
-    stream_stages: usize,
 }
 
 impl Writer {
@@ -486,7 +484,6 @@ pub fn generate(plan: &Plan, input: [usize; 3], classes: &[String]) -> Result<CL
         views: 0,
         max_kernel: 1,
         max_out_width: 1,
-        stream_stages: 0,
     };
     // Input codes, one table of 256 per channel.
     writer.array(
@@ -576,7 +573,6 @@ pub fn generate(plan: &Plan, input: [usize; 3], classes: &[String]) -> Result<CL
         for kernel in ["rows", "convolve", "pooling"] {
             writer.kernels.insert(kernel);
         }
-        writer.stream_stages = stages.len();
         let _ = writeln!(
             writer.calls,
             "    {{\n        uint16_t done[{}] = {{0}};\n        sgsc_pull(sgsc_streams, {chain}u, {}u, done, pixels, sgsc_row);\n    }}",
@@ -865,7 +861,11 @@ pub fn generate(plan: &Plan, input: [usize; 3], classes: &[String]) -> Result<CL
         stack_bytes: STACK_FIXED_BYTES
             + 12 * writer.max_kernel
             + 4 * writer.max_out_width
-            + STACK_PER_STREAM_STAGE * writer.stream_stages,
+            + if chain > 0 {
+                STACK_PER_STREAM_STAGE * stages.len()
+            } else {
+                0
+            },
     })
 }
 
