@@ -282,30 +282,14 @@ fn the_audit_part_reaches_no_loss() {
 fn a_breach_with_no_fallen_width_restores_drifted_channels_and_holds_their_codes() {
     let _one_at_a_time = common::training_lock();
     let dir = tempfile::tempdir().unwrap();
-    let setup = setup(dir.path());
-    let (mut learner, mut guard) = at_reference(&setup);
-    let Setup { config, data, .. } = setup;
-    let first = guard
-        .check(
-            &mut learner,
-            &data,
-            25,
-            0.0,
-            sgsc::train::safety::CheckStage::Compressing,
-        )
-        .unwrap();
-    assert_eq!(first.action, "safe", "{first:?}");
+    let (mut learner, mut guard, config, data) = guarded_at_reference(dir.path(), |_| ());
 
     // Negate the classifier: every width stays (or grows), the codes drift, accuracy collapses.
     let last = learner.network.quantized.len() - 1;
     let classifier = learner.network.quantized_weight(last);
     let widths_before = classifier.channel_widths().unwrap();
     let codes_before = classifier.codes().unwrap();
-    tch::no_grad(|| {
-        let mut weight = classifier.weight.shallow_clone();
-        let negated = weight.neg();
-        weight.copy_(&negated);
-    });
+    negate_classifier_rows(&learner, 0, classifier.weight.size()[0]);
     let widths_after = learner
         .network
         .quantized_weight(last)
