@@ -236,8 +236,12 @@ fn default_audit_share() -> f64 {
     0.5
 }
 
+/// The integer path's activation bits when nothing says otherwise (`quant.activation_bits`,
+/// and the `--integer` and C export of a file without a certificate).
+pub const DEFAULT_ACTIVATION_BITS: u32 = 8;
+
 fn default_activation_bits() -> u32 {
-    8
+    DEFAULT_ACTIVATION_BITS
 }
 
 fn default_max_deferred_breach() -> f64 {

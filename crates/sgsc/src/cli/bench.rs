@@ -240,7 +240,11 @@ fn bench_runtime(checkpoint: &Path, args: &BenchArgs) -> Result<()> {
             let (tensor, _) = images.tensors(&positions, &Default::default(), None)?;
             // The integer path, its ranges calibrated on the same random pixels (for timing).
             let ranges = model.layer_ranges(&pixels, batch)?;
-            let integer = sgsc_runtime::IntegerModel::new(model.packed(), &ranges, 8)?;
+            let integer = sgsc_runtime::IntegerModel::new(
+                model.packed(),
+                &ranges,
+                crate::config::DEFAULT_ACTIVATION_BITS,
+            )?;
             let integer_pixels = pixels.clone();
             run_integer = Some(Box::new(move || {
                 Ok(integer

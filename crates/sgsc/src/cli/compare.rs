@@ -39,15 +39,8 @@ pub struct CompareArgs {
     /// Starting gamma of the safe runs only.
     #[arg(long)]
     safe_gamma: Option<f64>,
-    /// Every compressing run steers to a file of at most this many bytes (quant.target_bytes).
-    /// Without it, safe finds the smallest model within its budget and the others run to its size.
-    #[arg(long)]
-    target_bytes: Option<i64>,
-    /// Steer instead to at most this many bytes of flash in the model's C build for a
-    /// microcontroller (weights, constants and code, estimated without compiling; image
-    /// classifiers): quant.target_bytes with quant.target_measure = "flash".
-    #[arg(long, conflicts_with = "target_bytes")]
-    target_flash: Option<i64>,
+    #[command(flatten)]
+    target: super::TargetArgs,
     /// Compressing runs trained side by side, each on one libtorch thread.
     #[arg(long, default_value_t = 1)]
     jobs: usize,
@@ -75,13 +68,7 @@ pub fn run(args: CompareArgs) -> Result<()> {
     if let Some(gamma) = args.gamma {
         config.quant.gamma = gamma;
     }
-    if let Some(target) = args.target_bytes {
-        config.quant.target_bytes = Some(target);
-    }
-    if let Some(target) = args.target_flash {
-        config.quant.target_bytes = Some(target);
-        config.quant.target_measure = crate::config::TargetMeasure::Flash;
-    }
+    args.target.apply(&mut config.quant);
     config.validate(&args.config)?;
     let options = ComparisonOptions {
         seeds: (0..args.seeds).collect(),

@@ -74,7 +74,9 @@ pub fn calibrated(
         .into_iter()
         .map(f64::from)
         .collect();
-    let bits = args.activation_bits.unwrap_or(8);
+    let bits = args
+        .activation_bits
+        .unwrap_or(crate::config::DEFAULT_ACTIVATION_BITS);
     Ok((
         integer_model(model, &ranges, bits)?,
         format!("{bits}-bit activations, ranges from {count} training images"),

@@ -20,6 +20,34 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use tch::Device;
 
+/// The size target of `train` and `compare`: a file length, or the flash of the C build.
+#[derive(Debug, clap::Args)]
+pub struct TargetArgs {
+    /// Steer the size to a file of at most this many bytes (quant.target_bytes; in `compare`,
+    /// every compressing run, and without a target there safe finds the smallest model within
+    /// its budget and the others run to its size).
+    #[arg(long)]
+    target_bytes: Option<i64>,
+    /// Steer instead to at most this many bytes of flash in the model's C build for a
+    /// microcontroller (weights, constants and code, estimated without compiling; image
+    /// classifiers): quant.target_bytes with quant.target_measure = "flash".
+    #[arg(long, conflicts_with = "target_bytes")]
+    target_flash: Option<i64>,
+}
+
+impl TargetArgs {
+    /// Sets the target, if one was given, in `quant`.
+    pub fn apply(&self, quant: &mut crate::config::QuantConfig) {
+        if let Some(target) = self.target_bytes {
+            quant.target_bytes = Some(target);
+        }
+        if let Some(target) = self.target_flash {
+            quant.target_bytes = Some(target);
+            quant.target_measure = crate::config::TargetMeasure::Flash;
+        }
+    }
+}
+
 /// Safety-guided self-compression of neural networks.
 #[derive(Debug, Parser)]
 #[command(name = "sgsc", version, about)]

@@ -35,14 +35,8 @@ pub struct TrainArgs {
     /// Override quant.gamma (the size pressure; with a target, where its law starts).
     #[arg(long)]
     gamma: Option<f64>,
-    /// Steer the size to a file of at most this many bytes (quant.target_bytes).
-    #[arg(long)]
-    target_bytes: Option<i64>,
-    /// Steer instead to at most this many bytes of flash in the model's C build for a
-    /// microcontroller (weights, constants and code, estimated without compiling; image
-    /// classifiers): quant.target_bytes with quant.target_measure = "flash".
-    #[arg(long, conflicts_with = "target_bytes")]
-    target_flash: Option<i64>,
+    #[command(flatten)]
+    target: super::TargetArgs,
     /// Run folder (default: runs/<mode>-seed<seed>).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -72,13 +66,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     if let Some(gamma) = args.gamma {
         config.quant.gamma = gamma;
     }
-    if let Some(target) = args.target_bytes {
-        config.quant.target_bytes = Some(target);
-    }
-    if let Some(target) = args.target_flash {
-        config.quant.target_bytes = Some(target);
-        config.quant.target_measure = crate::config::TargetMeasure::Flash;
-    }
+    args.target.apply(&mut config.quant);
     config.validate(&args.config)?;
     let out_dir = args
         .out
