@@ -195,8 +195,9 @@ pub struct SafetyConfig {
     /// (default 1/16).
     #[serde(default = "default_min_gamma_factor")]
     pub min_gamma_factor: f64,
-    /// Share of the preservation set held out as its audit part (default 0.5): never in the loss
-    /// nor in the training batches; the guard and the certificate measure it.
+    /// Share of the preservation set held out as its audit part (default 0.5), drawn from the
+    /// validation split when the set is built (`sgsc preserve`, `sgsc compare`): no run trains
+    /// on it; the guard and the certificate measure it. A set must be built with this share.
     #[serde(default = "default_audit_share")]
     pub audit_share: f64,
     /// Mid-run checks allow `1 + check_slack * lr(step) / lr(0)` times the drops (default 1):
@@ -232,8 +233,12 @@ fn default_min_gamma_factor() -> f64 {
     1.0 / 16.0
 }
 
+/// The share of the preservation set held out as its audit part when nothing says otherwise:
+/// half, so that each part of a 1,000-member set has about 500 (see `docs/guard.md`).
+pub const DEFAULT_AUDIT_SHARE: f64 = 0.5;
+
 fn default_audit_share() -> f64 {
-    0.5
+    DEFAULT_AUDIT_SHARE
 }
 
 /// The integer path's activation bits when nothing says otherwise (`quant.activation_bits`,
@@ -336,6 +341,14 @@ fn set_dotted(
 }
 
 impl ExperimentConfig {
+    /// The share of a preservation set built for this config that is its audit part:
+    /// `safety.audit_share`, or the default without a `[safety]` section.
+    pub fn audit_share(&self) -> f64 {
+        self.safety
+            .as_ref()
+            .map_or(DEFAULT_AUDIT_SHARE, |safety| safety.audit_share)
+    }
+
     /// Reads and checks a config file.
     pub fn load(path: &Path) -> Result<Self> {
         Self::load_with_overrides(path, &[])

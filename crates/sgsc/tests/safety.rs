@@ -16,7 +16,8 @@ use sgsc::train::Mode;
 use tch::Device;
 
 /// What the guard's tests share: a small float reference trained in `dir`, its preservation set
-/// (200 of the first 2,000 training images), the data, and a config whose `safe` runs start from
+/// (a loss part of 100 of the first 2,000 training images, an audit part of 100 validation
+/// images), the data, and a config whose `safe` runs start from
 /// the reference under an extreme size pressure (gamma 20, 150 steps, budget 2 points).
 struct Setup {
     config: sgsc::config::ExperimentConfig,
@@ -34,7 +35,7 @@ fn setup(dir: &std::path::Path) -> Setup {
     config.train.checkpoint_every = 200;
     config.safety = None;
 
-    // A small float reference and its preservation set (100 of the first 2,000 training images).
+    // A small float reference and its preservation set.
     let reference_dir = dir.join("reference");
     train(
         &config,
@@ -45,29 +46,37 @@ fn setup(dir: &std::path::Path) -> Setup {
     let reference = load_reference(&reference_path, &config, Device::Cpu).unwrap();
     let data =
         load_train_validation(&config.data, &config.model.input, &common::data_dirs()).unwrap();
+    // The loss part from the first 2,000 training images, the audit part from validation.
     let subset = data
         .train
         .images()
         .unwrap()
         .subset(&(0..2000).collect::<Vec<_>>());
-    let scores = score(&reference, &subset, &config.data.input, 500, Device::Cpu).unwrap();
+    let validation = data.validation.images().unwrap();
     let preservation_options = PreservationOptions {
         size: 200,
+        audit_share: 0.5,
         ..PreservationOptions::default()
+    };
+    let (loss_size, audit_size) = preservation_options.part_sizes();
+    let part = |split: &sgsc::data::ImageSplit, size: usize| {
+        let scores = score(&reference, split, &config.data.input, 500, Device::Cpu).unwrap();
+        let candidates = Candidates {
+            source_indices: &split.source_indices,
+            labels: &split.labels,
+        };
+        let options = PreservationOptions {
+            size,
+            ..preservation_options.clone()
+        };
+        select(&scores, candidates, &options).unwrap()
     };
     let set = PreservationSet {
         format: FORMAT.into(),
         split: SplitInfo::train(config.data.validation_size, config.data.split_seed),
         reference: reference_path.display().to_string(),
-        members: select(
-            &scores,
-            Candidates {
-                source_indices: &subset.source_indices,
-                labels: &subset.labels,
-            },
-            &preservation_options,
-        )
-        .unwrap(),
+        members: part(&subset, loss_size),
+        audit: part(validation, audit_size),
         options: preservation_options,
     };
     let set_path = dir.join("preservation.json");
@@ -137,19 +146,10 @@ fn extreme_gamma_collapses_unsafe_but_safe_keeps_its_budget() {
         set,
         reference,
     } = setup(dir.path());
-    // The guard measures the audit half of the set.
-    let (_, audit) = sgsc::train::safety::split_members(&set.members, 0.5, set.options.seed);
-    let positions: Vec<usize> = audit
-        .iter()
-        .map(|m| {
-            data.train
-                .source_indices()
-                .iter()
-                .position(|&i| i == m.index)
-                .unwrap()
-        })
-        .collect();
-    let preservation = data.train.subset(&positions);
+    // The guard measures the audit part of the set: validation images.
+    let position_of = data.validation.positions_by_index();
+    let positions: Vec<usize> = set.audit.iter().map(|m| position_of[&m.index]).collect();
+    let preservation = data.validation.subset(&positions);
     let preservation_accuracy = |network: &sgsc::models::Network, quantize: bool| {
         evaluate(
             network,
@@ -242,8 +242,20 @@ fn the_audit_part_reaches_no_loss() {
     let learner = sgsc::train::learner::Learner::new(&config, Mode::Safe, Device::Cpu).unwrap();
     let mut guard = sgsc::train::safety::Guard::new(&config, &data, &learner, Device::Cpu).unwrap();
     let audit: std::collections::HashSet<u32> = guard.audit_indices().iter().copied().collect();
-    // Half of each criterion's 200 / 3 members, rounded: 33 + 33 + 34 or so.
-    assert!((95..=105).contains(&audit.len()), "{}", audit.len());
+    // A set built with another audit share than the config's is refused, with the remedy.
+    let mut other_share = config.clone();
+    other_share.safety.as_mut().unwrap().audit_share = 0.25;
+    match sgsc::train::safety::Guard::new(&other_share, &data, &learner, Device::Cpu).err() {
+        Some(sgsc::error::Error::Config { message, .. }) => {
+            assert!(message.contains("sgsc preserve"), "{message}")
+        }
+        other => panic!("{other:?}"),
+    }
+    // Half of the 200 members, all of them validation images.
+    assert_eq!(audit.len(), 100);
+    let validation: std::collections::HashSet<u32> =
+        data.validation.source_indices().iter().copied().collect();
+    assert!(audit.is_subset(&validation));
     let mut seen = std::collections::HashSet::new();
     for step in 0..40 {
         seen.extend(guard.guidance(step).unwrap().indices);
@@ -254,7 +266,8 @@ fn the_audit_part_reaches_no_loss() {
         "an audit image reached the preservation loss"
     );
 
-    // The training batches of a safe run leave the audit part out too.
+    // The training batches of a safe run never hold the audit part: they are the whole training
+    // split, which holds no validation image.
     let mut short = config.clone();
     short.train.steps = 5;
     short.train.eval_every = 5;
@@ -272,7 +285,7 @@ fn the_audit_part_reaches_no_loss() {
         .copied()
         .collect();
     assert!(trained.is_disjoint(&audit));
-    assert_eq!(trained.len(), data.train.len() - audit.len());
+    assert_eq!(trained.len(), data.train.len());
     let certificate = outcome.certificate.unwrap();
     assert_eq!(certificate.parts, (audit.len(), 200 - audit.len()));
     assert!(certificate.final_loss_part.is_some());
@@ -417,7 +430,7 @@ fn target_runs_end_within_their_target_or_say_by_how_much() {
     );
 
     // Out of the budget's reach: the smallest safe state, and the shortfall said everywhere. The
-    // final gate also measures the integer path, which may cost the 101-image audit part an
+    // final gate also measures the integer path, which may cost the 100-image audit part an
     // image or two that the f32 path gets right (here, 2 of them): a budget of 5 images there.
     let mut unreachable = config.clone();
     unreachable.quant.target_bytes = Some(1_000);

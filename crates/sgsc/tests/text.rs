@@ -54,18 +54,20 @@ fn names_transformer_learns_and_compare_guards_its_loss() {
     );
     assert!(comparison_table(&summaries).contains("test loss (nats)"));
 
-    // The preservation set holds training windows only, a quarter of them picked for rare
-    // bigrams, and it is listed as text.
+    // The preservation set's loss part holds training windows, its audit part validation
+    // windows, a quarter of each (7.5, rounded up) picked for rare bigrams, and it is listed as
+    // text.
     let set = PreservationSet::load(&dir.path().join("baseline-seed0/preservation.json")).unwrap();
-    assert_eq!(set.members.len(), 60);
-    assert_eq!(
-        set.members
-            .iter()
-            .filter(|m| m.criterion == Criterion::RareBigrams)
-            .count(),
-        15
-    );
-    assert!(set.members.iter().all(|m| m.mean_nll.is_some()));
+    assert_eq!((set.members.len(), set.audit.len()), (30, 30));
+    for part in [&set.members, &set.audit] {
+        assert_eq!(
+            part.iter()
+                .filter(|m| m.criterion == Criterion::RareBigrams)
+                .count(),
+            8
+        );
+        assert!(part.iter().all(|m| m.mean_nll.is_some()));
+    }
     assert!(dir.path().join("baseline-seed0/preservation.txt").exists());
 
     // The safe run's budget is in nats, and its certificate says whether it held.

@@ -77,6 +77,7 @@ pub fn run(args: CompareArgs) -> Result<()> {
         device,
         preservation: PreservationOptions {
             size: args.preservation_size,
+            audit_share: config.audit_share(),
             ..PreservationOptions::for_dataset(config.data.dataset)
         },
         progress: std::io::stderr().is_terminal(),

@@ -1,5 +1,6 @@
-//! `sgsc preserve`: builds the preservation set from a float reference run's checkpoint, on that
-//! run's training split only, and writes it as JSON plus a PNG montage.
+//! `sgsc preserve`: builds the preservation set from a float reference run's checkpoint, its loss
+//! part on that run's training split and its audit part on its validation split, and writes it as
+//! JSON plus a PNG montage.
 
 use super::{data_dirs, parse_device};
 use crate::config::ExperimentConfig;
@@ -18,7 +19,8 @@ pub struct PreserveArgs {
     /// Checkpoint of a `baseline` run: the float reference model.
     #[arg(long)]
     reference: PathBuf,
-    /// Number of examples in the set.
+    /// Number of examples in the set, both parts (the reference's config's
+    /// `safety.audit_share` of them from the validation split).
     #[arg(long, default_value_t = 1000)]
     size: usize,
     /// Shares of saliency, uncertainty and diversity, and for text optionally a fourth for the
@@ -76,6 +78,7 @@ pub fn run(args: PreserveArgs) -> Result<()> {
     }
     let options = PreservationOptions {
         size: args.size,
+        audit_share: config.audit_share(),
         saliency_share: shares[0] / total_share,
         uncertainty_share: shares[1] / total_share,
         diversity_share: shares[2] / total_share,
@@ -88,14 +91,25 @@ pub fn run(args: PreserveArgs) -> Result<()> {
         .out
         .unwrap_or_else(|| args.reference.with_file_name("preservation.json"));
     let montage = args.montage.unwrap_or_else(|| out.with_extension("png"));
+    // Make the folders before the minutes of scoring, not after.
+    for path in [&out, &montage] {
+        if let Some(folder) = path
+            .parent()
+            .filter(|folder| !folder.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(folder)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", folder.display()))?;
+        }
+    }
     let examples = if config.data.is_text() {
         "windows"
     } else {
         "images"
     };
     tracing::info!(
-        "scoring {} training {examples} with the reference",
-        data.train.len()
+        "scoring {} training and {} validation {examples} with the reference",
+        data.train.len(),
+        data.validation.len()
     );
     let (set, picture) = build_and_save(
         &reference.network,
@@ -109,16 +123,13 @@ pub fn run(args: PreserveArgs) -> Result<()> {
         &out,
         &montage,
     )?;
-    let count = |criterion| {
-        set.members
-            .iter()
-            .filter(|m| m.criterion == criterion)
-            .count()
-    };
-    let misclassified = set.members.iter().filter(|m| m.misclassified).count();
+    let both_parts = || set.members.iter().chain(&set.audit);
+    let count = |criterion| both_parts().filter(|m| m.criterion == criterion).count();
+    let misclassified = both_parts().filter(|m| m.misclassified).count();
     println!(
-        "preservation set: {} training {examples} ({} saliency, {} uncertainty of which {} misclassified by the reference, {} diversity, {} rare bigrams)",
+        "preservation set: {} training {examples} in the loss part, {} validation {examples} in the audit part ({} saliency, {} uncertainty of which {} misclassified by the reference, {} diversity, {} rare bigrams)",
         set.members.len(),
+        set.audit.len(),
         count(crate::preserve::Criterion::Saliency),
         count(crate::preserve::Criterion::Uncertainty),
         misclassified,
@@ -127,7 +138,7 @@ pub fn run(args: PreserveArgs) -> Result<()> {
     );
     if let Some(classes) = &data.classes {
         let mut per_class = vec![0usize; classes.len()];
-        for member in &set.members {
+        for member in both_parts() {
             if let Some(count) = per_class.get_mut(member.label as usize) {
                 *count += 1;
             }

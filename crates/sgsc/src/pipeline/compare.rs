@@ -21,7 +21,7 @@ use super::run;
 use crate::config::ExperimentConfig;
 use crate::data::load_train_validation;
 use crate::error::{Error, Result};
-use crate::preserve::{build_and_save, PreservationOptions, SplitInfo};
+use crate::preserve::{build_and_save, PreservationOptions, PreservationSet, SplitInfo};
 use crate::report::{read_summary, Summary, SUMMARY_FILE};
 use crate::train::safety::load_reference;
 use crate::train::trainer::{checkpoint_path, RunOptions};
@@ -138,14 +138,16 @@ pub fn run_comparison(
     Ok(summaries)
 }
 
-/// Builds the seed's preservation set from its reference, unless the file is there already.
+/// Builds the seed's preservation set from its reference, unless a set built with the same
+/// options is there already (one of an older format, or built otherwise, is rebuilt).
 fn ensure_preservation_set(
     seeded: &ExperimentConfig,
     reference: &Path,
     preservation_set: &Path,
     options: &ComparisonOptions,
 ) -> Result<()> {
-    if preservation_set.exists() {
+    if PreservationSet::load(preservation_set).is_ok_and(|set| set.options == options.preservation)
+    {
         return Ok(());
     }
     let network = load_reference(reference, seeded, options.device)?;

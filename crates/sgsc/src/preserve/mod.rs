@@ -1,7 +1,11 @@
-//! Preservation set stage (METHOD.md §3): the training examples on which a compressed model must
-//! keep its accuracy, chosen with a float reference model from the training split only.
+//! Preservation set stage (METHOD.md §3): the examples on which a compressed model must keep its
+//! accuracy, chosen with a float reference model. The set has two parts, chosen the same way:
+//! the **loss part** from the training split (a `safe` run trains on it, as in the paper), and the
+//! **audit part** (`audit_share` of the set) from the validation split, which no run trains on, so
+//! that the guard measures what the compressed model keeps of the reference's generalisation and
+//! not of what it memorised.
 //!
-//! Every training example is scored by three criteria:
+//! Every candidate example is scored by three criteria:
 //! - **saliency**: Grad-CAM mass at the last conv layer ([`gradcam`]); the highest mass of each
 //!   class in turn (raw mass favours digits with more ink, so a global ranking would fill the share
 //!   with 8s). For text, gradient x embedding per position ([`text`]);
@@ -15,7 +19,7 @@
 //!
 //! The ensemble takes each criterion's share in that order, skipping examples already taken, and
 //! fills any shortfall from the saliency ranking. The result is deterministic for a seed and is
-//! saved as JSON listing every member's training index (an image's index in its file, a window's
+//! saved as JSON listing every member's source index (an image's index in its file, a window's
 //! character offset in its corpus), label, scores and the criterion that picked it; [`montage`]
 //! draws an image set as a PNG with Grad-CAM overlays, and a text set is listed as plain text.
 
@@ -33,14 +37,16 @@ use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
 
 /// Format tag of preservation-set files.
-pub const FORMAT: &str = "sgsc-preservation-set-1";
+pub const FORMAT: &str = "sgsc-preservation-set-2";
 
 /// How large the set is and how it is shared between the criteria.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PreservationOptions {
-    /// Number of examples in the set.
+    /// Number of examples in the set (both parts).
     pub size: usize,
+    /// Share of the set drawn from the validation split as its audit part (`safety.audit_share`).
+    pub audit_share: f64,
     /// Share of the set picked by Grad-CAM saliency.
     pub saliency_share: f64,
     /// Share picked by uncertainty (misclassified, then smallest margin).
@@ -60,6 +66,7 @@ impl Default for PreservationOptions {
     fn default() -> Self {
         PreservationOptions {
             size: 1000,
+            audit_share: crate::config::DEFAULT_AUDIT_SHARE,
             saliency_share: 1.0 / 3.0,
             uncertainty_share: 1.0 / 3.0,
             diversity_share: 1.0 / 3.0,
@@ -71,6 +78,20 @@ impl Default for PreservationOptions {
 }
 
 impl PreservationOptions {
+    /// Members of the loss part (training split) and of the audit part (validation split).
+    pub fn part_sizes(&self) -> (usize, usize) {
+        let audit = (self.audit_share * self.size as f64).round() as usize;
+        (self.size.saturating_sub(audit), audit.min(self.size))
+    }
+
+    /// These options for one part: `size` members, by the same criteria.
+    fn for_part(&self, size: usize) -> Self {
+        PreservationOptions {
+            size,
+            ..self.clone()
+        }
+    }
+
     /// The defaults for a data set: equal shares of saliency, uncertainty and diversity, and for
     /// names (the paper's corpus) an equal fourth share of the rarest bigrams.
     pub fn for_dataset(dataset: crate::data::DatasetKind) -> Self {
@@ -133,11 +154,12 @@ pub struct Member {
     pub rarest_bigram: Option<f32>,
 }
 
-/// Which training examples the set was drawn from.
+/// Which train/validation split the set was drawn from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SplitInfo {
-    /// Always `train`: the set never draws on validation or test images.
+    /// Always `train`: the training file, whose training part gives the loss part and whose
+    /// validation part gives the audit part (the set never draws on test images).
     pub file: String,
     /// Validation images held out of the training file.
     pub validation_size: usize,
@@ -168,8 +190,11 @@ pub struct PreservationSet {
     pub reference: String,
     /// How it was built.
     pub options: PreservationOptions,
-    /// The examples.
+    /// The loss part: training examples.
     pub members: Vec<Member>,
+    /// The audit part: validation examples (their indices are the validation split's source
+    /// indices), which no run trains on.
+    pub audit: Vec<Member>,
 }
 
 /// Scores of every candidate example under the reference model.
@@ -454,9 +479,10 @@ fn interleave(lists: &[Vec<usize>]) -> Vec<usize> {
         .collect()
 }
 
-/// Builds the preservation set of `reference` (a float network) on `data`'s training split, with
-/// batches of `batch_size`, and saves it to `out`. An image set is drawn as a montage at
-/// `picture`; a text set is listed at `picture` with the extension `.txt`. Returns the set and
+/// Builds the preservation set of `reference` (a float network) on `data`: its loss part from the
+/// training split, its audit part from the validation split, with batches of `batch_size`, and
+/// saves it to `out`. An image set is drawn as a montage at `picture` (loss part first, then the
+/// audit part); a text set is listed at `picture` with the extension `.txt`. Returns the set and
 /// the path of its picture or listing.
 #[allow(clippy::too_many_arguments)]
 pub fn build_and_save(
@@ -471,56 +497,94 @@ pub fn build_and_save(
     out: &Path,
     picture: &Path,
 ) -> Result<(PreservationSet, PathBuf)> {
-    let assemble = |members: Vec<Member>| PreservationSet {
+    let (loss_size, audit_size) = options.part_sizes();
+    let assemble = |members: Vec<Member>, audit: Vec<Member>| PreservationSet {
         format: FORMAT.into(),
         split: split.clone(),
         reference: reference_path.display().to_string(),
         options: options.clone(),
         members,
+        audit,
     };
-    match &data.train {
-        Split::Images(train) => {
-            let scores = score(reference, train, input, batch_size, device)?;
-            let candidates = Candidates {
-                source_indices: &train.source_indices,
-                labels: &train.labels,
-            };
-            let set = assemble(select(&scores, candidates, &options)?);
+    // One part of `size` members from one split; none when the size is 0.
+    let image_part = |split: &ImageSplit, size: usize| -> Result<Vec<Member>> {
+        if size == 0 {
+            return Ok(Vec::new());
+        }
+        let scores = score(reference, split, input, batch_size, device)?;
+        let candidates = Candidates {
+            source_indices: &split.source_indices,
+            labels: &split.labels,
+        };
+        select(&scores, candidates, &options.for_part(size))
+    };
+    let text_part = |split: &crate::data::TextSplit, size: usize| -> Result<Vec<Member>> {
+        if size == 0 {
+            return Ok(Vec::new());
+        }
+        let (starts, scores) = text::score(reference, split, batch_size, device)?;
+        let labels = vec![0; starts.len()];
+        let candidates = Candidates {
+            source_indices: &starts,
+            labels: &labels,
+        };
+        select(&scores, candidates, &options.for_part(size))
+    };
+    match (&data.train, &data.validation) {
+        (Split::Images(train), Split::Images(validation)) => {
+            let set = assemble(
+                image_part(train, loss_size)?,
+                image_part(validation, audit_size)?,
+            );
             set.save(out)?;
-            let position_of = train.positions_by_index();
-            let positions: Vec<usize> = set
-                .members
-                .iter()
-                .map(|member| position_of[&member.index])
-                .collect();
-            let (inputs, _) = train.tensors(&positions, input, None)?;
+            let (mut members, mut images, mut inputs) = (Vec::new(), Vec::new(), Vec::new());
+            for (part, split) in [(&set.members, train), (&set.audit, validation)] {
+                if part.is_empty() {
+                    continue;
+                }
+                let position_of = split.positions_by_index();
+                let positions: Vec<usize> = part
+                    .iter()
+                    .map(|member| position_of[&member.index])
+                    .collect();
+                inputs.push(split.tensors(&positions, input, None)?.0);
+                images.extend(positions.iter().map(|&p| split.image(p)));
+                members.extend(part.iter().cloned());
+            }
+            let inputs = Tensor::f_cat(&inputs, 0)?;
             let (cams, _) = gradcam::grad_cam(reference, &inputs.f_to_device(device)?)?;
-            let images: Vec<&[u8]> = positions.iter().map(|&p| train.image(p)).collect();
             montage::write_montage(
                 picture,
-                &set.members,
+                &members,
                 &images,
                 &cams.f_to_device(Device::Cpu)?,
                 train.shape,
             )?;
             Ok((set, picture.to_path_buf()))
         }
-        Split::Text(train) => {
+        (Split::Text(train), Split::Text(validation)) => {
             let vocabulary = data.vocabulary.as_ref().ok_or_else(|| {
                 Error::Model("a text split needs its vocabulary to list the set".into())
             })?;
-            let (starts, scores) = text::score(reference, train, batch_size, device)?;
-            let labels = vec![0; starts.len()];
-            let candidates = Candidates {
-                source_indices: &starts,
-                labels: &labels,
-            };
-            let set = assemble(select(&scores, candidates, &options)?);
+            let set = assemble(
+                text_part(train, loss_size)?,
+                text_part(validation, audit_size)?,
+            );
             set.save(out)?;
             let listing = picture.with_extension("txt");
-            text::write_listing(&listing, &set.members, train, vocabulary)?;
+            text::write_listing(
+                &listing,
+                &[
+                    ("loss part (training windows)", &set.members, train),
+                    ("audit part (validation windows)", &set.audit, validation),
+                ],
+                vocabulary,
+            )?;
             Ok((set, listing))
         }
+        _ => Err(Error::Model(
+            "the training and validation splits are of different kinds".into(),
+        )),
     }
 }
 
@@ -539,22 +603,32 @@ impl PreservationSet {
             message,
         };
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let set: PreservationSet = serde_json::from_str(&text)
+        let value: serde_json::Value = serde_json::from_str(&text)
             .map_err(|e| fail(format!("not a preservation set: {e}")))?;
-        if set.format != FORMAT || set.split.file != "train" {
+        let format = value.get("format").and_then(|format| format.as_str());
+        if format != Some(FORMAT) {
             return Err(fail(format!(
-                "format {:?} of split {:?} is not a {FORMAT} of the train split",
-                set.format, set.split.file
+                "format {format:?} is not {FORMAT} (a set of an older format has no held-out audit part: rebuild it with `sgsc preserve`)"
+            )));
+        }
+        let set: PreservationSet = serde_json::from_value(value)
+            .map_err(|e| fail(format!("not a preservation set: {e}")))?;
+        if set.split.file != "train" {
+            return Err(fail(format!(
+                "split {:?} is not the train split",
+                set.split.file
             )));
         }
         if set.members.is_empty() {
-            return Err(fail("the set has no members".into()));
+            return Err(fail("the set's loss part has no members".into()));
         }
-        let mut indices: Vec<u32> = set.members.iter().map(|m| m.index).collect();
-        indices.sort_unstable();
-        indices.dedup();
-        if indices.len() != set.members.len() {
-            return Err(fail("an example appears twice".into()));
+        for part in [&set.members, &set.audit] {
+            let mut indices: Vec<u32> = part.iter().map(|m| m.index).collect();
+            indices.sort_unstable();
+            indices.dedup();
+            if indices.len() != part.len() {
+                return Err(fail("an example appears twice".into()));
+            }
         }
         Ok(set)
     }
@@ -639,6 +713,22 @@ mod tests {
     }
 
     #[test]
+    fn part_sizes_split_the_set_by_the_audit_share() {
+        let sizes = |size, audit_share| {
+            PreservationOptions {
+                size,
+                audit_share,
+                ..PreservationOptions::default()
+            }
+            .part_sizes()
+        };
+        assert_eq!(sizes(1000, 0.5), (500, 500));
+        assert_eq!(sizes(7, 0.5), (3, 4));
+        assert_eq!(sizes(10, 0.0), (10, 0));
+        assert_eq!(sizes(10, 0.25), (7, 3));
+    }
+
+    #[test]
     fn impossible_sizes_are_errors() {
         let (split, scores) = toy(10);
         let too_big = PreservationOptions {
@@ -673,6 +763,15 @@ mod tests {
             split: SplitInfo::train(5, 1),
             reference: "ref.safetensors".into(),
             members: select(&scores, candidates(&split), &options).unwrap(),
+            audit: select(
+                &scores,
+                candidates(&split),
+                &PreservationOptions {
+                    size: 4,
+                    ..options.clone()
+                },
+            )
+            .unwrap(),
             options,
         };
         let dir = tempfile::tempdir().unwrap();
@@ -690,5 +789,12 @@ mod tests {
             PreservationSet::load(&path),
             Err(Error::Config { .. })
         ));
+        // A set of the first format (no audit part) is refused by its format, with the remedy.
+        let old = text.replacen(FORMAT, "sgsc-preservation-set-1", 1);
+        std::fs::write(&path, old).unwrap();
+        match PreservationSet::load(&path) {
+            Err(Error::Config { message, .. }) => assert!(message.contains("sgsc preserve")),
+            other => panic!("{other:?}"),
+        }
     }
 }

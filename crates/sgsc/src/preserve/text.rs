@@ -20,8 +20,8 @@ use std::fmt::Write as _;
 use std::path::Path;
 use tch::{Device, Kind, Reduction, Tensor};
 
-/// Scores every `context`-th window of the training `split`. Returns the candidates' window
-/// starts (their training indices) and their scores.
+/// Scores the non-overlapping windows of `split` (training or validation). Returns the
+/// candidates' window starts (their source indices) and their scores.
 pub fn score(
     reference: &Network,
     split: &TextSplit,
@@ -36,7 +36,20 @@ pub fn score(
     let hidden_layer = reference.embedding_layer().ok_or_else(|| {
         Error::Model("the reference has no layer before its head to embed with".into())
     })?;
-    let positions: Vec<usize> = (0..split.len()).step_by(split.context.max(1)).collect();
+    // Candidates do not overlap: in corpus order, a window is one when it starts at or after the
+    // end of the last one taken (every `context`-th window of a training block; every validation
+    // window). The splits deal their blocks in shuffled order, hence the sort.
+    let mut by_start: Vec<usize> = (0..split.len()).collect();
+    by_start.sort_by_key(|&position| split.starts[position]);
+    let mut positions = Vec::new();
+    let mut free_from = 0u32;
+    for position in by_start {
+        let start = split.starts[position];
+        if start >= free_from {
+            positions.push(position);
+            free_from = start.saturating_add(split.context as u32);
+        }
+    }
     let starts: Vec<u32> = positions.iter().map(|&p| split.starts[p]).collect();
     let context = split.context as i64;
     let (mut saliency, mut margin, mut mean_nll, mut embeddings) =
@@ -98,7 +111,7 @@ pub fn score(
 }
 
 /// For each window starting at `starts`, the surprisal `ln(total / count)` of its rarest bigram,
-/// with bigrams counted over the training text (every character some window of `split` covers).
+/// with bigrams counted over the split's text (every character some window of `split` covers).
 pub fn rarest_bigrams(split: &TextSplit, starts: &[u32]) -> Vec<f32> {
     let symbols = split
         .tokens
@@ -128,37 +141,39 @@ pub fn rarest_bigrams(split: &TextSplit, starts: &[u32]) -> Vec<f32> {
         .collect()
 }
 
-/// Writes the set as plain text, one member per line: criterion, window offset, its scores and
-/// the window itself (escaped, so a newline shows as `\n`).
+/// Writes the set as plain text, one section per part and one member per line: criterion,
+/// window offset, its scores and the window itself (escaped, so a newline shows as `\n`).
 pub fn write_listing(
     path: &Path,
-    members: &[Member],
-    split: &TextSplit,
+    sections: &[(&str, &[Member], &TextSplit)],
     vocabulary: &Vocabulary,
 ) -> Result<()> {
     let mut listing = String::from(
         "# criterion\toffset\tmean_nll\tsaliency\trarest_bigram\twindow (context + next character)\n",
     );
-    for member in members {
-        let start = member.index as usize;
-        let ids: Vec<i64> = split
-            .tokens
-            .get(start..start + split.context + 1)
-            .ok_or_else(|| Error::Model(format!("window {start} lies outside the corpus")))?
-            .iter()
-            .map(|&id| id as i64)
-            .collect();
-        let window = vocabulary.decode(&ids)?;
-        let _ = writeln!(
-            listing,
-            "{:?}\t{}\t{:.3}\t{:.4}\t{:.2}\t{:?}",
-            member.criterion,
-            member.index,
-            member.mean_nll.unwrap_or(f32::NAN),
-            member.saliency,
-            member.rarest_bigram.unwrap_or(f32::NAN),
-            window
-        );
+    for (heading, members, split) in sections {
+        let _ = writeln!(listing, "## {heading}: {} windows", members.len());
+        for member in members.iter() {
+            let start = member.index as usize;
+            let ids: Vec<i64> = split
+                .tokens
+                .get(start..start + split.context + 1)
+                .ok_or_else(|| Error::Model(format!("window {start} lies outside the corpus")))?
+                .iter()
+                .map(|&id| id as i64)
+                .collect();
+            let window = vocabulary.decode(&ids)?;
+            let _ = writeln!(
+                listing,
+                "{:?}\t{}\t{:.3}\t{:.4}\t{:.2}\t{:?}",
+                member.criterion,
+                member.index,
+                member.mean_nll.unwrap_or(f32::NAN),
+                member.saliency,
+                member.rarest_bigram.unwrap_or(f32::NAN),
+                window
+            );
+        }
     }
     crate::files::write_atomically(path, listing.as_bytes())
 }
@@ -192,7 +207,7 @@ mod tests {
     }
 
     #[test]
-    fn text_sets_come_from_training_blocks_only() {
+    fn text_sets_come_from_their_own_blocks() {
         let text: String = (0..400)
             .map(|i| ['a', 'b', 'c', 'd', '\n'][(i * 7 + i / 3) % 5])
             .collect();
@@ -268,5 +283,12 @@ mod tests {
             "the first uncertainty pick has loss {}, the highest is {highest}",
             loss_of(first_uncertain)
         );
+        // Training candidates do not overlap; every validation window (already disjoint) is a
+        // candidate of the audit part.
+        assert!(starts.windows(2).all(|pair| pair[1] >= pair[0] + 6));
+        let (validation_starts, _) = score(&network, &splits.validation, 16, Device::Cpu).unwrap();
+        let mut every_window = splits.validation.starts.clone();
+        every_window.sort_unstable();
+        assert_eq!(validation_starts, every_window);
     }
 }

@@ -1,10 +1,10 @@
 //! The safety guard of the `safe` mode (METHOD.md §3-4, as built: docs/guard.md), around the
 //! [`Controller`]'s decisions:
 //!
-//! - the preservation set is split in two, by a seeded draw within each criterion: the *loss
-//!   part* feeds the preservation loss (as in the paper), the *audit part* (`audit_share`) never
-//!   reaches any loss (the trainer leaves its images out of the training batches too) and is what
-//!   the budget, the checks and the certificate measure;
+//! - the preservation set has two parts: the *loss part* (training examples) feeds the
+//!   preservation loss (as in the paper), the *audit part* (`audit_share` of the set, validation
+//!   examples chosen by the same criteria) never reaches any loss, nor do the training batches
+//!   hold it, and it is what the budget, the checks and the certificate measure;
 //! - before training, the reference's figures on the audit part and on validation fix the
 //!   [`Budget`];
 //! - every step gets a batch of the loss part (augmented) and the reference's logits on it;
@@ -52,11 +52,9 @@ use crate::preserve::PreservationSet;
 use crate::quant::QuantizedWeight;
 use crate::size::live::{self, Statistics};
 use crate::size::prepare_for_storage;
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 use sgsc_runtime::model::Metadata;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::Path;
 use tch::{Device, Kind, Reduction, Tensor};
 
@@ -252,7 +250,7 @@ pub struct Guard {
     /// The held-out part that the checks and the certificate measure (the loss part when the
     /// audit share is 0).
     audit: Split,
-    /// Training-split indices of the audit part's members.
+    /// Validation-split source indices of the audit part's members.
     audit_indices: Vec<u32>,
     /// For an image classifier measured in accuracy, its layers: the final gate measures its
     /// integer path, and the certificate's draft holds that many ranges.
@@ -350,8 +348,15 @@ impl Guard {
                 set.split.validation_size, set.split.split_seed, config.data.validation_size, config.data.split_seed
             )));
         }
-        let position_of = data.train.positions_by_index();
-        let positions_of = |members: &[Member]| {
+        if (set.options.audit_share - safety.audit_share).abs() > 1e-9 {
+            return Err(fail(format!(
+                "built with an audit share of {}, but safety.audit_share is {}: rebuild it with `sgsc preserve`",
+                set.options.audit_share, safety.audit_share
+            )));
+        }
+        // The members of one part, as positions in the split they come from.
+        let positions_in = |split: &Split, members: &[Member], what: &str| {
+            let position_of = split.positions_by_index();
             members
                 .iter()
                 .map(|member| {
@@ -359,31 +364,32 @@ impl Guard {
                         .get(&member.index)
                         .copied()
                         .filter(|&position| {
-                            data.train
+                            split
                                 .label(position)
                                 .is_none_or(|label| label == member.label)
                         })
                         .ok_or_else(|| {
                             fail(format!(
-                                "member {} is not a training image with label {}",
+                                "member {} is not a {what} example with label {}",
                                 member.index, member.label
                             ))
                         })
                 })
                 .collect::<Result<Vec<_>>>()
         };
-        let (loss_members, audit_members) =
-            split_members(&set.members, safety.audit_share, set.options.seed);
-        if loss_members.is_empty() {
-            return Err(fail("the preservation set is empty".into()));
+        if set.members.is_empty() {
+            return Err(fail("the preservation set's loss part is empty".into()));
         }
-        let loss_part = data.train.subset(&positions_of(&loss_members)?);
-        let audit_indices: Vec<u32> = audit_members.iter().map(|member| member.index).collect();
-        let audit = if audit_members.is_empty() {
+        let loss_part = data
+            .train
+            .subset(&positions_in(&data.train, &set.members, "training")?);
+        let audit_indices: Vec<u32> = set.audit.iter().map(|member| member.index).collect();
+        let audit = if set.audit.is_empty() {
             tracing::warn!("safety.audit_share = 0: the checks measure the loss part itself");
             loss_part.clone()
         } else {
-            data.train.subset(&positions_of(&audit_members)?)
+            data.validation
+                .subset(&positions_in(&data.validation, &set.audit, "validation")?)
         };
         let preservation = &audit;
         let reference = load_reference(&safety.reference, config, device)?;
@@ -582,8 +588,8 @@ impl Guard {
         self.controller.budget
     }
 
-    /// Training-split indices of the audit part's members, which must stay out of every loss
-    /// (the trainer leaves them out of its batches).
+    /// Source indices of the audit part's members: validation examples, which must stay out of
+    /// every loss.
     pub fn audit_indices(&self) -> &[u32] {
         &self.audit_indices
     }
@@ -1251,35 +1257,6 @@ fn figure(metric: BudgetMetric, evaluation: &Evaluation) -> f64 {
         BudgetMetric::Accuracy => evaluation.accuracy,
         BudgetMetric::Loss => evaluation.loss,
     }
-}
-
-/// Splits a preservation set's members into its loss part and its audit part: within each
-/// criterion, in index order shuffled by `seed`, the first `round(audit_share * count)` go to the
-/// audit part. The split depends on the set alone, so every run on the set audits the same images.
-pub fn split_members(
-    members: &[Member],
-    audit_share: f64,
-    seed: u64,
-) -> (Vec<Member>, Vec<Member>) {
-    let mut by_criterion: BTreeMap<String, Vec<&Member>> = BTreeMap::new();
-    for member in members {
-        by_criterion
-            .entry(format!("{:?}", member.criterion))
-            .or_default()
-            .push(member);
-    }
-    let mut audit = HashSet::new();
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    for group in by_criterion.values_mut() {
-        group.sort_by_key(|member| member.index);
-        group.shuffle(&mut rng);
-        let count = (audit_share * group.len() as f64).round() as usize;
-        audit.extend(group.iter().take(count).map(|member| member.index));
-    }
-    members
-        .iter()
-        .cloned()
-        .partition(|member| !audit.contains(&member.index))
 }
 
 /// For each row (first dimension), whether `a` and `b` differ anywhere in it.

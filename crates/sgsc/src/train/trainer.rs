@@ -186,20 +186,10 @@ impl<'a> Run<'a> {
             config.to_toml().as_bytes(),
         )?;
         let metrics = MetricsLog::open(&options.out_dir.join("metrics.jsonl"), start_step)?;
-        let mut data = data;
         let mut guard = match options.mode {
             Mode::Safe => Some(Guard::new(config, &data, &learner, options.device)?),
             Mode::Baseline | Mode::Unsafe | Mode::Distill => None,
         };
-        if let Some(guard) = &guard {
-            // The audit part of the preservation set reaches no loss: out of the batches too.
-            let audit: std::collections::HashSet<u32> =
-                guard.audit_indices().iter().copied().collect();
-            let kept: Vec<usize> = (0..data.train.len())
-                .filter(|&position| !audit.contains(&data.train.source_indices()[position]))
-                .collect();
-            data.train = data.train.subset(&kept);
-        }
         let target = config
             .quant
             .target_bytes
