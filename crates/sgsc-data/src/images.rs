@@ -110,7 +110,7 @@ pub struct ImageSplit {
     /// Class of each image.
     pub labels: Vec<u8>,
     /// Index of each image in the file it came from (for audit trails such as the preservation
-    /// set, which must name training indices only).
+    /// set, whose members name images by it).
     pub source_indices: Vec<u32>,
     /// The normalisation batches use: measured on the training split (or published), and the
     /// same for every split of a data set.

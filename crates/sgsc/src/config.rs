@@ -171,7 +171,8 @@ pub struct SafetyConfig {
     pub train_distillation_weight: f64,
     /// Check the budget every this many steps (K).
     pub check_every: i64,
-    /// Largest allowed drop of preservation-set accuracy below the reference, in points.
+    /// Largest allowed drop of the audit part's figure below the reference's: accuracy points,
+    /// or nats per character for a language model.
     pub max_preservation_drop: f64,
     /// Largest allowed drop of validation accuracy below the reference, in points.
     pub max_validation_drop: f64,

@@ -47,7 +47,7 @@ pub struct CompareArgs {
     /// Folder of the comparison's runs.
     #[arg(long, default_value = "runs/compare")]
     out: PathBuf,
-    /// Preservation set size.
+    /// Preservation set size, both parts (`safety.audit_share` of it from the validation split).
     #[arg(long, default_value_t = 1000)]
     preservation_size: usize,
     /// cpu or cuda.
@@ -77,7 +77,6 @@ pub fn run(args: CompareArgs) -> Result<()> {
         device,
         preservation: PreservationOptions {
             size: args.preservation_size,
-            audit_share: config.audit_share(),
             ..PreservationOptions::for_dataset(config.data.dataset)
         },
         progress: std::io::stderr().is_terminal(),

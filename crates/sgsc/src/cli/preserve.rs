@@ -23,6 +23,11 @@ pub struct PreserveArgs {
     /// `safety.audit_share` of them from the validation split).
     #[arg(long, default_value_t = 1000)]
     size: usize,
+    /// Share of the set drawn from the validation split as its audit part (default: the
+    /// reference's config's `safety.audit_share`, else 0.5); a `safe` run's
+    /// `safety.audit_share` must be the same.
+    #[arg(long)]
+    audit_share: Option<f64>,
     /// Shares of saliency, uncertainty and diversity, and for text optionally a fourth for the
     /// rarest bigrams (normalised to sum to 1). Default: equal shares, with the fourth for names.
     #[arg(long, value_delimiter = ',', num_args = 3..=4)]
@@ -72,13 +77,16 @@ pub fn run(args: PreserveArgs) -> Result<()> {
             defaults.rare_bigram_share,
         ]
     });
+    if let Some(share) = args.audit_share.filter(|share| !(0.0..1.0).contains(share)) {
+        bail!("--audit-share {share}: must be in [0, 1)");
+    }
     let total_share: f64 = shares.iter().sum();
     if total_share.is_nan() || total_share <= 0.0 || shares.iter().any(|&s| s.is_nan() || s < 0.0) {
         bail!("--shares {shares:?}: shares must be non-negative with a positive sum");
     }
     let options = PreservationOptions {
         size: args.size,
-        audit_share: config.audit_share(),
+        audit_share: args.audit_share.unwrap_or_else(|| config.audit_share()),
         saliency_share: shares[0] / total_share,
         uncertainty_share: shares[1] / total_share,
         diversity_share: shares[2] / total_share,

@@ -99,7 +99,11 @@ pub fn run_comparison(
         let safe_config = config_of(Mode::Safe, compressing.quant.target_bytes)?;
         // The preservation set, then safe: the one lane that needs the set.
         let preserve_then_safe = |options: &ComparisonOptions| -> Result<Summary> {
-            ensure_preservation_set(&seeded, &reference, &preservation_set, options)?;
+            let wanted = PreservationOptions {
+                audit_share: safety.audit_share,
+                ..options.preservation.clone()
+            };
+            ensure_preservation_set(&seeded, &reference, &preservation_set, &wanted, options)?;
             run_once(&safe_config, Mode::Safe, &dir(Mode::Safe), options)
         };
         // unsafe and distill, to `target`.
@@ -138,28 +142,36 @@ pub fn run_comparison(
     Ok(summaries)
 }
 
-/// Builds the seed's preservation set from its reference, unless a set built with the same
-/// options is there already (one of an older format, or built otherwise, is rebuilt).
+/// Builds the seed's preservation set from its reference with the options `wanted`, unless a set
+/// built so on the same split is there already (one of an older format, or built otherwise, is
+/// rebuilt, and the log says why).
 fn ensure_preservation_set(
     seeded: &ExperimentConfig,
     reference: &Path,
     preservation_set: &Path,
+    wanted: &PreservationOptions,
     options: &ComparisonOptions,
 ) -> Result<()> {
-    if PreservationSet::load(preservation_set).is_ok_and(|set| set.options == options.preservation)
-    {
-        return Ok(());
+    let split = SplitInfo::train(seeded.data.validation_size, seeded.data.split_seed);
+    if preservation_set.exists() {
+        match PreservationSet::load(preservation_set) {
+            Ok(set) if set.options == *wanted && set.split == split => return Ok(()),
+            Ok(_) => tracing::info!(
+                "{}: built with other options or on another split; building it again",
+                preservation_set.display()
+            ),
+            Err(e) => tracing::info!("{e}; building it again"),
+        }
     }
     let network = load_reference(reference, seeded, options.device)?;
     let data = load_train_validation(&seeded.data, &seeded.model.input, &options.data_dirs)?;
-    let split = SplitInfo::train(seeded.data.validation_size, seeded.data.split_seed);
     build_and_save(
         &network,
         reference,
         &data,
         split,
         &seeded.data.input,
-        options.preservation.clone(),
+        wanted.clone(),
         seeded.train.eval_batch_size,
         options.device,
         preservation_set,

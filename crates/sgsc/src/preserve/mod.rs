@@ -15,7 +15,7 @@
 //!   examples nearest each centroid, taken class by class in turn. For text, on the mean final
 //!   hidden state of each window;
 //! - and for text, optionally, the paper's criterion for names: windows holding the rarest
-//!   bigrams of the training text.
+//!   bigrams of their split's text.
 //!
 //! The ensemble takes each criterion's share in that order, skipping examples already taken, and
 //! fills any shortfall from the saliency ranking. The result is deterministic for a seed and is
@@ -119,7 +119,7 @@ pub enum Criterion {
     Uncertainty,
     /// Nearest to a class cluster's centroid.
     Diversity,
-    /// Holds one of the training text's rarest bigrams.
+    /// Holds one of its split's text's rarest bigrams.
     RareBigrams,
 }
 
@@ -149,7 +149,7 @@ pub struct Member {
     /// Text: mean next-character loss (nats) under the reference.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mean_nll: Option<f32>,
-    /// Text: surprisal (nats) of the window's rarest bigram in the training text.
+    /// Text: surprisal (nats) of the window's rarest bigram in its split's text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rarest_bigram: Option<f32>,
 }
@@ -168,7 +168,8 @@ pub struct SplitInfo {
 }
 
 impl SplitInfo {
-    /// The training part of the train/validation split made with these settings.
+    /// The train/validation split of the training file made with these settings (its training
+    /// part gives the loss part, its validation part the audit part).
     pub fn train(validation_size: usize, split_seed: u64) -> Self {
         SplitInfo {
             file: "train".into(),
@@ -214,10 +215,11 @@ pub struct Scores {
     pub embeddings: Tensor,
 }
 
-/// The candidates the scores describe: their training indices and labels (all 0 for text).
+/// The candidates the scores describe: their source indices (training or validation) and labels
+/// (all 0 for text).
 #[derive(Debug, Clone, Copy)]
 pub struct Candidates<'a> {
-    /// Training index of each candidate.
+    /// Source index of each candidate.
     pub source_indices: &'a [u32],
     /// Label of each candidate.
     pub labels: &'a [u8],
@@ -481,9 +483,9 @@ fn interleave(lists: &[Vec<usize>]) -> Vec<usize> {
 
 /// Builds the preservation set of `reference` (a float network) on `data`: its loss part from the
 /// training split, its audit part from the validation split, with batches of `batch_size`, and
-/// saves it to `out`. An image set is drawn as a montage at `picture` (loss part first, then the
-/// audit part); a text set is listed at `picture` with the extension `.txt`. Returns the set and
-/// the path of its picture or listing.
+/// saves it to `out`. An image set is drawn as a montage at `picture` (both parts, sorted by
+/// criterion and class); a text set is listed at `picture` with the extension `.txt`, part by
+/// part. Returns the set and the path of its picture or listing.
 #[allow(clippy::too_many_arguments)]
 pub fn build_and_save(
     reference: &Network,
@@ -498,6 +500,24 @@ pub fn build_and_save(
     picture: &Path,
 ) -> Result<(PreservationSet, PathBuf)> {
     let (loss_size, audit_size) = options.part_sizes();
+    let candidates = |split: &Split| match split {
+        Split::Images(images) => images.len(),
+        Split::Text(text) => text::candidate_count(text),
+    };
+    if loss_size == 0 || loss_size > candidates(&data.train) {
+        return Err(Error::Model(format!(
+            "the loss part needs 1 to {} training examples, and a set of {} with an audit share of {} gives it {loss_size}",
+            candidates(&data.train),
+            options.size,
+            options.audit_share
+        )));
+    }
+    if audit_size > candidates(&data.validation) {
+        return Err(Error::Model(format!(
+            "the audit part needs {audit_size} validation examples, and the validation split has {}: lower the set's size or safety.audit_share, or raise data.validation_size",
+            candidates(&data.validation)
+        )));
+    }
     let assemble = |members: Vec<Member>, audit: Vec<Member>| PreservationSet {
         format: FORMAT.into(),
         split: split.clone(),
@@ -605,11 +625,17 @@ impl PreservationSet {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         let value: serde_json::Value = serde_json::from_str(&text)
             .map_err(|e| fail(format!("not a preservation set: {e}")))?;
-        let format = value.get("format").and_then(|format| format.as_str());
-        if format != Some(FORMAT) {
-            return Err(fail(format!(
-                "format {format:?} is not {FORMAT} (a set of an older format has no held-out audit part: rebuild it with `sgsc preserve`)"
-            )));
+        let format = value
+            .get("format")
+            .and_then(|format| format.as_str())
+            .unwrap_or("none");
+        if format != FORMAT {
+            let remedy = if format.starts_with("sgsc-preservation-set-") {
+                " (a set of an older format has no held-out audit part: rebuild it with `sgsc preserve`)"
+            } else {
+                ""
+            };
+            return Err(fail(format!("format {format:?} is not {FORMAT}{remedy}")));
         }
         let set: PreservationSet = serde_json::from_value(value)
             .map_err(|e| fail(format!("not a preservation set: {e}")))?;

@@ -6,10 +6,11 @@
 //! - **uncertainty**: the mean next-character loss;
 //! - **diversity**: the mean final hidden state (after the last layer norm), for k-means;
 //! - **rare bigrams**: the surprisal `ln(total / count)` of the window's rarest bigram in the
-//!   training text (the paper's criterion for names).
+//!   text of the split it comes from (the paper's criterion for names).
 //!
-//! The candidates are non-overlapping training windows (every `context`-th start), so the set's
-//! members share no characters and scoring reads each training character about once.
+//! The candidates are the split's non-overlapping windows (every `context`-th start of a
+//! training block; every validation window), so a part's members share no characters and
+//! scoring reads each character about once.
 
 use super::{Member, Scores};
 use crate::data::{Tensors, TextSplit, Vocabulary};
@@ -36,20 +37,7 @@ pub fn score(
     let hidden_layer = reference.embedding_layer().ok_or_else(|| {
         Error::Model("the reference has no layer before its head to embed with".into())
     })?;
-    // Candidates do not overlap: in corpus order, a window is one when it starts at or after the
-    // end of the last one taken (every `context`-th window of a training block; every validation
-    // window). The splits deal their blocks in shuffled order, hence the sort.
-    let mut by_start: Vec<usize> = (0..split.len()).collect();
-    by_start.sort_by_key(|&position| split.starts[position]);
-    let mut positions = Vec::new();
-    let mut free_from = 0u32;
-    for position in by_start {
-        let start = split.starts[position];
-        if start >= free_from {
-            positions.push(position);
-            free_from = start.saturating_add(split.context as u32);
-        }
-    }
+    let positions = candidate_positions(split);
     let starts: Vec<u32> = positions.iter().map(|&p| split.starts[p]).collect();
     let context = split.context as i64;
     let (mut saliency, mut margin, mut mean_nll, mut embeddings) =
@@ -108,6 +96,29 @@ pub fn score(
         embeddings: Tensor::f_cat(&embeddings, 0)?,
     };
     Ok((starts, scores))
+}
+
+/// The positions of the candidate windows of `split`: its non-overlapping windows in corpus
+/// order, a window being one when it starts at or after the end of the last one taken (every
+/// `context`-th window of a training block; every validation window).
+fn candidate_positions(split: &TextSplit) -> Vec<usize> {
+    let mut by_start: Vec<usize> = (0..split.len()).collect();
+    by_start.sort_by_key(|&position| split.starts[position]);
+    let mut positions = Vec::new();
+    let mut free_from = 0u32;
+    for position in by_start {
+        let start = split.starts[position];
+        if start >= free_from {
+            positions.push(position);
+            free_from = start.saturating_add(split.context as u32);
+        }
+    }
+    positions
+}
+
+/// How many candidate windows [`score`] scores in `split`.
+pub fn candidate_count(split: &TextSplit) -> usize {
+    candidate_positions(split).len()
 }
 
 /// For each window starting at `starts`, the surprisal `ln(total / count)` of its rarest bigram,

@@ -64,7 +64,8 @@ fn lock_path(dir: &Path) -> PathBuf {
 /// A finished run's files: its summary and, where its stage preserves, its preservation set.
 pub fn is_finished(run: &PlannedRun) -> bool {
     run.dir.join("summary.json").is_file()
-        && (!run.preserve || run.dir.join("preservation.json").is_file())
+        && (!run.preserve
+            || crate::preserve::PreservationSet::load(&run.dir.join("preservation.json")).is_ok())
 }
 
 /// Runs `runs` (one stage's) with `options.parallel` at a time; returns each run's status in
@@ -127,7 +128,9 @@ pub fn run_one(run: &PlannedRun, options: &RunnerOptions) -> Result<RunStatus> {
             return Ok(status);
         }
     }
-    if run.preserve && !run.dir.join("preservation.json").is_file() {
+    if run.preserve
+        && crate::preserve::PreservationSet::load(&run.dir.join("preservation.json")).is_err()
+    {
         let mut preserve = command(options, "preserve", &log_path)?;
         preserve
             .arg("--reference")

@@ -350,8 +350,8 @@ impl Guard {
         }
         if (set.options.audit_share - safety.audit_share).abs() > 1e-9 {
             return Err(fail(format!(
-                "built with an audit share of {}, but safety.audit_share is {}: rebuild it with `sgsc preserve`",
-                set.options.audit_share, safety.audit_share
+                "built with an audit share of {}, but safety.audit_share is {}: rebuild it with `sgsc preserve --audit-share {}`",
+                set.options.audit_share, safety.audit_share, safety.audit_share
             )));
         }
         // The members of one part, as positions in the split they come from.
@@ -385,7 +385,9 @@ impl Guard {
             .subset(&positions_in(&data.train, &set.members, "training")?);
         let audit_indices: Vec<u32> = set.audit.iter().map(|member| member.index).collect();
         let audit = if set.audit.is_empty() {
-            tracing::warn!("safety.audit_share = 0: the checks measure the loss part itself");
+            tracing::warn!(
+                "the preservation set has no audit part: the checks measure the loss part itself"
+            );
             loss_part.clone()
         } else {
             data.validation
