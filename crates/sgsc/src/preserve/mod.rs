@@ -526,26 +526,26 @@ pub fn build_and_save(
         members,
         audit,
     };
-    // One part of `size` members from one split; none when the size is 0.
-    let image_part = |split: &ImageSplit, size: usize| -> Result<Vec<Member>> {
+    // One part of `size` members from one split, scored by the reference; none when the size
+    // is 0.
+    let part = |split: &Split, size: usize| -> Result<Vec<Member>> {
         if size == 0 {
             return Ok(Vec::new());
         }
-        let scores = score(reference, split, input, batch_size, device)?;
-        let candidates = Candidates {
-            source_indices: &split.source_indices,
-            labels: &split.labels,
+        let (source_indices, labels, scores) = match split {
+            Split::Images(images) => (
+                images.source_indices.clone(),
+                images.labels.clone(),
+                score(reference, images, input, batch_size, device)?,
+            ),
+            Split::Text(text) => {
+                let (starts, scores) = text::score(reference, text, batch_size, device)?;
+                let labels = vec![0; starts.len()];
+                (starts, labels, scores)
+            }
         };
-        select(&scores, candidates, &options.for_part(size))
-    };
-    let text_part = |split: &crate::data::TextSplit, size: usize| -> Result<Vec<Member>> {
-        if size == 0 {
-            return Ok(Vec::new());
-        }
-        let (starts, scores) = text::score(reference, split, batch_size, device)?;
-        let labels = vec![0; starts.len()];
         let candidates = Candidates {
-            source_indices: &starts,
+            source_indices: &source_indices,
             labels: &labels,
         };
         select(&scores, candidates, &options.for_part(size))
@@ -553,23 +553,23 @@ pub fn build_and_save(
     match (&data.train, &data.validation) {
         (Split::Images(train), Split::Images(validation)) => {
             let set = assemble(
-                image_part(train, loss_size)?,
-                image_part(validation, audit_size)?,
+                part(&data.train, loss_size)?,
+                part(&data.validation, audit_size)?,
             );
             set.save(out)?;
             let (mut members, mut images, mut inputs) = (Vec::new(), Vec::new(), Vec::new());
-            for (part, split) in [(&set.members, train), (&set.audit, validation)] {
-                if part.is_empty() {
+            for (chosen, split) in [(&set.members, train), (&set.audit, validation)] {
+                if chosen.is_empty() {
                     continue;
                 }
                 let position_of = split.positions_by_index();
-                let positions: Vec<usize> = part
+                let positions: Vec<usize> = chosen
                     .iter()
                     .map(|member| position_of[&member.index])
                     .collect();
                 inputs.push(split.tensors(&positions, input, None)?.0);
                 images.extend(positions.iter().map(|&p| split.image(p)));
-                members.extend(part.iter().cloned());
+                members.extend(chosen.iter().cloned());
             }
             let inputs = Tensor::f_cat(&inputs, 0)?;
             let (cams, _) = gradcam::grad_cam(reference, &inputs.f_to_device(device)?)?;
@@ -587,8 +587,8 @@ pub fn build_and_save(
                 Error::Model("a text split needs its vocabulary to list the set".into())
             })?;
             let set = assemble(
-                text_part(train, loss_size)?,
-                text_part(validation, audit_size)?,
+                part(&data.train, loss_size)?,
+                part(&data.validation, audit_size)?,
             );
             set.save(out)?;
             let listing = picture.with_extension("txt");

@@ -377,9 +377,7 @@ impl Guard {
                 })
                 .collect::<Result<Vec<_>>>()
         };
-        if set.members.is_empty() {
-            return Err(fail("the preservation set's loss part is empty".into()));
-        }
+        // `PreservationSet::load` refuses a set whose loss part is empty.
         let loss_part = data
             .train
             .subset(&positions_in(&data.train, &set.members, "training")?);
