@@ -1,5 +1,5 @@
 //! `compare` trains baseline, unsafe, distill and safe per seed on one harness, at equal bytes,
-//! and does not repeat finished runs.
+//! and does not repeat finished runs (nor reuse a safe run that another preservation set guarded).
 
 mod common;
 
@@ -181,4 +181,24 @@ fn comparison_runs_every_mode_and_reuses_finished_runs() {
     let csv = comparison_csv(&summaries);
     assert_eq!(csv.lines().count(), 5);
     assert!(csv.lines().nth(4).unwrap().starts_with("safe,3,20,"));
+
+    // A set built with other options than the comparison's is built again, and the finished
+    // safe run that the old set guarded is then refused, not reused against a budget it never
+    // had.
+    let rebuilt = ComparisonOptions {
+        preservation: PreservationOptions {
+            size: 60,
+            ..PreservationOptions::default()
+        },
+        ..options.clone()
+    };
+    let error = run_comparison(&config, &rebuilt).unwrap_err();
+    assert!(
+        matches!(&error, sgsc::Error::Checkpoint { path, message }
+            if path.ends_with("safe-seed3/summary.json")
+                && message.contains("another preservation set")),
+        "{error}"
+    );
+    let set = PreservationSet::load(&dir.path().join("baseline-seed3/preservation.json")).unwrap();
+    assert_eq!((set.members.len(), set.audit.len()), (30, 30));
 }

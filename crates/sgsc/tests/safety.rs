@@ -738,17 +738,22 @@ fn negate_classifier_rows(learner: &sgsc::train::learner::Learner, first: i64, r
 }
 
 #[test]
-fn a_breach_far_outside_the_budget_at_the_target_rolls_back_at_once() {
+fn a_breach_far_outside_the_budget_at_the_target_is_never_deferred() {
     use sgsc::train::safety::CheckStage;
     let _one_at_a_time = common::training_lock();
     let dir = tempfile::tempdir().unwrap();
-    let (mut learner, mut guard, config, data) = guarded_at_reference(dir.path(), |_| ());
+    let (mut learner, mut guard, config, data) =
+        guarded_at_reference(dir.path(), |safety| safety.recovery_checks = 2);
     assert_eq!(config.safety.as_ref().unwrap().max_deferred_breach, 2.5);
     let last = learner.network.quantized.len() - 1;
-    let snapshot_codes = learner.network.quantized_weight(last).codes().unwrap();
+    let codes = |learner: &sgsc::train::learner::Learner| {
+        learner.network.quantized_weight(last).codes().unwrap()
+    };
+    let snapshot_codes = codes(&learner);
+    let reference_validation = guard.certificate_draft(None).budget.reference_validation;
     // Half the classes negated: tens of points lost, against a budget of 2 (5 at 2.5 times).
-    // Its figures rose since the last check, and it is the first breach, but neither deferral
-    // nor a recovery wait applies this far out: the guard rolls back.
+    // Its figures fell since the last check (the reference's), and although the snapshot is
+    // within the budget itself, the breach is not deferred this far out: the guard rolls back.
     negate_classifier_rows(&learner, 0, 5);
     let breach = guard
         .check(&mut learner, &data, 50, 0.9, CheckStage::Holding)
@@ -758,14 +763,38 @@ fn a_breach_far_outside_the_budget_at_the_target_rolls_back_at_once() {
         ("rollback", false, 0),
         "{breach:?}"
     );
-    assert!(learner
-        .network
-        .quantized_weight(last)
-        .codes()
-        .unwrap()
-        .equal(&snapshot_codes));
+    assert!(codes(&learner).equal(&snapshot_codes));
     let events = guard.certificate_draft(None).events;
     assert_eq!((events.breaches, events.rollbacks), (1, 1));
+
+    // Far out again, on the way back from a glide: each check finds one class fewer negated.
+    // A rising breach waits, twice in a row at most (`recovery_checks`), still far out, then
+    // rolls back; none is deferred.
+    negate_classifier_rows(&learner, 0, 5);
+    let settling = guard
+        .check(&mut learner, &data, 60, 0.9, CheckStage::Settling)
+        .unwrap();
+    assert_eq!(settling.action, "dip", "{settling:?}");
+    let mut actions = Vec::new();
+    for (step, row) in [(70, 4), (80, 3), (90, 2)] {
+        negate_classifier_rows(&learner, row, 1);
+        let before = codes(&learner);
+        let breach = guard
+            .check(&mut learner, &data, step, 0.8, CheckStage::Holding)
+            .unwrap();
+        assert!(
+            breach.validation_accuracy < reference_validation - 0.05,
+            "still more than 2.5 budgets out: {breach:?}"
+        );
+        if breach.action == "recovering" {
+            assert!(codes(&learner).equal(&before), "a wait undoes nothing");
+        }
+        actions.push(breach.action);
+    }
+    assert_eq!(actions, ["recovering", "recovering", "rollback"]);
+    assert!(codes(&learner).equal(&snapshot_codes));
+    let events = guard.certificate_draft(None).events;
+    assert_eq!((events.breaches, events.rollbacks), (4, 2));
 }
 
 #[test]
@@ -805,7 +834,12 @@ fn the_final_gate_falls_back_through_earlier_snapshots_to_one_that_meets_the_bud
     let mut resumed =
         sgsc::train::safety::Guard::new(&config, &data, &learner, Device::Cpu).unwrap();
     resumed
-        .load_state(&learner, &tensors.into_iter().collect(), &json)
+        .load_state(
+            &learner,
+            &tensors.into_iter().collect(),
+            &json,
+            std::path::Path::new("checkpoint.safetensors"),
+        )
         .unwrap();
     let metadata = sgsc::pack::export::metadata(&config, &data.description(), None, None).unwrap();
     let certificate = resumed.final_gate(&mut learner, &data, &metadata).unwrap();
@@ -818,4 +852,33 @@ fn the_final_gate_falls_back_through_earlier_snapshots_to_one_that_meets_the_bud
         .integer
         .as_ref()
         .is_some_and(|figures| figures.met));
+}
+
+#[test]
+fn a_run_guarded_by_another_preservation_set_does_not_resume() {
+    let _one_at_a_time = common::training_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let (learner, guard, config, data) = guarded_at_reference(dir.path(), |_| ());
+    let (tensors, json) = guard.state().unwrap();
+    let tensors: std::collections::HashMap<_, _> = tensors.into_iter().collect();
+    // The same set resumes.
+    let checkpoint = dir.path().join("checkpoint.safetensors");
+    sgsc::train::safety::Guard::new(&config, &data, &learner, Device::Cpu)
+        .unwrap()
+        .load_state(&learner, &tensors, &json, &checkpoint)
+        .unwrap();
+    // The set rebuilt in place (one loss member fewer): the saved state is refused, by kind.
+    let set_path = &config.safety.as_ref().unwrap().preservation_set;
+    let mut set = PreservationSet::load(set_path).unwrap();
+    set.members.pop();
+    set.save(set_path).unwrap();
+    let error = sgsc::train::safety::Guard::new(&config, &data, &learner, Device::Cpu)
+        .unwrap()
+        .load_state(&learner, &tensors, &json, &checkpoint)
+        .unwrap_err();
+    assert!(
+        matches!(&error, sgsc::Error::Checkpoint { path, message }
+            if *path == checkpoint && message.contains("another preservation set")),
+        "{error}"
+    );
 }

@@ -23,7 +23,7 @@ use crate::data::load_train_validation;
 use crate::error::{Error, Result};
 use crate::preserve::{build_and_save, PreservationOptions, PreservationSet, SplitInfo};
 use crate::report::{read_summary, Summary, SUMMARY_FILE};
-use crate::train::safety::load_reference;
+use crate::train::safety::{file_digest, load_reference};
 use crate::train::trainer::{checkpoint_path, RunOptions};
 use crate::train::Mode;
 use std::path::{Path, PathBuf};
@@ -104,6 +104,7 @@ pub fn run_comparison(
                 ..options.preservation.clone()
             };
             ensure_preservation_set(&seeded, &reference, &preservation_set, &wanted, options)?;
+            refuse_stale_safe_run(&dir(Mode::Safe), &preservation_set)?;
             run_once(&safe_config, Mode::Safe, &dir(Mode::Safe), options)
         };
         // unsafe and distill, to `target`.
@@ -178,6 +179,29 @@ fn ensure_preservation_set(
         &preservation_set.with_extension("png"),
     )?;
     Ok(())
+}
+
+/// A finished `safe` run in `out_dir` that another preservation set guarded (the set was built
+/// again since, for example in a newer format) is an error: its figures would be reused against
+/// a budget it never had. (A half-finished one is refused when it resumes.)
+fn refuse_stale_safe_run(out_dir: &Path, preservation_set: &Path) -> Result<()> {
+    let Ok(summary) = read_summary(&out_dir.join(SUMMARY_FILE)) else {
+        return Ok(());
+    };
+    let digest = file_digest(preservation_set)?;
+    match summary.safety {
+        Some(certificate) if certificate.preservation_set_sha256 != digest => {
+            Err(Error::Checkpoint {
+                path: out_dir.join(SUMMARY_FILE),
+                message: format!(
+                    "was guarded by another preservation set (sha256 {}, now {digest}); delete \
+                     the run's folder or use another --out",
+                    certificate.preservation_set_sha256
+                ),
+            })
+        }
+        _ => Ok(()),
+    }
 }
 
 /// One lane's work: trains one or more runs, one after the other, and returns the last one's

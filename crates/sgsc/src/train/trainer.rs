@@ -204,7 +204,9 @@ impl<'a> Run<'a> {
         let teacher = teacher(config, options)?;
         if let (Some(guard), Some((info, tensors))) = (guard.as_mut(), &resumed) {
             match &info.guard {
-                Some(json) => guard.load_state(&learner, tensors, json)?,
+                Some(json) => {
+                    guard.load_state(&learner, tensors, json, &checkpoint_path(&options.out_dir))?
+                }
                 None => tracing::warn!(
                     "the checkpoint has no guard state (an older sgsc): the guard starts afresh"
                 ),
