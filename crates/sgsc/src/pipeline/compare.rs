@@ -104,7 +104,6 @@ pub fn run_comparison(
                 ..options.preservation.clone()
             };
             ensure_preservation_set(&seeded, &reference, &preservation_set, &wanted, options)?;
-            refuse_stale_safe_run(&dir(Mode::Safe), &preservation_set)?;
             run_once(&safe_config, Mode::Safe, &dir(Mode::Safe), options)
         };
         // unsafe and distill, to `target`.
@@ -181,29 +180,6 @@ fn ensure_preservation_set(
     Ok(())
 }
 
-/// A finished `safe` run in `out_dir` that another preservation set guarded (the set was built
-/// again since, for example in a newer format) is an error: its figures would be reused against
-/// a budget it never had. (A half-finished one is refused when it resumes.)
-fn refuse_stale_safe_run(out_dir: &Path, preservation_set: &Path) -> Result<()> {
-    let Ok(summary) = read_summary(&out_dir.join(SUMMARY_FILE)) else {
-        return Ok(());
-    };
-    let digest = file_digest(preservation_set)?;
-    match summary.safety {
-        Some(certificate) if certificate.preservation_set_sha256 != digest => {
-            Err(Error::Checkpoint {
-                path: out_dir.join(SUMMARY_FILE),
-                message: format!(
-                    "was guarded by another preservation set (sha256 {}, now {digest}); delete \
-                     the run's folder or use another --out",
-                    certificate.preservation_set_sha256
-                ),
-            })
-        }
-        _ => Ok(()),
-    }
-}
-
 /// One lane's work: trains one or more runs, one after the other, and returns the last one's
 /// summary. It takes the options it should run under (quiet ones in a shared lane).
 type Lane<'a, T = Summary> = Box<dyn FnOnce(&ComparisonOptions) -> Result<T> + Send + 'a>;
@@ -271,6 +247,22 @@ fn run_once(
     options: &ComparisonOptions,
 ) -> Result<Summary> {
     if let Ok(summary) = read_summary(&out_dir.join(SUMMARY_FILE)) {
+        // A finished safe run that another preservation set guarded (the set was built again
+        // since, for example in a newer format) is not reused against a budget it never had. (A
+        // half-finished one is refused when it resumes.)
+        if let (Some(certificate), Some(safety)) = (&summary.safety, &config.safety) {
+            let digest = file_digest(&safety.preservation_set)?;
+            if certificate.preservation_set_sha256 != digest {
+                return Err(Error::Checkpoint {
+                    path: out_dir.join(SUMMARY_FILE),
+                    message: format!(
+                        "was guarded by another preservation set (sha256 {}, now {digest}); \
+                         delete the run's folder or use another --out",
+                        certificate.preservation_set_sha256
+                    ),
+                });
+            }
+        }
         tracing::info!("{} already finished; using its summary", out_dir.display());
         let saved = ExperimentConfig::load(&out_dir.join("config.toml"));
         if saved.as_ref().ok() != Some(config) {
