@@ -63,9 +63,13 @@ fn lock_path(dir: &Path) -> PathBuf {
 
 /// A finished run's files: its summary and, where its stage preserves, its preservation set.
 pub fn is_finished(run: &PlannedRun) -> bool {
-    run.dir.join("summary.json").is_file()
-        && (!run.preserve
-            || crate::preserve::PreservationSet::load(&run.dir.join("preservation.json")).is_ok())
+    run.dir.join("summary.json").is_file() && (!run.preserve || has_preservation_set(&run.dir))
+}
+
+/// Whether the run folder `dir` holds a preservation set of the current format (an older or
+/// damaged one is built again).
+fn has_preservation_set(dir: &Path) -> bool {
+    crate::preserve::PreservationSet::load(&dir.join("preservation.json")).is_ok()
 }
 
 /// Runs `runs` (one stage's) with `options.parallel` at a time; returns each run's status in
@@ -128,9 +132,7 @@ pub fn run_one(run: &PlannedRun, options: &RunnerOptions) -> Result<RunStatus> {
             return Ok(status);
         }
     }
-    if run.preserve
-        && crate::preserve::PreservationSet::load(&run.dir.join("preservation.json")).is_err()
-    {
+    if run.preserve && !has_preservation_set(&run.dir) {
         let mut preserve = command(options, "preserve", &log_path)?;
         preserve
             .arg("--reference")
